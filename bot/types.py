@@ -1,0 +1,127 @@
+"""Values that cross every boundary: adapters -> core -> stores -> adapters.
+
+They are plain frozen dataclasses so that the core imports nothing heavy and adapters can build
+them without knowing anything about models or databases.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ConversationKey:
+    """Where a conversation lives: (platform, channel, thread). The thread is '' when there is none."""
+
+    platform: str
+    channel: str
+    thread: str = ""
+
+    def as_str(self) -> str:
+        return f"{self.platform}:{self.channel}:{self.thread}"
+
+    @classmethod
+    def parse(cls, text: str) -> ConversationKey:
+        platform, channel, thread = text.split(":", 2)
+        return cls(platform, channel, thread)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One incoming user message, already translated out of the platform's event."""
+
+    conversation: ConversationKey
+    user_id: str
+    text: str
+    user_name: str = ""
+
+    @property
+    def platform(self) -> str:
+        return self.conversation.platform
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the core returns for a message; everything needed to trace it back."""
+
+    text: str
+    exchange_id: str
+    lora_version: str | None
+    example_ids: tuple[str, ...]
+    latency_s: float
+    first_token_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class Queued:
+    """Stream event: the request waits behind `position` others."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class Token:
+    """Stream event: new reply text (a delta, not the whole text so far)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """Stream event: the reply is complete and stored."""
+
+    reply: Reply
+
+
+StreamEvent = Queued | Token | Done
+
+
+@dataclass(frozen=True)
+class Example:
+    """A labeled (input, output) pair in the example store."""
+
+    id: str
+    input: str
+    output: str
+    label: str = "good"
+    source: str = "import"
+    created_at: float = 0.0
+    exchange_id: str | None = None
+    similarity: float | None = None  # set only on retrieval results
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    """The outcome of a vote: the exchange's net score and whether it is now a good example."""
+
+    exchange_id: str
+    score: int
+    is_example: bool
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """The answer to a slash/admin command.
+
+    `ephemeral` asks the adapter to show it only to the caller. `followup`, when set, completes
+    later (a training run) with text that the adapter posts in the channel where it was asked.
+    """
+
+    text: str
+    ephemeral: bool = True
+    ok: bool = True
+    followup: Future[str] | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class LoraVersion:
+    """One trained LoRA in the registry."""
+
+    version: str
+    path: str
+    created_at: float
+    status: str  # "candidate", "active", "previous", "retired"
+    manifest: dict = field(default_factory=dict, compare=False)
