@@ -125,3 +125,7 @@ class LoraVersion:
     created_at: float
     status: str  # "candidate", "active", "previous", "retired"
     manifest: dict = field(default_factory=dict, compare=False)
+
+
+class UserError(ValueError):
+    """Something the user did wrong; the message is safe and meant to be shown to them as is."""

