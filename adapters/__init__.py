@@ -1,0 +1,1 @@
+"""Chat-platform adapters: translate platform events to and from the core's values."""

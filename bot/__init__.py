@@ -1,0 +1,1 @@
+"""A chat assistant that learns from its users."""

@@ -1,0 +1,353 @@
+"""The `bot` command line (also `python -m bot`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from bot.config import ConfigError, Settings, load_settings
+from bot.types import ConversationKey, Message, UserError
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+app = typer.Typer(help="A chat assistant that learns from its users.", no_args_is_help=True)
+examples_app = typer.Typer(help="Manage labeled examples.", no_args_is_help=True)
+lora_app = typer.Typer(help="Manage trained LoRA versions.", no_args_is_help=True)
+feedback_app = typer.Typer(help="Review and export feedback.", no_args_is_help=True)
+app.add_typer(examples_app, name="examples")
+app.add_typer(lora_app, name="lora")
+app.add_typer(feedback_app, name="feedback")
+console = Console(stderr=True)
+CLI_USER = "cli:local"  # the CLI runs as the data directory's owner
+
+
+class _State:
+    config: Path | None = None
+    data_dir: Path | None = None
+
+
+state = _State()
+
+
+@app.callback()
+def main(
+    config: Annotated[Path | None, typer.Option(help="TOML settings file (default $BOT_CONFIG or ./bot.toml)")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (default $BOT_DATA_DIR or ./data)")] = None,
+) -> None:
+    state.config = config
+    state.data_dir = data_dir
+
+
+def settings() -> Settings:
+    overrides: dict[str, Any] = {"data_dir": str(state.data_dir)} if state.data_dir else {}
+    try:
+        loaded = load_settings(state.config, **overrides)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=loaded.log_level.upper(), format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
+    )
+    for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return loaded
+
+
+def _fail(message: str, code: int = 1) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _core(s: Settings) -> Core:
+    from bot.app import build_core
+    from bot.model_files import ModelNotFound
+
+    try:
+        with console.status("Loading the model…"):
+            return build_core(s.model_copy(update={"admins": [*s.admins, CLI_USER]}), state.config)
+    except ModelNotFound as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def chat() -> None:
+    """Chat in the terminal."""
+    from adapters.console import run_console
+
+    run_console(_core(settings()))
+
+
+@app.command()
+def run() -> None:
+    """Start the configured chat platforms (Slack, Discord), or the terminal chat when none is set."""
+    s = settings()
+    core = _core(s)
+    runners = []
+    if s.slack.enabled:
+        from adapters import slack
+
+        runners.append(("Slack", slack.run))
+    if s.discord.enabled:
+        from adapters import discord_bot
+
+        runners.append(("Discord", discord_bot.run))
+    if not runners:
+        from adapters.console import run_console
+
+        console.print("No SLACK_BOT_TOKEN or DISCORD_TOKEN set: starting the terminal chat.")
+        run_console(core)
+        return
+    threads = [threading.Thread(target=fn, args=(core, s), name=name, daemon=True) for name, fn in runners]
+    for thread in threads:
+        console.print(f"Starting {thread.name}…")
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+    except KeyboardInterrupt:
+        console.print("Stopping.")
+
+
+@app.command()
+def ask(
+    text: str,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    conversation: Annotated[str, typer.Option(help="conversation key platform:channel:thread")] = "cli:ask:",
+) -> None:
+    """Answer one message and exit."""
+    core = _core(settings())
+    try:
+        key = ConversationKey.parse(conversation)
+    except ValueError:
+        _fail(f"conversation {conversation!r} must look like platform:channel:thread")
+    try:
+        reply = core.answer(Message(key, "local", text))
+    except UserError as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        examples = {e.id: e for e in core.examples.get(list(reply.example_ids))}
+        print(json.dumps({
+            "reply": reply.text,
+            "exchange_id": reply.exchange_id,
+            "example_ids": list(reply.example_ids),
+            "examples": [{"id": i, "input": examples[i].input} for i in reply.example_ids if i in examples],
+            "lora_version": reply.lora_version,
+            "latency_s": round(reply.latency_s, 3),
+            "first_token_s": round(reply.first_token_s, 3) if reply.first_token_s is not None else None,
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+        }, ensure_ascii=False))  # fmt: skip
+    else:
+        print(reply.text)
+
+
+@examples_app.command("import")
+def examples_import(file: Path) -> None:
+    """Import a JSONL file of {"input", "output", "label"?}; nothing is imported if any line is bad."""
+    from bot.app import build_examples
+    from bot.retrieval import ExampleFileError, parse_examples_file
+
+    s = settings()
+    try:
+        parsed = parse_examples_file(file)
+    except ExampleFileError as exc:
+        _fail(str(exc), 2)
+    store = build_examples(s)
+    with Progress(TextColumn("Importing"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=console) as progress:  # fmt: skip
+        task = progress.add_task("import", total=len(parsed))
+        ids = store.upsert(
+            parsed, source=f"import:{file.name}", progress=lambda done, _: progress.update(task, completed=done)
+        )
+    console.print(f"Imported {len(set(ids))} examples from {file} ({store.count()} in the store).")
+
+
+@examples_app.command("list")
+def examples_list(
+    limit: Annotated[int, typer.Option(help="how many to show")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List examples, oldest first."""
+    from bot.app import build_examples
+
+    found = build_examples(settings()).list(limit=limit)
+    if as_json:
+        print(json.dumps([e.__dict__ for e in found], ensure_ascii=False))
+        return
+    table = Table("id", "label", "source", "input", "output")
+    for e in found:
+        table.add_row(e.id, e.label, e.source, e.input[:60], e.output[:60])
+    Console().print(table)
+
+
+@examples_app.command("remove")
+def examples_remove(ids: list[str]) -> None:
+    """Remove examples by id."""
+    from bot.app import build_examples
+
+    removed = build_examples(settings()).remove(ids)
+    if removed != len(set(ids)):
+        _fail(f"removed {removed} of {len(set(ids))}: the other ids do not exist", 2)
+    console.print(f"Removed {removed} example(s).")
+
+
+@app.command()
+def doctor() -> None:
+    """Show what is installed, which model and device, and where the data lives."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from bot.model_files import default_gguf_path, model_cache_dir
+
+    s = settings()
+    table = Table("what", "value")
+    for package in ("torch", "transformers", "bitsandbytes", "peft", "trl", "chromadb", "sentence-transformers",
+                    "slack-bolt", "discord.py"):  # fmt: skip
+        try:
+            table.add_row(package, version(package))
+        except PackageNotFoundError:
+            table.add_row(package, "[red]not installed[/red]")
+    import torch
+
+    table.add_row("python", sys.version.split()[0])
+    table.add_row("device", "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    table.add_row("model", f"{s.model} ({s.quantize})")
+    try:
+        table.add_row("default model file", str(default_gguf_path()))
+    except Exception as exc:
+        table.add_row("default model file", f"[red]{exc}[/red]")
+    table.add_row("model cache", str(model_cache_dir(s).resolve()))
+    table.add_row("data dir", str(s.data_dir.resolve()))
+    table.add_row("slack", "configured" if s.slack.enabled else "not configured")
+    table.add_row("discord", "configured" if s.discord.enabled else "not configured")
+    Console().print(table)
+
+
+def _print_result(result: Any) -> None:
+    (console.print if result.ok else _fail)(result.text)
+
+
+def _command(text: str) -> None:
+    """Run one core command as the local admin."""
+    core = _core(settings())
+    _print_result(core.command("cli", "local", text, ConversationKey("cli", "local")))
+
+
+@lora_app.command("list")
+def lora_list() -> None:
+    """List LoRA versions and which one serves."""
+    from bot.lora_registry import LoraRegistry
+    from bot.model_files import prepare_model
+
+    s = settings()
+    print(LoraRegistry.open(s, prepare_model(s).fingerprint).describe())
+
+
+@lora_app.command("use")
+def lora_use(version: str) -> None:
+    """Serve VERSION (a running bot picks it up within a second)."""
+    _registry_action(lambda reg: (reg.use(version, by=CLI_USER), f"Now serving {version}.")[1])
+
+
+@lora_app.command("rollback")
+def lora_rollback() -> None:
+    """Go back to the previous LoRA."""
+    _registry_action(lambda reg: f"Now serving {reg.rollback(by=CLI_USER) or 'the base model'}.")
+
+
+def _registry_action(action: Any) -> None:
+    from bot.lora_registry import LoraRegistry
+    from bot.model_files import prepare_model
+
+    s = settings()
+    try:
+        console.print(action(LoraRegistry.open(s, prepare_model(s).fingerprint)))
+    except UserError as exc:
+        _fail(str(exc), 2)
+
+
+@feedback_app.command("export")
+def feedback_export(file: Path) -> None:
+    """Write feedback as JSONL for TRL (prompt/completion; label for KTO)."""
+    _command(f"feedback export {file}")
+
+
+@feedback_app.command("review")
+def feedback_review() -> None:
+    """List corrections waiting for review."""
+    _command("feedback review")
+
+
+@app.command()
+def train() -> None:
+    """Train a LoRA now, in the foreground, with the same pipeline as the `retrain` command."""
+    from bot.lora_registry import LoraRegistry
+    from bot.model_files import prepare_model
+    from bot.training_runner import TrainingRunner
+
+    s = settings()
+    runner = TrainingRunner(s, LoraRegistry.open(s, prepare_model(s).fingerprint), state.config)
+    started = runner.start(triggered_by=CLI_USER)
+    if not started.ok:
+        _fail(started.message)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[loss]}"), TimeRemainingColumn(), console=console) as progress:  # fmt: skip
+        task = progress.add_task("starting", total=None, loss="")
+
+        def show(status: dict[str, Any]) -> None:
+            loss = f"loss {status['loss']:.3f}" if status.get("loss") is not None else ""
+            progress.update(task, description=str(status.get("phase", "starting")), completed=status.get("step", 0),
+                            total=status.get("total_steps"), loss=loss)  # fmt: skip
+
+        code = runner.wait(on_progress=show)
+    console.print(runner.result_text(code))
+    status = runner.read_status()
+    if status.get("loss_plot"):
+        console.print(f"Loss curve: {status['loss_plot']}")
+    if code != 0:
+        raise typer.Exit(1)
+
+
+@app.command("eval")
+def evaluate(
+    file: Path,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Ask every `question` in FILE; a hit is a reply containing any of `expect_any`."""
+    from bot.evaluation import evaluate_file
+
+    core = _core(settings())
+    conversation = ConversationKey("eval", file.name)
+
+    def answer(question: str) -> str:
+        core.reset(conversation)  # every question stands alone
+        return core.answer(Message(conversation, "eval", question)).text
+
+    try:
+        report = evaluate_file(answer, file)
+    except UserError as exc:
+        _fail(str(exc), 2)
+    if as_json:
+        print(json.dumps(report.to_json(), ensure_ascii=False))
+        return
+    for miss in report.misses:
+        console.print(f"[yellow]miss[/yellow] {miss['question']!r} -> {miss['reply'][:100]!r}")
+    print(f"accuracy {report.accuracy:.1%} ({report.hits}/{report.total})")
+
+
+if __name__ == "__main__":
+    app()

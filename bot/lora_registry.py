@@ -1,0 +1,203 @@
+"""Versioned LoRA directories with a manifest, and active/previous pointers updated atomically.
+
+Layout under <data_dir>/loras/:
+    v0001/ adapter files, manifest.json (written last), loss.png
+    .staging-<id>/  a run in progress; never listed
+    pointers.json   {"active": "v0002", "previous": "v0001", "history": [...]}
+
+A version directory appears only through os.replace of a complete staging directory, and the
+pointer file only through os.replace of a complete temporary file, so a crash at any moment
+leaves either the old state or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.types import LoraVersion, UserError
+
+MANIFEST = "manifest.json"
+POINTERS = "pointers.json"
+_VERSION_RE = re.compile(r"^v(\d{4,})$")
+REQUIRED_FILES = ("adapter_config.json",)
+
+
+class LoraRegistry:
+    def __init__(self, root: Path, base_model: str, base_fingerprint: str) -> None:
+        self.root = root
+        self.base_model = base_model
+        self.base_fingerprint = base_fingerprint
+        self._lock = threading.Lock()
+        root.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def open(cls, settings: Settings, base_fingerprint: str) -> LoraRegistry:
+        return cls(settings.data_dir / "loras", settings.model, base_fingerprint)
+
+    # writing -----------------------------------------------------------------------------------
+
+    def new_staging(self) -> Path:
+        path = self.root / f".staging-{uuid.uuid4().hex[:8]}"
+        path.mkdir()
+        return path
+
+    def commit(self, staging: Path, manifest: dict[str, Any]) -> LoraVersion:
+        """Turn a finished staging directory into the next version (a candidate until promoted)."""
+        missing = [name for name in REQUIRED_FILES if not (staging / name).is_file()]
+        if missing:
+            raise ValueError(f"{staging} is not a saved LoRA: missing {', '.join(missing)}")
+        with self._lock:
+            version = self._next_version()
+            manifest = {
+                **manifest,
+                "version": version,
+                "base_model": self.base_model,
+                "base_fingerprint": self.base_fingerprint,
+                "committed_at": time.time(),
+            }
+            _write_json(staging / MANIFEST, manifest)
+            os.replace(staging, self.root / version)
+        return self.get(version)
+
+    def promote(self, version: str, by: str) -> None:
+        """Serve `version`; the one serving now becomes the previous (the rollback target)."""
+        self.get(version)  # validates existence and base match
+        with self._lock:
+            pointers = self._pointers()
+            if pointers.get("active") == version:
+                return
+            self._set_pointers(version, pointers.get("active"), by, "promote")
+
+    def use(self, version: str, by: str) -> None:
+        self.promote(version, by)
+
+    def rollback(self, by: str) -> str | None:
+        """Swap active and previous. Returns the version now serving (None = the base model)."""
+        with self._lock:
+            pointers = self._pointers()
+            active, previous = pointers.get("active"), pointers.get("previous")
+            if active is None and previous is None:
+                raise UserError("nothing to roll back to: no LoRA has been served yet")
+            if previous is not None:
+                self.get(previous)
+            self._set_pointers(previous, active, by, "rollback")
+            return previous
+
+    def _next_version(self) -> str:
+        numbers = [int(m.group(1)) for p in self.root.iterdir() if (m := _VERSION_RE.match(p.name))]
+        return f"v{max(numbers, default=0) + 1:04d}"
+
+    def _set_pointers(self, active: str | None, previous: str | None, by: str, action: str) -> None:
+        pointers = self._pointers()
+        history = list(pointers.get("history", []))[-49:]
+        history.append({"at": time.time(), "by": by, "action": action, "active": active, "previous": previous})
+        _write_json(self.root / POINTERS, {"active": active, "previous": previous, "history": history})
+
+    # reading -----------------------------------------------------------------------------------
+
+    def _pointers(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.root / POINTERS).read_text())
+        except FileNotFoundError:
+            return {}
+
+    def versions(self) -> list[LoraVersion]:
+        """Every complete version (a manifest present), oldest first."""
+        pointers = self._pointers()
+        found: list[LoraVersion] = []
+        for path in sorted(self.root.iterdir()):
+            if not _VERSION_RE.match(path.name) or not (path / MANIFEST).is_file():
+                continue
+            try:
+                manifest = json.loads((path / MANIFEST).read_text())
+            except json.JSONDecodeError:
+                continue
+            status = (
+                "active"
+                if pointers.get("active") == path.name
+                else "previous"
+                if pointers.get("previous") == path.name
+                else "candidate"
+            )
+            found.append(LoraVersion(path.name, str(path), float(manifest.get("committed_at", 0)), status, manifest))
+        return found
+
+    def get(self, version: str) -> LoraVersion:
+        """A usable version, or UserError saying why not (unknown, incomplete, other base model)."""
+        if not _VERSION_RE.match(version):
+            raise UserError(f"{version!r} is not a LoRA version name (they look like v0003); see `lora list`")
+        path = self.root / version
+        if not (path / MANIFEST).is_file():
+            raise UserError(f"no usable LoRA {version!r}; see `lora list`")
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"LoRA {version} has a corrupt manifest; it cannot be used") from None
+        if manifest.get("base_fingerprint") != self.base_fingerprint:
+            raise UserError(
+                f"LoRA {version} was trained on base model {manifest.get('base_model')!r} "
+                f"(weights {manifest.get('base_fingerprint')}), not on the model served now "
+                f"({self.base_model!r}, weights {self.base_fingerprint}); it cannot be used"
+            )
+        for name in REQUIRED_FILES:
+            if not (path / name).is_file():
+                raise UserError(f"LoRA {version} is missing {name}; it cannot be used")
+        return next(v for v in self.versions() if v.version == version)
+
+    def active(self) -> LoraVersion | None:
+        version = self._pointers().get("active")
+        return self.get(version) if version else None
+
+    def active_lora(self) -> tuple[str, Path] | None:
+        """(version, directory) to serve, for the generation backend; None = the base model.
+
+        Raises UserError when the active version is unusable; the backend then keeps serving
+        what it has.
+        """
+        active = self.active()
+        return (active.version, Path(active.path)) if active else None
+
+    def path_for(self, version: str) -> Path:
+        return Path(self.get(version).path)
+
+    def clean_staging(self, older_than_s: float = 0.0) -> int:
+        """Remove staging directories left by crashed runs. Returns how many were removed."""
+        removed = 0
+        for path in self.root.glob(".staging-*"):
+            if time.time() - path.stat().st_mtime >= older_than_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def describe(self) -> str:
+        versions = self.versions()
+        if not versions:
+            return "No LoRA versions yet; the base model is serving. Run `retrain` to train one."
+        lines = ["LoRA versions (newest last):"]
+        for v in versions:
+            gate = v.manifest.get("gate", {})
+            summary = gate.get("summary", "")
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at))
+            lines.append(f"  {v.version}  {v.status:<9}  {when}  {summary}")
+        if not any(v.status == "active" for v in versions):
+            lines.append("  (the base model is serving)")
+        return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2, default=str)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
