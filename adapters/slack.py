@@ -1,0 +1,331 @@
+"""Slack adapter: slack-bolt in Socket Mode (default) or HTTP mode.
+
+Convert Slack events into the core's values, call the core, send the result back. Votes,
+corrections, admin rights, dedup and history live in the core; this file only speaks Slack.
+Bolt acks every event before the listener runs (listeners run on its thread pool), so the
+3-second deadline holds however long an answer takes.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from slack_bolt import Ack, App, BoltContext, Respond
+from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+
+from bot.types import CommandResult, ConversationKey, Done, Message, Queued, Token, UserError
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.core import Core
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+MAX_CHARS = 3900  # Slack advises at most 4,000 characters a message; keep a margin
+EVENTS_PATH = "/slack/events"
+# Message subtypes that are still a person writing; edits, deletions, joins, bots are not.
+USER_SUBTYPES = {None, "thread_broadcast", "file_share"}
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*\s")
+
+
+def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
+    """Split `text` into parts of at most `limit` characters at the cleanest boundary available:
+    a paragraph, a line, a sentence, a word, and only as a last resort mid-word.
+
+    The cut depends only on the first `limit` characters, so the parts already shown stay the
+    same while a streamed reply grows.
+    """
+    parts: list[str] = []
+    rest = text.strip()
+    while len(rest) > limit:
+        window = rest[:limit]
+        cut = -1
+        for sep in ("\n\n", "\n"):
+            at = window.rfind(sep)
+            if at > limit // 2:
+                cut = at
+                break
+        if cut < 0:
+            ends = [m.end() for m in _SENTENCE_END.finditer(window)]
+            cut = ends[-1] if ends and ends[-1] > limit // 2 else window.rfind(" ")
+        if cut <= 0:
+            cut = limit
+        parts.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    if rest or not parts:
+        parts.append(rest)
+    return parts
+
+
+def message_ref(channel: str, ts: str) -> str:
+    return f"{channel}:{ts}"
+
+
+class _StreamedReply:
+    """One reply as Slack shows it: a placeholder posted at once, then chat.update calls no
+    closer together than `interval` (chat.update is rate tier 3); the text beyond one
+    message's limit continues in further messages in the same thread."""
+
+    def __init__(self, client: WebClient, channel: str, thread_ts: str | None, interval: float) -> None:
+        self.client, self.channel, self.thread_ts, self.interval = client, channel, thread_ts, interval
+        self.parts: list[tuple[str, str]] = []  # (ts, text shown)
+        self.last = 0.0
+        self.show("…", wait=False)
+
+    def show(self, text: str, *, wait: bool) -> None:
+        """Show `text`; when it is too soon, skip it, or with `wait` wait for the interval."""
+        pause = self.last + self.interval - time.monotonic()
+        if pause > 0:
+            if not wait:
+                return
+            time.sleep(pause)
+        for i, chunk in enumerate(split_text(text)):
+            if i < len(self.parts):
+                ts, shown = self.parts[i]
+                if chunk != shown:
+                    self.client.chat_update(channel=self.channel, ts=ts, text=chunk)
+                    self.parts[i] = (ts, chunk)
+            else:
+                resp = self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=chunk)
+                self.parts.append((resp["ts"], chunk))
+        self.last = time.monotonic()
+
+    @property
+    def refs(self) -> list[str]:
+        return [message_ref(self.channel, ts) for ts, _ in self.parts]
+
+
+@dataclass
+class Running:
+    """A started Slack app: `stop()` ends it; `url` is the events endpoint in HTTP mode."""
+
+    stop: Callable[[], None]
+    url: str = ""
+
+
+class SlackAdapter:
+    def __init__(self, core: Core, settings: Settings) -> None:
+        self.core = core
+        self.slack = settings.slack
+        self.prefix = settings.correction_prefix.lower()
+        self._names: dict[str, str] = {}
+        client = WebClient(token=self.slack.bot_token, base_url=_with_slash(self.slack.api_url))
+        # slack_sdk retries connection errors by default but 429s only when asked to.
+        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+        # Bolt calls auth.test here (through `client`, so through SLACK_API_URL too).
+        self.app = App(client=client, signing_secret=self.slack.signing_secret, name="assistant")
+        self.app.event("app_mention")(self.on_message)
+        self.app.event("message")(self.on_message)
+        self.app.event("reaction_added")(self.on_reaction)
+        self.app.event("reaction_removed")(self.on_reaction)
+        self.app.command(self.slack.command)(self.on_command)
+
+    # -- messages ---------------------------------------------------------------------------
+
+    def on_message(self, event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
+        user, channel, ts = event.get("user"), event["channel"], event["ts"]
+        if event.get("subtype") in USER_SUBTYPES and not event.get("bot_id") and user:
+            self._on_user_message(event, user, channel, ts, context.bot_user_id or "", client)
+
+    def _on_user_message(
+        self, event: dict[str, Any], user: str, channel: str, ts: str, bot_user: str, client: WebClient
+    ) -> None:
+        mention = f"<@{bot_user}>"
+        text = (event.get("text") or "").replace(mention, " ").strip()
+        in_thread = event.get("thread_ts")
+        is_dm = event.get("channel_type") == "im"
+        # In a DM the channel is the conversation unless the user opened a thread; elsewhere the
+        # thread (or the message that starts one) is.
+        thread = in_thread or ("" if is_dm else ts)
+        conversation = ConversationKey(PLATFORM, channel, thread)
+        addressed = (
+            is_dm
+            or event["type"] == "app_mention"
+            or mention in (event.get("text") or "")
+            or bool(in_thread and self.core.knows_conversation(conversation))
+        )
+        # A correction is a thread reply to the bot that starts with the prefix (mention or not).
+        exchange = None
+        if in_thread and text.lower().startswith(self.prefix):
+            exchange = self._corrected_exchange(client, channel, in_thread, bot_user)
+        if not (addressed or exchange) or not text:
+            return
+        # app_mention and message.* both deliver a mention, and Slack retries: one message, one reply.
+        if not self.core.claim_event(PLATFORM, f"msg:{message_ref(channel, ts)}"):
+            return
+        if exchange:
+            try:
+                result = self.core.correct(PLATFORM, user, exchange, text)  # the core drops the prefix
+            except UserError as exc:
+                result = CommandResult(str(exc), ok=False)
+            self._post_result(client, result, channel, user, in_thread)
+            return
+        reply = _StreamedReply(client, channel, thread or None, self.slack.stream_interval_s)
+        self._stream(reply, Message(conversation, user, text, self._user_name(client, user)))
+
+    def _corrected_exchange(self, client: WebClient, channel: str, thread_ts: str, bot_user: str) -> str | None:
+        """The exchange of the bot's latest reply in the thread: what a correction there is about."""
+        try:
+            replies = client.conversations_replies(channel=channel, ts=thread_ts, limit=200)["messages"]
+        except SlackApiError as exc:
+            log.info("cannot read thread %s in %s: %s", thread_ts, channel, exc.response.get("error"))
+            return None
+        for msg in reversed(replies):
+            if msg.get("user") == bot_user:
+                found = self.core.exchange_for_message(PLATFORM, message_ref(channel, msg["ts"]))
+                if found:
+                    return found
+        return None
+
+    def _stream(self, reply: _StreamedReply, message: Message) -> None:
+        """Fill the placeholder `reply` (already posted) with the core's streamed answer."""
+        text = ""
+        try:
+            for item in self.core.answer_stream(message):
+                if isinstance(item, Queued) and not text:
+                    reply.show(f"⏳ Queued: {item.position} ahead of you…", wait=True)
+                elif isinstance(item, Token):
+                    text += item.text
+                    reply.show(text + " …", wait=False)
+                elif isinstance(item, Done):
+                    # Link what is on screen before the last update, so that no vote can miss it.
+                    shown = reply.refs
+                    for ref in shown:
+                        self.core.link_message(item.reply.exchange_id, PLATFORM, ref)
+                    reply.show(item.reply.text or "(no answer)", wait=True)
+                    for ref in reply.refs[len(shown) :]:
+                        self.core.link_message(item.reply.exchange_id, PLATFORM, ref)
+        except UserError as exc:  # e.g. an oversized message: say why, in place of the answer
+            reply.show(f"⚠️ {exc}", wait=True)
+        except Exception:
+            log.exception("answering %s failed", message.conversation.as_str())
+            reply.show((text + "\n\n" if text else "") + "⚠️ Sorry, something went wrong.", wait=True)
+
+    def _user_name(self, client: WebClient, user: str) -> str:
+        if user not in self._names:
+            try:
+                info = client.users_info(user=user)["user"]
+                self._names[user] = info.get("real_name") or info.get("name") or ""
+            except SlackApiError:
+                return ""  # a name is a nicety; try again next time
+        return self._names[user]
+
+    # -- reactions --------------------------------------------------------------------------
+
+    def on_reaction(self, event: dict[str, Any], body: dict[str, Any], context: BoltContext) -> None:
+        item = event.get("item", {})
+        # Only reactions on the bot's own messages can be votes; skip the rest before any write.
+        if item.get("type") != "message" or event.get("item_user") != context.bot_user_id:
+            return
+        if not self.core.claim_event(PLATFORM, body["event_id"]):
+            return
+        added = event["type"] == "reaction_added"
+        self.core.react(PLATFORM, message_ref(item["channel"], item["ts"]), event["user"], event["reaction"], added)
+
+    # -- the slash command ------------------------------------------------------------------
+
+    def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        ack()  # first, always: Slack shows an error after 3 s; the answer follows via respond()
+        user, channel = command["user_id"], command["channel_id"]
+        text = (command.get("text") or "").strip() or "help"
+        result = self.core.command(PLATFORM, user, text, ConversationKey(PLATFORM, channel, ""))
+        respond(text=result.text, response_type="ephemeral" if result.ephemeral else "in_channel")
+        if result.followup is not None:
+            result.followup.add_done_callback(lambda done: self._post_followup(client, respond, channel, done))
+
+    def _post_followup(self, client: WebClient, respond: Respond, channel: str, done: Future[str]) -> None:
+        if done.cancelled():
+            text = "⚠️ Cancelled."
+        elif (exc := done.exception()) is not None:  # the work failed: say so where it was asked
+            text = f"⚠️ Failed: {exc}"
+        else:
+            text = done.result()
+        try:
+            client.chat_postMessage(channel=channel, text=text)
+        except SlackApiError:
+            # The bot cannot post in some channels (e.g. a DM between two people); the
+            # response_url of the command still reaches its author.
+            respond(text=text, response_type="ephemeral")
+
+    def _post_result(
+        self, client: WebClient, result: CommandResult, channel: str, user: str, thread_ts: str | None
+    ) -> None:
+        if result.ephemeral:
+            client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=result.text)
+        else:
+            client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=result.text)
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+# -- starting and running -------------------------------------------------------------------
+
+
+def build_app(core: Core, settings: Settings) -> App:
+    """The bolt App with every listener registered (calls auth.test)."""
+    return SlackAdapter(core, settings).app
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def _http_server(app: App, host: str, port: int) -> WSGIServer:
+    handler = SlackRequestHandler(app, EVENTS_PATH)
+    return make_server(host, port, handler, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+
+
+def start_socket_mode(app: App, settings: Settings) -> Running:
+    """Connect over Socket Mode (apps.connections.open goes through app.client) without blocking."""
+    handler = SocketModeHandler(app, settings.slack.app_token)
+    handler.connect()
+    return Running(stop=handler.close)
+
+
+def start_http(app: App, settings: Settings, host: str = "0.0.0.0", port: int | None = None) -> Running:
+    """Serve Slack's signed requests on `port` (default settings.slack.port; 0 picks a free one) without blocking."""
+    server = _http_server(app, host, settings.slack.port if port is None else port)
+    threading.Thread(target=server.serve_forever, name="slack-http", daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    shown = "127.0.0.1" if host == "0.0.0.0" else host
+    return Running(stop=stop, url=f"http://{shown}:{server.server_port}{EVENTS_PATH}")
+
+
+def run(core: Core, settings: Settings) -> None:
+    """Run the Slack app until interrupted (`bot run`)."""
+    app = build_app(core, settings)
+    if settings.slack.mode == "http":
+        server = _http_server(app, "0.0.0.0", settings.slack.port)
+        log.info("Slack HTTP mode: listening on :%d%s", settings.slack.port, EVENTS_PATH)
+        try:
+            server.serve_forever()
+        finally:
+            server.server_close()
+    else:
+        log.info("Slack Socket Mode: connecting through %s", settings.slack.api_url)
+        SocketModeHandler(app, settings.slack.app_token).start()

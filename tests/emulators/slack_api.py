@@ -1,0 +1,538 @@
+"""A local Slack emulator for end-to-end tests of the real slack-bolt app, on loopback.
+
+It speaks Slack's wire protocol, so the real slack_sdk/bolt code runs unchanged against it:
+
+- the Web API (`POST/GET {api_url}{method}`), which records every call it receives;
+- Socket Mode: `apps.connections.open` returns a `ws://` loopback URL; the emulator sends `hello`,
+  then delivers envelopes that the app must ack with their `envelope_id` (acks are recorded with
+  their latency);
+- HTTP mode: signed requests (`v0` HMAC-SHA256, `X-Slack-Request-Timestamp`) posted to the app's
+  endpoint, optionally as retries (`X-Slack-Retry-Num`, `X-Slack-Retry-Reason`);
+- `response_url`s for slash commands, which record what `respond()` posts.
+
+It can answer the next N calls of a method with 429 + Retry-After. The aiohttp server runs in a
+background thread with its own event loop; every public method is safe to call from test threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Self, TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+from aiohttp import ClientSession, WSMsgType, web
+
+T = TypeVar("T")
+
+# Slack documents 4,000 characters as the most a message should hold (it truncates far later);
+# the emulator is stricter than Slack so that a reply that is not split fails loudly.
+MAX_TEXT = 4000
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """Slack's request signature: v0= + HMAC-SHA256 of `v0:{timestamp}:{body}`."""
+    base = b"v0:" + timestamp.encode() + b":" + body
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    """One Web API call as the emulator received it."""
+
+    method: str
+    params: dict[str, Any]
+    token: str | None
+    at: float  # time.monotonic() when it arrived
+    status: int  # the HTTP status the emulator answered with
+
+
+@dataclass(frozen=True)
+class Ack:
+    """The app's answer to one Socket Mode envelope."""
+
+    envelope_id: str
+    payload: dict[str, Any] | None
+    latency_s: float  # from sending the envelope to receiving its ack
+    at: float  # time.monotonic() when the ack arrived
+
+
+@dataclass(frozen=True)
+class Responded:
+    """One POST to a slash command's response_url (what bolt's `respond()` sent)."""
+
+    body: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The app's HTTP answer to one signed request (HTTP mode)."""
+
+    status: int
+    body: str
+    latency_s: float
+
+
+@dataclass
+class _Posted:
+    """A message in the emulated workspace (posted by a user or by the bot)."""
+
+    channel: str
+    ts: str
+    text: str
+    user: str
+    thread_ts: str | None = None
+    bot_id: str | None = None
+    edits: list[str] = field(default_factory=list)
+
+    def as_event(self) -> dict[str, Any]:
+        msg: dict[str, Any] = {"type": "message", "user": self.user, "text": self.text, "ts": self.ts}
+        if self.thread_ts:
+            msg["thread_ts"] = self.thread_ts
+        if self.bot_id:
+            msg["bot_id"] = self.bot_id
+        return msg
+
+
+class SlackEmulator:
+    """Start with `with SlackEmulator() as slack:`; point the app at `slack.api_url`."""
+
+    team_id = "T0TEST"
+    app_id = "A0TEST"
+    bot_user_id = "UBOT"
+    bot_id = "BBOT"
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test-token",
+        app_token: str = "xapp-test-token",
+        signing_secret: str = "test-signing-secret",
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.signing_secret = signing_secret
+        self.users: dict[str, dict[str, Any]] = {
+            self.bot_user_id: {"id": self.bot_user_id, "name": "assistant", "is_bot": True},
+        }
+        self._cond = threading.Condition()
+        self._calls: list[ApiCall] = []
+        self._acks: dict[str, Ack] = {}
+        self._sent_at: dict[str, float] = {}
+        self._responses: list[Responded] = []
+        self._messages: dict[tuple[str, str], _Posted] = {}
+        self._rate_limits: dict[str, tuple[int, int]] = {}
+        self._sockets: list[web.WebSocketResponse] = []
+        self._connections = 0
+        self._ts = itertools.count(1)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="slack-emulator", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        self._thread.start()
+        self._run(self._start())
+        return self
+
+    def close(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._run(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        self._loop.close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """What the app's WebClient takes as `base_url` (the trailing slash matters)."""
+        return f"{self.base_url}/api/"
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_get("/link/", self._socket)
+        app.router.add_post("/respond/{token}", self._respond)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        # Bind first so that the port is known before anyone connects.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        await web.SockSite(self._runner, sock).start()
+
+    async def _stop(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _run(self, coro: Any, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # -- what tests read -------------------------------------------------------------------
+
+    def calls(self, method: str | None = None) -> list[ApiCall]:
+        with self._cond:
+            return [c for c in self._calls if method is None or c.method == method]
+
+    def ok_calls(self, method: str) -> list[ApiCall]:
+        return [c for c in self.calls(method) if c.status == 200]
+
+    def responses(self) -> list[Responded]:
+        """What was posted to response_urls, in order."""
+        with self._cond:
+            return list(self._responses)
+
+    def thread(self, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+        """The messages of a thread (root first), with their current text."""
+        with self._cond:
+            msgs = [
+                m
+                for m in self._messages.values()
+                if m.channel == channel and (m.ts == thread_ts or m.thread_ts == thread_ts)
+            ]
+            return [m.as_event() | {"edits": list(m.edits)} for m in sorted(msgs, key=lambda m: m.ts)]
+
+    def bot_messages(self, channel: str) -> list[dict[str, Any]]:
+        with self._cond:
+            msgs = [m for m in self._messages.values() if m.channel == channel and m.bot_id]
+            return [m.as_event() | {"edits": list(m.edits)} for m in sorted(msgs, key=lambda m: m.ts)]
+
+    def wait_for(self, check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
+        """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            with self._cond:
+                self._cond.wait(min(remaining, 0.05))
+
+    def stays(self, check: Callable[[], bool], for_s: float = 0.5) -> bool:
+        """True when `check` holds throughout `for_s` (for asserting that nothing more happens)."""
+        deadline = time.monotonic() + for_s
+        while time.monotonic() < deadline:
+            if not check():
+                return False
+            with self._cond:
+                self._cond.wait(0.02)
+        return check()
+
+    # -- what tests control ----------------------------------------------------------------
+
+    def rate_limit(self, method: str, times: int = 1, retry_after: int = 1) -> None:
+        """Answer the next `times` calls of `method` with 429 and `Retry-After: retry_after`."""
+        with self._cond:
+            self._rate_limits[method] = (times, retry_after)
+
+    def add_user(self, user_id: str, name: str) -> None:
+        with self._cond:
+            self.users[user_id] = {"id": user_id, "name": name, "real_name": name.title(), "is_bot": False}
+
+    def next_ts(self) -> str:
+        return f"1700000000.{next(self._ts):06d}"
+
+    def user_message(
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        channel_type: str = "channel",
+        mention: bool = False,
+    ) -> dict[str, Any]:
+        """Post a user's message into the workspace and return its event (`message` or `app_mention`)."""
+        ts = self.next_ts()
+        with self._cond:
+            self._messages[(channel, ts)] = _Posted(channel, ts, text, user, thread_ts)
+        event = {
+            "type": "app_mention" if mention else "message",
+            "user": user,
+            "text": text,
+            "ts": ts,
+            "event_ts": ts,
+            "channel": channel,
+            "team": self.team_id,
+        }
+        if not mention:
+            event["channel_type"] = channel_type
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        return event
+
+    def reaction_event(self, channel: str, ts: str, user: str, emoji: str, *, added: bool = True) -> dict[str, Any]:
+        return {
+            "type": "reaction_added" if added else "reaction_removed",
+            "user": user,
+            "reaction": emoji,
+            "item": {"type": "message", "channel": channel, "ts": ts},
+            "item_user": self.bot_user_id,
+            "event_ts": self.next_ts(),
+        }
+
+    def event_body(self, event: dict[str, Any], event_id: str | None = None) -> dict[str, Any]:
+        """The Events API callback that wraps `event` (the same in both modes)."""
+        return {
+            "token": "legacy-verification-token",
+            "team_id": self.team_id,
+            "api_app_id": self.app_id,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:12].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True, "is_enterprise_install": False}
+            ],
+        }
+
+    def command_body(self, command: str, text: str, user: str, channel: str) -> dict[str, str]:
+        """A slash command's form fields, with a response_url that points back here."""
+        return {
+            "token": "legacy-verification-token",
+            "team_id": self.team_id,
+            "channel_id": channel,
+            "channel_name": "general",
+            "user_id": user,
+            "user_name": self.users.get(user, {}).get("name", user),
+            "command": command,
+            "text": text,
+            "api_app_id": self.app_id,
+            "response_url": f"{self.base_url}/respond/{uuid.uuid4().hex}",
+            "trigger_id": uuid.uuid4().hex,
+        }
+
+    # -- Socket Mode -----------------------------------------------------------------------
+
+    def wait_connected(self, timeout: float = 15.0) -> None:
+        self.wait_for(lambda: self._connections > 0 and self._sockets, timeout, "a Socket Mode connection")
+
+    def send_envelope(
+        self, kind: str, payload: dict[str, Any], *, retry_attempt: int = 0, retry_reason: str = ""
+    ) -> str:
+        """Deliver one envelope over the current Socket Mode connection; returns its envelope_id."""
+        envelope_id = str(uuid.uuid4())
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "type": kind,
+            "payload": payload,
+            "accepts_response_payload": kind != "events_api",
+        }
+        if kind == "events_api":
+            envelope["retry_attempt"] = retry_attempt
+            envelope["retry_reason"] = retry_reason
+        with self._cond:
+            if not self._sockets:
+                raise AssertionError("no Socket Mode connection to deliver to")
+            ws = self._sockets[-1]
+            self._sent_at[envelope_id] = time.monotonic()
+        self._run(ws.send_str(json.dumps(envelope)))
+        return envelope_id
+
+    def send_event(
+        self, event: dict[str, Any], *, event_id: str | None = None, retry_attempt: int = 0, retry_reason: str = ""
+    ) -> str:
+        body = self.event_body(event, event_id)
+        return self.send_envelope("events_api", body, retry_attempt=retry_attempt, retry_reason=retry_reason)
+
+    def send_command(self, command: str, text: str, user: str, channel: str) -> str:
+        return self.send_envelope("slash_commands", self.command_body(command, text, user, channel))
+
+    def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> Ack:
+        return self.wait_for(lambda: self._acks.get(envelope_id), timeout, f"ack of envelope {envelope_id}")
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        # Slack pings its clients; frequent pings also wake the client's blocking recv, which
+        # lets it close promptly at the end of a test.
+        ws = web.WebSocketResponse(heartbeat=0.5)
+        await ws.prepare(request)
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "num_connections": 1,
+                    "debug_info": {"host": "emulator", "approximate_connection_time": 3600},
+                    "connection_info": {"app_id": self.app_id},
+                }
+            )
+        )
+        with self._cond:
+            self._sockets.append(ws)
+            self._connections += 1
+            self._cond.notify_all()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                envelope_id = data.get("envelope_id")
+                with self._cond:
+                    sent, now = self._sent_at.get(envelope_id), time.monotonic()
+                    if sent is not None and envelope_id not in self._acks:
+                        self._acks[envelope_id] = Ack(envelope_id, data.get("payload"), now - sent, now)
+                        self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._sockets.remove(ws)
+        return ws
+
+    # -- HTTP mode -------------------------------------------------------------------------
+
+    def post_signed(
+        self,
+        url: str,
+        body: bytes,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        secret: str | None = None,
+        retry_num: int | None = None,
+        retry_reason: str | None = None,
+    ) -> Delivery:
+        """POST `body` to the app as Slack does, signed with `secret` (default: the right one)."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": sign(secret or self.signing_secret, ts, body),
+        }
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = retry_reason or "http_timeout"
+
+        async def post() -> Delivery:
+            start = time.monotonic()
+            async with ClientSession() as session, session.post(url, data=body, headers=headers) as resp:
+                text = await resp.text()
+                return Delivery(resp.status, text, time.monotonic() - start)
+
+        return self._run(post())
+
+    def post_event(self, url: str, event: dict[str, Any], *, event_id: str | None = None, **kw: Any) -> Delivery:
+        body = json.dumps(self.event_body(event, event_id)).encode()
+        return self.post_signed(url, body, "application/json", **kw)
+
+    def post_command(self, url: str, command: str, text: str, user: str, channel: str, **kw: Any) -> Delivery:
+        body = urlencode(self.command_body(command, text, user, channel)).encode()
+        return self.post_signed(url, body, "application/x-www-form-urlencoded", **kw)
+
+    # -- the Web API -----------------------------------------------------------------------
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._cond:
+            self._responses.append(Responded(body, time.monotonic()))
+            self._cond.notify_all()
+        return web.Response(text="ok")
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            raw = await request.read()
+            if request.content_type == "application/json":
+                params.update(json.loads(raw or b"{}"))
+            else:
+                params.update(parse_qsl(raw.decode()))
+        auth = request.headers.get("Authorization", "")
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else params.get("token")
+
+        with self._cond:
+            times, retry_after = self._rate_limits.get(method, (0, 0))
+            if times > 0:
+                self._rate_limits[method] = (times - 1, retry_after)
+                self._record(method, params, token, 429)
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)}
+                )
+            expected = self.app_token if method == "apps.connections.open" else self.bot_token
+            if token != expected:
+                result: dict[str, Any] = {"ok": False, "error": "invalid_auth"}
+            else:
+                result = self._handle(method, params)
+            self._record(method, params, token, 200)
+        return web.json_response(result)
+
+    def _record(self, method: str, params: dict[str, Any], token: str | None, status: int) -> None:
+        self._calls.append(ApiCall(method, params, token, time.monotonic(), status))
+        self._cond.notify_all()
+
+    def _handle(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
+        """Answer one authorised call; runs under self._cond."""
+        if method == "auth.test":
+            return {
+                "ok": True,
+                "url": "https://emulated.slack.com/",
+                "team": "Emulated",
+                "user": "assistant",
+                "team_id": self.team_id,
+                "user_id": self.bot_user_id,
+                "bot_id": self.bot_id,
+                "is_enterprise_install": False,
+            }
+        if method == "apps.connections.open":
+            return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket={uuid.uuid4().hex}"}
+        if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
+            text = str(p.get("text") or "")
+            if not p.get("channel"):
+                return {"ok": False, "error": "channel_not_found"}
+            if not text:
+                return {"ok": False, "error": "no_text"}
+            if len(text) > MAX_TEXT:
+                return {"ok": False, "error": "msg_too_long"}
+        if method == "chat.postMessage":
+            ts = self.next_ts()
+            msg = _Posted(p["channel"], ts, p["text"], self.bot_user_id, p.get("thread_ts"), self.bot_id)
+            self._messages[(msg.channel, ts)] = msg
+            return {"ok": True, "channel": msg.channel, "ts": ts, "message": msg.as_event()}
+        if method == "chat.update":
+            found = self._messages.get((p["channel"], str(p.get("ts"))))
+            if found is None or found.bot_id != self.bot_id:
+                return {"ok": False, "error": "message_not_found" if found is None else "cant_update_message"}
+            found.edits.append(found.text)
+            found.text = p["text"]
+            return {"ok": True, "channel": found.channel, "ts": found.ts, "text": found.text}
+        if method == "chat.postEphemeral":
+            return {"ok": True, "message_ts": self.next_ts()}
+        if method == "reactions.add":
+            return {"ok": True}
+        if method == "users.info":
+            user = self.users.get(str(p.get("user")))
+            return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}
+        if method == "conversations.replies":
+            root = str(p.get("ts"))
+            msgs = [
+                m.as_event()
+                for m in sorted(self._messages.values(), key=lambda m: m.ts)
+                if m.channel == p.get("channel") and (m.ts == root or m.thread_ts == root)
+            ]
+            if not msgs:
+                return {"ok": False, "error": "thread_not_found"}
+            return {"ok": True, "messages": msgs, "has_more": False}
+        return {"ok": False, "error": "unknown_method"}
