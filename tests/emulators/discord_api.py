@@ -1,0 +1,797 @@
+"""A local Discord emulator: REST API and gateway websocket on loopback, for the real discord.py.
+
+It runs an aiohttp server on its own event loop in a background thread, so a test can drive it
+with plain synchronous calls while the bot runs on another loop. It speaks just enough of the
+wire protocol (API v10) for discord.py 2.x to log in, connect, resume, receive messages,
+reactions and interactions, and send, edit, react, defer and follow up. Every REST call is
+recorded; the next N calls of a route can be answered with a 429 to exercise rate-limit retries.
+
+Facts discord.py relies on (read from its source): a JSON body is only parsed when Content-Type
+is exactly ``application/json``; a 429 is only retried when it has a ``Via`` header and a JSON
+``retry_after``; READY's ``resume_gateway_url`` is where a RESUME reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import unquote
+
+from aiohttp import WSMsgType, web
+
+T = TypeVar("T")
+
+DISCORD_EPOCH_MS = 1420070400000
+API_PREFIX = "/api/v10"
+
+# Opcodes (https://discord.com/developers/docs/topics/opcodes-and-status-codes)
+OP_DISPATCH, OP_HEARTBEAT, OP_IDENTIFY, OP_RESUME = 0, 1, 2, 6
+OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
+
+ADMINISTRATOR = 1 << 3
+EPHEMERAL = 1 << 6
+
+
+def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
+    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    # Bytes body so aiohttp does not append "; charset=utf-8": discord.py wants the exact type.
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+
+
+@dataclass
+class Call:
+    """One REST request the bot made, as the emulator saw it."""
+
+    method: str
+    path: str  # without the /api/v10 prefix, percent-decoded
+    query: dict[str, str]
+    body: Any
+    status: int = 0
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class _RateLimit:
+    method: str
+    pattern: re.Pattern[str]
+    remaining: int
+    retry_after: float
+
+
+@dataclass
+class _Session:
+    session_id: str
+    log: list[dict[str, Any]] = field(default_factory=list)  # every dispatch, in seq order
+    ws: web.WebSocketResponse | None = None  # the live connection, None while disconnected
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def seq(self) -> int:
+        return len(self.log)
+
+
+_PATH = web.RequestKey("path", str)  # the API path, set by the middleware for the handlers
+_BODY = web.RequestKey("body", object)
+
+
+class DiscordEmulator:
+    """A fake Discord with one bot, one guild (a text channel and a thread), and DMs."""
+
+    def __init__(self, token: str = "emulator-token", heartbeat_interval_ms: int = 41250) -> None:
+        self.token = token
+        self.heartbeat_interval_ms = heartbeat_interval_ms
+        self._ids = itertools.count(1)
+        self.app_id = self.snowflake()
+        self.bot_user = self.make_user("assistant", bot=True, user_id=self.app_id)
+        self.guild_id = self.snowflake()
+        self.channel_id = self.snowflake()
+        self.thread_id = self.snowflake()
+        self.admin_role_id = self.snowflake()
+        self.users: dict[str, dict[str, Any]] = {self.bot_user["id"]: self.bot_user}
+        self.member_roles: dict[str, list[str]] = {self.bot_user["id"]: []}
+        self.channels: dict[str, dict[str, Any]] = {
+            str(self.channel_id): {
+                "id": str(self.channel_id), "type": 0, "guild_id": str(self.guild_id), "name": "general",
+                "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None,
+                "topic": None, "last_message_id": None, "rate_limit_per_user": 0,
+            },
+            str(self.thread_id): {
+                "id": str(self.thread_id), "type": 11, "guild_id": str(self.guild_id),
+                "parent_id": str(self.channel_id), "owner_id": self.bot_user["id"], "name": "a thread",
+                "message_count": 0, "member_count": 1, "rate_limit_per_user": 0,
+                "thread_metadata": {
+                    "archived": False, "auto_archive_duration": 1440,
+                    "archive_timestamp": _now_iso(), "locked": False,
+                },
+            },
+        }
+        self.messages: dict[str, dict[str, Any]] = {}
+        self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
+        self.calls: list[Call] = []
+        self.gateway_ops: list[dict[str, Any]] = []  # every payload the bot sent on the gateway
+        self.replayed: list[dict[str, Any]] = []  # dispatches re-sent on RESUME
+        self.connections = 0
+        self.replay_from: int | None = None  # on RESUME, replay from this seq (events the bot had)
+        self._rate_limits: list[_RateLimit] = []
+        self._sessions: dict[str, _Session] = {}
+        self._current: _Session | None = None
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="discord-emulator", daemon=True)
+        self._runner: web.AppRunner | None = None
+        self._resume_gate: asyncio.Event | None = None
+        self.port = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self) -> DiscordEmulator:
+        self._thread.start()
+        self._run(self._start())
+        return self
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            self._run(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        """What discord.http.Route.BASE should be (DISCORD_API_URL)."""
+        return self.base_url + API_PREFIX
+
+    @property
+    def gateway_url(self) -> str:
+        """What DiscordWebSocket.DEFAULT_GATEWAY should be (DISCORD_GATEWAY_URL)."""
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    async def _start(self) -> None:
+        app = web.Application(middlewares=[self._middleware])
+        app.router.add_get("/gateway", self._gateway)
+        app.router.add_route("*", "/{tail:.*}", self._rest)
+        self._runner = web.AppRunner(app, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _stop(self) -> None:
+        for session in self._sessions.values():
+            if session.ws is not None:
+                await session.ws.close()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    def _run(self, coro: Any, timeout: float = 10.0) -> Any:
+        """Run a coroutine on the emulator's loop from the test thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    # ----------------------------------------------------------------- ids and payloads
+
+    def snowflake(self) -> str:
+        # Real-looking snowflakes keep discord.py's created_at sane; the counter keeps them unique.
+        ms = int(time.time() * 1000) - DISCORD_EPOCH_MS
+        return str((ms << 22) | (next(self._ids) & 0xFFF))
+
+    def make_user(self, name: str, *, bot: bool = False, user_id: str | None = None) -> dict[str, Any]:
+        return {
+            "id": user_id or self.snowflake(), "username": name, "global_name": name,
+            "discriminator": "0", "avatar": None, "bot": bot, "flags": 0, "public_flags": 0,
+        }
+
+    def add_user(self, name: str, *, user_id: str | None = None, admin_role: bool = False) -> dict[str, Any]:
+        """A guild member who can talk to the bot."""
+        user = self.make_user(name, user_id=user_id)
+        with self._lock:
+            self.users[user["id"]] = user
+            self.member_roles[user["id"]] = [str(self.admin_role_id)] if admin_role else []
+        return user
+
+    def _member(self, user_id: str, with_user: bool = False) -> dict[str, Any]:
+        member: dict[str, Any] = {
+            "roles": self.member_roles.get(user_id, []), "joined_at": _now_iso(), "deaf": False,
+            "mute": False, "flags": 0, "nick": None, "avatar": None, "pending": False,
+        }
+        if with_user:
+            member["user"] = self.users[user_id]
+        return member
+
+    def dm_channel_id(self, user: dict[str, Any]) -> str:
+        """The DM channel between the bot and `user` (created on first use)."""
+        for cid, ch in self.channels.items():
+            if ch["type"] == 1 and ch["recipients"][0]["id"] == user["id"]:
+                return cid
+        cid = self.snowflake()
+        self.channels[cid] = {"id": cid, "type": 1, "recipients": [user], "last_message_id": None}
+        return cid
+
+    def _guild_id_of(self, channel_id: str) -> str | None:
+        return self.channels.get(channel_id, {}).get("guild_id")
+
+    def _message_payload(
+        self,
+        *,
+        channel_id: str,
+        author: dict[str, Any],
+        content: str,
+        reply_to: str | None = None,
+        ping: bool = True,
+        msg_type: int | None = None,
+        flags: int = 0,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        mentions = [self.users[uid] for uid in re.findall(r"<@!?(\d+)>", content) if uid in self.users]
+        msg: dict[str, Any] = {
+            "id": self.snowflake(), "channel_id": channel_id, "author": author, "content": content,
+            "timestamp": _now_iso(), "edited_timestamp": None, "tts": False,
+            "mention_everyone": False, "mentions": mentions, "mention_roles": [], "attachments": [],
+            "embeds": [], "reactions": [], "pinned": False, "flags": flags, "components": [],
+            "type": msg_type if msg_type is not None else (19 if reply_to else 0),
+        }
+        guild_id = self._guild_id_of(channel_id)
+        if guild_id:
+            msg["guild_id"] = guild_id
+            msg["member"] = self._member(author["id"])
+        if reply_to is not None:
+            ref = self.messages[reply_to]
+            msg["message_reference"] = {
+                "type": 0, "message_id": reply_to, "channel_id": ref["channel_id"], "guild_id": guild_id,
+            }
+            # A reply pings the replied-to author unless turned off; pinged users are mentions.
+            if ping and all(m["id"] != ref["author"]["id"] for m in mentions):
+                mentions.append(ref["author"])
+        msg.update(extra or {})
+        with self._lock:  # the test thread reads messages while the loop adds them
+            self.messages[msg["id"]] = msg
+        return msg
+
+    def _with_reference(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A message as Discord serves it: a reply carries the message it replies to (one level)."""
+        out = dict(msg)
+        ref = msg.get("message_reference")
+        if ref is not None:
+            parent = self.messages.get(ref["message_id"])
+            out["referenced_message"] = {k: v for k, v in parent.items()} if parent else None
+        return out
+
+    # ----------------------------------------------------------------- test-side actions
+
+    def send_message(
+        self,
+        author: dict[str, Any],
+        content: str,
+        *,
+        channel_id: str | None = None,
+        reply_to: str | None = None,
+        ping: bool = True,
+        msg_type: int | None = None,
+    ) -> dict[str, Any]:
+        """A user posts a message: it is stored and dispatched as MESSAGE_CREATE.
+
+        `reply_to` makes it a reply; `ping=False` is a reply with the mention toggled off.
+        `msg_type` other than 0/19 makes a system message (7: a member joined).
+        """
+        cid = channel_id or str(self.channel_id)
+
+        async def go() -> dict[str, Any]:
+            msg = self._message_payload(
+                channel_id=cid, author=author, content=content, reply_to=reply_to, ping=ping, msg_type=msg_type
+            )
+            await self._dispatch("MESSAGE_CREATE", self._with_reference(msg))
+            return msg
+
+        return self._run(go())
+
+    def mention(self) -> str:
+        return f"<@{self.bot_user['id']}>"
+
+    def react(self, message_id: str, user: dict[str, Any], emoji: str, *, add: bool = True) -> None:
+        """A user adds or removes a unicode reaction (MESSAGE_REACTION_ADD / _REMOVE)."""
+
+        async def go() -> None:
+            await self._dispatch(*self._reaction_event(message_id, user["id"], emoji, add))
+
+        self._run(go())
+
+    def _reaction_event(self, message_id: str, user_id: str, emoji: str, add: bool) -> tuple[str, dict[str, Any]]:
+        msg = self.messages[message_id]
+        data: dict[str, Any] = {
+            "user_id": user_id, "channel_id": msg["channel_id"], "message_id": message_id,
+            "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0,
+        }
+        guild_id = self._guild_id_of(msg["channel_id"])
+        if guild_id:
+            data["guild_id"] = guild_id
+            if add:
+                data["member"] = self._member(user_id, with_user=True)
+                data["message_author_id"] = msg["author"]["id"]
+        return ("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE"), data
+
+    def invoke_command(
+        self,
+        user: dict[str, Any],
+        name: str,
+        options: list[dict[str, Any]] | None = None,
+        *,
+        channel_id: str | None = None,
+        permissions: int = 0,
+    ) -> dict[str, Any]:
+        """A user runs a slash command: INTERACTION_CREATE (type 2). Returns the interaction."""
+        cid = channel_id or str(self.channel_id)
+        guild_id = self._guild_id_of(cid)
+        registered = self.commands.get(guild_id) or self.commands.get(None) or []
+        command = next((c for c in registered if c["name"] == name), None)
+        if command is None:
+            raise AssertionError(f"/{name} was never synced; synced: {self.commands}")
+        channel = {k: v for k, v in self.channels[cid].items() if k != "recipients"}
+        interaction: dict[str, Any] = {
+            "id": self.snowflake(), "application_id": self.app_id, "type": 2,
+            "token": "itoken-" + uuid.uuid4().hex, "version": 1, "channel_id": cid, "channel": channel,
+            "locale": "en-US", "app_permissions": str(ADMINISTRATOR), "attachment_size_limit": 8 << 20,
+            "entitlements": [], "authorizing_integration_owners": {"0": guild_id or user["id"]},
+            "context": 0 if guild_id else 1,
+            "data": {
+                "id": command["id"], "name": name, "type": 1, "options": options or [],
+                **({"guild_id": command["guild_id"]} if command.get("guild_id") else {}),
+            },
+        }
+        if guild_id:
+            interaction["guild_id"] = guild_id
+            interaction["guild_locale"] = "en-US"
+            interaction["member"] = {**self._member(user["id"], with_user=True), "permissions": str(permissions)}
+        else:
+            interaction["user"] = user
+
+        async def go() -> None:
+            await self._dispatch("INTERACTION_CREATE", interaction)
+
+        self._run(go())
+        return interaction
+
+    def rate_limit(self, method: str, path_regex: str, times: int = 1, retry_after: float = 0.3) -> None:
+        """Answer the next `times` calls matching METHOD and the path regex with 429."""
+        with self._lock:
+            self._rate_limits.append(_RateLimit(method.upper(), re.compile(path_regex), times, retry_after))
+
+    def drop_gateway(self, *, hold_resume: bool = False, code: int = 4000) -> None:
+        """Close the bot's gateway connection with a resumable code (as Discord does at times).
+
+        With `hold_resume`, a RESUME waits until `release_resume()` so that the test can
+        dispatch events while the bot is provably disconnected: they must be replayed.
+        """
+
+        async def go() -> None:
+            session = self._current
+            assert session is not None and session.ws is not None, "no live gateway connection"
+            ws, session.ws = session.ws, None
+            self._resume_gate = asyncio.Event() if hold_resume else None
+            await ws.close(code=code, message=b"emulator dropped the connection")
+
+        self._run(go())
+
+    def release_resume(self) -> None:
+        def go() -> None:
+            if self._resume_gate is not None:
+                self._resume_gate.set()
+
+        self._loop.call_soon_threadsafe(go)
+
+    # ----------------------------------------------------------------- inspection
+
+    def calls_to(self, method: str, path_regex: str, status: int | None = None) -> list[Call]:
+        pattern = re.compile(path_regex)
+        with self._lock:
+            return [
+                c for c in self.calls
+                if c.method == method.upper() and pattern.fullmatch(c.path) and (status is None or c.status == status)
+            ]
+
+    def bot_messages(self, channel_id: str | None = None) -> list[dict[str, Any]]:
+        """Messages the bot posted (in `channel_id` when given), oldest first."""
+        with self._lock:
+            msgs = list(self.messages.values())
+        return [
+            m for m in msgs
+            if m["author"]["id"] == self.bot_user["id"] and (channel_id is None or m["channel_id"] == channel_id)
+        ]
+
+    def replies_to(self, message_id: str) -> list[dict[str, Any]]:
+        return [m for m in self.bot_messages() if m.get("message_reference", {}).get("message_id") == message_id]
+
+    def seq_of(self, event: str, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        """The sequence number of the first `event` dispatch whose data matches."""
+        assert self._current is not None
+        return next(p["s"] for p in list(self._current.log) if p["t"] == event and predicate(p["d"]))
+
+    def is_connected(self) -> bool:
+        return self._current is not None and self._current.ws is not None
+
+    # ----------------------------------------------------------------- gateway
+
+    async def _dispatch(self, event: str, data: dict[str, Any], session: _Session | None = None) -> None:
+        """Log an event in the session (for replay) and send it if the bot is connected."""
+        session = session or self._current
+        if session is None:
+            raise AssertionError("the bot has not identified on the gateway yet")
+        payload = {"op": OP_DISPATCH, "t": event, "s": session.seq + 1, "d": data}
+        session.log.append(payload)
+        if session.ws is not None:
+            await self._send(session, session.ws, payload)
+
+    async def _send(self, session: _Session, ws: web.WebSocketResponse, payload: dict[str, Any]) -> None:
+        async with session.lock:
+            if not ws.closed:
+                await ws.send_str(json.dumps(payload))
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self.connections += 1
+        session: _Session | None = None
+        await ws.send_str(json.dumps({"op": OP_HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}}))
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            payload = json.loads(msg.data)
+            self.gateway_ops.append(payload)
+            op, data = payload.get("op"), payload.get("d")
+            if op == OP_HEARTBEAT:
+                await ws.send_str(json.dumps({"op": OP_HEARTBEAT_ACK}))
+            elif op == OP_IDENTIFY:
+                if data.get("token") != self.token:
+                    await ws.close(code=4004, message=b"Authentication failed.")
+                    break
+                session = await self._identify(ws)
+            elif op == OP_RESUME:
+                session = await self._resume(ws, data)
+                if session is None:
+                    await ws.send_str(json.dumps({"op": OP_INVALID_SESSION, "d": False}))
+        if session is not None and session.ws is ws:
+            session.ws = None
+        return ws
+
+    async def _identify(self, ws: web.WebSocketResponse) -> _Session:
+        session = _Session(session_id=uuid.uuid4().hex)
+        self._sessions[session.session_id] = session
+        self._current = session
+        session.ws = ws
+        ready = {
+            "v": 10, "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}], "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url, "application": {"id": self.app_id, "flags": 0},
+            "private_channels": [], "relationships": [],
+        }
+        await self._dispatch("READY", ready, session)
+        await self._dispatch("GUILD_CREATE", self._guild_payload(), session)
+        return session
+
+    async def _resume(self, ws: web.WebSocketResponse, data: dict[str, Any]) -> _Session | None:
+        session = self._sessions.get(data.get("session_id", ""))
+        if session is None or data.get("token") != self.token:
+            return None
+        if self._resume_gate is not None:
+            # Bounded so that a test that forgets to release cannot hang the emulator.
+            await asyncio.wait_for(self._resume_gate.wait(), timeout=30)
+            self._resume_gate = None
+        # Discord replays what the bot missed; `replay_from` also re-sends what it already had,
+        # as an at-least-once delivery may, to prove the bot does not act twice.
+        seq = int(data.get("seq") or 0)
+        index = min(seq, self.replay_from - 1) if self.replay_from else seq
+        while index < len(session.log):  # events may arrive while we replay: loop to the end
+            self.replayed.append(session.log[index])
+            await self._send(session, ws, session.log[index])
+            index += 1
+        session.ws = ws  # no await since the loop's last check: nothing slips between the two
+        self._current = session
+        await self._send(session, ws, {"op": OP_DISPATCH, "t": "RESUMED", "s": session.seq, "d": {}})
+        return session
+
+    def _guild_payload(self) -> dict[str, Any]:
+        channels = [
+            {k: v for k, v in ch.items() if k != "guild_id"} for ch in self.channels.values() if ch["type"] == 0
+        ]
+        threads = [ch for ch in self.channels.values() if ch["type"] == 11]
+        return {
+            "id": str(self.guild_id), "name": "Emulated Guild", "unavailable": False, "large": False,
+            "member_count": len(self.users), "owner_id": self.snowflake(), "joined_at": _now_iso(),
+            "roles": [
+                {"id": str(self.guild_id), "name": "@everyone", "permissions": "104324673", "position": 0},
+                {"id": str(self.admin_role_id), "name": "bot-admin", "permissions": "0", "position": 1},
+            ],
+            "channels": channels, "threads": threads,
+            "members": [self._member(self.bot_user["id"], with_user=True)],
+            "emojis": [], "stickers": [], "features": [], "presences": [], "voice_states": [],
+            "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
+            "premium_tier": 0, "verification_level": 0, "explicit_content_filter": 0,
+            "default_message_notifications": 0, "mfa_level": 0, "nsfw_level": 0,
+            "preferred_locale": "en-US", "system_channel_flags": 0,
+        }
+
+    # ----------------------------------------------------------------- REST
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
+        if request.path == "/gateway":
+            return await handler(request)
+        path = unquote(request.path.removeprefix(API_PREFIX))
+        raw = await request.read()
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        call = Call(request.method, path, dict(request.query), body)
+        with self._lock:
+            self.calls.append(call)
+            limit = next(
+                (r for r in self._rate_limits if r.remaining > 0 and r.method == request.method
+                 and r.pattern.fullmatch(path)),
+                None,
+            )
+            if limit is not None:
+                limit.remaining -= 1
+        if limit is not None:
+            call.status = 429
+            return _json(
+                {"message": "You are being rate limited.", "retry_after": limit.retry_after, "global": False},
+                status=429,
+                headers={
+                    "Via": "1.1 google",  # discord.py treats a 429 without Via as a Cloudflare ban
+                    "Retry-After": str(max(1, round(limit.retry_after))),
+                    "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": f"{time.time() + limit.retry_after:.3f}",
+                    "X-RateLimit-Reset-After": f"{limit.retry_after:.3f}",
+                    "X-RateLimit-Bucket": "emulated-bucket", "X-RateLimit-Scope": "user",
+                },
+            )
+        request[_PATH] = path
+        request[_BODY] = body
+        response: web.StreamResponse = await handler(request)
+        call.status = response.status
+        return response
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bot {self.token}"
+
+    async def _rest(self, request: web.Request) -> web.StreamResponse:
+        path = request[_PATH]
+        body = request[_BODY]
+        method = request.method
+        if not path.startswith(("/interactions/", "/webhooks/")) and not self._authorized(request):
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        for route_method, pattern, handler in self._routes:
+            if route_method == method and (m := re.fullmatch(pattern, path)):
+                return await handler(self, request, body, **m.groupdict())
+        return _json({"message": "404: Not Found", "code": 0}, status=404)
+
+    async def _get_me(self, request: web.Request, body: Any) -> web.Response:
+        return _json({**self.bot_user, "verified": True, "mfa_enabled": False})
+
+    async def _get_application(self, request: web.Request, body: Any) -> web.Response:
+        return _json({
+            "id": self.app_id, "name": "assistant", "description": "", "icon": None, "bot_public": True,
+            "bot_require_code_grant": False, "verify_key": "0" * 64, "flags": 0, "owner": self.make_user("owner"),
+            "team": None, "interactions_endpoint_url": None, "bot": self.bot_user,
+        })
+
+    async def _get_gateway(self, request: web.Request, body: Any) -> web.Response:
+        return _json({"url": self.gateway_url})
+
+    async def _get_gateway_bot(self, request: web.Request, body: Any) -> web.Response:
+        return _json({
+            "url": self.gateway_url, "shards": 1,
+            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
+        })
+
+    async def _get_channel(self, request: web.Request, body: Any, channel_id: str) -> web.Response:
+        channel = self.channels.get(channel_id)
+        if channel is None:
+            return _json({"message": "Unknown Channel", "code": 10003}, status=404)
+        return _json(channel)
+
+    async def _typing(self, request: web.Request, body: Any, channel_id: str) -> web.Response:
+        return web.Response(status=204)
+
+    async def _create_message(self, request: web.Request, body: Any, channel_id: str) -> web.Response:
+        if channel_id not in self.channels:
+            return _json({"message": "Unknown Channel", "code": 10003}, status=404)
+        content = body.get("content") or ""
+        if len(content) > 2000:
+            return _json(self._too_long(), status=400)
+        ref = (body.get("message_reference") or {}).get("message_id")
+        msg = self._message_payload(
+            channel_id=channel_id, author=self.bot_user, content=content,
+            reply_to=str(ref) if ref else None, flags=int(body.get("flags") or 0),
+        )
+        out = self._with_reference(msg)
+        await self._dispatch("MESSAGE_CREATE", out)  # Discord echoes the bot's own messages
+        return _json(out)
+
+    async def _get_message(self, request: web.Request, body: Any, channel_id: str, message_id: str) -> web.Response:
+        msg = self.messages.get(message_id)
+        if msg is None or msg["channel_id"] != channel_id:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        return _json(self._with_reference(msg))
+
+    async def _edit_message(self, request: web.Request, body: Any, channel_id: str, message_id: str) -> web.Response:
+        msg = self.messages.get(message_id)
+        if msg is None or msg["channel_id"] != channel_id:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        if msg["author"]["id"] != self.bot_user["id"]:
+            return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, status=403)
+        if "content" in body:
+            if len(body["content"] or "") > 2000:
+                return _json(self._too_long(), status=400)
+            msg["content"] = body["content"]
+        msg["edited_timestamp"] = _now_iso()
+        return _json(self._with_reference(msg))
+
+    async def _delete_message(
+        self, request: web.Request, body: Any, channel_id: str, message_id: str
+    ) -> web.Response:
+        with self._lock:
+            msg = self.messages.pop(message_id, None)
+        if msg is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        await self._dispatch("MESSAGE_DELETE", {"id": message_id, "channel_id": channel_id,
+                                                **({"guild_id": msg["guild_id"]} if "guild_id" in msg else {})})
+        return web.Response(status=204)
+
+    async def _put_reaction(
+        self, request: web.Request, body: Any, channel_id: str, message_id: str, emoji: str
+    ) -> web.Response:
+        msg = self.messages.get(message_id)
+        if msg is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        msg["reactions"].append({"emoji": {"id": None, "name": emoji}, "count": 1, "me": True})
+        await self._dispatch(*self._reaction_event(message_id, self.bot_user["id"], emoji, True))
+        return web.Response(status=204)
+
+    async def _delete_reaction(
+        self, request: web.Request, body: Any, channel_id: str, message_id: str, emoji: str
+    ) -> web.Response:
+        msg = self.messages.get(message_id)
+        if msg is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        msg["reactions"] = [r for r in msg["reactions"] if r["emoji"]["name"] != emoji]
+        await self._dispatch(*self._reaction_event(message_id, self.bot_user["id"], emoji, False))
+        return web.Response(status=204)
+
+    async def _put_commands(
+        self, request: web.Request, body: Any, app_id: str, guild_id: str | None = None
+    ) -> web.Response:
+        if app_id != self.app_id:
+            return _json({"message": "Unknown Application", "code": 10002}, status=404)
+        synced = []
+        for cmd in body:
+            synced.append({
+                **cmd, "id": self.snowflake(), "application_id": self.app_id, "version": self.snowflake(),
+                "type": cmd.get("type", 1), "options": cmd.get("options", []),
+                **({"guild_id": guild_id} if guild_id else {}),
+            })
+        self.commands[guild_id] = synced
+        return _json(synced)
+
+    async def _get_commands(
+        self, request: web.Request, body: Any, app_id: str, guild_id: str | None = None
+    ) -> web.Response:
+        return _json(self.commands.get(guild_id, []))
+
+    async def _interaction_callback(
+        self, request: web.Request, body: Any, interaction_id: str, token: str
+    ) -> web.Response:
+        kind = body.get("type")
+        data = body.get("data") or {}
+        flags = int(data.get("flags") or 0)
+        resource: dict[str, Any] = {"type": kind}
+        message_id = None
+        if kind == 4:  # an immediate message
+            msg = self._message_payload(
+                channel_id=str(self.channel_id), author=self.bot_user, content=data.get("content") or "",
+                msg_type=20, flags=flags, extra={"interaction_token": token},
+            )
+            message_id = msg["id"]
+            resource["message"] = msg
+        return _json({
+            "interaction": {
+                "id": interaction_id, "type": 2, "response_message_id": message_id,
+                "response_message_loading": kind == 5, "response_message_ephemeral": bool(flags & EPHEMERAL),
+            },
+            "resource": resource,
+        })
+
+    async def _webhook_execute(self, request: web.Request, body: Any, app_id: str, token: str) -> web.Response:
+        content = body.get("content") or ""
+        if len(content) > 2000:
+            return _json(self._too_long(), status=400)
+        channel_id = self._interaction_channel(token)
+        msg = self._message_payload(
+            channel_id=channel_id, author=self.bot_user, content=content, msg_type=20,
+            flags=int(body.get("flags") or 0), extra={"interaction_token": token, "webhook_id": app_id},
+        )
+        return _json(msg)
+
+    async def _webhook_edit_original(self, request: web.Request, body: Any, app_id: str, token: str) -> web.Response:
+        msg = self._message_payload(
+            channel_id=self._interaction_channel(token), author=self.bot_user, content=body.get("content") or "",
+            msg_type=20, extra={"interaction_token": token, "webhook_id": app_id},
+        )
+        return _json(msg)
+
+    def _interaction_channel(self, token: str) -> str:
+        logged = [p for s in self._sessions.values() for p in s.log if p["t"] == "INTERACTION_CREATE"]
+        for payload in logged:
+            if payload["d"]["token"] == token:
+                return payload["d"]["channel_id"]
+        return str(self.channel_id)
+
+    @staticmethod
+    def _too_long() -> dict[str, Any]:
+        return {
+            "message": "Invalid Form Body", "code": 50035,
+            "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH",
+                                                 "message": "Must be 2000 or fewer in length."}]}},
+        }
+
+    _routes: ClassVar[list[tuple[str, str, Callable[..., Any]]]] = [
+        ("GET", r"/users/@me", _get_me),
+        ("GET", r"/oauth2/applications/@me", _get_application),
+        ("GET", r"/applications/@me", _get_application),
+        ("GET", r"/gateway", _get_gateway),
+        ("GET", r"/gateway/bot", _get_gateway_bot),
+        ("GET", r"/channels/(?P<channel_id>\d+)", _get_channel),
+        ("POST", r"/channels/(?P<channel_id>\d+)/typing", _typing),
+        ("POST", r"/channels/(?P<channel_id>\d+)/messages", _create_message),
+        ("GET", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)", _get_message),
+        ("PATCH", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)", _edit_message),
+        ("DELETE", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)", _delete_message),
+        ("PUT", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/reactions/(?P<emoji>[^/]+)/@me",
+         _put_reaction),
+        ("DELETE", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/reactions/(?P<emoji>[^/]+)/@me",
+         _delete_reaction),
+        ("PUT", r"/applications/(?P<app_id>\d+)/commands", _put_commands),
+        ("GET", r"/applications/(?P<app_id>\d+)/commands", _get_commands),
+        ("PUT", r"/applications/(?P<app_id>\d+)/guilds/(?P<guild_id>\d+)/commands", _put_commands),
+        ("GET", r"/applications/(?P<app_id>\d+)/guilds/(?P<guild_id>\d+)/commands", _get_commands),
+        ("POST", r"/interactions/(?P<interaction_id>\d+)/(?P<token>[^/]+)/callback", _interaction_callback),
+        ("POST", r"/webhooks/(?P<app_id>\d+)/(?P<token>[^/]+)", _webhook_execute),
+        ("PATCH", r"/webhooks/(?P<app_id>\d+)/(?P<token>[^/]+)/messages/@original", _webhook_edit_original),
+    ]
