@@ -204,7 +204,7 @@ class HFBackend:
         self.settings = settings
         self.files = files
         self.device = pick_device(settings)
-        self._lora_source = lora_source
+        self.lora_source = lora_source
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)
         compute_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
@@ -280,7 +280,7 @@ class HFBackend:
     # LoRA management (called on the generation worker only) -----------------------------------
 
     def sync_lora(self) -> None:
-        wanted = self._lora_source() if self._lora_source else None
+        wanted = self.lora_source() if self.lora_source else None
         version = wanted[0] if wanted else None
         if version == self._active:
             return

@@ -58,3 +58,71 @@ def make_core(tmp_path: Path) -> Iterator[MakeCore]:
         service.close()
     for store in stores:
         store.close()
+
+
+# The real default model, loaded once per test session ---------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_files():
+    from bot.model_files import prepare_model
+
+    return prepare_model(test_settings(REPO / ".cache" / "unused"))
+
+
+@pytest.fixture(scope="session")
+def real_backend(real_files):
+    from bot.generation import HFBackend
+
+    return HFBackend(test_settings(REPO / ".cache" / "unused"), real_files)
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    from bot.retrieval import SentenceEmbedder
+
+    return SentenceEmbedder()
+
+
+@pytest.fixture
+def make_real_core(tmp_path: Path, real_backend, real_embedder, real_files) -> Iterator[MakeCore]:
+    """make_real_core(data_dir=None, **settings) -> Core on the real 4-bit model, real chromadb, SQLite.
+
+    Calling it twice with the same data_dir is a restart: new stores on the same files.
+    """
+    from bot.lora_registry import LoraRegistry
+    from bot.training_runner import TrainingRunner
+
+    services: list[GenerationService] = []
+    stores: list[FeedbackStore] = []
+
+    def factory(data_dir: Path | None = None, admins: tuple[str, ...] = ("console:local",), **overrides: Any) -> Core:
+        for service in services:  # one worker drives the shared model at a time
+            service.close()
+        data_dir = data_dir or tmp_path / "data"
+        settings = test_settings(data_dir, admins=list(admins), **overrides)
+        registry = LoraRegistry.open(settings, real_files.fingerprint)
+        real_backend.settings = settings
+        real_backend.lora_source = registry.active_lora
+        service = GenerationService(real_backend)
+        service.request_sync().result(timeout=120)
+        store = FeedbackStore(data_dir / "feedback.sqlite3")
+        services.append(service)
+        stores.append(store)
+        examples = ExampleStore(real_embedder, data_dir / "chroma")
+        trainer = TrainingRunner(settings, registry, on_finished=service.request_sync)
+        return Core(settings, service, examples, store, registry, trainer)
+
+    yield factory
+    for service in services:
+        service.close()
+    for store in stores:
+        store.close()
+    real_backend.lora_source = None
+    real_backend.sync_lora()
+
+
+@pytest.fixture
+def real_core(make_real_core: MakeCore) -> Core:
+    """A core on the real default model with a fresh data directory."""
+    return make_real_core()
