@@ -587,16 +587,21 @@ def build_client(core: Core, settings: Settings | None = None, **options: Any) -
 
 
 def run(core: Core, settings: Settings) -> None:
-    """Connect to Discord and serve until interrupted (used by `bot run`)."""
+    """Connect to Discord and serve until interrupted (used by `bot run`, maybe in a thread).
+
+    Fatal set-up problems are logged with what to do, not raised as SystemExit, which a
+    thread would swallow without a word.
+    """
     if not settings.discord.token:
-        raise SystemExit("DISCORD_TOKEN is not set; see docs/discord.md")
+        log.error("DISCORD_TOKEN is not set; see docs/discord.md")
+        return
     client = build_client(core, settings)
     try:
         client.run(settings.discord.token, log_handler=None)  # the CLI configures logging
     except discord.PrivilegedIntentsRequired:
-        raise SystemExit(
+        log.error(
             "Discord refused the Message Content intent: enable it in the developer portal "
             "(Bot -> Privileged Gateway Intents -> Message Content Intent); see docs/discord.md"
-        ) from None
+        )
     except discord.LoginFailure:
-        raise SystemExit("Discord rejected DISCORD_TOKEN; copy the bot token again (docs/discord.md)") from None
+        log.error("Discord rejected DISCORD_TOKEN; reset and copy the bot token again (docs/discord.md)")
