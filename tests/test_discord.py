@@ -81,12 +81,12 @@ def fast_core(make_core: Callable[..., Core], emulator: DiscordEmulator) -> Call
 
     def factory(reply: str = "This is a test reply.", delay_s: float = 0.0, **overrides: Any) -> Core:
         overrides.setdefault("discord__stream_interval_s", 0.1)
+        overrides.setdefault("discord__guild_id", int(emulator.guild_id))
         return make_core(
             FakeBackend(reply=reply, delay_s=delay_s),
             admins=(f"discord:{ADMIN_ID}",),
             discord__api_url=emulator.api_url,
             discord__gateway_url=emulator.gateway_url,
-            discord__guild_id=int(emulator.guild_id),
             **overrides,
         )
 
@@ -406,9 +406,11 @@ def test_retrain_reports_in_the_channel(emulator: DiscordEmulator, fast_core: Ca
 
 def test_non_admin_is_refused(emulator: DiscordEmulator, fast_core: Callable[..., Core],
                               start_bot: Callable[..., BotThread]) -> None:
-    core = fast_core()
+    core = fast_core(discord__guild_id=None)
     texts = command_spy(core)
     start_bot(core)
+    [sync] = emulator.calls_to("PUT", r"/applications/\d+/(guilds/\d+/)?commands")
+    assert sync.path == f"/applications/{emulator.app_id}/commands", "no guild configured: global"
     member = emulator.add_user("member")
     # A server admin may have made /status visible to everyone: the bot still refuses.
     interaction = emulator.invoke_command(member, "status")
