@@ -137,13 +137,11 @@ class SlackAdapter:
     # -- messages ---------------------------------------------------------------------------
 
     def on_message(self, event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
-        user, channel, ts = event.get("user"), event["channel"], event["ts"]
-        if event.get("subtype") in USER_SUBTYPES and not event.get("bot_id") and user:
-            self._on_user_message(event, user, channel, ts, context.bot_user_id or "", client)
-
-    def _on_user_message(
-        self, event: dict[str, Any], user: str, channel: str, ts: str, bot_user: str, client: WebClient
-    ) -> None:
+        """app_mention and message.* events: answer when addressed, or take a correction."""
+        if event.get("subtype") not in USER_SUBTYPES or event.get("bot_id") or not event.get("user"):
+            return  # edits, deletions, joins, bots (bolt already drops the bot's own messages)
+        user, channel, ts = event["user"], event["channel"], event["ts"]
+        bot_user = context.bot_user_id or ""
         mention = f"<@{bot_user}>"
         text = (event.get("text") or "").replace(mention, " ").strip()
         in_thread = event.get("thread_ts")

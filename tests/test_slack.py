@@ -10,12 +10,14 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters.slack import Running, build_app, split_text, start_http, start_socket_mode
-from bot.config import Settings
+from bot.config import Settings, SlackSettings
 from bot.core import Core
 from bot.types import CommandResult, ConversationKey
 from tests.emulators.slack_api import MAX_TEXT, SlackEmulator
@@ -283,12 +285,12 @@ class SlowCommands:
 def test_slash_command_acks_at_once_then_answers_an_admin_privately(
     slack: SlackEmulator, socket_bot: StartBot
 ) -> None:
-    socket_bot(wrap=lambda core: SlowCommands(core, delay_s=1.0))
+    socket_bot(wrap=lambda core: SlowCommands(core, delay_s=2.0))
     envelope = slack.send_command("/assistant", "status", ADMIN, CHANNEL)
     ack = slack.wait_ack(envelope)
-    assert ack.latency_s < 3.0
+    assert ack.latency_s < 2.0, "the ack does not wait for the work (Slack gives up after 3 s)"
     responded = slack.wait_for(slack.responses, what="the command's answer")[0]
-    assert responded.at - ack.at >= 0.9, "the ack does not wait for the work"
+    assert responded.at > ack.at
     assert responded.body["response_type"] == "ephemeral", "admin output is shown to the admin only"
     assert "Model:" in responded.body["text"] and "Examples:" in responded.body["text"]
 
@@ -413,6 +415,22 @@ def test_http_mode_url_verification_and_slash_command(slack: SlackEmulator, http
     assert answer.body["response_type"] == "ephemeral" and "Model:" in answer.body["text"]
 
 
+# -- the manifest ------------------------------------------------------------------------------
+
+
+def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
+    manifest = yaml.safe_load((Path(__file__).parent.parent / "deploy" / "slack-manifest.yaml").read_text())
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == [SlackSettings().command]
+    assert manifest["settings"]["socket_mode_enabled"] is True
+    assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
+        "app_mention", "message.im", "message.channels", "message.groups", "reaction_added", "reaction_removed"
+    }  # fmt: skip
+    needed = {"app_mentions:read", "chat:write", "im:history", "channels:history", "groups:history",
+              "reactions:read", "commands", "users:read"}  # fmt: skip
+    assert needed <= set(manifest["oauth_config"]["scopes"]["bot"])
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] is True, "people must be able to DM the bot"
+
+
 # -- splitting (pure) --------------------------------------------------------------------------
 
 
@@ -454,10 +472,11 @@ def test_real_model_answers_a_mention_and_takes_a_vote(slack: SlackEmulator, rea
                     return m
             return None
 
+        # The exchange is linked once it is stored, just before the last update.
         reply = slack.wait_for(answered, timeout=300, what="the real model's reply")
         exchange = real_core.store.exchange(exchange_of(slack, real_core, CHANNEL, reply["ts"]))
         assert exchange is not None and exchange.reply.strip()
-        assert reply["text"] == exchange.reply.strip(), "Slack shows exactly the stored reply"
+        reply = final_reply(slack, CHANNEL, exchange.reply.strip())  # Slack shows exactly the stored reply
         assert reply["edits"][0] == "…", "a placeholder came first"
 
         slack.send_event(slack.reaction_event(CHANNEL, reply["ts"], BOB, "+1"))

@@ -17,6 +17,7 @@ background thread with its own event loop; every public method is safe to call f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -347,9 +348,8 @@ class SlackEmulator:
         if kind == "events_api":
             envelope["retry_attempt"] = retry_attempt
             envelope["retry_reason"] = retry_reason
+        self.wait_connected()  # the client may be reconnecting
         with self._cond:
-            if not self._sockets:
-                raise AssertionError("no Socket Mode connection to deliver to")
             ws = self._sockets[-1]
             self._sent_at[envelope_id] = time.monotonic()
         self._run(ws.send_str(json.dumps(envelope)))
@@ -368,9 +368,7 @@ class SlackEmulator:
         return self.wait_for(lambda: self._acks.get(envelope_id), timeout, f"ack of envelope {envelope_id}")
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
-        # Slack pings its clients; frequent pings also wake the client's blocking recv, which
-        # lets it close promptly at the end of a test.
-        ws = web.WebSocketResponse(heartbeat=0.5)
+        ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_str(
             json.dumps(
@@ -386,6 +384,7 @@ class SlackEmulator:
             self._sockets.append(ws)
             self._connections += 1
             self._cond.notify_all()
+        pinger = asyncio.create_task(self._ping(ws))
         try:
             async for msg in ws:
                 if msg.type != WSMsgType.TEXT:
@@ -398,9 +397,20 @@ class SlackEmulator:
                         self._acks[envelope_id] = Ack(envelope_id, data.get("payload"), now - sent, now)
                         self._cond.notify_all()
         finally:
+            pinger.cancel()
             with self._cond:
                 self._sockets.remove(ws)
         return ws
+
+    @staticmethod
+    async def _ping(ws: web.WebSocketResponse) -> None:
+        """Ping as Slack does. Frequent pings also wake the client's blocking recv so that it
+        closes promptly at the end of a test; unlike aiohttp's heartbeat, a late pong (a busy
+        CI machine) never drops the connection."""
+        while not ws.closed:
+            await asyncio.sleep(0.5)
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.ping()
 
     # -- HTTP mode -------------------------------------------------------------------------
 
