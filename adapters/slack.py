@@ -22,6 +22,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
@@ -71,6 +72,17 @@ def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
     return parts
 
 
+def to_slack(text: str) -> str:
+    """Escape &, < and >, Slack's control characters: a reply must never ping @channel or forge
+    a link or a mention, whatever the model writes."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def from_slack(text: str) -> str:
+    """Slack sends &, < and > escaped in message and command text; the core gets plain text."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def message_ref(channel: str, ts: str) -> str:
     return f"{channel}:{ts}"
 
@@ -97,11 +109,13 @@ class _StreamedReply:
             if i < len(self.parts):
                 ts, shown = self.parts[i]
                 if chunk != shown:
-                    self.client.chat_update(channel=self.channel, ts=ts, text=chunk)
+                    self.client.chat_update(channel=self.channel, ts=ts, text=to_slack(chunk))
                     self.parts[i] = (ts, chunk)
             else:
-                resp = self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=chunk)
-                self.parts.append((resp["ts"], chunk))
+                posted = self.client.chat_postMessage(
+                    channel=self.channel, thread_ts=self.thread_ts, text=to_slack(chunk)
+                )
+                self.parts.append((posted["ts"], chunk))
         self.last = time.monotonic()
 
     @property
@@ -143,7 +157,7 @@ class SlackAdapter:
         user, channel, ts = event["user"], event["channel"], event["ts"]
         bot_user = context.bot_user_id or ""
         mention = f"<@{bot_user}>"
-        text = (event.get("text") or "").replace(mention, " ").strip()
+        text = from_slack((event.get("text") or "").replace(mention, " ")).strip()
         in_thread = event.get("thread_ts")
         is_dm = event.get("channel_type") == "im"
         # In a DM the channel is the conversation unless the user opened a thread; elsewhere the
@@ -239,9 +253,15 @@ class SlackAdapter:
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()  # first, always: Slack shows an error after 3 s; the answer follows via respond()
         user, channel = command["user_id"], command["channel_id"]
-        text = (command.get("text") or "").strip() or "help"
-        result = self.core.command(PLATFORM, user, text, ConversationKey(PLATFORM, channel, ""))
-        respond(text=result.text, response_type="ephemeral" if result.ephemeral else "in_channel")
+        text = from_slack(command.get("text") or "").strip() or "help"
+        try:
+            result = self.core.command(PLATFORM, user, text, ConversationKey(PLATFORM, channel, ""))
+        except Exception:
+            log.exception("Slack command %r failed", text)
+            result = CommandResult("Sorry, that command failed; the logs say why.", ok=False)
+        # A response_url takes up to 5 messages: enough for any command's output.
+        for part in split_text(result.text)[:5]:
+            respond(text=to_slack(part), response_type="ephemeral" if result.ephemeral else "in_channel")
         if result.followup is not None:
             result.followup.add_done_callback(lambda done: self._post_followup(client, respond, channel, done))
 
@@ -253,19 +273,19 @@ class SlackAdapter:
         else:
             text = done.result()
         try:
-            client.chat_postMessage(channel=channel, text=text)
+            client.chat_postMessage(channel=channel, text=to_slack(text))
         except SlackApiError:
             # The bot cannot post in some channels (e.g. a DM between two people); the
             # response_url of the command still reaches its author.
-            respond(text=text, response_type="ephemeral")
+            respond(text=to_slack(text), response_type="ephemeral")
 
     def _post_result(
         self, client: WebClient, result: CommandResult, channel: str, user: str, thread_ts: str | None
     ) -> None:
         if result.ephemeral:
-            client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=result.text)
+            client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=to_slack(result.text))
         else:
-            client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=result.text)
+            client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=to_slack(result.text))
 
 
 def _with_slash(url: str) -> str:
@@ -315,15 +335,31 @@ def start_http(app: App, settings: Settings, host: str = "0.0.0.0", port: int | 
 
 
 def run(core: Core, settings: Settings) -> None:
-    """Run the Slack app until interrupted (`bot run`)."""
-    app = build_app(core, settings)
-    if settings.slack.mode == "http":
-        server = _http_server(app, "0.0.0.0", settings.slack.port)
-        log.info("Slack HTTP mode: listening on :%d%s", settings.slack.port, EVENTS_PATH)
-        try:
-            server.serve_forever()
-        finally:
-            server.server_close()
-    else:
-        log.info("Slack Socket Mode: connecting through %s", settings.slack.api_url)
-        SocketModeHandler(app, settings.slack.app_token).start()
+    """Run the Slack app until interrupted (`bot run`, maybe in a thread).
+
+    Bad tokens are logged with what to check rather than raised: a thread would print only a
+    traceback.
+    """
+    try:
+        app = build_app(core, settings)  # auth.test checks SLACK_BOT_TOKEN
+        if settings.slack.mode == "http":
+            server = _http_server(app, "0.0.0.0", settings.slack.port)
+            log.info("Slack HTTP mode: listening on :%d%s", settings.slack.port, EVENTS_PATH)
+            try:
+                server.serve_forever()
+            finally:
+                server.server_close()
+        else:
+            log.info("Slack Socket Mode: connecting through %s", settings.slack.api_url)
+            handler = SocketModeHandler(app, settings.slack.app_token)
+            try:
+                handler.start()  # apps.connections.open checks SLACK_APP_TOKEN
+            finally:
+                handler.close()
+    except (BoltError, SlackApiError) as exc:
+        log.error(
+            "Slack could not start: %s. Check SLACK_BOT_TOKEN, SLACK_APP_TOKEN and SLACK_API_URL (%s); "
+            "see docs/slack.md",
+            exc,
+            settings.slack.api_url,
+        )

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.slack import Running, build_app, split_text, start_http, start_socket_mode
+from adapters.slack import Running, build_app, split_text, start_http, start_socket_mode, to_slack
 from bot.config import Settings, SlackSettings
 from bot.core import Core
 from bot.types import CommandResult, ConversationKey
@@ -218,6 +218,20 @@ def test_a_queued_request_says_so(slack: SlackEmulator, socket_bot: StartBot) ->
     assert any(text.startswith("⏳ Queued: 1 ahead of you") for text in shown), shown
 
 
+def test_slack_markup_is_escaped_both_ways(slack: SlackEmulator, socket_bot: StartBot) -> None:
+    core = socket_bot(FakeBackend("Ping <!channel> & <@UADMIN> => now"))
+    # Slack escapes &, < and > in what users type; the core must get the plain text.
+    slack.send_event(slack.user_message(DM, ALICE, "is 1 &lt; 2 &amp;&amp; 3 &gt; 2?", channel_type="im"))
+    final_reply(slack, DM, "Ping &lt;!channel&gt; &amp; &lt;@UADMIN&gt; =&gt; now")  # no @channel, no mention
+    assert core.store.exchanges()[0].user_text == "is 1 < 2 && 3 > 2?"
+
+    slack.wait_ack(slack.send_command("/assistant", "teach What is &lt;b&gt;? =&gt; Bold", ADMIN, CHANNEL))
+    answer = slack.wait_for(slack.responses, what="the teach answer")[0]
+    assert answer.body["text"].startswith("Learned"), answer.body["text"]
+    assert "&lt;b&gt;" in answer.body["text"] and "<b>" not in answer.body["text"]
+    assert [e.input for e in core.examples.list()] == ["What is <b>?"]
+
+
 # -- reactions and corrections -----------------------------------------------------------------
 
 
@@ -415,6 +429,17 @@ def test_http_mode_url_verification_and_slash_command(slack: SlackEmulator, http
     assert answer.body["response_type"] == "ephemeral" and "Model:" in answer.body["text"]
 
 
+def test_run_explains_a_bad_token_instead_of_crashing(
+    slack: SlackEmulator, make_core: Callable[..., Core], caplog: pytest.LogCaptureFixture
+) -> None:
+    from adapters.slack import run
+
+    core = make_core(FakeBackend(REPLY), **slack_overrides(slack, slack__app_token="xapp-revoked"))
+    run(core, core.settings)  # returns: Socket Mode could not open a connection
+    assert "Slack could not start" in caplog.text and "SLACK_APP_TOKEN" in caplog.text
+    assert [c.method for c in slack.calls()] == ["auth.test", "apps.connections.open"]
+
+
 # -- the manifest ------------------------------------------------------------------------------
 
 
@@ -476,7 +501,7 @@ def test_real_model_answers_a_mention_and_takes_a_vote(slack: SlackEmulator, rea
         reply = slack.wait_for(answered, timeout=300, what="the real model's reply")
         exchange = real_core.store.exchange(exchange_of(slack, real_core, CHANNEL, reply["ts"]))
         assert exchange is not None and exchange.reply.strip()
-        reply = final_reply(slack, CHANNEL, exchange.reply.strip())  # Slack shows exactly the stored reply
+        reply = final_reply(slack, CHANNEL, to_slack(exchange.reply.strip()))  # exactly the stored reply
         assert reply["edits"][0] == "…", "a placeholder came first"
 
         slack.send_event(slack.reaction_event(CHANNEL, reply["ts"], BOB, "+1"))
