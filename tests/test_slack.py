@@ -20,7 +20,7 @@ from adapters.slack import Running, build_app, split_text, start_http, start_soc
 from bot.config import Settings, SlackSettings
 from bot.core import Core
 from bot.types import CommandResult, ConversationKey
-from tests.emulators.slack_api import MAX_TEXT, SlackEmulator
+from tests.emulators.slack_api import MAX_TEXT, ApiCall, SlackEmulator
 from tests.fakes import FakeBackend
 
 ADMIN, ALICE, BOB = "UADMIN", "UALICE", "UBOB"
@@ -90,11 +90,11 @@ def final_reply(slack: SlackEmulator, channel: str, text: str, timeout: float = 
     )
 
 
-def updates_of(slack: SlackEmulator, ts: str) -> list[Any]:
+def updates_of(slack: SlackEmulator, ts: str) -> list[ApiCall]:
     return [c for c in slack.ok_calls("chat.update") if c.params["ts"] == ts]
 
 
-def posts_in(slack: SlackEmulator, channel: str) -> list[Any]:
+def posts_in(slack: SlackEmulator, channel: str) -> list[ApiCall]:
     return [c for c in slack.ok_calls("chat.postMessage") if c.params["channel"] == channel]
 
 
@@ -109,7 +109,7 @@ def exchange_of(slack: SlackEmulator, core: Core, channel: str, ts: str) -> str:
 
 
 def test_mention_streams_a_reply_in_the_thread(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    core = socket_bot(FakeBackend(REPLY, delay_s=0.03))
+    core = socket_bot(FakeBackend(REPLY, delay_s=0.05))
     mention = slack.user_message(CHANNEL, ALICE, "<@UBOT> what is the capital of France?", mention=True)
     # Slack delivers a mention twice: as app_mention and as message.channels.
     acks = [slack.send_event(mention), slack.send_event(mention | {"type": "message", "channel_type": "channel"})]
@@ -209,7 +209,7 @@ def test_long_reply_is_split_cleanly_and_every_part_is_linked(slack: SlackEmulat
 
 
 def test_a_queued_request_says_so(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    socket_bot(FakeBackend(REPLY, delay_s=0.05))
+    socket_bot(FakeBackend(REPLY, delay_s=0.08))  # slow enough that the second request must wait
     for user, channel in ((ALICE, CHANNEL), (BOB, "C0OTHER")):
         slack.send_event(slack.user_message(channel, user, "<@UBOT> question", mention=True))
     for channel in (CHANNEL, "C0OTHER"):
