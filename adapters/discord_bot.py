@@ -458,7 +458,8 @@ class DiscordBot(discord.Client):
             return
         try:
             result = await self._core(
-                self.core.command, PLATFORM, str(interaction.user.id), text, _command_conversation(interaction)
+                self.core.command, PLATFORM, str(interaction.user.id), text, _command_conversation(interaction),
+                _roles(interaction.user),
             )
         except Exception:
             log.exception("Discord command %r failed", text)
@@ -470,13 +471,7 @@ class DiscordBot(discord.Client):
 
     def _may_admin(self, interaction: discord.Interaction) -> bool:
         """default_permissions is only a default server admins can change: check here too."""
-        if self.core.is_admin(PLATFORM, str(interaction.user.id)):
-            return True
-        role = self.settings.discord.admin_role
-        user = interaction.user
-        return bool(role) and isinstance(user, discord.Member) and any(
-            str(r.id) == role or r.name == role for r in user.roles
-        )
+        return self.core.is_admin(PLATFORM, str(interaction.user.id), _roles(interaction.user))
 
     async def _report_later(self, channel_id: int, followup: Future[str]) -> None:
         """Post a long-running command's result (a retrain) in the channel it was asked in."""
@@ -487,6 +482,13 @@ class DiscordBot(discord.Client):
         channel = self.get_partial_messageable(channel_id)
         for part in split_message(text):
             await channel.send(part)
+
+
+def _roles(user: discord.User | discord.Member) -> tuple[str, ...]:
+    """Role ids and names, so DISCORD_ADMIN_ROLE may name either."""
+    if not isinstance(user, discord.Member):
+        return ()
+    return tuple(str(r.id) for r in user.roles) + tuple(r.name for r in user.roles)
 
 
 async def _keep_typing(channel: discord.abc.Messageable) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -139,8 +139,12 @@ class Core:
     def exchange_for_message(self, platform: str, message_ref: str) -> str | None:
         return self.store.exchange_for_message(platform, message_ref)
 
-    def is_admin(self, platform: str, user_id: str) -> bool:
-        return f"{platform}:{user_id}" in self.settings.admins
+    def is_admin(self, platform: str, user_id: str, roles: Sequence[str] = ()) -> bool:
+        """A configured admin id, or (where the platform has roles) a holder of the admin role."""
+        if f"{platform}:{user_id}" in self.settings.admins:
+            return True
+        admin_role = getattr(getattr(self.settings, platform, None), "admin_role", "")
+        return bool(admin_role) and admin_role in roles
 
     # feedback ----------------------------------------------------------------------------------
 
@@ -225,10 +229,13 @@ class Core:
 
     # commands ----------------------------------------------------------------------------------
 
-    def command(self, platform: str, user_id: str, text: str, conversation: ConversationKey) -> CommandResult:
+    def command(
+        self, platform: str, user_id: str, text: str, conversation: ConversationKey, roles: Sequence[str] = ()
+    ) -> CommandResult:
+        """Run a command line ("lora use v0002"). `roles`: the caller's role ids and names, if any."""
         try:
             cmd = admin.parse_command(text)
-            if cmd.admin_only and not self.is_admin(platform, user_id):
+            if cmd.admin_only and not self.is_admin(platform, user_id, roles):
                 log.warning("refused admin command %r from %s:%s", cmd.name, platform, user_id)
                 return CommandResult(f"Sorry, `{cmd.name}` is for admins only. Ask an admin, or try `help`.", ok=False)
             return self._dispatch(cmd, platform, user_id, conversation)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -336,9 +336,10 @@ def command_spy(core: Core) -> list[str]:
     texts: list[str] = []
     real = core.command
 
-    def spy(platform: str, user_id: str, text: str, conversation: ConversationKey) -> CommandResult:
+    def spy(platform: str, user_id: str, text: str, conversation: ConversationKey,
+            roles: Sequence[str] = ()) -> CommandResult:
         texts.append(text)
-        return real(platform, user_id, text, conversation)
+        return real(platform, user_id, text, conversation, roles)
 
     core.command = spy  # type: ignore[method-assign]
     return texts
@@ -422,6 +423,18 @@ def test_non_admin_is_refused(emulator: DiscordEmulator, fast_core: Callable[...
     [help_reply] = followups(emulator, interaction)
     assert "help" in help_reply.body["content"] and "retrain" not in help_reply.body["content"]
     assert texts == ["help"]
+
+
+def test_admin_role_holder_may_run_admin_commands(emulator: DiscordEmulator, fast_core: Callable[..., Core],
+                                                  start_bot: Callable[..., BotThread]) -> None:
+    core = fast_core(discord__admin_role="bot-admin")  # by name; the member is not in BOT_ADMINS
+    start_bot(core)
+    moderator = emulator.add_user("moderator", admin_role=True)
+    [reply] = followups(emulator, emulator.invoke_command(moderator, "status"))
+    assert "Exchanges:" in reply.body["content"]
+    member = emulator.add_user("member")
+    [refusal] = followups(emulator, emulator.invoke_command(member, "status"))
+    assert "admins only" in refusal.body["content"]
 
 
 # ----------------------------------------------------------------------------- resilience
