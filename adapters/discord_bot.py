@@ -26,6 +26,7 @@ import discord
 import yarl
 from discord import app_commands
 
+from adapters.text import split_text
 from bot.types import CommandResult, ConversationKey, Done, Message, Queued, Reply, Token, UserError
 
 if TYPE_CHECKING:
@@ -38,8 +39,6 @@ PLATFORM = "discord"
 MAX_CHARS = 2000  # Discord's limit for a message's content
 DEFAULT_API_URL = "https://discord.com/api/v10"
 MAX_CHAIN = 50  # reply-chain hops followed to find where a conversation started
-_FENCE = re.compile(r"^```[^\n`]*", re.MULTILINE)
-_SENTENCE_END = re.compile(r"[.!?…][\"')\]*_]*\s")
 # Skin tones and the emoji presentation selector: 👍🏽 is still 👍.
 _EMOJI_MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
 # Admin commands are hidden from members without Manage Server until a server admin changes it.
@@ -51,43 +50,8 @@ T = TypeVar("T")
 # ----------------------------------------------------------------------------- pure helpers
 
 
-def split_message(text: str, limit: int = MAX_CHARS) -> list[str]:
-    """Split `text` into messages of at most `limit` characters, cut at the cleanest boundary:
-    a paragraph, a line, a sentence, a word, and only as a last resort mid-word. A code block
-    cut in two is closed at the end of one part and reopened (same language) in the next.
-    """
-    parts: list[str] = []
-    rest = text.strip()
-    reopen = ""  # the fence line that continues an open code block in the next part
-    while len(reopen) + len(rest) > limit:
-        window = rest[: limit - len(reopen) - 4]  # room for a closing "\n```"
-        cut = _best_cut(window)
-        chunk = reopen + rest[:cut].rstrip()
-        fences = _FENCE.findall(chunk)
-        if len(fences) % 2:  # a block is still open: close it here, reopen it next
-            chunk += "\n```"
-            reopen = fences[-1].rstrip() + "\n"
-            rest = rest[cut:].lstrip("\n")  # keep code indentation
-        else:
-            reopen = ""
-            rest = rest[cut:].lstrip()
-        parts.append(chunk)
-    if rest or not parts:
-        parts.append(reopen + rest)
-    return parts
-
-
-def _best_cut(window: str) -> int:
-    half = len(window) // 2
-    for sep in ("\n\n", "\n"):
-        at = window.rfind(sep)
-        if at > half:
-            return at
-    ends = [m.end() for m in _SENTENCE_END.finditer(window)]
-    if ends and ends[-1] > half:
-        return ends[-1]
-    at = window.rfind(" ")
-    return at if at > 0 else len(window)
+def split_message(text: str) -> list[str]:
+    return split_text(text, MAX_CHARS)
 
 
 def api_base(url: str) -> str:

@@ -9,7 +9,6 @@ Bolt acks every event before the listener runs (listeners run on its thread pool
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from adapters.text import split_text
 from bot.types import CommandResult, ConversationKey, Done, Message, Queued, Token, UserError
 
 if TYPE_CHECKING:
@@ -40,36 +40,6 @@ MAX_CHARS = 3900  # Slack advises at most 4,000 characters a message; keep a mar
 EVENTS_PATH = "/slack/events"
 # Message subtypes that are still a person writing; edits, deletions, joins, bots are not.
 USER_SUBTYPES = {None, "thread_broadcast", "file_share"}
-_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*\s")
-
-
-def split_text(text: str, limit: int = MAX_CHARS) -> list[str]:
-    """Split `text` into parts of at most `limit` characters at the cleanest boundary available:
-    a paragraph, a line, a sentence, a word, and only as a last resort mid-word.
-
-    The cut depends only on the first `limit` characters, so the parts already shown stay the
-    same while a streamed reply grows.
-    """
-    parts: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        window = rest[:limit]
-        cut = -1
-        for sep in ("\n\n", "\n"):
-            at = window.rfind(sep)
-            if at > limit // 2:
-                cut = at
-                break
-        if cut < 0:
-            ends = [m.end() for m in _SENTENCE_END.finditer(window)]
-            cut = ends[-1] if ends and ends[-1] > limit // 2 else window.rfind(" ")
-        if cut <= 0:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not parts:
-        parts.append(rest)
-    return parts
 
 
 def to_slack(text: str) -> str:
@@ -105,7 +75,7 @@ class _StreamedReply:
             if not wait:
                 return
             time.sleep(pause)
-        for i, chunk in enumerate(split_text(text)):
+        for i, chunk in enumerate(split_text(text, MAX_CHARS)):
             if i < len(self.parts):
                 ts, shown = self.parts[i]
                 if chunk != shown:
@@ -260,7 +230,7 @@ class SlackAdapter:
             log.exception("Slack command %r failed", text)
             result = CommandResult("Sorry, that command failed; the logs say why.", ok=False)
         # A response_url takes up to 5 messages: enough for any command's output.
-        for part in split_text(result.text)[:5]:
+        for part in split_text(result.text, MAX_CHARS)[:5]:
             respond(text=to_slack(part), response_type="ephemeral" if result.ephemeral else "in_channel")
         if result.followup is not None:
             result.followup.add_done_callback(lambda done: self._post_followup(client, respond, channel, done))

@@ -266,7 +266,7 @@ def test_split_message_boundaries() -> None:
     words = "word " * 500
     parts = split_message(words)
     assert all(len(p) <= 2000 for p in parts) and " ".join(parts).split() == words.split()
-    assert split_message("x" * 4500) == ["x" * 1996, "x" * 1996, "x" * 508]
+    assert split_message("x" * 4500) == ["x" * 2000, "x" * 2000, "x" * 500]
     code = "Here:\n```python\n" + "\n".join(f"    line_{i} = {i}" for i in range(200)) + "\n```\nDone."
     parts = split_message(code)
     assert len(parts) > 1 and all(len(p) <= 2000 for p in parts)

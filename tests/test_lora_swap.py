@@ -60,7 +60,8 @@ def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras)
     threads = [threading.Thread(target=chatter, args=(n,)) for n in range(3)]
     for thread in threads:
         thread.start()
-    assert "Now serving LoRA v0001" in core.command("console", "local", f"lora use {v1}", ConversationKey("t", "a")).text
+    used = core.command("console", "local", f"lora use {v1}", ConversationKey("t", "a"))
+    assert "Now serving LoRA v0001" in used.text
     core.command("console", "local", f"lora use {v2}", ConversationKey("t", "a"))
     rolled = core.command("console", "local", "lora rollback", ConversationKey("t", "a"))
     assert rolled.ok and "now serving v0001" in rolled.text

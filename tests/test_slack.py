@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.slack import Running, build_app, split_text, start_http, start_socket_mode, to_slack
+from adapters.slack import Running, build_app, start_http, start_socket_mode, to_slack
+from adapters.text import split_text
 from bot.config import Settings, SlackSettings
 from bot.core import Core
 from bot.types import CommandResult, ConversationKey
@@ -460,18 +461,18 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
 
 
 def test_split_text_prefers_paragraphs_then_sentences_then_words() -> None:
-    assert split_text("short") == ["short"]
-    assert split_text("a" * 30 + "\n\n" + "b" * 30, limit=40) == ["a" * 30, "b" * 30]
-    assert split_text("One two three. Four five six seven.", limit=20) == ["One two three.", "Four five six seven."]
-    assert split_text("alpha beta gamma delta", limit=12) == ["alpha beta", "gamma delta"]
-    assert split_text("x" * 25, limit=10) == ["x" * 10, "x" * 10, "x" * 5]
+    assert split_text("short", 3900) == ["short"]
+    assert split_text("a" * 30 + "\n\n" + "b" * 30, 40) == ["a" * 30, "b" * 30]
+    assert split_text("One two three. Four five six seven.", 20) == ["One two three.", "Four five six seven."]
+    assert split_text("alpha beta gamma delta", 12) == ["alpha beta", "gamma delta"]
+    assert split_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]
 
 
 def test_split_text_keeps_shown_parts_stable_while_a_reply_grows() -> None:
     text = " ".join(f"Word{i}." if i % 7 == 0 else f"word{i}" for i in range(400))
-    final = split_text(text, limit=300)
+    final = split_text(text, 300)
     for end in range(50, len(text), 37):
-        parts = split_text(text[:end], limit=300)
+        parts = split_text(text[:end], 300)
         assert parts[:-1] == final[: len(parts) - 1], "a finished part never changes"
 
 
