@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from typing import TextIO
 
 from bot.core import Core
@@ -49,6 +50,7 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
                 say(result.text)
                 if result.followup is not None:
                     result.followup.add_done_callback(lambda f: say(f"\n[training] {f.result()}"))
+                    _show_training_progress(core, result.followup, say)
                 continue
             last_exchange = _chat(core, text, say)
         except UserError as exc:
@@ -70,6 +72,29 @@ def _chat(core: Core, text: str, say: Callable[..., None]) -> str:
             lora = event.reply.lora_version or "base"
             say(f"\n     [{event.reply.latency_s:.1f}s, lora {lora}, {len(event.reply.example_ids)} examples]")
     return exchange_id
+
+
+def _show_training_progress(core: Core, done: Future[str], say: Callable[..., None]) -> None:
+    """Print a progress bar line every tenth of the run while the user keeps chatting."""
+    trainer = core.trainer
+    if trainer is None:
+        return
+
+    def follow() -> None:
+        shown = -1
+        while not done.done():
+            status = trainer.read_status()
+            total, step = status.get("total_steps") or 0, status.get("step") or 0
+            tenth = int(10 * step / total) if total else -1
+            if tenth > shown:
+                shown = tenth
+                bar = "█" * tenth + "░" * (10 - tenth)
+                say(f"\n[training] {bar} {trainer.progress_text()}")
+            done_event.wait(2.0)
+
+    done_event = threading.Event()
+    done.add_done_callback(lambda _: done_event.set())
+    threading.Thread(target=follow, name="training-progress", daemon=True).start()
 
 
 def _slash(core: Core, command: str, last_exchange: str | None) -> CommandResult:
