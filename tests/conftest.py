@@ -126,3 +126,30 @@ def make_real_core(tmp_path: Path, real_backend, real_embedder, real_files) -> I
 def real_core(make_real_core: MakeCore) -> Core:
     """A core on the real default model with a fresh data directory."""
     return make_real_core()
+
+
+@pytest.fixture(scope="session")
+def random_loras(real_files, tmp_path_factory) -> list[Path]:
+    """Two LoRAs with random (non-zero) weights, saved as training would save them."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(real_files.path, dtype=torch.float32)
+        config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+        model = get_peft_model(base, config)
+        path = tmp_path_factory.mktemp(f"lora{seed}")
+        model.save_pretrained(path)
+        out.append(path)
+    return out
+
+
+def commit_lora(registry, source: Path) -> str:
+    """Commit a copy of a saved LoRA directory as a new registry version."""
+    staging = registry.new_staging()
+    for file in source.iterdir():
+        (staging / file.name).write_bytes(file.read_bytes())
+    return registry.commit(staging, {"note": "random weights for a test"}).version

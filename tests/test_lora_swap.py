@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 from bot.lora_registry import LoraRegistry
 from bot.types import ConversationKey, Message
+from tests.conftest import commit_lora
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def random_loras(real_files, tmp_path_factory) -> list[Path]:
-    """Two LoRAs with random (non-zero) weights, saved as training would save them."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = []
-    for seed in (1, 2):
-        torch.manual_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(real_files.path, dtype=torch.float32)
-        config = LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-        model = get_peft_model(base, config)
-        path = tmp_path_factory.mktemp(f"lora{seed}")
-        model.save_pretrained(path)
-        out.append(path)
-    return out
-
-
-def _commit(registry: LoraRegistry, source: Path) -> str:
-    staging = registry.new_staging()
-    for file in source.iterdir():
-        (staging / file.name).write_bytes(file.read_bytes())
-    return registry.commit(staging, {"note": "random weights for a swap test"}).version
 
 
 def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras) -> None:
     core = make_real_core(max_new_tokens=6, training__keep_loaded=2)
     registry: LoraRegistry = core.registry
-    v1, v2 = (_commit(registry, path) for path in random_loras)
+    v1, v2 = (commit_lora(registry, path) for path in random_loras)
     base_reply = core.answer(Message(ConversationKey("t", "base"), "u", "Say hello."))
     assert base_reply.lora_version is None
 
@@ -81,7 +55,7 @@ def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras)
 def test_old_versions_are_unloaded_but_kept_on_disk(make_real_core, random_loras) -> None:
     core = make_real_core(max_new_tokens=2, training__keep_loaded=2)
     registry: LoraRegistry = core.registry
-    versions = [_commit(registry, random_loras[i % 2]) for i in range(3)]
+    versions = [commit_lora(registry, random_loras[i % 2]) for i in range(3)]
     for version in versions:
         core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
     assert core.generation.backend.loaded_loras() == versions[1:]
