@@ -1,0 +1,157 @@
+"""End to end on a fresh data directory: eval the bare model, import examples, eval, train, eval.
+
+    .venv/bin/python bench/train_eval.py [--skip-base] [--set training.learning_rate=1e-4 ...]
+
+It drives the same code as the CLI (`bot eval`, `bot examples import`, `bot train`): the real core,
+the training pipeline in its own process with its eval gate, the live LoRA swap. Prints each
+accuracy as it comes and one JSON line at the end. Defaults: ../shared/data/acme_*.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from bot.app import build_core  # noqa: E402
+from bot.config import load_settings  # noqa: E402
+from bot.core import Core  # noqa: E402
+from bot.evaluation import EvalReport, evaluate_file  # noqa: E402
+from bot.retrieval import parse_examples_file  # noqa: E402
+from bot.types import ConversationKey, Message  # noqa: E402
+
+SHARED = REPO.parent / "shared" / "data"
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text  # a bare string such as turns
+
+
+def write_toml(path: Path, overrides: dict[str, Any]) -> None:
+    top = {k: v for k, v in overrides.items() if "." not in k}
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in overrides.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            sections.setdefault(section, {})[name] = value
+    lines = [f"{k} = {json.dumps(v)}" for k, v in top.items()]
+    for section, values in sections.items():
+        lines += [f"[{section}]", *(f"{k} = {json.dumps(v)}" for k, v in values.items())]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def run_eval(core: Core, path: Path, label: str) -> EvalReport:
+    conversation = ConversationKey("bench", label)
+    started = time.monotonic()
+
+    def answer(question: str) -> str:
+        core.reset(conversation)  # every question stands alone, as in `bot eval`
+        return core.answer(Message(conversation, "bench", question)).text
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r  {label}: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+    report = evaluate_file(answer, path, progress)
+    print(
+        f"\n{label}: accuracy {report.accuracy:.1%} ({report.hits}/{report.total}) "
+        f"in {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=Path, default=SHARED / "acme_examples.jsonl")
+    parser.add_argument("--eval", type=Path, default=SHARED / "acme_eval.jsonl")
+    parser.add_argument("--skip-base", action="store_true", help="skip the bare-model eval (step 1)")
+    parser.add_argument("--skip-examples", action="store_true", help="skip the examples-only eval (step 2)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting, e.g. "
+                        "training.epochs=6 or example_layout=turns (repeatable)")  # fmt: skip
+    parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
+    parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--keep-plot", type=Path, help="copy the run's loss.png here (the data dir is temporary)")
+    args = parser.parse_args()
+
+    overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    results: dict[str, Any] = {"settings": overrides}
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        data_dir = Path(tmp) / "data"
+        config = Path(tmp) / "bot.toml"
+        write_toml(config, {"model_cache": str(args.model_cache), "log_level": "WARNING", **overrides})
+        settings = load_settings(config, env={}, data_dir=str(data_dir))
+        core = build_core(settings, config)
+
+        if not args.skip_base:
+            results["base"] = run_eval(core, args.eval, "1 bare model").accuracy
+        added = core.examples.upsert(parse_examples_file(args.examples), source="import")
+        print(f"imported {len(added)} examples from {args.examples.name}")
+        if not args.skip_examples:
+            results["examples_only"] = run_eval(core, args.eval, "2 examples only").accuracy
+
+        assert core.trainer is not None
+        started = core.trainer.start(triggered_by="bench")
+        if not started.ok:
+            print(started.message)
+            return 1
+
+        def show(status: dict[str, Any]) -> None:
+            step = f"{status.get('step', 0)}/{status.get('total_steps', '?')}"
+            loss = f" loss {status['loss']:.3f}" if status.get("loss") is not None else ""
+            done = f" {status.get('done', 0)}/{status.get('total')}" if status.get("phase") == "evaluating" else ""
+            print(f"\r  training: {status.get('phase', 'starting')} {step}{loss}{done}    ", end="", file=sys.stderr)
+
+        code = core.trainer.wait(poll_s=2.0, on_progress=show)
+        status = core.trainer.read_status()
+        print(f"\n{core.trainer.result_text(code)}")
+        if code != 0:
+            print((data_dir / "training" / "train.log").read_text()[-3000:])
+            return 1
+        manifest = status["manifest"]
+        results.update(
+            train_s=manifest["timings"]["train_s"],
+            pipeline_s=round(status["updated_at"] - status["started_at"], 1),
+            steps=len(manifest["losses"]),
+            first_loss=manifest["losses"][0]["loss"],
+            final_loss=manifest["final_loss"],
+            dataset=manifest["dataset"]["counts"],
+            gate={
+                k: {m: v[m] for m in ("heldout_recall", "regression_hits", "regression_total")}
+                for k, v in manifest["eval"].items()
+            },
+            promoted=status["promoted"],
+            loss_plot=status.get("loss_plot"),
+        )
+        if args.keep_plot and status.get("loss_plot"):
+            shutil.copyfile(status["loss_plot"], args.keep_plot)
+        # Serve the candidate even when the gate kept it back, to measure what training bought.
+        if not status["promoted"]:
+            core.command("console", "local", f"lora use {status['version']}", ConversationKey("bench", "admin"))
+        core.generation.request_sync().result(timeout=300)
+        results["swap_s"] = core.generation.backend.last_swap_s
+        report = run_eval(core, args.eval, "3 after training")
+        results["after_training"] = report.accuracy
+        if args.show_misses:
+            for miss in report.misses:
+                print(f"  miss {miss['question']!r} -> {miss['reply'][:120]!r}")
+        core.generation.close()
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

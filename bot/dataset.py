@@ -1,0 +1,270 @@
+"""Training data from the stores, rendered in the exact layout the bot serves in.
+
+Each good example becomes one supervised row: the prompt is what the bot would build for that
+question (system prompt, the examples retrieval returns for it, the question) and the loss covers
+the answer tokens only. The right example is always in the context, among the retrieved
+distractors: training in the serving format taught the prototype to *use* what retrieval hands it
+(57-70% against 52% for plain question->answer pairs). Downvoted replies become undesirable rows
+for KTO. A fixed, seeded replay sample of general questions keeps general answers from being
+forgotten. A seeded share of the good examples is held out for the eval gate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.config import Settings
+from bot.prompt import build_prompt, layout_messages, tokenize_messages
+from bot.types import Example, UserError
+
+if TYPE_CHECKING:
+    from bot.core import Core
+    from bot.feedback import FeedbackStore
+    from bot.retrieval import ExampleStore
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+GENERAL_FILE = DATA_DIR / "general.jsonl"  # replay: general questions with short correct answers
+REGRESSION_FILE = DATA_DIR / "regression.jsonl"  # the gate's forgetting check; disjoint from replay
+
+Retrieve = Callable[[str], list[Example]]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A question and an answer, with where it came from."""
+
+    question: str
+    answer: str
+    source: str
+    ref: str  # example id or exchange id: provenance for the manifest
+
+
+@dataclass(frozen=True)
+class Row:
+    """One rendered training row: chat messages up to the question, and the reply to learn or avoid."""
+
+    messages: list[dict[str, str]]
+    completion: str
+    desirable: bool
+    source: str
+    # The examples in the prompt, best first, so that tokenize_row can fit them to the token budget
+    # with the serving builder; None for a prompt recorded at serving time (kept as it was).
+    context: tuple[Example, ...] | None = None
+
+    def as_trl(self, with_label: bool) -> dict[str, Any]:
+        """TRL's conversational prompt/completion format (KTO adds the boolean label)."""
+        row: dict[str, Any] = {
+            "prompt": self.messages,
+            "completion": [{"role": "assistant", "content": self.completion}],
+        }
+        if with_label:
+            row["label"] = self.desirable
+        return row
+
+
+@dataclass
+class TrainingData:
+    train: list[Row]  # supervised rows: good examples then replay
+    undesirable: list[Row]  # for KTO only
+    heldout: list[Pair]  # good examples kept out of training, for the gate
+    fingerprint: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def good_pairs(examples: ExampleStore) -> tuple[list[Pair], int]:
+    """Every good example, one per question (the newest answer wins); returns (pairs, duplicates)."""
+    newest: dict[str, Example] = {}
+    for example in examples.list(label="good"):  # oldest first, so later ones replace earlier
+        newest[_norm(example.input)] = example
+    pairs = [Pair(e.input, e.output, e.source or "import", e.id) for e in newest.values()]
+    pairs.sort(key=lambda p: p.ref)  # independent of insertion order: the same store, the same split
+    total = len(examples.list(label="good"))
+    return pairs, total - len(pairs)
+
+
+def bad_pairs(examples: ExampleStore, store: FeedbackStore | None) -> list[tuple[Pair, list[dict[str, str]] | None]]:
+    """Undesirable replies: downvoted exchanges (with the prompt they were served with) and bad examples."""
+    found: dict[tuple[str, str], tuple[Pair, list[dict[str, str]] | None]] = {}
+    if store is not None:
+        for exchange, score in store.scored_exchanges():
+            if score < 0 and exchange.reply.strip():
+                pair = Pair(exchange.user_text, exchange.reply, "downvote", exchange.id)
+                found[(_norm(pair.question), _norm(pair.answer))] = (pair, exchange.prompt)
+    for example in examples.list(label="bad"):
+        key = (_norm(example.input), _norm(example.output))
+        found.setdefault(key, (Pair(example.input, example.output, "bad-example", example.id), None))
+    return sorted(found.values(), key=lambda item: item[0].ref)
+
+
+def load_general(path: Path = GENERAL_FILE) -> list[Pair]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [Pair(r["question"], r["answer"], "replay", f"general:{i}") for i, r in enumerate(rows)]
+
+
+def split_holdout(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
+    """A seeded split; at least one example always stays in training."""
+    shuffled = list(pairs)
+    random.Random(seed).shuffle(shuffled)
+    count = min(round(len(shuffled) * fraction), max(len(shuffled) - 1, 0))
+    return shuffled[count:], shuffled[:count]
+
+
+def context_for(pair: Pair, retrieve: Retrieve, k: int) -> list[Example]:
+    """The examples serving would put in the prompt for this question, with the pair itself among them.
+
+    The pair's own example normally comes back first (same question); if retrieval missed it, it is
+    put first so that the answer is always supported by the context, as it is at serving time.
+    """
+    if k <= 0:
+        return []
+    retrieved = retrieve(pair.question)
+    own = [e for e in retrieved if _norm(e.input) == _norm(pair.question) and _norm(e.output) == _norm(pair.answer)]
+    # Another answer to the same question (an older, replaced one) would contradict the target.
+    others = [e for e in retrieved if _norm(e.input) != _norm(pair.question)]
+    if pair.source == "replay" and not own:
+        return others[:k]  # general questions are served with whatever retrieval finds, if anything
+    mine = own[0] if own else Example(id=pair.ref, input=pair.question, output=pair.answer)
+    return [mine, *others][:k]
+
+
+def render(pair: Pair, context: Sequence[Example], settings: Settings, desirable: bool = True) -> Row:
+    messages = layout_messages(settings.system_prompt, context, [], pair.question, settings.example_layout)
+    return Row(messages, pair.answer, desirable, pair.source, tuple(context))
+
+
+def tokenize_row(tokenizer: Any, row: Row, settings: Settings) -> dict[str, list[int]]:
+    """input_ids and completion_mask (1 on the answer and its end-of-turn), fitted to max_seq_len.
+
+    The prompt goes through the same budgeted builder as serving; examples are dropped, weakest
+    first, until prompt and answer fit.
+    """
+    full = [*row.messages, {"role": "assistant", "content": row.completion}]
+    answer_ids = _completion_ids(tokenizer, full)
+    budget = min(settings.context_tokens - settings.max_new_tokens, settings.training.max_seq_len - len(answer_ids))
+    if row.context is not None:
+        question = row.messages[-1]["content"]
+        prompt_ids = build_prompt(
+            tokenizer, settings.system_prompt, row.context, [], question, budget, settings.example_layout
+        ).input_ids
+    else:  # a recorded prompt (a downvoted exchange): keep it as it was served
+        prompt_ids = tokenize_messages(tokenizer, row.messages)
+    ids = (prompt_ids + answer_ids)[-settings.training.max_seq_len :]
+    mask = ([0] * len(prompt_ids) + [1] * len(answer_ids))[-settings.training.max_seq_len :]
+    return {"input_ids": ids, "completion_mask": mask}
+
+
+def _completion_ids(tokenizer: Any, conversation: list[dict[str, str]]) -> list[int]:
+    """The answer's tokens as the chat template renders the assistant turn, end-of-turn included."""
+    prompt = tokenize_messages(tokenizer, conversation[:-1], add_generation_prompt=True)
+    full = tokenize_messages(tokenizer, conversation, add_generation_prompt=False)
+    if full[: len(prompt)] != prompt:
+        raise ValueError("the chat template renders the prompt differently once the answer follows it")
+    return full[len(prompt) :]
+
+
+def build_training_data(
+    settings: Settings,
+    examples: ExampleStore,
+    store: FeedbackStore | None,
+    retrieve: Retrieve | None = None,
+    general_path: Path = GENERAL_FILE,
+) -> TrainingData:
+    """Everything a run trains and gates on, deterministic for a given store and settings."""
+    t = settings.training
+    if retrieve is None:
+
+        def retrieve(text: str) -> list[Example]:
+            return examples.retrieve(text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity)
+
+    good, duplicates = good_pairs(examples)
+    train_pairs, heldout = split_holdout(good, t.holdout_fraction, t.seed)
+    general = load_general(general_path) if t.replay_size else []
+    replay = random.Random(t.seed).sample(general, min(t.replay_size, len(general)))
+    rows = [render(p, context_for(p, retrieve, settings.retrieval_k), settings) for p in train_pairs + replay]
+    undesirable: list[Row] = []
+    if t.use_kto:
+        for pair, served in bad_pairs(examples, store):
+            if served:  # train against the reply in the prompt it was actually produced from
+                undesirable.append(Row(served, pair.answer, False, pair.source))
+            else:
+                context = [e for e in retrieve(pair.question) if _norm(e.input) != _norm(pair.question)]
+                undesirable.append(render(pair, context[: settings.retrieval_k], settings, desirable=False))
+    digest = hashlib.sha256()
+    for row in rows + undesirable:
+        digest.update(json.dumps([row.messages, row.completion, row.desirable], sort_keys=True).encode())
+    digest.update(json.dumps(sorted(p.ref for p in heldout)).encode())
+    counts = {
+        "good_examples": len(good),
+        "duplicates_removed": duplicates,
+        "train": len(train_pairs),
+        "heldout": len(heldout),
+        "replay": len(replay),
+        "undesirable": len(undesirable),
+        "rows": len(rows),
+    }
+    return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts)
+
+
+# export ------------------------------------------------------------------------------------------
+
+
+def kto_path(path: Path) -> Path:
+    """Where the KTO rows go beside an SFT export: data.jsonl -> data.kto.jsonl."""
+    return path.with_name(f"{path.stem}.kto{path.suffix or '.jsonl'}")
+
+
+def export_feedback(core: Core, path: Path) -> dict[str, int]:
+    """Write the feedback as JSONL that TRL loads directly; returns {"sft": n, "kto": m}.
+
+    `path` gets SFT rows (conversational prompt/completion, in the serving layout); the file beside
+    it named by `kto_path` gets KTO rows (prompt/completion/label: good rows true, downvoted false).
+    Both are written to temporary files and renamed into place, so a failure leaves nothing half-written.
+    """
+    # Everything the stores hold: no held-out split, no replay, downvotes included.
+    everything = core.settings.training.model_copy(update={"holdout_fraction": 0, "replay_size": 0, "use_kto": True})
+    data = build_training_data(core.settings.model_copy(update={"training": everything}), core.examples, core.store)
+    kto = [r.as_trl(with_label=True) for r in data.train + data.undesirable]
+    _write_jsonl_atomically({path: [r.as_trl(with_label=False) for r in data.train], kto_path(path): kto})
+    return {"sft": len(data.train), "kto": len(kto)}
+
+
+def _write_jsonl_atomically(files: dict[Path, list[dict[str, Any]]]) -> None:
+    staged: list[tuple[str, Path]] = []
+    try:
+        for target, rows in files.items():
+            target = Path(target)
+            if target.is_dir():
+                raise UserError(f"{target} is a directory; give a file name such as feedback.jsonl")
+            if target.parent.exists() and not target.parent.is_dir():
+                raise UserError(f"cannot write {target}: {target.parent} is not a folder")
+            if not target.parent.is_dir():
+                raise UserError(f"cannot write {target}: the folder {target.parent} does not exist")
+            try:
+                handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            except OSError as exc:
+                raise UserError(f"cannot write {target}: {exc.strerror}") from None
+            staged.append((temp, target))
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                for row in rows:
+                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        for temp, target in staged:
+            try:
+                os.replace(temp, target)
+            except OSError as exc:
+                raise UserError(f"cannot write {target}: {exc.strerror}") from None
+    finally:
+        for temp, _ in staged:
+            if os.path.exists(temp):
+                os.unlink(temp)
