@@ -289,8 +289,15 @@ def plot_losses(losses: list[dict[str, float]], path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    steps, values = [p["step"] for p in losses], [p["loss"] for p in losses]
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot([p["step"] for p in losses], [p["loss"] for p in losses], marker=".", linewidth=1)
+    ax.plot(steps, values, marker=".", linewidth=0.8, alpha=0.5, label="per step")
+    # Batches mix examples and general replay, whose losses differ: the running mean shows the trend.
+    window = 5
+    smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+              for i in range(len(values))]  # fmt: skip
+    ax.plot(steps, smooth, linewidth=2, label=f"mean of {window}")
+    ax.legend(fontsize=8)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (answer tokens)")
     ax.set_title(title, fontsize=9)
