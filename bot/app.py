@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from bot.config import Settings
 from bot.core import Core
@@ -26,7 +25,7 @@ def build_feedback(settings: Settings) -> FeedbackStore:
     return FeedbackStore(settings.data_dir / "feedback.sqlite3")
 
 
-def build_core(settings: Settings, config_file: Path | None = None) -> Core:
+def build_core(settings: Settings) -> Core:
     if LOCAL_ADMIN not in settings.admins:
         settings = settings.model_copy(update={"admins": [*settings.admins, LOCAL_ADMIN]})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,5 +37,5 @@ def build_core(settings: Settings, config_file: Path | None = None) -> Core:
         generation.request_sync().result()  # serve the active LoRA from the first reply on
     except Exception as exc:  # a bad LoRA must not stop the bot: the base model serves
         log.error("cannot serve the active LoRA, serving the base model: %s", exc)
-    trainer = TrainingRunner(settings, registry, config_file, on_finished=generation.request_sync)
+    trainer = TrainingRunner(settings, registry, on_finished=generation.request_sync)
     return Core(settings, generation, build_examples(settings), build_feedback(settings), registry, trainer)

@@ -79,7 +79,7 @@ def _core(s: Settings) -> Core:
 
     try:
         with console.status("Loading the model…"):
-            return build_core(s.model_copy(update={"admins": [*s.admins, CLI_USER]}), state.config)
+            return build_core(s.model_copy(update={"admins": [*s.admins, CLI_USER]}))
     except ModelNotFound as exc:
         _fail(str(exc))
 
@@ -300,7 +300,7 @@ def train() -> None:
     from bot.training_runner import TrainingRunner
 
     s = settings()
-    runner = TrainingRunner(s, LoraRegistry.open(s, prepare_model(s).fingerprint), state.config)
+    runner = TrainingRunner(s, LoraRegistry.open(s, prepare_model(s).fingerprint))
     started = runner.start(triggered_by=CLI_USER)
     if not started.ok:
         _fail(started.message)

@@ -261,11 +261,13 @@ class Core:
                 admin.single_arg(cmd.args, "correction id"), cmd.name.endswith("accept"), platform, user_id
             )
         if cmd.name == "feedback export":
-            from bot.dataset import export_feedback
+            from bot.dataset import export_feedback, kto_path
 
             path = Path(admin.single_arg(cmd.args, "file path"))
             counts = export_feedback(self, path)
-            return CommandResult(f"Wrote {counts['sft']} SFT and {counts['kto']} KTO rows to {path}")
+            return CommandResult(
+                f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}"
+            )
         if cmd.name == "status":
             return CommandResult(self.status_text())
         return self._lora_command(cmd, f"{platform}:{user_id}")

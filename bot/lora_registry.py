@@ -185,8 +185,7 @@ class LoraRegistry:
             return "No LoRA versions yet; the base model is serving. Run `retrain` to train one."
         lines = ["LoRA versions (newest last):"]
         for v in versions:
-            gate = v.manifest.get("gate", {})
-            summary = gate.get("summary", "")
+            summary = v.manifest.get("reason", "")
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at))
             lines.append(f"  {v.version}  {v.status:<9}  {when}  {summary}")
         if not any(v.status == "active" for v in versions):

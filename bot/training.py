@@ -470,11 +470,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--status-file", type=Path, required=True)
     parser.add_argument("--staging-dir", type=Path, required=True)
     parser.add_argument("--triggered-by", required=True)
-    parser.add_argument("--config", type=Path)
+    parser.add_argument("--config", type=Path, help="a TOML settings file")
+    parser.add_argument("--settings", type=Path, help="the serving process's effective settings, as JSON")
     args = parser.parse_args(argv)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the base model is local
-    settings = load_settings(args.config, data_dir=str(args.data_dir))
+    if args.settings:  # exactly what the bot that asked for this run is configured with
+        settings = Settings.model_validate_json(args.settings.read_text())
+    else:
+        settings = load_settings(args.config, data_dir=str(args.data_dir))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         manifest = run_pipeline(settings, args.staging_dir, args.status_file, args.triggered_by)

@@ -75,18 +75,17 @@ class TrainingRunner:
                 self.registry.clean_staging()  # leftovers of crashed runs; we hold the lock
                 staging = self.registry.new_staging()
                 self.status_file.unlink(missing_ok=True)
+                settings_file = self.dir / "settings.json"
+                settings_file.write_text(self.settings.model_dump_json())
                 command = [
                     sys.executable, "-m", "bot.training",
                     "--data-dir", str(self.settings.data_dir),
                     "--status-file", str(self.status_file),
                     "--staging-dir", str(staging),
                     "--triggered-by", triggered_by,
+                    "--settings", str(settings_file),
                 ]  # fmt: skip
-                if self.config_file:
-                    command += ["--config", str(self.config_file)]
-                env = {**os.environ, "BOT_MODEL_CACHE": str(self.settings.model_cache or ""), "PYTHONUNBUFFERED": "1"}
-                if not self.settings.model_cache:
-                    env.pop("BOT_MODEL_CACHE")
+                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
                 with open(self.log_file, "ab") as log_handle:
                     # pass_fds: the child inherits the locked file, so the lock lives as long as it does.
                     self._process = subprocess.Popen(
