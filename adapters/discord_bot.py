@@ -210,8 +210,10 @@ class DiscordBot(discord.Client):
             message.guild is None
             or replied_bot_id is not None
             or any(user.id == me.id for user in message.mentions)
-            or (isinstance(message.channel, discord.Thread)
-                and await self._core(self.core.knows_conversation, conversation))
+            or (
+                isinstance(message.channel, discord.Thread)
+                and await self._core(self.core.knows_conversation, conversation)
+            )
         )
         if not addressed:
             return
@@ -364,7 +366,7 @@ class DiscordBot(discord.Client):
 
     async def _seed_reactions(self, message: discord.Message) -> None:
         section = self.settings.discord
-        for emoji in (section.up_emoji[:1] + section.down_emoji[:1]):
+        for emoji in section.up_emoji[:1] + section.down_emoji[:1]:
             try:
                 await message.add_reaction(emoji)
             except discord.HTTPException as exc:  # e.g. no Add Reactions permission here
@@ -400,8 +402,12 @@ class DiscordBot(discord.Client):
             return
         try:
             result = await self._core(
-                self.core.react, PLATFORM, str(payload.message_id), str(payload.user_id),
-                vote_emoji(payload.emoji), added,
+                self.core.react,
+                PLATFORM,
+                str(payload.message_id),
+                str(payload.user_id),
+                vote_emoji(payload.emoji),
+                added,
             )
         except UserError as exc:
             log.info("reaction on %s ignored: %s", payload.message_id, exc)
@@ -422,7 +428,11 @@ class DiscordBot(discord.Client):
             return
         try:
             result = await self._core(
-                self.core.command, PLATFORM, str(interaction.user.id), text, _command_conversation(interaction),
+                self.core.command,
+                PLATFORM,
+                str(interaction.user.id),
+                text,
+                _command_conversation(interaction),
                 _roles(interaction.user),
             )
         except Exception:

@@ -110,8 +110,9 @@ def start_bot(emulator: DiscordEmulator) -> Iterator[Callable[..., BotThread]]:
         runner.stop()
 
 
-def final_reply(emulator: DiscordEmulator, user_message: dict[str, Any], expected_parts: int = 1,
-                seeded: bool = True) -> list[dict[str, Any]]:
+def final_reply(
+    emulator: DiscordEmulator, user_message: dict[str, Any], expected_parts: int = 1, seeded: bool = True
+) -> list[dict[str, Any]]:
     """Wait until the bot's answer to `user_message` is complete (its 👍/👎 seeded) and return it."""
 
     def done() -> list[dict[str, Any]] | None:
@@ -132,8 +133,9 @@ def token_id(word: str) -> int:
 # ----------------------------------------------------------------------------- messages
 
 
-def test_mention_streams_a_reply_by_editing(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                            start_bot: Callable[..., BotThread]) -> None:
+def test_mention_streams_a_reply_by_editing(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     reply = "Streaming works by posting once and then editing the same message as words arrive."
     core = fast_core(reply=reply, delay_s=0.04)
     start_bot(core)
@@ -163,8 +165,9 @@ def test_mention_streams_a_reply_by_editing(emulator: DiscordEmulator, fast_core
     assert wanted.message_content and wanted.guild_reactions and wanted.dm_messages and not wanted.members
 
 
-def test_dm_answered_and_unaddressed_messages_ignored(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                                      start_bot: Callable[..., BotThread]) -> None:
+def test_dm_answered_and_unaddressed_messages_ignored(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="Hello in private.", discord__seed_reactions=False)
     start_bot(core)
     user = emulator.add_user("bob")
@@ -186,8 +189,9 @@ def test_dm_answered_and_unaddressed_messages_ignored(emulator: DiscordEmulator,
     assert len(emulator.bot_messages()) == 1
 
 
-def test_bare_mention_gets_the_cores_message(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                             start_bot: Callable[..., BotThread]) -> None:
+def test_bare_mention_gets_the_cores_message(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core()
     start_bot(core)
     user = emulator.add_user("lou")
@@ -197,8 +201,9 @@ def test_bare_mention_gets_the_cores_message(emulator: DiscordEmulator, fast_cor
     assert core.generation.backend.calls == []  # type: ignore[attr-defined]
 
 
-def test_reply_chain_continues_the_conversation(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                                start_bot: Callable[..., BotThread]) -> None:
+def test_reply_chain_continues_the_conversation(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="Noted.")
     backend: FakeBackend = core.generation.backend  # type: ignore[assignment]
     bot = start_bot(core)
@@ -227,8 +232,9 @@ def test_reply_chain_continues_the_conversation(emulator: DiscordEmulator, fast_
     assert core.knows_conversation(chain)
 
 
-def test_thread_is_one_conversation(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                    start_bot: Callable[..., BotThread]) -> None:
+def test_thread_is_one_conversation(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="Sure.")
     start_bot(core)
     user = emulator.add_user("dave")
@@ -242,8 +248,9 @@ def test_thread_is_one_conversation(emulator: DiscordEmulator, fast_core: Callab
     assert core.knows_conversation(ConversationKey("discord", str(emulator.channel_id), thread))
 
 
-def test_long_reply_is_split_into_linked_messages(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                                  start_bot: Callable[..., BotThread]) -> None:
+def test_long_reply_is_split_into_linked_messages(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     paragraph = " ".join(f"sentence{i} has several words in it." for i in range(40))
     reply = paragraph + "\n\n" + paragraph  # ~2,900 characters with one paragraph break
     assert len(reply) > 2000
@@ -274,8 +281,9 @@ def test_split_message_boundaries() -> None:
     assert all(p.count("```") % 2 == 0 for p in parts)
 
 
-def test_queued_request_says_so(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                start_bot: Callable[..., BotThread]) -> None:
+def test_queued_request_says_so(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="one two three four five", delay_s=0.3)  # the first answer takes 1.5 s
     start_bot(core)
     first_user, second_user = emulator.add_user("fay"), emulator.add_user("gus")
@@ -283,15 +291,18 @@ def test_queued_request_says_so(emulator: DiscordEmulator, fast_core: Callable[.
     wait_until(lambda: emulator.replies_to(first["id"]), TIMEOUT, what="the first answer to start")
     second = emulator.send_message(second_user, f"{emulator.mention()} second")
     [answer] = final_reply(emulator, second)
-    posted = next(c for c in emulator.calls_to("POST", r"/channels/\d+/messages")
-                  if str(c.body["message_reference"]["message_id"]) == second["id"])
+    posted = next(
+        c
+        for c in emulator.calls_to("POST", r"/channels/\d+/messages")
+        if str(c.body["message_reference"]["message_id"]) == second["id"]
+    )
     assert posted.body["content"].startswith("⏳"), posted.body["content"]
     assert answer["content"] == "one two three four five"
 
 
-def test_reaction_votes_on_uncached_message_and_retracts(emulator: DiscordEmulator,
-                                                         fast_core: Callable[..., Core],
-                                                         start_bot: Callable[..., BotThread]) -> None:
+def test_reaction_votes_on_uncached_message_and_retracts(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="Paris is the capital of France.")
     bot = start_bot(core, max_messages=None).client  # no message cache: only raw events count
     alice, bob = emulator.add_user("alice"), emulator.add_user("bob")
@@ -313,8 +324,9 @@ def test_reaction_votes_on_uncached_message_and_retracts(emulator: DiscordEmulat
     wait_until(lambda: core.store.score(exchange) == 0, TIMEOUT, what="bob's retraction")
 
 
-def test_correction_reply(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                          start_bot: Callable[..., BotThread]) -> None:
+def test_correction_reply(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="The office opens at 10.")
     start_bot(core)
     user = emulator.add_user("hana")
@@ -336,8 +348,9 @@ def command_spy(core: Core) -> list[str]:
     texts: list[str] = []
     real = core.command
 
-    def spy(platform: str, user_id: str, text: str, conversation: ConversationKey,
-            roles: Sequence[str] = ()) -> CommandResult:
+    def spy(
+        platform: str, user_id: str, text: str, conversation: ConversationKey, roles: Sequence[str] = ()
+    ) -> CommandResult:
         texts.append(text)
         return real(platform, user_id, text, conversation, roles)
 
@@ -347,14 +360,19 @@ def command_spy(core: Core) -> list[str]:
 
 def followups(emulator: DiscordEmulator, interaction: dict[str, Any], count: int = 1) -> list[Any]:
     return wait_until(
-        lambda: (calls := emulator.calls_to("POST", rf"/webhooks/{emulator.app_id}/{interaction['token']}"))
-        and len(calls) >= count and calls,
-        TIMEOUT, what=f"the follow-up to /{interaction['data']['name']}",
+        lambda: (
+            (calls := emulator.calls_to("POST", rf"/webhooks/{emulator.app_id}/{interaction['token']}"))
+            and len(calls) >= count
+            and calls
+        ),
+        TIMEOUT,
+        what=f"the follow-up to /{interaction['data']['name']}",
     )
 
 
-def test_slash_commands_defer_then_follow_up(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                             start_bot: Callable[..., BotThread]) -> None:
+def test_slash_commands_defer_then_follow_up(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core()
     texts = command_spy(core)
     start_bot(core)
@@ -365,8 +383,10 @@ def test_slash_commands_defer_then_follow_up(emulator: DiscordEmulator, fast_cor
     synced = {c["name"]: c for c in sync.body}
     assert set(synced) == {"help", "reset", "status", "retrain", "teach", "lora", "feedback"}
     manage_guild = str(discord.Permissions(manage_guild=True).value)
-    assert all(str(synced[n]["default_member_permissions"]) == manage_guild
-               for n in ("status", "retrain", "teach", "lora", "feedback"))
+    assert all(
+        str(synced[n]["default_member_permissions"]) == manage_guild
+        for n in ("status", "retrain", "teach", "lora", "feedback")
+    )
     assert synced["help"]["default_member_permissions"] is None
     assert {o["name"] for o in synced["lora"]["options"]} == {"list", "use", "rollback"}
 
@@ -378,21 +398,32 @@ def test_slash_commands_defer_then_follow_up(emulator: DiscordEmulator, fast_cor
     assert "Exchanges:" in reply.body["content"] and reply.body["flags"] & 64
     assert texts == ["status"]
 
-    emulator.invoke_command(admin, "lora", [{"type": 1, "name": "use", "options": [
-        {"type": 3, "name": "version", "value": "v3"}]}])
-    emulator.invoke_command(admin, "teach", [{"type": 3, "name": "question", "value": "Who runs the lab?"},
-                                             {"type": 3, "name": "answer", "value": "Dr. Lee."}])
+    emulator.invoke_command(
+        admin, "lora", [{"type": 1, "name": "use", "options": [{"type": 3, "name": "version", "value": "v3"}]}]
+    )
+    emulator.invoke_command(
+        admin,
+        "teach",
+        [
+            {"type": 3, "name": "question", "value": "Who runs the lab?"},
+            {"type": 3, "name": "answer", "value": "Dr. Lee."},
+        ],
+    )
     wait_until(lambda: len(texts) == 3, TIMEOUT, what="two more commands")
     assert sorted(texts[1:]) == ["lora use v3", "teach Who runs the lab? => Dr. Lee."]
 
 
-def test_retrain_reports_in_the_channel(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                        start_bot: Callable[..., BotThread]) -> None:
+def test_retrain_reports_in_the_channel(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core()
     done: Future[str] = Future()
     # No trainer runs in this fast test: stand in for the core's answer to "retrain".
-    core.command = lambda *args: CommandResult("Training started.", ephemeral=False,  # type: ignore[method-assign]
-                                               followup=done)
+    core.command = lambda *args: CommandResult(
+        "Training started.",
+        ephemeral=False,  # type: ignore[method-assign]
+        followup=done,
+    )
     start_bot(core)
     admin = emulator.add_user("admin", user_id=ADMIN_ID)
     interaction = emulator.invoke_command(admin, "retrain")
@@ -405,8 +436,9 @@ def test_retrain_reports_in_the_channel(emulator: DiscordEmulator, fast_core: Ca
     assert report.body["content"] == "LoRA v2 passed the eval gate and is now serving."
 
 
-def test_non_admin_is_refused(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                              start_bot: Callable[..., BotThread]) -> None:
+def test_non_admin_is_refused(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(discord__guild_id=None)
     texts = command_spy(core)
     start_bot(core)
@@ -425,8 +457,9 @@ def test_non_admin_is_refused(emulator: DiscordEmulator, fast_core: Callable[...
     assert texts == ["help"]
 
 
-def test_admin_role_holder_may_run_admin_commands(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                                  start_bot: Callable[..., BotThread]) -> None:
+def test_admin_role_holder_may_run_admin_commands(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(discord__admin_role="bot-admin")  # by name; the member is not in BOT_ADMINS
     start_bot(core)
     moderator = emulator.add_user("moderator", admin_role=True)
@@ -440,8 +473,9 @@ def test_admin_role_holder_may_run_admin_commands(emulator: DiscordEmulator, fas
 # ----------------------------------------------------------------------------- resilience
 
 
-def test_rate_limited_post_is_retried(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                      start_bot: Callable[..., BotThread]) -> None:
+def test_rate_limited_post_is_retried(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="Eventually.", discord__seed_reactions=False)
     start_bot(core)
     emulator.rate_limit("POST", r"/channels/\d+/messages", times=1, retry_after=0.3)
@@ -454,8 +488,9 @@ def test_rate_limited_post_is_retried(emulator: DiscordEmulator, fast_core: Call
     assert posts[1].at - posts[0].at >= 0.25, "waited retry_after before retrying"
 
 
-def test_gateway_resume_replays_missed_events_once(emulator: DiscordEmulator, fast_core: Callable[..., Core],
-                                                   start_bot: Callable[..., BotThread]) -> None:
+def test_gateway_resume_replays_missed_events_once(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
     core = fast_core(reply="Answered.")
     start_bot(core)
     user = emulator.add_user("jo")
@@ -485,18 +520,24 @@ def test_gateway_resume_replays_missed_events_once(emulator: DiscordEmulator, fa
 
 
 @pytest.mark.slow
-def test_real_model_answers_a_mention(emulator: DiscordEmulator, real_core: Core,
-                                      start_bot: Callable[..., BotThread]) -> None:
-    discord_settings = real_core.settings.discord.model_copy(update={
-        "api_url": emulator.api_url, "gateway_url": emulator.gateway_url, "stream_interval_s": 0.5,
-    })
+def test_real_model_answers_a_mention(
+    emulator: DiscordEmulator, real_core: Core, start_bot: Callable[..., BotThread]
+) -> None:
+    discord_settings = real_core.settings.discord.model_copy(
+        update={
+            "api_url": emulator.api_url,
+            "gateway_url": emulator.gateway_url,
+            "stream_interval_s": 0.5,
+        }
+    )
     settings = real_core.settings.model_copy(update={"discord": discord_settings})
     start_bot(real_core, settings)
     user = emulator.add_user("kim")
     asked = emulator.send_message(user, f"{emulator.mention()} What is the capital of France?")
     parts = wait_until(
         lambda: (ps := emulator.replies_to(asked["id"])) and len(ps[-1]["reactions"]) == 2 and ps,
-        180, what="the real model's answer",
+        180,
+        what="the real model's answer",
     )
     exchange = real_core.exchange_for_message("discord", parts[0]["id"])
     assert exchange is not None

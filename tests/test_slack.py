@@ -136,9 +136,7 @@ def test_mention_streams_a_reply_in_the_thread(slack: SlackEmulator, socket_bot:
     assert exchange.conversation == ConversationKey("slack", CHANNEL, mention["ts"]).as_str()
 
 
-def test_direct_message_is_answered_and_the_dm_is_the_conversation(
-    slack: SlackEmulator, socket_bot: StartBot
-) -> None:
+def test_direct_message_is_answered_and_the_dm_is_the_conversation(slack: SlackEmulator, socket_bot: StartBot) -> None:
     core = socket_bot()
     first = slack.user_message(DM, ALICE, "hello there", channel_type="im")
     slack.send_event(first)
@@ -297,9 +295,7 @@ class SlowCommands:
         return self._core.command(*args)
 
 
-def test_slash_command_acks_at_once_then_answers_an_admin_privately(
-    slack: SlackEmulator, socket_bot: StartBot
-) -> None:
+def test_slash_command_acks_at_once_then_answers_an_admin_privately(slack: SlackEmulator, socket_bot: StartBot) -> None:
     socket_bot(wrap=lambda core: SlowCommands(core, delay_s=2.0))
     envelope = slack.send_command("/assistant", "status", ADMIN, CHANNEL)
     ack = slack.wait_ack(envelope)
@@ -519,4 +515,3 @@ def test_emulator_rejects_wrong_tokens(slack: SlackEmulator) -> None:
     with pytest.raises(SlackApiError, match="invalid_auth"):
         WebClient(token="xoxb-wrong", base_url=slack.api_url).auth_test()
     assert WebClient(token=slack.bot_token, base_url=slack.api_url).auth_test()["user_id"] == "UBOT"
-

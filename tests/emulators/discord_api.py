@@ -119,17 +119,33 @@ class DiscordEmulator:
         self.member_roles: dict[str, list[str]] = {self.bot_user["id"]: []}
         self.channels: dict[str, dict[str, Any]] = {
             str(self.channel_id): {
-                "id": str(self.channel_id), "type": 0, "guild_id": str(self.guild_id), "name": "general",
-                "position": 0, "permission_overwrites": [], "nsfw": False, "parent_id": None,
-                "topic": None, "last_message_id": None, "rate_limit_per_user": 0,
+                "id": str(self.channel_id),
+                "type": 0,
+                "guild_id": str(self.guild_id),
+                "name": "general",
+                "position": 0,
+                "permission_overwrites": [],
+                "nsfw": False,
+                "parent_id": None,
+                "topic": None,
+                "last_message_id": None,
+                "rate_limit_per_user": 0,
             },
             str(self.thread_id): {
-                "id": str(self.thread_id), "type": 11, "guild_id": str(self.guild_id),
-                "parent_id": str(self.channel_id), "owner_id": self.bot_user["id"], "name": "a thread",
-                "message_count": 0, "member_count": 1, "rate_limit_per_user": 0,
+                "id": str(self.thread_id),
+                "type": 11,
+                "guild_id": str(self.guild_id),
+                "parent_id": str(self.channel_id),
+                "owner_id": self.bot_user["id"],
+                "name": "a thread",
+                "message_count": 0,
+                "member_count": 1,
+                "rate_limit_per_user": 0,
                 "thread_metadata": {
-                    "archived": False, "auto_archive_duration": 1440,
-                    "archive_timestamp": _now_iso(), "locked": False,
+                    "archived": False,
+                    "auto_archive_duration": 1440,
+                    "archive_timestamp": _now_iso(),
+                    "locked": False,
                 },
             },
         }
@@ -214,8 +230,14 @@ class DiscordEmulator:
 
     def make_user(self, name: str, *, bot: bool = False, user_id: str | None = None) -> dict[str, Any]:
         return {
-            "id": user_id or self.snowflake(), "username": name, "global_name": name,
-            "discriminator": "0", "avatar": None, "bot": bot, "flags": 0, "public_flags": 0,
+            "id": user_id or self.snowflake(),
+            "username": name,
+            "global_name": name,
+            "discriminator": "0",
+            "avatar": None,
+            "bot": bot,
+            "flags": 0,
+            "public_flags": 0,
         }
 
     def add_user(self, name: str, *, user_id: str | None = None, admin_role: bool = False) -> dict[str, Any]:
@@ -228,8 +250,14 @@ class DiscordEmulator:
 
     def _member(self, user_id: str, with_user: bool = False) -> dict[str, Any]:
         member: dict[str, Any] = {
-            "roles": self.member_roles.get(user_id, []), "joined_at": _now_iso(), "deaf": False,
-            "mute": False, "flags": 0, "nick": None, "avatar": None, "pending": False,
+            "roles": self.member_roles.get(user_id, []),
+            "joined_at": _now_iso(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+            "nick": None,
+            "avatar": None,
+            "pending": False,
         }
         if with_user:
             member["user"] = self.users[user_id]
@@ -261,10 +289,22 @@ class DiscordEmulator:
     ) -> dict[str, Any]:
         mentions = [self.users[uid] for uid in re.findall(r"<@!?(\d+)>", content) if uid in self.users]
         msg: dict[str, Any] = {
-            "id": self.snowflake(), "channel_id": channel_id, "author": author, "content": content,
-            "timestamp": _now_iso(), "edited_timestamp": None, "tts": False,
-            "mention_everyone": False, "mentions": mentions, "mention_roles": [], "attachments": [],
-            "embeds": [], "reactions": [], "pinned": False, "flags": flags, "components": [],
+            "id": self.snowflake(),
+            "channel_id": channel_id,
+            "author": author,
+            "content": content,
+            "timestamp": _now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": mentions,
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "reactions": [],
+            "pinned": False,
+            "flags": flags,
+            "components": [],
             "type": msg_type if msg_type is not None else (19 if reply_to else 0),
         }
         guild_id = self._guild_id_of(channel_id)
@@ -274,7 +314,10 @@ class DiscordEmulator:
         if reply_to is not None:
             ref = self.messages[reply_to]
             msg["message_reference"] = {
-                "type": 0, "message_id": reply_to, "channel_id": ref["channel_id"], "guild_id": guild_id,
+                "type": 0,
+                "message_id": reply_to,
+                "channel_id": ref["channel_id"],
+                "guild_id": guild_id,
             }
             # A reply pings the replied-to author unless turned off; pinged users are mentions.
             if ping and all(m["id"] != ref["author"]["id"] for m in mentions):
@@ -335,8 +378,12 @@ class DiscordEmulator:
     def _reaction_event(self, message_id: str, user_id: str, emoji: str, add: bool) -> tuple[str, dict[str, Any]]:
         msg = self.messages[message_id]
         data: dict[str, Any] = {
-            "user_id": user_id, "channel_id": msg["channel_id"], "message_id": message_id,
-            "emoji": {"id": None, "name": emoji}, "burst": False, "type": 0,
+            "user_id": user_id,
+            "channel_id": msg["channel_id"],
+            "message_id": message_id,
+            "emoji": {"id": None, "name": emoji},
+            "burst": False,
+            "type": 0,
         }
         guild_id = self._guild_id_of(msg["channel_id"])
         if guild_id:
@@ -364,13 +411,24 @@ class DiscordEmulator:
             raise AssertionError(f"/{name} was never synced; synced: {self.commands}")
         channel = {k: v for k, v in self.channels[cid].items() if k != "recipients"}
         interaction: dict[str, Any] = {
-            "id": self.snowflake(), "application_id": self.app_id, "type": 2,
-            "token": "itoken-" + uuid.uuid4().hex, "version": 1, "channel_id": cid, "channel": channel,
-            "locale": "en-US", "app_permissions": str(ADMINISTRATOR), "attachment_size_limit": 8 << 20,
-            "entitlements": [], "authorizing_integration_owners": {"0": guild_id or user["id"]},
+            "id": self.snowflake(),
+            "application_id": self.app_id,
+            "type": 2,
+            "token": "itoken-" + uuid.uuid4().hex,
+            "version": 1,
+            "channel_id": cid,
+            "channel": channel,
+            "locale": "en-US",
+            "app_permissions": str(ADMINISTRATOR),
+            "attachment_size_limit": 8 << 20,
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": guild_id or user["id"]},
             "context": 0 if guild_id else 1,
             "data": {
-                "id": command["id"], "name": name, "type": 1, "options": options or [],
+                "id": command["id"],
+                "name": name,
+                "type": 1,
+                "options": options or [],
                 **({"guild_id": command["guild_id"]} if command.get("guild_id") else {}),
             },
         }
@@ -421,7 +479,8 @@ class DiscordEmulator:
         pattern = re.compile(path_regex)
         with self._lock:
             return [
-                c for c in self.calls
+                c
+                for c in self.calls
                 if c.method == method.upper() and pattern.fullmatch(c.path) and (status is None or c.status == status)
             ]
 
@@ -430,7 +489,8 @@ class DiscordEmulator:
         with self._lock:
             msgs = list(self.messages.values())
         return [
-            m for m in msgs
+            m
+            for m in msgs
             if m["author"]["id"] == self.bot_user["id"] and (channel_id is None or m["channel_id"] == channel_id)
         ]
 
@@ -495,10 +555,14 @@ class DiscordEmulator:
         self._current = session
         session.ws = ws
         ready = {
-            "v": 10, "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}], "session_id": session.session_id,
-            "resume_gateway_url": self.gateway_url, "application": {"id": self.app_id, "flags": 0},
-            "private_channels": [], "relationships": [],
+            "v": 10,
+            "user": {**self.bot_user, "verified": True, "mfa_enabled": False},
+            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
+            "session_id": session.session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": self.app_id, "flags": 0},
+            "private_channels": [],
+            "relationships": [],
         }
         await self._dispatch("READY", ready, session)
         await self._dispatch("GUILD_CREATE", self._guild_payload(), session)
@@ -531,19 +595,36 @@ class DiscordEmulator:
         ]
         threads = [ch for ch in self.channels.values() if ch["type"] == 11]
         return {
-            "id": str(self.guild_id), "name": "Emulated Guild", "unavailable": False, "large": False,
-            "member_count": len(self.users), "owner_id": self.snowflake(), "joined_at": _now_iso(),
+            "id": str(self.guild_id),
+            "name": "Emulated Guild",
+            "unavailable": False,
+            "large": False,
+            "member_count": len(self.users),
+            "owner_id": self.snowflake(),
+            "joined_at": _now_iso(),
             "roles": [
                 {"id": str(self.guild_id), "name": "@everyone", "permissions": "104324673", "position": 0},
                 {"id": str(self.admin_role_id), "name": "bot-admin", "permissions": "0", "position": 1},
             ],
-            "channels": channels, "threads": threads,
+            "channels": channels,
+            "threads": threads,
             "members": [self._member(self.bot_user["id"], with_user=True)],
-            "emojis": [], "stickers": [], "features": [], "presences": [], "voice_states": [],
-            "stage_instances": [], "guild_scheduled_events": [], "soundboard_sounds": [],
-            "premium_tier": 0, "verification_level": 0, "explicit_content_filter": 0,
-            "default_message_notifications": 0, "mfa_level": 0, "nsfw_level": 0,
-            "preferred_locale": "en-US", "system_channel_flags": 0,
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "presences": [],
+            "voice_states": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "premium_tier": 0,
+            "verification_level": 0,
+            "explicit_content_filter": 0,
+            "default_message_notifications": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "preferred_locale": "en-US",
+            "system_channel_flags": 0,
         }
 
     # ----------------------------------------------------------------- REST
@@ -562,8 +643,11 @@ class DiscordEmulator:
         with self._lock:
             self.calls.append(call)
             limit = next(
-                (r for r in self._rate_limits if r.remaining > 0 and r.method == request.method
-                 and r.pattern.fullmatch(path)),
+                (
+                    r
+                    for r in self._rate_limits
+                    if r.remaining > 0 and r.method == request.method and r.pattern.fullmatch(path)
+                ),
                 None,
             )
             if limit is not None:
@@ -576,10 +660,12 @@ class DiscordEmulator:
                 headers={
                     "Via": "1.1 google",  # discord.py treats a 429 without Via as a Cloudflare ban
                     "Retry-After": str(max(1, round(limit.retry_after))),
-                    "X-RateLimit-Limit": "5", "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Limit": "5",
+                    "X-RateLimit-Remaining": "0",
                     "X-RateLimit-Reset": f"{time.time() + limit.retry_after:.3f}",
                     "X-RateLimit-Reset-After": f"{limit.retry_after:.3f}",
-                    "X-RateLimit-Bucket": "emulated-bucket", "X-RateLimit-Scope": "user",
+                    "X-RateLimit-Bucket": "emulated-bucket",
+                    "X-RateLimit-Scope": "user",
                 },
             )
         request[_PATH] = path
@@ -606,20 +692,34 @@ class DiscordEmulator:
         return _json({**self.bot_user, "verified": True, "mfa_enabled": False})
 
     async def _get_application(self, request: web.Request, body: Any) -> web.Response:
-        return _json({
-            "id": self.app_id, "name": "assistant", "description": "", "icon": None, "bot_public": True,
-            "bot_require_code_grant": False, "verify_key": "0" * 64, "flags": 0, "owner": self.make_user("owner"),
-            "team": None, "interactions_endpoint_url": None, "bot": self.bot_user,
-        })
+        return _json(
+            {
+                "id": self.app_id,
+                "name": "assistant",
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "owner": self.make_user("owner"),
+                "team": None,
+                "interactions_endpoint_url": None,
+                "bot": self.bot_user,
+            }
+        )
 
     async def _get_gateway(self, request: web.Request, body: Any) -> web.Response:
         return _json({"url": self.gateway_url})
 
     async def _get_gateway_bot(self, request: web.Request, body: Any) -> web.Response:
-        return _json({
-            "url": self.gateway_url, "shards": 1,
-            "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
-        })
+        return _json(
+            {
+                "url": self.gateway_url,
+                "shards": 1,
+                "session_start_limit": {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1},
+            }
+        )
 
     async def _get_channel(self, request: web.Request, body: Any, channel_id: str) -> web.Response:
         channel = self.channels.get(channel_id)
@@ -638,8 +738,11 @@ class DiscordEmulator:
             return _json(self._too_long(), status=400)
         ref = (body.get("message_reference") or {}).get("message_id")
         msg = self._message_payload(
-            channel_id=channel_id, author=self.bot_user, content=content,
-            reply_to=str(ref) if ref else None, flags=int(body.get("flags") or 0),
+            channel_id=channel_id,
+            author=self.bot_user,
+            content=content,
+            reply_to=str(ref) if ref else None,
+            flags=int(body.get("flags") or 0),
         )
         out = self._with_reference(msg)
         await self._dispatch("MESSAGE_CREATE", out)  # Discord echoes the bot's own messages
@@ -664,15 +767,19 @@ class DiscordEmulator:
         msg["edited_timestamp"] = _now_iso()
         return _json(self._with_reference(msg))
 
-    async def _delete_message(
-        self, request: web.Request, body: Any, channel_id: str, message_id: str
-    ) -> web.Response:
+    async def _delete_message(self, request: web.Request, body: Any, channel_id: str, message_id: str) -> web.Response:
         with self._lock:
             msg = self.messages.pop(message_id, None)
         if msg is None:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
-        await self._dispatch("MESSAGE_DELETE", {"id": message_id, "channel_id": channel_id,
-                                                **({"guild_id": msg["guild_id"]} if "guild_id" in msg else {})})
+        await self._dispatch(
+            "MESSAGE_DELETE",
+            {
+                "id": message_id,
+                "channel_id": channel_id,
+                **({"guild_id": msg["guild_id"]} if "guild_id" in msg else {}),
+            },
+        )
         return web.Response(status=204)
 
     async def _put_reaction(
@@ -702,11 +809,17 @@ class DiscordEmulator:
             return _json({"message": "Unknown Application", "code": 10002}, status=404)
         synced = []
         for cmd in body:
-            synced.append({
-                **cmd, "id": self.snowflake(), "application_id": self.app_id, "version": self.snowflake(),
-                "type": cmd.get("type", 1), "options": cmd.get("options", []),
-                **({"guild_id": guild_id} if guild_id else {}),
-            })
+            synced.append(
+                {
+                    **cmd,
+                    "id": self.snowflake(),
+                    "application_id": self.app_id,
+                    "version": self.snowflake(),
+                    "type": cmd.get("type", 1),
+                    "options": cmd.get("options", []),
+                    **({"guild_id": guild_id} if guild_id else {}),
+                }
+            )
         self.commands[guild_id] = synced
         return _json(synced)
 
@@ -725,18 +838,27 @@ class DiscordEmulator:
         message_id = None
         if kind == 4:  # an immediate message
             msg = self._message_payload(
-                channel_id=str(self.channel_id), author=self.bot_user, content=data.get("content") or "",
-                msg_type=20, flags=flags, extra={"interaction_token": token},
+                channel_id=str(self.channel_id),
+                author=self.bot_user,
+                content=data.get("content") or "",
+                msg_type=20,
+                flags=flags,
+                extra={"interaction_token": token},
             )
             message_id = msg["id"]
             resource["message"] = msg
-        return _json({
-            "interaction": {
-                "id": interaction_id, "type": 2, "response_message_id": message_id,
-                "response_message_loading": kind == 5, "response_message_ephemeral": bool(flags & EPHEMERAL),
-            },
-            "resource": resource,
-        })
+        return _json(
+            {
+                "interaction": {
+                    "id": interaction_id,
+                    "type": 2,
+                    "response_message_id": message_id,
+                    "response_message_loading": kind == 5,
+                    "response_message_ephemeral": bool(flags & EPHEMERAL),
+                },
+                "resource": resource,
+            }
+        )
 
     async def _webhook_execute(self, request: web.Request, body: Any, app_id: str, token: str) -> web.Response:
         content = body.get("content") or ""
@@ -744,15 +866,22 @@ class DiscordEmulator:
             return _json(self._too_long(), status=400)
         channel_id = self._interaction_channel(token)
         msg = self._message_payload(
-            channel_id=channel_id, author=self.bot_user, content=content, msg_type=20,
-            flags=int(body.get("flags") or 0), extra={"interaction_token": token, "webhook_id": app_id},
+            channel_id=channel_id,
+            author=self.bot_user,
+            content=content,
+            msg_type=20,
+            flags=int(body.get("flags") or 0),
+            extra={"interaction_token": token, "webhook_id": app_id},
         )
         return _json(msg)
 
     async def _webhook_edit_original(self, request: web.Request, body: Any, app_id: str, token: str) -> web.Response:
         msg = self._message_payload(
-            channel_id=self._interaction_channel(token), author=self.bot_user, content=body.get("content") or "",
-            msg_type=20, extra={"interaction_token": token, "webhook_id": app_id},
+            channel_id=self._interaction_channel(token),
+            author=self.bot_user,
+            content=body.get("content") or "",
+            msg_type=20,
+            extra={"interaction_token": token, "webhook_id": app_id},
         )
         return _json(msg)
 
@@ -766,9 +895,13 @@ class DiscordEmulator:
     @staticmethod
     def _too_long() -> dict[str, Any]:
         return {
-            "message": "Invalid Form Body", "code": 50035,
-            "errors": {"content": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH",
-                                                 "message": "Must be 2000 or fewer in length."}]}},
+            "message": "Invalid Form Body",
+            "code": 50035,
+            "errors": {
+                "content": {
+                    "_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": "Must be 2000 or fewer in length."}]
+                }
+            },
         }
 
     _routes: ClassVar[list[tuple[str, str, Callable[..., Any]]]] = [
@@ -783,10 +916,16 @@ class DiscordEmulator:
         ("GET", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)", _get_message),
         ("PATCH", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)", _edit_message),
         ("DELETE", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)", _delete_message),
-        ("PUT", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/reactions/(?P<emoji>[^/]+)/@me",
-         _put_reaction),
-        ("DELETE", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/reactions/(?P<emoji>[^/]+)/@me",
-         _delete_reaction),
+        (
+            "PUT",
+            r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/reactions/(?P<emoji>[^/]+)/@me",
+            _put_reaction,
+        ),
+        (
+            "DELETE",
+            r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)/reactions/(?P<emoji>[^/]+)/@me",
+            _delete_reaction,
+        ),
         ("PUT", r"/applications/(?P<app_id>\d+)/commands", _put_commands),
         ("GET", r"/applications/(?P<app_id>\d+)/commands", _get_commands),
         ("PUT", r"/applications/(?P<app_id>\d+)/guilds/(?P<guild_id>\d+)/commands", _put_commands),
