@@ -160,12 +160,13 @@ def ask(
 def examples_import(file: Path) -> None:
     """Import a JSONL file of {"input", "output", "label"?}; nothing is imported if any line is bad."""
     from bot.app import build_examples
-    from bot.retrieval import ExampleFileError, parse_examples_file
+    from bot.jsonl import JsonlFileError
+    from bot.retrieval import parse_examples_file
 
     s = settings()
     try:
         parsed = parse_examples_file(file)
-    except ExampleFileError as exc:
+    except JsonlFileError as exc:
         _fail(str(exc), 2)
     store = build_examples(s)
     with Progress(TextColumn("Importing"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

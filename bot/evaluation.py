@@ -6,13 +6,12 @@ every figure in the project is computed the same way.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypedDict
+from typing import Any, TypedDict
 
-from bot.types import UserError
+from bot.jsonl import read_jsonl
 
 AnswerFn = Callable[[str], str]
 Progress = Callable[[int, int], None]
@@ -54,34 +53,20 @@ def is_hit(reply: str, expect_any: tuple[str, ...]) -> bool:
     return any(expected.lower() in lowered for expected in expect_any)
 
 
+def _parse_item(row: dict[str, Any]) -> EvalItem:
+    question, expect = row.get("question"), row.get("expect_any")
+    if isinstance(expect, str):
+        expect = [expect]
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError('needs a non-empty string "question"')
+    if not isinstance(expect, list) or not expect or not all(isinstance(e, str) and e.strip() for e in expect):
+        raise ValueError('"expect_any" must be a non-empty list of non-empty strings')
+    return EvalItem(question.strip(), tuple(expect))
+
+
 def load_eval_file(path: Path) -> list[EvalItem]:
-    """Parse a JSONL file of {"question", "expect_any"} rows; a bad line is a UserError naming it."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot be read as UTF-8 text ({exc})") from None
-    items: list[EvalItem] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path} line {number}: not valid JSON ({exc.msg})") from None
-        question = row.get("question") if isinstance(row, dict) else None
-        expect = row.get("expect_any") if isinstance(row, dict) else None
-        if isinstance(expect, str):
-            expect = [expect]
-        if not isinstance(question, str) or not question.strip():
-            raise UserError(f'{path} line {number}: needs a non-empty string "question"')
-        if not isinstance(expect, list) or not expect or not all(isinstance(e, str) and e.strip() for e in expect):
-            raise UserError(f'{path} line {number}: "expect_any" must be a non-empty list of non-empty strings')
-        items.append(EvalItem(question.strip(), tuple(expect)))
-    if not items:
-        raise UserError(f"{path}: no questions in the file")
-    return items
+    """Parse a JSONL file of {"question", "expect_any"} rows; bad lines raise a UserError naming them."""
+    return read_jsonl(path, _parse_item)
 
 
 def evaluate(answer_fn: AnswerFn, items: list[EvalItem], progress: Progress | None = None) -> EvalReport:

@@ -8,7 +8,6 @@ twice updates instead of duplicating.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bot.config import DEFAULT_EMBEDDER
+from bot.jsonl import read_jsonl
 from bot.types import Example
 
 log = logging.getLogger(__name__)
@@ -60,16 +60,6 @@ def document_text(input_text: str, output_text: str) -> str:
     return f"{input_text}\n{output_text}"
 
 
-class ExampleFileError(ValueError):
-    """A JSONL file has bad lines; nothing was imported. `.problems` lists them by line number."""
-
-    def __init__(self, path: Path, problems: list[str]) -> None:
-        self.problems = problems
-        shown = "\n".join(f"  {p}" for p in problems[:20])
-        more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-        super().__init__(f"{path}: {len(problems)} bad line(s), nothing was imported:\n{shown}{more}")
-
-
 @dataclass(frozen=True)
 class ParsedExample:
     input: str
@@ -77,43 +67,19 @@ class ParsedExample:
     label: str
 
 
+def _parse_example(record: dict[str, Any]) -> ParsedExample:
+    missing = [key for key in ("input", "output") if not isinstance(record.get(key), str) or not record[key].strip()]
+    if missing:
+        raise ValueError(f"missing or empty {' and '.join(missing)}")
+    label = record.get("label", "good")
+    if label not in LABELS:
+        raise ValueError(f"label {label!r} is not one of {', '.join(LABELS)}")
+    return ParsedExample(record["input"].strip(), record["output"].strip(), label)
+
+
 def parse_examples_file(path: Path) -> list[ParsedExample]:
-    """Read and validate a whole JSONL file before anything is written."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ExampleFileError(path, ["file not found"]) from None
-    except UnicodeDecodeError as exc:
-        raise ExampleFileError(path, [f"not UTF-8 text: {exc}"]) from None
-    parsed: list[ParsedExample] = []
-    problems: list[str] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            problems.append(f"line {number}: not valid JSON ({exc.msg})")
-            continue
-        if not isinstance(record, dict):
-            problems.append(f"line {number}: expected a JSON object with input and output")
-            continue
-        missing = [
-            key for key in ("input", "output") if not isinstance(record.get(key), str) or not record[key].strip()
-        ]
-        if missing:
-            problems.append(f"line {number}: missing or empty {' and '.join(missing)}")
-            continue
-        label = record.get("label", "good")
-        if label not in LABELS:
-            problems.append(f"line {number}: label {label!r} is not one of {', '.join(LABELS)}")
-            continue
-        parsed.append(ParsedExample(record["input"].strip(), record["output"].strip(), label))
-    if problems:
-        raise ExampleFileError(path, problems)
-    if not parsed:
-        raise ExampleFileError(path, ["the file has no examples"])
-    return parsed
+    """Read and validate a whole JSONL file of {"input", "output", "label"?} before anything is written."""
+    return read_jsonl(path, _parse_example, what="nothing was imported")
 
 
 class ExampleStore:

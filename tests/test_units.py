@@ -11,10 +11,11 @@ import pytest
 
 from bot.admin import parse_command
 from bot.config import ConfigError, load_settings
+from bot.jsonl import JsonlFileError
 from bot.lora_registry import LoraRegistry
 from bot.prompt import Turn, build_prompt
 from bot.queueing import FairQueue
-from bot.retrieval import ExampleFileError, ExampleStore, example_id, parse_examples_file
+from bot.retrieval import ExampleStore, example_id, parse_examples_file
 from bot.types import Example, UserError
 from tests.fakes import FakeEmbedder, FakeTokenizer
 
@@ -107,11 +108,11 @@ def test_reimport_does_not_duplicate_and_ids_are_stable(tmp_path: Path) -> None:
 def test_parse_examples_file_reports_every_bad_line(tmp_path: Path) -> None:
     file = tmp_path / "bad.jsonl"
     file.write_text('[1]\n\n{"input": "", "output": "x"}\n{"input": "q", "output": "a"}\n')
-    with pytest.raises(ExampleFileError) as info:
+    with pytest.raises(JsonlFileError) as info:
         parse_examples_file(file)
-    assert info.value.problems == ["line 1: expected a JSON object with input and output",
+    assert info.value.problems == ["line 1: expected a JSON object",
                                    "line 3: missing or empty input"]  # fmt: skip
-    with pytest.raises(ExampleFileError, match="file not found"):
+    with pytest.raises(JsonlFileError, match="file not found"):
         parse_examples_file(tmp_path / "missing.jsonl")
 
 
