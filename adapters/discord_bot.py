@@ -27,6 +27,7 @@ import yarl
 from discord import app_commands
 
 from adapters.text import split_text
+from bot.admin import parse_command
 from bot.types import CommandResult, ConversationKey, Done, Message, Queued, Reply, Token, UserError
 
 if TYPE_CHECKING:
@@ -417,12 +418,13 @@ class DiscordBot(discord.Client):
 
     # ------------------------------------------------------------------ slash commands
 
-    async def run_command(self, interaction: discord.Interaction, text: str, *, admin: bool) -> None:
+    async def run_command(self, interaction: discord.Interaction, text: str) -> None:
         """Defer (Discord wants an answer within 3 s), ask the core, follow up ephemerally."""
         if not await self._core(self.core.claim_event, PLATFORM, f"interaction:{interaction.id}"):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        if admin and not self._may_admin(interaction):
+        # The core's command table says what is admin-only; refuse here before any work.
+        if parse_command(text).admin_only and not self._may_admin(interaction):
             name = text.split()[0]
             await interaction.followup.send(f"Sorry, `/{name}` is for admins only.", ephemeral=True)
             return
@@ -488,42 +490,42 @@ def _add_commands(bot: DiscordBot) -> None:
 
     @tree.command(name="help", description="What I can do")
     async def help_(interaction: discord.Interaction) -> None:
-        await bot.run_command(interaction, "help", admin=False)
+        await bot.run_command(interaction, "help")
 
     @tree.command(name="reset", description="Forget this conversation's history")
     async def reset(interaction: discord.Interaction) -> None:
-        await bot.run_command(interaction, "reset", admin=False)
+        await bot.run_command(interaction, "reset")
 
     @tree.command(name="status", description="Model, LoRA, examples, feedback and training status")
     @app_commands.default_permissions(manage_guild=True)
     async def status(interaction: discord.Interaction) -> None:
-        await bot.run_command(interaction, "status", admin=True)
+        await bot.run_command(interaction, "status")
 
     @tree.command(name="retrain", description="Train a new LoRA on the feedback (reports here when done)")
     @app_commands.default_permissions(manage_guild=True)
     async def retrain(interaction: discord.Interaction) -> None:
-        await bot.run_command(interaction, "retrain", admin=True)
+        await bot.run_command(interaction, "retrain")
 
     @tree.command(name="teach", description="Add a verified answer at once")
     @app_commands.default_permissions(manage_guild=True)
     @app_commands.describe(question="The question", answer="The answer to give")
     async def teach(interaction: discord.Interaction, question: str, answer: str) -> None:
-        await bot.run_command(interaction, f"teach {question} => {answer}", admin=True)
+        await bot.run_command(interaction, f"teach {question} => {answer}")
 
     lora = app_commands.Group(name="lora", description="LoRA versions", default_permissions=ADMIN_PERMISSIONS)
 
     @lora.command(name="list", description="List LoRA versions")
     async def lora_list(interaction: discord.Interaction) -> None:
-        await bot.run_command(interaction, "lora list", admin=True)
+        await bot.run_command(interaction, "lora list")
 
     @lora.command(name="use", description="Serve a LoRA version")
     @app_commands.describe(version="A version from /lora list, e.g. v3")
     async def lora_use(interaction: discord.Interaction, version: str) -> None:
-        await bot.run_command(interaction, f"lora use {version}", admin=True)
+        await bot.run_command(interaction, f"lora use {version}")
 
     @lora.command(name="rollback", description="Go back to the previous LoRA")
     async def lora_rollback(interaction: discord.Interaction) -> None:
-        await bot.run_command(interaction, "lora rollback", admin=True)
+        await bot.run_command(interaction, "lora rollback")
 
     feedback = app_commands.Group(
         name="feedback", description="Review and export feedback", default_permissions=ADMIN_PERMISSIONS
@@ -531,22 +533,22 @@ def _add_commands(bot: DiscordBot) -> None:
 
     @feedback.command(name="review", description="List corrections waiting for review")
     async def feedback_review(interaction: discord.Interaction) -> None:
-        await bot.run_command(interaction, "feedback review", admin=True)
+        await bot.run_command(interaction, "feedback review")
 
     @feedback.command(name="accept", description="Accept a pending correction")
     @app_commands.describe(correction_id="The id shown by /feedback review")
     async def feedback_accept(interaction: discord.Interaction, correction_id: str) -> None:
-        await bot.run_command(interaction, f"feedback accept {correction_id}", admin=True)
+        await bot.run_command(interaction, f"feedback accept {correction_id}")
 
     @feedback.command(name="reject", description="Reject a pending correction")
     @app_commands.describe(correction_id="The id shown by /feedback review")
     async def feedback_reject(interaction: discord.Interaction, correction_id: str) -> None:
-        await bot.run_command(interaction, f"feedback reject {correction_id}", admin=True)
+        await bot.run_command(interaction, f"feedback reject {correction_id}")
 
     @feedback.command(name="export", description="Write the feedback as JSONL (a path on the bot's host)")
     @app_commands.describe(path="Where to write the file")
     async def feedback_export(interaction: discord.Interaction, path: str) -> None:
-        await bot.run_command(interaction, f"feedback export {path}", admin=True)
+        await bot.run_command(interaction, f"feedback export {path}")
 
     tree.add_command(lora)
     tree.add_command(feedback)

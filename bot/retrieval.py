@@ -170,7 +170,8 @@ class ExampleStore:
 
     def retrieve(self, text: str, k: int, min_similarity: float, dedup_similarity: float) -> list[Example]:
         """Top-k good examples above the similarity floor, best first, near-duplicates removed."""
-        if k <= 0 or self.count() == 0:
+        total = self.count()
+        if k <= 0 or total == 0:
             return []
         query = self.embedder.embed([text])[0]
         # No `where` filter: chromadb's metadata filter costs ~350 ms at 100k examples against
@@ -178,7 +179,7 @@ class ExampleStore:
         # skipped here instead, from a few extra candidates.
         result = self._collection.query(
             query_embeddings=[query.tolist()],
-            n_results=min(self.count(), k * 4),
+            n_results=min(total, k * 4),
             include=["metadatas", "distances", "embeddings"],
         )
         chosen: list[Example] = []
