@@ -483,7 +483,13 @@ def test_rate_limited_post_is_retried(
     asked = emulator.send_message(user, f"{emulator.mention()} are you there?")
     [answer] = final_reply(emulator, asked, seeded=False)
     wait_until(lambda: answer["content"] == "Eventually.", TIMEOUT, what="the final edit")
-    posts = emulator.calls_to("POST", r"/channels/\d+/messages")
+
+    # The message is visible before the emulator has finished answering the retried call.
+    def both_answered() -> list[Any] | None:
+        calls = emulator.calls_to("POST", r"/channels/\d+/messages")
+        return calls if len(calls) >= 2 else None
+
+    posts = wait_until(both_answered, TIMEOUT, what="the retried post to be answered")
     assert [c.status for c in posts] == [429, 200]
     assert posts[1].at - posts[0].at >= 0.25, "waited retry_after before retrying"
 

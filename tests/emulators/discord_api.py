@@ -476,12 +476,17 @@ class DiscordEmulator:
     # ----------------------------------------------------------------- inspection
 
     def calls_to(self, method: str, path_regex: str, status: int | None = None) -> list[Call]:
+        """Answered calls only: a call still in its handler (status 0) may already have changed
+        state that a test sees, but its status is not known yet."""
         pattern = re.compile(path_regex)
         with self._lock:
             return [
                 c
                 for c in self.calls
-                if c.method == method.upper() and pattern.fullmatch(c.path) and (status is None or c.status == status)
+                if c.status
+                and c.method == method.upper()
+                and pattern.fullmatch(c.path)
+                and (status is None or c.status == status)
             ]
 
     def bot_messages(self, channel_id: str | None = None) -> list[dict[str, Any]]:
@@ -670,7 +675,11 @@ class DiscordEmulator:
             )
         request[_PATH] = path
         request[_BODY] = body
-        response: web.StreamResponse = await handler(request)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except web.HTTPException as exc:  # aiohttp's error responses are raised, not returned
+            call.status = exc.status
+            raise
         call.status = response.status
         return response
 
