@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bot.config import Settings
+from bot.cpu_packing import PackingGuard
 from bot.model_files import ModelFiles
 from bot.queueing import FairQueue
 from bot.types import Queued, Token
@@ -218,6 +219,8 @@ class HFBackend:
             )
         self.model: Any = AutoModelForCausalLM.from_pretrained(files.path, **kwargs)
         self.model.eval()
+        # Before the first forward: bitsandbytes may repack the 4-bit weights for its CPU kernel then.
+        self._packing = PackingGuard(self.model)
         self.load_seconds = time.monotonic() - started
         self.memory_bytes = int(self.model.get_memory_footprint())
         self._stop_ids = self._end_of_turn_ids()
@@ -296,6 +299,7 @@ class HFBackend:
         from peft import PeftModel
 
         if version not in self._loaded:
+            self._packing.unpack()  # peft reads the 4-bit layers: give it their original format
             if not self._loaded:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=version, is_trainable=False)
             else:
@@ -311,6 +315,7 @@ class HFBackend:
         keep = self.settings.training.keep_loaded
         while len(self._loaded) > keep:
             oldest = self._loaded.pop(0)
+            self._packing.unpack()
             self.model.delete_adapter(oldest)
             log.info("unloaded LoRA %s from memory (still on disk)", oldest)
 
