@@ -5,6 +5,7 @@ Also the end-to-end test driver: `run_console(core, lines, out)` reads from any 
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -12,8 +13,9 @@ from concurrent.futures import Future
 from typing import TextIO
 
 from bot.core import Core
-from bot.types import CommandResult, ConversationKey, Done, Message, Queued, Token, UserError
+from bot.types import LOCAL_SCOPE, CommandResult, ConversationKey, Done, Message, Queued, Token, UserError
 
+log = logging.getLogger(__name__)
 CONVERSATION = ConversationKey("console", "local")
 USER = "local"
 BANNER = "Chat with the bot. /help for commands, /quit to leave."
@@ -57,12 +59,15 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
             say(f"! {exc}")
         except KeyboardInterrupt:
             say("\n(interrupted)")
+        except Exception as exc:  # a failing command or answer must not end the chat
+            log.exception("console input %r failed", text)
+            say(f"! that failed: {type(exc).__name__}: {exc}")
 
 
 def _chat(core: Core, text: str, say: Callable[..., None]) -> str:
     say("bot> ", end="")
     exchange_id = ""
-    for event in core.answer_stream(Message(CONVERSATION, USER, text)):
+    for event in core.answer_stream(Message(CONVERSATION, USER, text, scope=LOCAL_SCOPE)):
         if isinstance(event, Queued):
             say(f"(queued, {event.position} ahead) ", end="")
         elif isinstance(event, Token):

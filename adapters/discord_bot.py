@@ -28,7 +28,18 @@ from discord import app_commands
 
 from adapters.text import split_text
 from bot.admin import parse_command
-from bot.types import CommandResult, ConversationKey, Done, Message, Queued, Reply, Token, UserError
+from bot.types import (
+    CommandResult,
+    ConversationKey,
+    Done,
+    Message,
+    Queued,
+    Reply,
+    Token,
+    UserError,
+    dm_scope,
+    workspace_scope,
+)
 
 if TYPE_CHECKING:
     from bot.config import DiscordSettings, Settings
@@ -84,7 +95,9 @@ def plain_text(message: discord.Message, me_id: int) -> str:
     """The message's text for the model: our own mention removed, other mentions as @names."""
     text = re.sub(rf"<@!?{me_id}>", "", message.content)
     for user in message.mentions:
-        text = re.sub(rf"<@!?{user.id}>", "@" + user.display_name, text)
+        # A function, not a string: a name like `\o/` would be read as a group reference.
+        name = "@" + user.display_name
+        text = re.sub(rf"<@!?{user.id}>", lambda _match, name=name: name, text)
     return text.strip()
 
 
@@ -158,7 +171,7 @@ class DiscordBot(discord.Client):
         self.core = core
         self.settings = settings
         self.tree = app_commands.CommandTree(self)
-        self._answers = ThreadPoolExecutor(max_workers=32, thread_name_prefix="discord-answer")
+        self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="discord-answer")
         self._conversations = _LRU(10_000)  # bot/user message id -> its conversation
         self._background: set[asyncio.Task[Any]] = set()
         _add_commands(self)
@@ -188,7 +201,11 @@ class DiscordBot(discord.Client):
         self._answers.shutdown(wait=False, cancel_futures=True)
 
     async def _core(self, func: Callable[..., T], *args: Any) -> T:
-        """Call the (synchronous) core off the event loop."""
+        """Call the (synchronous) core off the event loop, for quick calls only.
+
+        They run on the loop's default executor, which no answer ever enters (answers use
+        `_answers`), so a flood of questions cannot delay a vote, a command or a dedup lookup.
+        """
         return await asyncio.to_thread(func, *args)
 
     def _spawn(self, coro: Any) -> None:
@@ -226,7 +243,7 @@ class DiscordBot(discord.Client):
         if replied_bot_id is not None and text.lower().startswith(prefix.lower()):
             await self._correct(message, replied_bot_id, text)
             return
-        user_message = Message(conversation, str(message.author.id), text, message.author.display_name)
+        user_message = Message(conversation, str(message.author.id), text, message.author.display_name, _scope(message))
         await self._answer(message, user_message)
 
     async def _replied_bot_message(self, message: discord.Message) -> int | None:
@@ -380,7 +397,15 @@ class DiscordBot(discord.Client):
             answer = "I can't find the answer you are correcting; reply to one of my answers."
         else:
             try:
-                result = await self._core(self.core.correct, PLATFORM, str(message.author.id), exchange_id, text)
+                result = await self._core(
+                    self.core.correct,
+                    PLATFORM,
+                    str(message.author.id),
+                    exchange_id,
+                    text,
+                    _roles(message.author),
+                    _server(message.guild),
+                )
                 answer = result.text
             except UserError as exc:
                 answer = f"⚠️ {exc}"
@@ -436,6 +461,7 @@ class DiscordBot(discord.Client):
                 text,
                 _command_conversation(interaction),
                 _roles(interaction.user),
+                _server(interaction.guild),
             )
         except Exception:
             log.exception("Discord command %r failed", text)
@@ -447,7 +473,9 @@ class DiscordBot(discord.Client):
 
     def _may_admin(self, interaction: discord.Interaction) -> bool:
         """default_permissions is only a default server admins can change: check here too."""
-        return self.core.is_admin(PLATFORM, str(interaction.user.id), _roles(interaction.user))
+        return self.core.is_admin(
+            PLATFORM, str(interaction.user.id), _roles(interaction.user), _server(interaction.guild)
+        )
 
     async def _report_later(self, channel_id: int, followup: Future[str]) -> None:
         """Post a long-running command's result (a retrain) in the channel it was asked in."""
@@ -461,10 +489,22 @@ class DiscordBot(discord.Client):
 
 
 def _roles(user: discord.User | discord.Member) -> tuple[str, ...]:
-    """Role ids and names, so DISCORD_ADMIN_ROLE may name either."""
+    """Role ids only: a name can be copied by anyone in a server of their own."""
     if not isinstance(user, discord.Member):
         return ()
-    return tuple(str(r.id) for r in user.roles) + tuple(r.name for r in user.roles)
+    return tuple(str(r.id) for r in user.roles)
+
+
+def _server(guild: discord.Guild | None) -> str:
+    """The server a request came from ('' in a DM); the core honours admin roles only in its own."""
+    return str(guild.id) if guild is not None else ""
+
+
+def _scope(message: discord.Message) -> str:
+    """What a message teaches is seen in its server, or only in its DM."""
+    if message.guild is None:
+        return dm_scope(PLATFORM, str(message.channel.id))
+    return workspace_scope(PLATFORM, str(message.guild.id))
 
 
 async def _keep_typing(channel: discord.abc.Messageable) -> None:
@@ -545,8 +585,8 @@ def _add_commands(bot: DiscordBot) -> None:
     async def feedback_reject(interaction: discord.Interaction, correction_id: str) -> None:
         await bot.run_command(interaction, f"feedback reject {correction_id}")
 
-    @feedback.command(name="export", description="Write the feedback as JSONL (a path on the bot's host)")
-    @app_commands.describe(path="Where to write the file")
+    @feedback.command(name="export", description="Write feedback as JSONL to a new file in the bot's exports folder")
+    @app_commands.describe(path="A file name under the bot's exports folder, e.g. feedback.jsonl")
     async def feedback_export(interaction: discord.Interaction, path: str) -> None:
         await bot.run_command(interaction, f"feedback export {path}")
 

@@ -3,7 +3,9 @@
 Convert Slack events into the core's values, call the core, send the result back. Votes,
 corrections, admin rights, dedup and history live in the core; this file only speaks Slack.
 Bolt acks every event before the listener runs (listeners run on its thread pool), so the
-3-second deadline holds however long an answer takes.
+3-second deadline holds however long an answer takes. That pool is small (5 threads) and slash
+commands are acked from inside it, so answers, which wait for the model, leave it for the
+adapter's own pool: a flood of questions never delays a vote, a correction or a command.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -27,7 +29,17 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from adapters.text import split_text
-from bot.types import CommandResult, ConversationKey, Done, Message, Queued, Token, UserError
+from bot.types import (
+    CommandResult,
+    ConversationKey,
+    Done,
+    Message,
+    Queued,
+    Token,
+    UserError,
+    dm_scope,
+    workspace_scope,
+)
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -107,6 +119,7 @@ class SlackAdapter:
         self.slack = settings.slack
         self.prefix = settings.correction_prefix.lower()
         self._names: dict[str, str] = {}
+        self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="slack-answer")
         client = WebClient(token=self.slack.bot_token, base_url=_with_slash(self.slack.api_url))
         # slack_sdk retries connection errors by default but 429s only when asked to.
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
@@ -156,8 +169,21 @@ class SlackAdapter:
                 result = CommandResult(str(exc), ok=False)
             self._post_result(client, result, channel, user, in_thread)
             return
-        reply = _StreamedReply(client, channel, thread or None, self.slack.stream_interval_s)
-        self._stream(reply, Message(conversation, user, text, self._user_name(client, user)))
+        # What this message teaches (votes, corrections) is seen in its workspace, or only in its DM.
+        team = context.team_id or event.get("team") or ""
+        scope = dm_scope(PLATFORM, channel) if is_dm else workspace_scope(PLATFORM, team or channel)
+        # Claimed above, so a retry is still dropped; the listener thread returns at once.
+        self._answers.submit(self._answer, client, Message(conversation, user, text, scope=scope))
+
+    def _answer(self, client: WebClient, message: Message) -> None:
+        """On the answers pool: post a placeholder at once, then stream the core's answer into it."""
+        conversation = message.conversation
+        try:
+            thread = conversation.thread or None
+            reply = _StreamedReply(client, conversation.channel, thread, self.slack.stream_interval_s)
+            self._stream(reply, replace(message, user_name=self._user_name(client, message.user_id)))
+        except Exception:  # a pool keeps errors in a Future nobody reads: log them here
+            log.exception("answering in %s failed", conversation.as_str())
 
     def _corrected_exchange(self, client: WebClient, channel: str, thread_ts: str, bot_user: str) -> str | None:
         """The exchange of the bot's latest reply in the thread: what a correction there is about."""

@@ -29,7 +29,7 @@ from bot.config import load_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import EvalReport, evaluate_file  # noqa: E402
 from bot.retrieval import parse_examples_file  # noqa: E402
-from bot.types import ConversationKey, Message  # noqa: E402
+from bot.types import ALL_SCOPES, ConversationKey, Message  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
 
@@ -60,7 +60,7 @@ def run_eval(core: Core, path: Path, label: str) -> EvalReport:
 
     def answer(question: str) -> str:
         core.reset(conversation)  # every question stands alone, as in `bot eval`
-        return core.answer(Message(conversation, "bench", question)).text
+        return core.answer(Message(conversation, "bench", question, scope=ALL_SCOPES)).text
 
     def progress(done: int, total: int) -> None:
         print(f"\r  {label}: {done}/{total}", end="", file=sys.stderr, flush=True)

@@ -56,7 +56,10 @@ def parse_teach(args: str) -> tuple[str, str]:
 
 
 def single_arg(args: str, what: str) -> str:
-    parts = shlex.split(args) if args else []
+    try:
+        parts = shlex.split(args) if args else []
+    except ValueError as exc:  # an unbalanced quote, e.g. `feedback accept "abc`
+        raise UserError(f"cannot read {args!r} as one {what} ({exc}): close the quote or leave quotes out") from None
     if len(parts) != 1:
         raise UserError(f"expected one {what}")
     return parts[0]

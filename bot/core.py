@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot import admin
-from bot.config import Settings
-from bot.feedback import FeedbackStore
+from bot.config import LOCAL_PLATFORMS, Settings
+from bot.feedback import Exchange, FeedbackStore
 from bot.generation import Generated, GenerationService
 from bot.prompt import build_prompt
-from bot.retrieval import ExampleStore
+from bot.queueing import PerOwnerLimit
+from bot.retrieval import ExampleStore, example_id
 from bot.types import (
     CommandResult,
     ConversationKey,
@@ -56,11 +57,30 @@ class Core:
         self.registry = registry
         self.trainer = trainer
         self._example_lock = threading.Lock()  # vote -> example upserts stay consistent
+        self._in_flight = PerOwnerLimit(settings.max_waiting_per_user)
+        self.repair_examples()
 
     # answering ---------------------------------------------------------------------------------
 
     def answer_stream(self, message: Message) -> Iterator[StreamEvent]:
-        """Queued(position)*, Token(delta)*, then Done(reply) once the exchange is stored."""
+        """Queued(position)*, Token(delta)*, then Done(reply) once the exchange is stored.
+
+        A user who already has `max_waiting_per_user` requests waiting or running gets a
+        UserError before anything is retrieved, queued or stored.
+        """
+        owner = f"{message.platform}:{message.user_id}"
+        if not self._in_flight.acquire(owner):
+            waiting = self._in_flight.limit
+            raise UserError(
+                f"You already have {waiting} question{'s' if waiting > 1 else ''} waiting; I'll get to them"
+                " — please wait for an answer before asking more."
+            )
+        try:
+            yield from self._answer_stream(message, owner)
+        finally:  # also when the caller abandons the stream
+            self._in_flight.release(owner)
+
+    def _answer_stream(self, message: Message, owner: str) -> Iterator[StreamEvent]:
         text = message.text.strip()
         if not text:
             raise UserError("the message is empty")
@@ -69,7 +89,7 @@ class Core:
         started = time.monotonic()
         settings = self.settings
         examples = self.examples.retrieve(
-            text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity
+            text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, message.scope
         )
         history = self.store.history(message.conversation, settings.history_turns)
         try:
@@ -84,7 +104,6 @@ class Core:
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        owner = f"{message.platform}:{message.user_id}"
         for event in self.generation.stream(owner, prompt.input_ids, settings.max_new_tokens):
             if isinstance(event, (Queued, Token)):
                 yield event
@@ -102,6 +121,7 @@ class Core:
                     first_token_s=event.first_token_s,
                     prompt_tokens=event.prompt_tokens,
                     completion_tokens=event.completion_tokens,
+                    scope=message.scope,
                 )
                 yield Done(
                     Reply(
@@ -139,36 +159,89 @@ class Core:
     def exchange_for_message(self, platform: str, message_ref: str) -> str | None:
         return self.store.exchange_for_message(platform, message_ref)
 
-    def is_admin(self, platform: str, user_id: str, roles: Sequence[str] = ()) -> bool:
-        """A configured admin id, or (where the platform has roles) a holder of the admin role."""
+    def is_admin(self, platform: str, user_id: str, roles: Sequence[str] = (), server: str = "") -> bool:
+        """A configured admin id, or (Discord) a holder of the admin role id in the configured server.
+
+        `roles` are the caller's role ids in `server`, the server the request came from. A role
+        elsewhere means nothing: anyone can create a role in a server of their own.
+        """
         if f"{platform}:{user_id}" in self.settings.admins:
             return True
-        admin_role = getattr(getattr(self.settings, platform, None), "admin_role", "")
-        return bool(admin_role) and admin_role in roles
+        section = getattr(self.settings, platform, None)
+        admin_role = getattr(section, "admin_role", "")
+        home = getattr(section, "guild_id", None)
+        return bool(admin_role) and home is not None and server == str(home) and admin_role in roles
 
     # feedback ----------------------------------------------------------------------------------
 
     def vote(self, exchange_id: str, platform: str, user_id: str, value: int) -> VoteResult:
-        """+1, -1, or 0 to retract. The exchange becomes a good example at the threshold."""
-        exchange = self.store.exchange(exchange_id)
-        if exchange is None:
+        """+1, -1, or 0 to retract. The reply becomes an example of its scope at the threshold.
+
+        The asker's own 👍 counts only if they are listed in BOT_ADMINS (who could teach it anyway),
+        so no user can make the bot repeat something to others on their own.
+        """
+        if self.store.exchange(exchange_id) is None:
             raise UserError(f"no exchange {exchange_id!r}")
         with self._example_lock:
-            score = self.store.set_vote(exchange_id, platform, user_id, value)
-            is_example = score >= self.settings.vote_threshold
-            if is_example:
-                self.examples.add(exchange.user_text, exchange.reply, "good", "vote", exchange_id)
-            else:
-                self._withdraw_voted_example(exchange.user_text, exchange.reply, exchange_id)
+            score = self.store.set_vote(exchange_id, platform, user_id, value)  # queues the example sync
+            is_example = self._sync_vote_example(exchange_id)
         return VoteResult(exchange_id, score, is_example)
 
-    def _withdraw_voted_example(self, question: str, answer: str, exchange_id: str) -> None:
-        from bot.retrieval import example_id
+    def _sync_vote_example(self, exchange_id: str) -> bool:
+        """Make the example store agree with the exchange's votes; True when it is an example.
 
-        found = self.examples.get([example_id(question, answer)])
-        # Only an example that this exchange's votes put there; never an imported or taught one.
-        if found and found[0].source == "vote" and found[0].exchange_id == exchange_id:
-            self.examples.remove([found[0].id])
+        A vote only ever adds a new example or removes one its own exchange's votes added:
+        taught, imported and accepted examples keep their label and provenance whatever users vote.
+        """
+        exchange = self.store.exchange(exchange_id)
+        if exchange is None:
+            self.store.example_synced("exchange", exchange_id)
+            return False
+        promoted = self._promoted(exchange)
+        if promoted:
+            self.examples.add_if_new(exchange.user_text, exchange.reply, "vote", exchange.id, exchange.scope)
+        else:
+            found = self.examples.get([example_id(exchange.user_text, exchange.reply, exchange.scope)])
+            if found and found[0].source == "vote" and found[0].exchange_id == exchange.id:
+                self.examples.remove([found[0].id])
+        self.store.example_synced("exchange", exchange.id)
+        return promoted
+
+    def _promoted(self, exchange: Exchange) -> bool:
+        asker_counts = self.is_admin(exchange.platform, exchange.user_id)
+        score = self.store.promotion_score(exchange.id, exchange.platform, exchange.user_id, asker_counts)
+        return score >= self.settings.vote_threshold
+
+    def _sync_correction_example(self, correction_id: str) -> None:
+        """Put an accepted correction (or a taught answer) into the example store; idempotent."""
+        correction = self.store.correction(correction_id)
+        if correction is not None and correction.status == "accepted":
+            exchange = self.store.exchange(correction.exchange_id) if correction.exchange_id else None
+            if exchange is None:  # taught by an admin: seen everywhere
+                self.examples.add(correction.question, correction.answer, "good", "taught", correction.id)
+            else:  # a correction of a reply: seen where the reply was
+                self.examples.add(
+                    correction.question, correction.answer, "good", "correction", exchange.id, exchange.scope
+                )
+        self.store.example_synced("correction", correction_id)
+
+    def repair_examples(self) -> int:
+        """Write the examples that feedback stored durably but a crash or an example-store failure
+        kept from the example store (the feedback store records them until done). Returns how many."""
+        repaired = 0
+        for kind, ref in self.store.pending_example_syncs():
+            try:
+                with self._example_lock:
+                    if kind == "exchange":
+                        self._sync_vote_example(ref)
+                    else:
+                        self._sync_correction_example(ref)
+                repaired += 1
+            except Exception:
+                log.exception("could not repair the example of %s %s; will retry at the next start", kind, ref)
+        if repaired:
+            log.info("repaired %d example(s) that feedback had recorded", repaired)
+        return repaired
 
     def react(self, platform: str, message_ref: str, user_id: str, emoji: str, added: bool) -> VoteResult | None:
         """A reaction on a platform message; None when it is not a vote on a bot reply."""
@@ -181,12 +254,11 @@ class Core:
         if not added:
             # Removing 👍 retracts only a 👍: a user who switched to 👎 keeps their 👎.
             if self.store.user_vote(exchange_id, platform, user_id) != value:
-                return VoteResult(exchange_id, self.store.score(exchange_id), self._is_example(exchange_id))
+                exchange = self.store.exchange(exchange_id)
+                promoted = exchange is not None and self._promoted(exchange)
+                return VoteResult(exchange_id, self.store.score(exchange_id), promoted)
             value = 0
         return self.vote(exchange_id, platform, user_id, value)
-
-    def _is_example(self, exchange_id: str) -> bool:
-        return self.store.score(exchange_id) >= self.settings.vote_threshold
 
     def _vote_value(self, platform: str, emoji: str) -> int:
         section = getattr(self.settings, platform, None)
@@ -199,7 +271,9 @@ class Core:
             return -1
         return 0
 
-    def correct(self, platform: str, user_id: str, exchange_id: str, text: str) -> CommandResult:
+    def correct(
+        self, platform: str, user_id: str, exchange_id: str, text: str, roles: Sequence[str] = (), server: str = ""
+    ) -> CommandResult:
         """A better answer for a reply: counts at once from an admin, waits for review otherwise."""
         answer = text.strip()
         prefix = self.settings.correction_prefix
@@ -210,12 +284,19 @@ class Core:
         exchange = self.store.exchange(exchange_id)
         if exchange is None:
             raise UserError(f"no exchange {exchange_id!r}")
-        is_admin = self.is_admin(platform, user_id)
+        is_admin = self.is_admin(platform, user_id, roles, server)
+        cap = self.settings.max_pending_corrections_per_user
+        if not is_admin and self.store.count_pending_corrections(platform, user_id) >= cap:
+            raise UserError(
+                f"You already have {cap} correction{'s' if cap > 1 else ''} waiting for an admin's review; "
+                "please wait until they are reviewed before sending more."
+            )
         correction = self.store.add_correction(
             exchange_id, platform, user_id, exchange.user_text, answer, accepted_by=user_id if is_admin else None
         )
         if is_admin:
-            self.examples.add(exchange.user_text, answer, "good", "correction", exchange_id)
+            with self._example_lock:
+                self._sync_correction_example(correction.id)
             return CommandResult(
                 f"Thanks, learned: the answer to {exchange.user_text!r} is now yours.", ephemeral=False
             )
@@ -225,28 +306,37 @@ class Core:
 
     def teach(self, platform: str, user_id: str, question: str, answer: str) -> str:
         correction = self.store.add_correction(None, platform, user_id, question, answer, accepted_by=user_id)
-        return self.examples.add(question, answer, "good", "taught", correction.id)
+        with self._example_lock:
+            self._sync_correction_example(correction.id)
+        return example_id(question, answer)
 
     # commands ----------------------------------------------------------------------------------
 
     def command(
-        self, platform: str, user_id: str, text: str, conversation: ConversationKey, roles: Sequence[str] = ()
+        self,
+        platform: str,
+        user_id: str,
+        text: str,
+        conversation: ConversationKey,
+        roles: Sequence[str] = (),
+        server: str = "",
     ) -> CommandResult:
-        """Run a command line ("lora use v0002"). `roles`: the caller's role ids and names, if any."""
+        """Run a command line ("lora use v0002"). `roles`: the caller's role ids in `server`, if any."""
         try:
             cmd = admin.parse_command(text)
-            if cmd.admin_only and not self.is_admin(platform, user_id, roles):
+            is_admin = self.is_admin(platform, user_id, roles, server)
+            if cmd.admin_only and not is_admin:
                 log.warning("refused admin command %r from %s:%s", cmd.name, platform, user_id)
                 return CommandResult(f"Sorry, `{cmd.name}` is for admins only. Ask an admin, or try `help`.", ok=False)
-            return self._dispatch(cmd, platform, user_id, conversation)
+            return self._dispatch(cmd, platform, user_id, conversation, is_admin)
         except UserError as exc:
             return CommandResult(str(exc), ok=False)
 
     def _dispatch(
-        self, cmd: admin.Command, platform: str, user_id: str, conversation: ConversationKey
+        self, cmd: admin.Command, platform: str, user_id: str, conversation: ConversationKey, is_admin: bool
     ) -> CommandResult:
         if cmd.name == "help":
-            return CommandResult(admin.help_text(self.is_admin(platform, user_id)))
+            return CommandResult(admin.help_text(is_admin))
         if cmd.name == "reset":
             self.reset(conversation)
             return CommandResult("Done: I forgot this conversation.")
@@ -261,9 +351,11 @@ class Core:
                 admin.single_arg(cmd.args, "correction id"), cmd.name.endswith("accept"), platform, user_id
             )
         if cmd.name == "feedback export":
-            from bot.dataset import export_feedback, kto_path
+            from bot.dataset import chat_export_path, export_feedback, kto_path
 
-            path = Path(admin.single_arg(cmd.args, "file path"))
+            name = admin.single_arg(cmd.args, "file name")
+            # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
+            path = Path(name) if platform in LOCAL_PLATFORMS else chat_export_path(self.settings.data_dir, name)
             counts = export_feedback(self, path)
             return CommandResult(
                 f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}"
@@ -286,7 +378,8 @@ class Core:
         if correction is None:
             raise UserError(f"no pending correction {correction_id!r}; see `feedback review`")
         if accept:
-            self.examples.add(correction.question, correction.answer, "good", "correction", correction.exchange_id)
+            with self._example_lock:
+                self._sync_correction_example(correction.id)
             return CommandResult(f"Accepted {correction.id}: it is now an example.")
         return CommandResult(f"Rejected {correction.id}.")
 

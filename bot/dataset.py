@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 from bot.prompt import build_prompt, layout_messages, tokenize_messages
-from bot.types import Example, UserError
+from bot.types import ALL_SCOPES, Example, UserError
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 DATA_DIR = Path(__file__).resolve().parent / "data"
 GENERAL_FILE = DATA_DIR / "general.jsonl"  # replay: general questions with short correct answers
 REGRESSION_FILE = DATA_DIR / "regression.jsonl"  # the gate's forgetting check; disjoint from replay
+
+EXPORTS_DIR = "exports"  # under the data directory: where `feedback export` from chat writes
 
 Retrieve = Callable[[str], list[Example]]
 
@@ -186,7 +188,10 @@ def build_training_data(
     if retrieve is None:
 
         def retrieve(text: str) -> list[Example]:
-            return examples.retrieve(text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity)
+            # A LoRA serves everyone, so it trains on every scope's examples (README: the trust model).
+            return examples.retrieve(
+                text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, ALL_SCOPES
+            )
 
     good, duplicates = good_pairs(examples)
     train_pairs, heldout = split_holdout(good, t.holdout_fraction, t.seed)
@@ -223,6 +228,32 @@ def build_training_data(
 def kto_path(path: Path) -> Path:
     """Where the KTO rows go beside an SFT export: data.jsonl -> data.kto.jsonl."""
     return path.with_name(f"{path.stem}.kto{path.suffix or '.jsonl'}")
+
+
+def chat_export_path(data_dir: Path, name: str) -> Path:
+    """Where `feedback export NAME` from a chat platform writes: a new file under <data_dir>/exports/.
+
+    Chat never names a path outside that folder nor replaces a file, so neither a typo nor a stolen
+    admin account can overwrite the bot's own stores or anything else the bot can write. Both the
+    SFT file and its KTO sibling are checked. Refusals change nothing (the folder is made last).
+    """
+    given = Path(name)
+    if given.is_absolute():
+        raise UserError(f"{name!r} is a full path; from chat, give a file name such as feedback.jsonl")
+    if ".." in given.parts:
+        raise UserError(f"{name!r} leaves the exports folder (`..`); give a file name such as feedback.jsonl")
+    if given.name in ("", "."):
+        raise UserError("give a file name such as feedback.jsonl")
+    folder = data_dir / EXPORTS_DIR
+    root = folder.resolve()
+    target = folder / given
+    for path in (target, kto_path(target)):
+        if not path.resolve().is_relative_to(root):  # a symbolic link inside the folder leading out
+            raise UserError(f"{name!r} leads outside the exports folder; choose another name")
+        if os.path.lexists(path):
+            raise UserError(f"{path.relative_to(folder)} already exists in the exports folder; choose a new name")
+    folder.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def export_feedback(core: Core, path: Path) -> dict[str, int]:

@@ -20,6 +20,10 @@ from typing import Any
 from bot.prompt import Turn
 from bot.types import ConversationKey
 
+# Event ids are kept this long for dedup. Slack retries an unacknowledged event three times within
+# about five minutes (at once, after 1 min, after 5 min) and Discord replays only what a resumed
+# gateway session missed, minutes at most: a day is far past both, and bounds the table.
+SEEN_EVENTS_KEEP_S = 24 * 3600.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchanges (
     id TEXT PRIMARY KEY,
@@ -35,7 +39,8 @@ CREATE TABLE IF NOT EXISTS exchanges (
     latency_s REAL,
     first_token_s REAL,
     prompt_tokens INTEGER,
-    completion_tokens INTEGER
+    completion_tokens INTEGER,
+    scope TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS exchanges_by_conversation ON exchanges (conversation, created_at);
 CREATE TABLE IF NOT EXISTS message_links (
@@ -64,11 +69,21 @@ CREATE TABLE IF NOT EXISTS corrections (
     reviewed_by TEXT,
     reviewed_at REAL
 );
+CREATE INDEX IF NOT EXISTS corrections_by_user ON corrections (platform, user_id, status);
 CREATE TABLE IF NOT EXISTS seen_events (
     platform TEXT NOT NULL,
     event_id TEXT NOT NULL,
     seen_at REAL NOT NULL,
     PRIMARY KEY (platform, event_id)
+);
+CREATE INDEX IF NOT EXISTS seen_events_by_time ON seen_events (seen_at);
+-- Feedback whose example is not yet in the example store (written in the feedback's own
+-- transaction, cleared once the example store has it): a crash in between is repaired at start.
+CREATE TABLE IF NOT EXISTS example_sync (
+    kind TEXT NOT NULL CHECK (kind IN ('exchange', 'correction')),
+    ref TEXT NOT NULL,
+    queued_at REAL NOT NULL,
+    PRIMARY KEY (kind, ref)
 );
 CREATE TABLE IF NOT EXISTS conversation_resets (
     conversation TEXT PRIMARY KEY,
@@ -93,6 +108,7 @@ class Exchange:
     first_token_s: float | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    scope: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,9 +127,12 @@ class Correction:
 class FeedbackStore:
     """One SQLite file; safe to share across threads (one connection, one lock)."""
 
+    prune_interval_s = 60.0  # how often claim_event may prune old event ids (a cheap indexed delete)
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self._last_prune = float("-inf")  # time.monotonic() of claim_event's last prune
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
@@ -122,6 +141,19 @@ class FeedbackStore:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a file written by an older version up to this schema."""
+        with self._tx() as db:
+            columns = {row["name"] for row in db.execute("PRAGMA table_info(exchanges)")}
+            if "scope" not in columns:
+                # Exchanges from before scopes get their channel as scope: the narrowest, so safe.
+                db.execute("ALTER TABLE exchanges ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+                db.execute(
+                    "UPDATE exchanges SET scope = substr(conversation, 1, "
+                    "length(platform) + instr(substr(conversation, length(platform) + 2), ':'))"
+                )
 
     def close(self) -> None:
         with self._lock:
@@ -157,11 +189,14 @@ class FeedbackStore:
         first_token_s: float | None,
         prompt_tokens: int,
         completion_tokens: int,
+        scope: str,
     ) -> str:
         exchange_id = uuid.uuid4().hex
         with self._tx() as db:
             db.execute(
-                "INSERT INTO exchanges VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO exchanges (id, created_at, platform, conversation, user_id, user_text, reply, "
+                "prompt_json, example_ids_json, lora_version, latency_s, first_token_s, prompt_tokens, "
+                "completion_tokens, scope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     exchange_id,
                     time.time(),
@@ -177,6 +212,7 @@ class FeedbackStore:
                     first_token_s,
                     prompt_tokens,
                     completion_tokens,
+                    scope,
                 ),
             )
         return exchange_id
@@ -230,9 +266,13 @@ class FeedbackStore:
         return rows[0][0] if rows else None
 
     def claim_event(self, platform: str, event_id: str) -> bool:
-        """True the first time (platform, event_id) is seen; False for every repeat."""
+        """True the first time (platform, event_id) is seen; False for every repeat within a day."""
+        now = time.time()
         with self._tx() as db:
-            cursor = db.execute("INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?)", (platform, event_id, time.time()))
+            if time.monotonic() - self._last_prune >= self.prune_interval_s:
+                self._last_prune = time.monotonic()
+                db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - SEEN_EVENTS_KEEP_S,))
+            cursor = db.execute("INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?)", (platform, event_id, now))
             return cursor.rowcount == 1
 
     # votes -------------------------------------------------------------------------------------
@@ -253,6 +293,7 @@ class FeedbackStore:
                     "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                     (exchange_id, platform, user_id, value, time.time()),
                 )
+            _queue_sync(db, "exchange", exchange_id)
             row = db.execute(
                 "SELECT COALESCE(SUM(value), 0) FROM votes WHERE exchange_id = ?", (exchange_id,)
             ).fetchone()
@@ -264,6 +305,16 @@ class FeedbackStore:
             (exchange_id, platform, user_id),
         )
         return int(rows[0][0]) if rows else 0
+
+    def promotion_score(self, exchange_id: str, asker_platform: str, asker_id: str, asker_counts: bool) -> int:
+        """The net score that decides whether a reply becomes an example: the asker's own 👍 counts
+        only when `asker_counts` (an admin); their 👎 always counts."""
+        rows = self._query(
+            "SELECT COALESCE(SUM(CASE WHEN platform = ? AND user_id = ? AND value > 0 AND NOT ? THEN 0 "
+            "ELSE value END), 0) FROM votes WHERE exchange_id = ?",
+            (asker_platform, asker_id, asker_counts, exchange_id),
+        )
+        return int(rows[0][0])
 
     def score(self, exchange_id: str) -> int:
         return int(self._query("SELECT COALESCE(SUM(value), 0) FROM votes WHERE exchange_id = ?", (exchange_id,))[0][0])
@@ -309,7 +360,16 @@ class FeedbackStore:
                     now if accepted_by else None,
                 ),
             )
+            if accepted_by:
+                _queue_sync(db, "correction", correction.id)
         return correction
+
+    def count_pending_corrections(self, platform: str, user_id: str) -> int:
+        rows = self._query(
+            "SELECT COUNT(*) FROM corrections WHERE platform = ? AND user_id = ? AND status = 'pending'",
+            (platform, user_id),
+        )
+        return int(rows[0][0])
 
     def corrections(self, status: str | None = None) -> list[Correction]:
         if status:
@@ -328,8 +388,28 @@ class FeedbackStore:
             )
             if cursor.rowcount != 1:
                 return None
+            if accept:
+                _queue_sync(db, "correction", correction_id)
             row = db.execute("SELECT * FROM corrections WHERE id = ?", (correction_id,)).fetchone()
         return _correction(row)
+
+    # examples owed to the example store --------------------------------------------------------
+
+    def pending_example_syncs(self) -> list[tuple[str, str]]:
+        """(kind, ref) of feedback whose example the example store may not have yet, oldest first."""
+        return [(row[0], row[1]) for row in self._query("SELECT kind, ref FROM example_sync ORDER BY queued_at")]
+
+    def example_synced(self, kind: str, ref: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM example_sync WHERE kind = ? AND ref = ?", (kind, ref))
+
+    def correction(self, correction_id: str) -> Correction | None:
+        rows = self._query("SELECT * FROM corrections WHERE id = ?", (correction_id,))
+        return _correction(rows[0]) if rows else None
+
+
+def _queue_sync(db: sqlite3.Connection, kind: str, ref: str) -> None:
+    db.execute("INSERT INTO example_sync VALUES (?, ?, ?) ON CONFLICT (kind, ref) DO NOTHING", (kind, ref, time.time()))
 
 
 def _exchange(row: sqlite3.Row) -> Exchange:
@@ -348,6 +428,7 @@ def _exchange(row: sqlite3.Row) -> Exchange:
         first_token_s=row["first_token_s"],
         prompt_tokens=row["prompt_tokens"],
         completion_tokens=row["completion_tokens"],
+        scope=row["scope"],
     )
 
 

@@ -4,10 +4,13 @@ Layout under <data_dir>/loras/:
     v0001/ adapter files, manifest.json (written last), loss.png
     .staging-<id>/  a run in progress; never listed
     pointers.json   {"active": "v0002", "previous": "v0001", "history": [...]}
+    .lock           held while a version or the pointers are written
 
 A version directory appears only through os.replace of a complete staging directory, and the
 pointer file only through os.replace of a complete temporary file, so a crash at any moment
-leaves either the old state or the new one, never a mix.
+leaves either the old state or the new one, never a mix. Readers therefore need no lock. Writers
+do: the bot, the CLI and the training process share this directory, and a read-modify-write of
+the pointers (or picking the next version number) from two processes at once would lose one.
 """
 
 from __future__ import annotations
@@ -20,14 +23,20 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from bot.config import Settings
 from bot.types import LoraVersion, UserError
 
 MANIFEST = "manifest.json"
 POINTERS = "pointers.json"
+LOCK = ".lock"
+_ANY = object()  # promote whatever serves now
 _VERSION_RE = re.compile(r"^v(\d{4,})$")
 REQUIRED_FILES = ("adapter_config.json",)
 
@@ -37,14 +46,23 @@ class LoraRegistry:
         self.root = root
         self.base_model = base_model
         self.base_fingerprint = base_fingerprint
-        self._lock = threading.Lock()
         root.mkdir(parents=True, exist_ok=True)
+        # The thread lock keeps this process's threads apart whatever filelock's thread semantics.
+        self._thread_lock = threading.Lock()
+        self._file_lock = FileLock(str(root / LOCK))
+        self._validated: str | None = None  # the last active version whose manifest was checked
 
     @classmethod
     def open(cls, settings: Settings, base_fingerprint: str) -> LoraRegistry:
         return cls(settings.data_dir / "loras", settings.model, base_fingerprint)
 
     # writing -----------------------------------------------------------------------------------
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time, across threads and processes."""
+        with self._thread_lock, self._file_lock:
+            yield
 
     def new_staging(self) -> Path:
         path = self.root / f".staging-{uuid.uuid4().hex[:8]}"
@@ -56,7 +74,7 @@ class LoraRegistry:
         missing = [name for name in REQUIRED_FILES if not (staging / name).is_file()]
         if missing:
             raise ValueError(f"{staging} is not a saved LoRA: missing {', '.join(missing)}")
-        with self._lock:
+        with self._locked():
             version = self._next_version()
             manifest = {
                 **manifest,
@@ -71,19 +89,33 @@ class LoraRegistry:
 
     def promote(self, version: str, by: str) -> None:
         """Serve `version`; the one serving now becomes the previous (the rollback target)."""
+        self._promote(version, by, _ANY)
+
+    def promote_if_active(self, version: str, expected_active: str | None, by: str) -> bool:
+        """Serve `version` only if `expected_active` (None: the base model) still serves.
+
+        A training run compares its candidate with what served when it started; a `lora use` or
+        `lora rollback` made meanwhile must win. Returns whether it promoted.
+        """
+        return self._promote(version, by, expected_active)
+
+    def _promote(self, version: str, by: str, expected_active: object) -> bool:
         self.get(version)  # validates existence and base match
-        with self._lock:
+        with self._locked():
             pointers = self._pointers()
-            if pointers.get("active") == version:
-                return
-            self._set_pointers(version, pointers.get("active"), by, "promote")
+            active = pointers.get("active")
+            if expected_active is not _ANY and active != expected_active:
+                return False
+            if active != version:
+                self._set_pointers(version, active, by, "promote")
+            return True
 
     def use(self, version: str, by: str) -> None:
         self.promote(version, by)
 
     def rollback(self, by: str) -> str | None:
         """Swap active and previous. Returns the version now serving (None = the base model)."""
-        with self._lock:
+        with self._locked():
             pointers = self._pointers()
             active, previous = pointers.get("active"), pointers.get("previous")
             if active is None and previous is None:
@@ -122,14 +154,7 @@ class LoraRegistry:
                 manifest = json.loads((path / MANIFEST).read_text())
             except json.JSONDecodeError:
                 continue
-            status = (
-                "active"
-                if pointers.get("active") == path.name
-                else "previous"
-                if pointers.get("previous") == path.name
-                else "candidate"
-            )
-            found.append(LoraVersion(path.name, str(path), float(manifest.get("committed_at", 0)), status, manifest))
+            found.append(_lora_version(path, manifest, pointers))
         return found
 
     def get(self, version: str) -> LoraVersion:
@@ -152,20 +177,31 @@ class LoraRegistry:
         for name in REQUIRED_FILES:
             if not (path / name).is_file():
                 raise UserError(f"LoRA {version} is missing {name}; it cannot be used")
-        return next(v for v in self.versions() if v.version == version)
+        return _lora_version(path, manifest, self._pointers())
+
+    def active_pointer(self) -> str | None:
+        """The active version's name, from the pointer file alone; None = the base model."""
+        return self._pointers().get("active")
 
     def active(self) -> LoraVersion | None:
-        version = self._pointers().get("active")
+        version = self.active_pointer()
         return self.get(version) if version else None
 
     def active_lora(self) -> tuple[str, Path] | None:
         """(version, directory) to serve, for the generation backend; None = the base model.
 
-        Raises UserError when the active version is unusable; the backend then keeps serving
-        what it has.
+        The generation worker polls this every second, so it reads the pointer file only and
+        checks a version's manifest only when the pointer names a version not checked yet (a
+        committed version never changes). Raises UserError when the active version is unusable;
+        the backend then keeps serving what it has.
         """
-        active = self.active()
-        return (active.version, Path(active.path)) if active else None
+        version = self.active_pointer()
+        if version is None:
+            return None
+        if version != self._validated:
+            self.get(version)
+            self._validated = version
+        return version, self.root / version
 
     def path_for(self, version: str) -> Path:
         return Path(self.get(version).path)
@@ -173,10 +209,11 @@ class LoraRegistry:
     def clean_staging(self, older_than_s: float = 0.0) -> int:
         """Remove staging directories left by crashed runs. Returns how many were removed."""
         removed = 0
-        for path in self.root.glob(".staging-*"):
-            if time.time() - path.stat().st_mtime >= older_than_s:
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
+        with self._locked():  # never while another process commits one of them
+            for path in self.root.glob(".staging-*"):
+                if time.time() - path.stat().st_mtime >= older_than_s:
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed += 1
         return removed
 
     def describe(self) -> str:
@@ -191,6 +228,17 @@ class LoraRegistry:
         if not any(v.status == "active" for v in versions):
             lines.append("  (the base model is serving)")
         return "\n".join(lines)
+
+
+def _lora_version(path: Path, manifest: dict[str, Any], pointers: dict[str, Any]) -> LoraVersion:
+    status = (
+        "active"
+        if pointers.get("active") == path.name
+        else "previous"
+        if pointers.get("previous") == path.name
+        else "candidate"
+    )
+    return LoraVersion(path.name, str(path), float(manifest.get("committed_at", 0)), status, manifest)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

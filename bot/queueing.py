@@ -63,3 +63,37 @@ def _position(lanes: list[deque[T]], item: T) -> int | None:
                 next_round.append(lane)
         lanes = next_round
     return None
+
+
+class PerOwnerLimit:
+    """Counts each owner's requests in flight (waiting or running) and refuses one past `limit`.
+
+    The fair queue stops one user from delaying others' turns; this stops one user from holding
+    every thread that waits on it (an adapter's answer pool has a fixed size).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, owner: str) -> bool:
+        """Count one more request for `owner`; False (nothing counted) when it is at the limit."""
+        with self._lock:
+            count = self._counts.get(owner, 0)
+            if count >= self.limit:
+                return False
+            self._counts[owner] = count + 1
+            return True
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            count = self._counts.get(owner, 0) - 1
+            if count > 0:
+                self._counts[owner] = count
+            else:
+                self._counts.pop(owner, None)  # idle owners leave no entry behind
+
+    def count(self, owner: str) -> int:
+        with self._lock:
+            return self._counts.get(owner, 0)

@@ -320,7 +320,7 @@ def serving_answerer(settings: Settings, files: Any, examples: Any) -> Any:
     from bot.core import Core
     from bot.feedback import FeedbackStore
     from bot.generation import GenerationService, HFBackend
-    from bot.types import ConversationKey, Message
+    from bot.types import ALL_SCOPES, ConversationKey, Message
 
     current: list[tuple[str, Path] | None] = [None]
     backend = HFBackend(settings, files, lora_source=lambda: current[0])
@@ -331,7 +331,8 @@ def serving_answerer(settings: Settings, files: Any, examples: Any) -> Any:
 
         def answer(question: str) -> str:
             conversation = ConversationKey("gate", uuid.uuid4().hex)  # each question stands alone
-            return core.answer(Message(conversation, "gate", question)).text
+            # Training uses every scope's examples, so the gate does too.
+            return core.answer(Message(conversation, "gate", question, scope=ALL_SCOPES)).text
 
         def use(lora: tuple[str, Path] | None) -> None:
             current[0] = lora
@@ -366,9 +367,10 @@ def train_candidate(
     status.update(phase="loading")
     files = prepare_model(settings)
     if examples is None or store is None:
-        from bot.app import build_examples, build_feedback
+        from bot.app import build_feedback, snapshot_examples
 
-        examples = examples or build_examples(settings)
+        # A copy: the bot's store must not be opened from a second process (bot.control).
+        examples = examples or snapshot_examples(settings)
         store = store or build_feedback(settings)
     backend = HFBackend(settings, files)
     timings["load_s"] = time.monotonic() - clock
@@ -435,28 +437,41 @@ def _plain(value: Any) -> bool:
 
 
 def run_pipeline(settings: Settings, staging_dir: Path, status_path: Path | None, triggered_by: str) -> dict[str, Any]:
-    """The whole run: train, gate, commit to the registry, promote when the gate passes."""
+    """The whole run: train, gate, commit to the registry, promote when the gate passes.
+
+    It promotes only if the LoRA it was compared with still serves: an admin's `lora use` or
+    `lora rollback` made while it trained is not undone.
+    """
     from bot.lora_registry import LoraRegistry
     from bot.model_files import prepare_model
 
     status = StatusFile(status_path)
     try:
         registry = LoraRegistry.open(settings, prepare_model(settings).fingerprint)
-        manifest = train_candidate(settings, staging_dir, triggered_by, status, registry.active_lora())
+        active = registry.active_lora()
+        manifest = train_candidate(settings, staging_dir, triggered_by, status, active)
         status.update(phase="committing")
         version = registry.commit(staging_dir, manifest)
-        if manifest["promote"]:
-            registry.promote(version.version, by=triggered_by)
+        compared_with = active[0] if active else None
+        promoted = bool(manifest["promote"]) and registry.promote_if_active(
+            version.version, compared_with, by=triggered_by
+        )
         plot = registry.path_for(version.version) / LOSS_PLOT
-        verb = "promoted and now serving" if manifest["promote"] else "kept as a candidate"
+        verb = "promoted and now serving" if promoted else "kept as a candidate"
         summary = (
             f"LoRA {version.version} {verb}: {manifest['reason']}. Training took "
             f"{manifest['timings']['train_s']:.0f} s ({len(manifest['losses'])} steps, final loss "
             f"{manifest['final_loss']:.3f})."
         )
-        if not manifest["promote"]:
+        if manifest["promote"] and not promoted:
+            summary += (
+                f" It was not promoted: an admin changed the serving LoRA during training (from "
+                f"{compared_with or 'the base model'} to {registry.active_pointer() or 'the base model'}), "
+                "and it was compared with the former."
+            )
+        if not promoted:
             summary += f" An admin can serve it anyway with `lora use {version.version}`."
-        status.update(phase="done", summary=summary, version=version.version, promoted=manifest["promote"],
+        status.update(phase="done", summary=summary, version=version.version, promoted=promoted,
                       reason=manifest["reason"], loss_plot=str(plot), manifest=manifest, eta_s=0)  # fmt: skip
         return manifest
     except BaseException as exc:
@@ -471,12 +486,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--staging-dir", type=Path, required=True)
     parser.add_argument("--triggered-by", required=True)
     parser.add_argument("--config", type=Path, help="a TOML settings file")
-    parser.add_argument("--settings", type=Path, help="the serving process's effective settings, as JSON")
+    parser.add_argument("--settings", help="the serving bot's settings as JSON: a file, or - for stdin (no secrets)")
     args = parser.parse_args(argv)
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download: the base model is local
     if args.settings:  # exactly what the bot that asked for this run is configured with
-        settings = Settings.model_validate_json(args.settings.read_text())
+        text = sys.stdin.read() if args.settings == "-" else Path(args.settings).read_text()
+        settings = Settings.model_validate_json(text)
     else:
         settings = load_settings(args.config, data_dir=str(args.data_dir))
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

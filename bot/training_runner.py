@@ -7,6 +7,7 @@ or threads. One run at a time, across processes: the child holds an exclusive lo
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.config import Settings
+from bot.config import SECRET_ENV_VARS, Settings, settings_without_secrets_json
 from bot.lora_registry import LoraRegistry
 
 log = logging.getLogger(__name__)
@@ -75,23 +76,26 @@ class TrainingRunner:
                 self.registry.clean_staging()  # leftovers of crashed runs; we hold the lock
                 staging = self.registry.new_staging()
                 self.status_file.unlink(missing_ok=True)
-                settings_file = self.dir / "settings.json"
-                settings_file.write_text(self.settings.model_dump_json())
+                # Older versions wrote the settings, tokens included, here: remove what they left.
+                (self.dir / "settings.json").unlink(missing_ok=True)
                 command = [
                     sys.executable, "-m", "bot.training",
                     "--data-dir", str(self.settings.data_dir),
                     "--status-file", str(self.status_file),
                     "--staging-dir", str(staging),
                     "--triggered-by", triggered_by,
-                    "--settings", str(settings_file),
+                    "--settings", "-",
                 ]  # fmt: skip
-                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                # Training talks to no chat platform: its credentials stay in this process.
+                env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV_VARS}
+                env["PYTHONUNBUFFERED"] = "1"
                 with open(self.log_file, "ab") as log_handle:
                     # pass_fds: the child inherits the locked file, so the lock lives as long as it does.
                     self._process = subprocess.Popen(
-                        command, stdout=log_handle, stderr=subprocess.STDOUT, pass_fds=(lock.fileno(),),
-                        env=env, start_new_session=True,
+                        command, stdin=subprocess.PIPE, stdout=log_handle, stderr=subprocess.STDOUT,
+                        pass_fds=(lock.fileno(),), env=env, start_new_session=True,
                     )  # fmt: skip
+                self._send_settings(self._process)
             finally:
                 lock.close()
             process = self._process
@@ -99,6 +103,19 @@ class TrainingRunner:
         threading.Thread(target=self._follow, args=(process, followup), daemon=True, name="training-follow").start()
         log.info("training started by %s (pid %d)", triggered_by, process.pid)
         return StartResult(True, f"Training started (pid {process.pid}); I'll report here when it is done.", followup)
+
+    def _send_settings(self, process: subprocess.Popen[bytes]) -> None:
+        """Hand the child this bot's settings over a pipe, so they never touch the disk."""
+        stdin = process.stdin
+        assert stdin is not None
+        try:
+            # A few KB: fits the pipe's buffer, so this rarely waits for the child to read.
+            stdin.write(settings_without_secrets_json(self.settings).encode())
+        except BrokenPipeError:  # the child died at once; its exit code and log say why
+            log.warning("the training process exited before reading its settings")
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                stdin.close()  # end of input: the child reads to here
 
     def _follow(self, process: subprocess.Popen[bytes], followup: Future[str]) -> None:
         code = process.wait()

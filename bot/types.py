@@ -27,14 +27,42 @@ class ConversationKey:
         return cls(platform, channel, thread)
 
 
+# Retrieval scope of examples that every conversation sees (imported, admin-taught).
+GLOBAL_SCOPE = ""
+# The terminal chat and the CLI: one person, the owner of the data directory.
+LOCAL_SCOPE = "local"
+# A scope that sees every example: for evaluation and the training gate, never for users.
+ALL_SCOPES = "*"
+
+
+def workspace_scope(platform: str, workspace: str) -> str:
+    """What a Slack workspace or a Discord server learns from votes and corrections stays there."""
+    return f"{platform}:{workspace}"
+
+
+def dm_scope(platform: str, channel: str) -> str:
+    """What a DM learns stays in that DM."""
+    return f"{platform}:dm:{channel}"
+
+
 @dataclass(frozen=True)
 class Message:
-    """One incoming user message, already translated out of the platform's event."""
+    """One incoming user message, already translated out of the platform's event.
+
+    `scope` says which learned examples this message may see and where what it teaches is seen:
+    the adapter sets the workspace/server or DM scope; left empty, it is the narrowest safe one,
+    the message's own channel.
+    """
 
     conversation: ConversationKey
     user_id: str
     text: str
     user_name: str = ""
+    scope: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.scope:
+            object.__setattr__(self, "scope", f"{self.conversation.platform}:{self.conversation.channel}")
 
     @property
     def platform(self) -> str:
@@ -91,6 +119,7 @@ class Example:
     created_at: float = 0.0
     exchange_id: str | None = None
     similarity: float | None = None  # set only on retrieval results
+    scope: str = GLOBAL_SCOPE
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,17 +43,23 @@ class FakeTokenizer:
 
 
 class FakeBackend:
-    """Streams a fixed reply word by word. `reply` may be a function of the prompt ids."""
+    """Streams a fixed reply word by word. `reply` may be a function of the prompt ids.
+
+    `gate`, when given, holds every generation until it is set: a test can keep requests
+    waiting and running for as long as it needs (clear it to hold, set it to let them go).
+    """
 
     def __init__(
         self,
         reply: str | Callable[[list[int]], str] = "This is a test reply.",
         delay_s: float = 0.0,
         lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+        gate: threading.Event | None = None,
     ) -> None:
         self.tokenizer = FakeTokenizer()
         self.reply = reply
         self.delay_s = delay_s
+        self.gate = gate
         self.lora_source = lora_source
         self._active: str | None = None
         self.calls: list[list[int]] = []
@@ -64,6 +71,8 @@ class FakeBackend:
 
     def generate(self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None]) -> int:
         self.calls.append(list(input_ids))
+        if self.gate is not None:
+            self.gate.wait()
         text = self.reply(input_ids) if callable(self.reply) else self.reply
         words = text.split(" ")[:max_new_tokens]
         for i, word in enumerate(words):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -137,3 +138,40 @@ def test_concurrent_requests_are_queued_and_see_their_position(make_core) -> Non
     assert all(isinstance(events[-1], Done) and events[-1].reply.text == "a b c d e f" for events in results.values())
     assert any(any(isinstance(e, Queued) for e in events) for events in results.values())
     assert core.store.count_exchanges() == 3
+
+
+def wait_for(check, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_user_over_the_waiting_cap_is_refused_before_anything_happens(make_core) -> None:
+    gate = threading.Event()  # holds generation: the first question runs, the second waits
+    backend = FakeBackend("ok", gate=gate)
+    core = make_core(backend, max_waiting_per_user=2)
+    retrieved: list[str] = []
+    real_retrieve = core.examples.retrieve
+    core.examples.retrieve = lambda text, *a, **kw: retrieved.append(text) or real_retrieve(text, *a, **kw)
+    threads = [threading.Thread(target=ask, args=(core, f"question {i}", "flood")) for i in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        wait_for(lambda: len(backend.calls) == 1 and core.generation.queued() == 1)
+
+        with pytest.raises(UserError, match="You already have 2 questions waiting; I'll get to them"):
+            next(core.answer_stream(Message(CONV, "flood", "one more")))  # without the cap: Queued
+        assert "one more" not in retrieved, "refused before retrieval"
+        assert core.generation.queued() == 1, "a user over the cap never enters the generation queue"
+
+        other = threading.Thread(target=ask, args=(core, "my turn", "other"))  # the cap is per user
+        threads.append(other)
+        other.start()
+        wait_for(lambda: core.generation.queued() == 2)
+    finally:
+        gate.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert sorted(e.user_text for e in core.store.exchanges()) == ["my turn", "question 0", "question 1"]
+    assert ask(core, "one more", user="flood").text == "ok", "answered requests free the user's slots"

@@ -79,11 +79,16 @@ def emulator() -> Iterator[DiscordEmulator]:
 def fast_core(make_core: Callable[..., Core], emulator: DiscordEmulator) -> Callable[..., Core]:
     """A core on the fake generator, configured to talk to the emulator."""
 
-    def factory(reply: str = "This is a test reply.", delay_s: float = 0.0, **overrides: Any) -> Core:
+    def factory(
+        reply: str = "This is a test reply.",
+        delay_s: float = 0.0,
+        gate: threading.Event | None = None,
+        **overrides: Any,
+    ) -> Core:
         overrides.setdefault("discord__stream_interval_s", 0.1)
         overrides.setdefault("discord__guild_id", int(emulator.guild_id))
         return make_core(
-            FakeBackend(reply=reply, delay_s=delay_s),
+            FakeBackend(reply=reply, delay_s=delay_s, gate=gate),
             admins=(f"discord:{ADMIN_ID}",),
             discord__api_url=emulator.api_url,
             discord__gateway_url=emulator.gateway_url,
@@ -349,10 +354,15 @@ def command_spy(core: Core) -> list[str]:
     real = core.command
 
     def spy(
-        platform: str, user_id: str, text: str, conversation: ConversationKey, roles: Sequence[str] = ()
+        platform: str,
+        user_id: str,
+        text: str,
+        conversation: ConversationKey,
+        roles: Sequence[str] = (),
+        server: str = "",
     ) -> CommandResult:
         texts.append(text)
-        return real(platform, user_id, text, conversation, roles)
+        return real(platform, user_id, text, conversation, roles, server)
 
     core.command = spy  # type: ignore[method-assign]
     return texts
@@ -460,7 +470,7 @@ def test_non_admin_is_refused(
 def test_admin_role_holder_may_run_admin_commands(
     emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
 ) -> None:
-    core = fast_core(discord__admin_role="bot-admin")  # by name; the member is not in BOT_ADMINS
+    core = fast_core(discord__admin_role=str(emulator.admin_role_id))  # the member is not in BOT_ADMINS
     start_bot(core)
     moderator = emulator.add_user("moderator", admin_role=True)
     [reply] = followups(emulator, emulator.invoke_command(moderator, "status"))
@@ -468,6 +478,73 @@ def test_admin_role_holder_may_run_admin_commands(
     member = emulator.add_user("member")
     [refusal] = followups(emulator, emulator.invoke_command(member, "status"))
     assert "admins only" in refusal.body["content"]
+
+
+def test_admin_role_counts_only_in_the_configured_server(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    # The bot is configured for another server: the emulator's server is "someone else's", where
+    # anyone can create a role with the same id-looking name or even hold a role with that id.
+    core = fast_core(discord__admin_role=str(emulator.admin_role_id), discord__guild_id=int(emulator.guild_id) + 1)
+    start_bot(core)
+    wait_until(lambda: emulator.commands, TIMEOUT, what="the command sync")
+    emulator.commands[None] = next(iter(emulator.commands.values()))  # as if synced globally
+    moderator = emulator.add_user("moderator", admin_role=True)
+    [refusal] = followups(emulator, emulator.invoke_command(moderator, "status"))
+    assert "admins only" in refusal.body["content"]
+
+
+# ----------------------------------------------------------------------------- a flood from one user
+
+
+def test_a_flood_from_one_user_stalls_no_one_else(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    gate = threading.Event()  # open for the first answer, then closed to hold the flood
+    gate.set()
+    core = fast_core(reply="Paris.", gate=gate, max_waiting_per_user=6)
+    start_bot(core)
+    admin, alice, bob = (
+        emulator.add_user("admin", user_id=ADMIN_ID),
+        emulator.add_user("alice"),
+        emulator.add_user("bob"),
+    )
+    [answer] = final_reply(emulator, emulator.send_message(admin, f"{emulator.mention()} capital of France?"))
+    exchange = core.exchange_for_message("discord", answer["id"])
+    assert exchange is not None
+
+    gate.clear()
+    dm = emulator.dm_channel_id(alice)
+    try:
+        for i in range(8):  # more than Alice's cap (6)
+            emulator.send_message(alice, f"question {i}", channel_id=dm)
+        wait_until(lambda: core.generation.queued() >= 4, TIMEOUT, what="Alice's questions to wait")
+
+        emulator.react(answer["id"], bob, "👍")
+        [status] = followups(emulator, emulator.invoke_command(admin, "status"))
+        assert "Queue:" in status.body["content"], "a command is answered while answers wait"
+        wait_until(lambda: core.store.score(exchange) == 1, TIMEOUT, what="Bob's vote while answers wait")
+
+        refused = wait_until(
+            lambda: (
+                len(texts := [m["content"] for m in emulator.bot_messages(dm) if m["content"].startswith("⚠️")]) == 2
+                and texts
+            ),
+            TIMEOUT,
+            what="the two questions over the cap to be refused",
+        )
+        assert all(text.startswith("⚠️ You already have 6 questions waiting; I'll get to them") for text in refused)
+        wait_until(lambda: core.generation.queued() == 5, TIMEOUT, what="Alice's six: 1 running, 5 queued")
+        time.sleep(0.3)
+        assert core.generation.queued() == 5, "over the cap, nothing more is queued"
+    finally:
+        gate.set()
+    wait_until(
+        lambda: len([m for m in emulator.bot_messages(dm) if m["content"] == "Paris."]) == 6,
+        TIMEOUT,
+        what="Alice's six answers",
+    )
+    assert core.store.count_exchanges() == 7, "refused questions are not stored"
 
 
 # ----------------------------------------------------------------------------- resilience

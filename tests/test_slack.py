@@ -7,6 +7,7 @@ real signed requests, and every Web API call reaches the emulator, which records
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -356,6 +357,51 @@ def test_slash_command_followup_is_posted_in_the_channel(slack: SlackEmulator, s
     posted = slack.wait_for(lambda: posts_in(slack, CHANNEL), what="the followup in the channel")
     assert posted[0].params["text"] == "LoRA v2 trained and promoted."
     assert "thread_ts" not in posted[0].params
+
+
+# -- a flood from one user ---------------------------------------------------------------------
+
+
+def test_a_flood_from_one_user_stalls_no_one_else(slack: SlackEmulator, socket_bot: StartBot) -> None:
+    gate = threading.Event()  # open for the first answer, then closed to hold the flood
+    gate.set()
+    core = socket_bot(FakeBackend(REPLY, gate=gate), max_waiting_per_user=6)
+    asked = slack.user_message(CHANNEL, ADMIN, "<@UBOT> capital of France?", mention=True)
+    slack.send_event(asked)
+    reply = final_reply(slack, CHANNEL, REPLY)
+    exchange = exchange_of(slack, core, CHANNEL, reply["ts"])
+
+    gate.clear()
+    try:
+        # More questions than bolt has listener threads (5), and than Alice's cap (6).
+        for i in range(8):
+            slack.send_event(slack.user_message(DM, ALICE, f"question {i}", channel_type="im"))
+        # As many as bolt's 5 listener threads could hold: 1 running, 4 queued.
+        slack.wait_for(lambda: core.generation.queued() >= 4, what="Alice's questions to wait")
+
+        vote = slack.send_event(slack.reaction_event(CHANNEL, reply["ts"], BOB, "+1"))
+        status = slack.send_command("/assistant", "status", ADMIN, CHANNEL)
+        assert slack.wait_ack(status).latency_s < 3.0, "a command is acked while answers wait"
+        answer = slack.wait_for(slack.responses, what="the status answer while answers wait")[0]
+        assert "Queue:" in answer.body["text"]
+        assert slack.wait_ack(vote).latency_s < 3.0
+        slack.wait_for(lambda: core.store.score(exchange) == 1, what="Bob's vote while answers wait")
+
+        refused = slack.wait_for(
+            lambda: (
+                len(texts := [m["text"] for m in slack.bot_messages(DM) if m["text"].startswith("⚠️")]) == 2 and texts
+            ),
+            what="the two questions over the cap to be refused",
+        )
+        assert all(text.startswith("⚠️ You already have 6 questions waiting; I'll get to them") for text in refused)
+        slack.wait_for(lambda: core.generation.queued() == 5, what="Alice's six: 1 running, 5 queued")
+        assert slack.stays(lambda: core.generation.queued() == 5), "over the cap, nothing more is queued"
+    finally:
+        gate.set()
+    slack.wait_for(
+        lambda: len([m for m in slack.bot_messages(DM) if m["text"] == REPLY]) == 6, what="Alice's six answers"
+    )
+    assert core.store.count_exchanges() == 7, "refused questions are not stored"
 
 
 # -- delivery: retries and rate limits ---------------------------------------------------------

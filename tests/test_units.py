@@ -42,6 +42,13 @@ def test_config_layers_toml_env_and_quotes_bad_values(tmp_path: Path) -> None:
         load_settings(toml, env={})
 
 
+def test_waiting_cap_and_answer_threads_come_from_the_environment() -> None:
+    settings = load_settings(env={"BOT_MAX_WAITING_PER_USER": "5", "BOT_ANSWER_THREADS": "8"})
+    assert (settings.max_waiting_per_user, settings.answer_threads) == (5, 8)
+    with pytest.raises(ConfigError, match=r"max_waiting_per_user \(env BOT_MAX_WAITING_PER_USER\) = '0'"):
+        load_settings(env={"BOT_MAX_WAITING_PER_USER": "0"})
+
+
 # prompt -----------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,91 @@
+"""Growth without bound: event ids, pending corrections, the LoRA poll's reads."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from bot.feedback import SEEN_EVENTS_KEEP_S, FeedbackStore
+from bot.generation import GenerationService
+from bot.lora_registry import MANIFEST, LoraRegistry
+from bot.types import ConversationKey, Message, UserError
+from tests.fakes import FakeBackend
+
+
+def _events(path: Path) -> set[str]:
+    with sqlite3.connect(path) as db:
+        return {row[0] for row in db.execute("SELECT event_id FROM seen_events")}
+
+
+def test_seen_events_older_than_a_day_are_pruned_cheaply(tmp_path: Path) -> None:
+    path = tmp_path / "feedback.sqlite3"
+    store = FeedbackStore(path)
+    assert store.claim_event("slack", "Ev-old") is True
+    with sqlite3.connect(path) as db:  # claimed more than a day ago
+        db.execute("UPDATE seen_events SET seen_at = seen_at - ?", (SEEN_EVENTS_KEEP_S + 60,))
+    assert store.claim_event("slack", "Ev-new") is True
+    assert _events(path) == {"Ev-old", "Ev-new"}  # pruned at most once a minute, not on every claim
+    store.prune_interval_s = 0.0
+    assert store.claim_event("discord", "Ev-3") is True
+    assert _events(path) == {"Ev-new", "Ev-3"}
+    assert store.claim_event("slack", "Ev-new") is False  # a retry within the window is still a repeat
+    with sqlite3.connect(path) as db:  # the prune is an index range delete, not a table scan
+        plan = " ".join(str(row) for row in db.execute("EXPLAIN QUERY PLAN DELETE FROM seen_events WHERE seen_at < 1"))
+    assert "seen_events_by_time" in plan
+    store.close()
+
+
+def test_pending_corrections_are_capped_per_user(make_core) -> None:
+    assert load_settings(env={"BOT_MAX_PENDING_CORRECTIONS": "2"}).max_pending_corrections_per_user == 2
+    core = make_core(max_pending_corrections_per_user=2, admins=("console:local", "slack:ADMIN"))
+    exchange = core.answer(Message(ConversationKey("slack", "C1"), "U1", "What is the VPN address?")).exchange_id
+    core.correct("slack", "U1", exchange, "correct: vpn.example.com")
+    core.correct("slack", "U1", exchange, "correct: vpn2.example.com")
+    with pytest.raises(UserError, match="already have 2 corrections waiting"):
+        core.correct("slack", "U1", exchange, "correct: vpn3.example.com")
+    assert len(core.store.corrections("pending")) == 2  # the refused one wrote nothing
+    core.correct("slack", "U2", exchange, "correct: another user's is welcome")
+    core.correct("slack", "ADMIN", exchange, "correct: admins are not capped")
+    first = core.store.corrections("pending")[0].id
+    assert core.command("slack", "ADMIN", f"feedback reject {first}", ConversationKey("slack", "C1")).ok
+    core.correct("slack", "U1", exchange, "correct: room again after a review")
+    assert len([c for c in core.store.corrections("pending") if c.user_id == "U1"]) == 2
+
+
+def test_the_lora_poll_reads_the_pointer_not_every_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = LoraRegistry(tmp_path / "loras", "base", "fp1")
+    for _ in range(30):
+        staging = registry.new_staging()
+        (staging / "adapter_config.json").write_text("{}")
+        registry.commit(staging, {})
+    registry.promote("v0030", by="t")
+    reads: list[str] = []
+    read_text = Path.read_text
+
+    def counting_read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if self.name == MANIFEST:
+            reads.append(self.parent.name)
+        return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "read_text", counting_read_text)
+    backend = FakeBackend(lora_source=registry.active_lora)
+    service = GenerationService(backend, sync_interval_s=0.01)  # the worker's poll, sped up
+    try:
+        deadline = time.monotonic() + 5
+        while backend.lora_version != "v0030" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)  # about 30 more polls
+        assert backend.lora_version == "v0030"
+        assert reads == ["v0030"]  # validated once, then only the pointer file
+        registry.promote("v0007", by="admin")
+        while backend.lora_version != "v0007" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3)
+        assert backend.lora_version == "v0007"
+        assert reads.count("v0007") == 2 and set(reads) == {"v0030", "v0007"}  # promote's check + the poll's
+    finally:
+        service.close()

@@ -1,0 +1,220 @@
+"""The trust model: votes never touch examples they did not make, no user teaches everyone on their
+own, what a workspace learns stays there, admin roles count only in the configured server, and a
+failure between the feedback store and the example store is repaired."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.core import Core
+from bot.retrieval import example_id
+from bot.types import ALL_SCOPES, ConversationKey, Message, dm_scope, workspace_scope
+from tests.fakes import FakeBackend
+
+QUESTION = "How do I rotate the VPN certificate?"
+ANSWER = "Run vpnctl rotate and restart the client."
+
+
+def ask(core: Core, user: str, scope: str, channel: str = "C1", text: str = QUESTION):
+    message = Message(ConversationKey("slack", channel), user, text, scope=scope)
+    return core.answer(message)
+
+
+def retrieved(core: Core, scope: str, text: str = QUESTION) -> list[str]:
+    s = core.settings
+    return [e.output for e in core.examples.retrieve(text, 3, s.min_similarity, s.dedup_similarity, scope)]
+
+
+# --- item 2: votes never change or delete an example they did not create ---------------------------
+
+
+def test_votes_on_a_reply_that_repeats_a_taught_answer_leave_the_taught_example_alone(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    core.teach("console", "local", QUESTION, ANSWER)
+    taught_id = example_id(QUESTION, ANSWER)
+    reply = ask(core, "U1", workspace_scope("slack", "T1"))
+    assert reply.text == ANSWER  # the model repeated the taught answer word for word
+
+    core.vote(reply.exchange_id, "slack", "U2", 1)
+    assert [(e.id, e.source) for e in core.examples.list()] == [(taught_id, "taught")]  # nothing relabelled
+    core.vote(reply.exchange_id, "slack", "U2", -1)
+    core.vote(reply.exchange_id, "slack", "U3", -1)
+
+    [taught] = core.examples.get([taught_id])
+    assert (taught.source, taught.label, taught.scope) == ("taught", "good", "")
+    assert core.examples.count() == 1
+
+
+def test_votes_cannot_turn_an_imported_bad_example_into_a_good_one(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    core.examples.add(QUESTION, ANSWER, "bad", "import")
+    reply = ask(core, "U1", workspace_scope("slack", "T1"))
+    core.vote(reply.exchange_id, "slack", "U2", 1)
+    core.vote(reply.exchange_id, "slack", "U3", 1)
+    [imported] = core.examples.get([example_id(QUESTION, ANSWER)])
+    assert (imported.label, imported.source) == ("bad", "import")
+    assert core.examples.count() == 1
+    assert retrieved(core, workspace_scope("slack", "T1")) == []
+
+
+def test_a_vote_made_example_leaves_again_when_its_votes_do(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    scope = workspace_scope("slack", "T1")
+    reply = ask(core, "U1", scope)
+    assert core.vote(reply.exchange_id, "slack", "U2", 1).is_example
+    [made] = core.examples.get([example_id(QUESTION, ANSWER, scope)])
+    assert (made.source, made.exchange_id, made.scope) == ("vote", reply.exchange_id, scope)
+    assert not core.vote(reply.exchange_id, "slack", "U2", 0).is_example
+    assert core.examples.count() == 0
+
+
+# --- item 3: one user cannot make the bot say something to everyone ----------------------------------
+
+
+def test_the_askers_own_upvote_does_not_make_an_example(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    scope = workspace_scope("slack", "T1")
+    reply = ask(core, "U1", scope)
+    result = core.vote(reply.exchange_id, "slack", "U1", 1)
+    assert result.score == 1 and not result.is_example
+    assert core.examples.count() == 0
+    assert core.vote(reply.exchange_id, "slack", "U2", 1).is_example  # one other person suffices
+
+
+def test_the_askers_downvote_still_counts_against(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    reply = ask(core, "U1", workspace_scope("slack", "T1"))
+    core.vote(reply.exchange_id, "slack", "U2", 1)
+    assert not core.vote(reply.exchange_id, "slack", "U1", -1).is_example
+    assert core.examples.count() == 0
+
+
+def test_a_vote_in_one_server_changes_nothing_another_server_sees(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    here, there = workspace_scope("discord", "111"), workspace_scope("discord", "222")
+    reply = ask(core, "A", here)
+    core.vote(reply.exchange_id, "discord", "B", 1)
+    assert retrieved(core, here) == [ANSWER]
+    assert retrieved(core, there) == []
+    other = ask(core, "C", there, channel="C9")
+    assert other.example_ids == ()  # the other server's prompt got nothing from this one
+    assert core.store.exchange(other.exchange_id).prompt[0]["content"].count(ANSWER) == 0
+    assert retrieved(core, ALL_SCOPES) == [ANSWER]  # training still sees it
+
+
+def test_a_dm_vote_stays_in_that_dm(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    dm = dm_scope("slack", "D1")
+    reply = ask(core, "U1", dm, channel="D1")
+    core.vote(reply.exchange_id, "slack", "U2", 1)
+    assert retrieved(core, dm) == [ANSWER]
+    assert retrieved(core, workspace_scope("slack", "T1")) == []
+    assert retrieved(core, dm_scope("slack", "D2")) == []
+
+
+def test_corrections_are_scoped_and_taught_answers_are_global(make_core) -> None:
+    core = make_core(FakeBackend("I don't know."), admins=("console:local", "slack:ADMIN"))
+    here = workspace_scope("slack", "T1")
+    reply = ask(core, "U1", here)
+    core.correct("slack", "ADMIN", reply.exchange_id, f"correct: {ANSWER}")
+    assert retrieved(core, here) == [ANSWER]
+    assert retrieved(core, workspace_scope("slack", "T2")) == []
+    core.teach("console", "local", "What is the office wifi?", "guest-net, password on the fridge.")
+    assert retrieved(core, workspace_scope("slack", "T2"), "What is the office wifi?") == [
+        "guest-net, password on the fridge."
+    ]
+
+
+def test_many_other_scopes_cannot_crowd_out_this_scopes_examples(make_core) -> None:
+    core = make_core(FakeBackend(ANSWER))
+    for n in range(20):  # near-identical examples learned in twenty other servers
+        core.examples.add(QUESTION, f"{ANSWER} ({n})", "good", "vote", f"x{n}", workspace_scope("discord", str(n)))
+    core.examples.add(QUESTION + " please", "Ours.", "good", "vote", "mine", workspace_scope("discord", "999"))
+    assert retrieved(core, workspace_scope("discord", "999")) == ["Ours."]
+
+
+# --- item 4: Discord admin roles --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("roles", "server", "admin"),
+    [
+        (("555",), "42", True),  # the role id, in the configured server
+        (("555",), "43", False),  # the same role id in someone else's server
+        (("admins",), "42", False),  # a role name is never enough
+        ((), "42", False),
+    ],
+)
+def test_admin_role_counts_by_id_in_the_configured_server_only(make_core, roles, server, admin) -> None:
+    core = make_core(discord__admin_role="555", discord__guild_id=42)
+    assert core.is_admin("discord", "U9", roles, server) is admin
+    conversation = ConversationKey("discord", "C1")
+    assert core.command("discord", "U9", "lora list", conversation, roles, server).text.startswith("Sorry") is not admin
+    reply = ask(core, "U1", workspace_scope("discord", server))
+    result = core.correct("discord", "U9", reply.exchange_id, "correct: the better answer", roles, server)
+    assert ("waiting for an admin" in result.text) is not admin
+    help_text = core.command("discord", "U9", "help", conversation, roles, server).text
+    assert ("lora rollback" in help_text) is admin
+
+
+# --- item 6: a failure between the feedback store and the example store ----------------------------
+
+
+class FailingEmbedder:
+    """The real fake embedder, failing while `failing` is set (a full disk, a crashed embedder)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.failing = inner, False
+
+    def embed(self, texts):
+        if self.failing:
+            raise OSError("No space left on device")
+        return self.inner.embed(texts)
+
+
+def _restart(core: Core) -> Core:
+    """A new core on the same files, as after a crash and a restart."""
+    return Core(core.settings, core.generation, core.examples, core.store)
+
+
+@pytest.mark.parametrize("kind", ["vote", "admin correction", "accepted correction", "teach"])
+def test_feedback_stored_before_an_example_store_failure_gets_its_example_at_restart(make_core, kind) -> None:
+    core = make_core(FakeBackend(ANSWER), admins=("console:local", "slack:ADMIN"))
+    failing = FailingEmbedder(core.examples.embedder)
+    core.examples.embedder = failing
+    scope = workspace_scope("slack", "T1")
+    reply = ask(core, "U1", scope)
+    pending = core.correct("slack", "U2", reply.exchange_id, "correct: A pending better answer.")
+    failing.failing = True
+    with pytest.raises(OSError):
+        if kind == "vote":
+            core.vote(reply.exchange_id, "slack", "U2", 1)
+        elif kind == "admin correction":
+            core.correct("slack", "ADMIN", reply.exchange_id, "correct: The admin's answer.")
+        elif kind == "accepted correction":
+            correction_id = pending.text.split()[3]
+            core._review(correction_id, True, "console", "local")
+        else:
+            core.teach("console", "local", "What is the office wifi?", "guest-net.")
+    assert core.examples.count() == 0  # the feedback is stored, its example is not
+    assert core.store.pending_example_syncs()
+
+    failing.failing = False
+    restarted = _restart(core)
+    assert restarted.examples.count() == 1
+    assert restarted.store.pending_example_syncs() == []
+    assert _restart(restarted).examples.count() == 1  # repairing twice changes nothing
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DISCORD_ADMIN_ROLE": "bot-admin", "DISCORD_GUILD_ID": "42"}, "must be a role id"),
+        ({"DISCORD_ADMIN_ROLE": "555"}, "needs DISCORD_GUILD_ID"),
+    ],
+)
+def test_admin_role_setting_must_be_an_id_in_a_configured_server(tmp_path, env, message) -> None:
+    from bot.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env=env, data_dir=str(tmp_path))
