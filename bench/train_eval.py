@@ -94,7 +94,7 @@ def main() -> int:
         config = Path(tmp) / "bot.toml"
         write_toml(config, {"model_cache": str(args.model_cache), "log_level": "WARNING", **overrides})
         settings = load_settings(config, env={}, data_dir=str(data_dir))
-        core = build_core(settings, config)
+        core = build_core(settings, own_data_dir=True)  # the bench owns its temporary data dir
 
         if not args.skip_base:
             results["base"] = run_eval(core, args.eval, "1 bare model").accuracy

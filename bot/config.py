@@ -122,6 +122,9 @@ class Settings(_Section):
     example_layout: Literal["system", "turns"] = "system"
     max_new_tokens: int = Field(160, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0, le=5)  # 0 = greedy: reproducible answers
+    # Against greedy loops, on the reply only (the prompt's facts stay free to copy): docs/decoding.md.
+    no_repeat_ngram: int = Field(4, ge=0, le=64)  # 0: off
+    repetition_penalty: float = Field(1.05, ge=1.0, le=2.0)  # 1.0: off
     context_tokens: int = Field(2048, ge=128, validate_default=True)  # checked against max_new_tokens
     history_turns: int = Field(8, ge=0, le=200)
     max_message_chars: int = Field(4000, ge=1)
@@ -203,6 +206,8 @@ ENV_VARS: dict[str, str] = {
     "BOT_EXAMPLE_LAYOUT": "example_layout",
     "BOT_MAX_NEW_TOKENS": "max_new_tokens",
     "BOT_TEMPERATURE": "temperature",
+    "BOT_NO_REPEAT_NGRAM": "no_repeat_ngram",
+    "BOT_REPETITION_PENALTY": "repetition_penalty",
     "BOT_CONTEXT_TOKENS": "context_tokens",
     "BOT_HISTORY_TURNS": "history_turns",
     "BOT_MAX_MESSAGE_CHARS": "max_message_chars",

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from bot.config import Settings
 from bot.cpu_packing import PackingGuard
+from bot.decoding import STOP_STRINGS, clean_reply, reply_repetition_rules
 from bot.model_files import ModelFiles
 from bot.queueing import FairQueue
 from bot.types import Queued, Token
@@ -167,7 +168,7 @@ class GenerationService:
             count = self.backend.generate(job.input_ids, job.max_new_tokens, lambda t: (pieces.append(t), on_text(t)))
             job.events.put(
                 Generated(
-                    text="".join(pieces).strip(),
+                    text=clean_reply("".join(pieces)),
                     lora_version=version,
                     prompt_tokens=len(job.input_ids),
                     completion_tokens=count,
@@ -269,6 +270,15 @@ class HFBackend:
             options["temperature"] = self.settings.temperature
         else:
             options.update(temperature=None, top_p=None, top_k=None)
+        if self.settings.no_repeat_ngram or self.settings.repetition_penalty != 1.0:
+            from transformers import LogitsProcessorList
+
+            rules = reply_repetition_rules(
+                len(input_ids), self.settings.no_repeat_ngram, self.settings.repetition_penalty
+            )
+            options["logits_processor"] = LogitsProcessorList([rules])
+        # The examples' "Q:/A:" layout can leak: a reply that starts a new "Q:" has ended.
+        options.update(stop_strings=list(STOP_STRINGS), tokenizer=self.tokenizer)
         with torch.inference_mode(), self._lora_context():
             output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
         return int(output.shape[1] - ids.shape[1])
