@@ -31,7 +31,7 @@ from bot.evaluation import evaluate_file  # noqa: E402
 from bot.retrieval import parse_examples_file  # noqa: E402
 from bot.types import ALL_SCOPES, ConversationKey, Message, Reply  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+DATA = REPO / "bench" / "data"
 # Open questions where the 135M model, greedy, tends to loop until the token limit.
 OPEN_PROMPTS = [
     "Hi! What can you help me with?",
@@ -74,8 +74,8 @@ def measure(core: Core, eval_file: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["0,1.0", "6,1.0", "4,1.0", "3,1.0", "4,1.05", "6,1.1"])
-    parser.add_argument("--examples", type=Path, default=SHARED / "acme_examples.jsonl")
-    parser.add_argument("--eval", type=Path, default=SHARED / "acme_eval.jsonl")
+    parser.add_argument("--examples", type=Path, default=DATA / "acme_examples.jsonl")
+    parser.add_argument("--eval", type=Path, default=DATA / "acme_eval.jsonl")
     parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
     args = parser.parse_args()
 

@@ -4,7 +4,7 @@
 
 It drives the same code as the CLI (`bot eval`, `bot examples import`, `bot train`): the real core,
 the training pipeline in its own process with its eval gate, the live LoRA swap. Prints each
-accuracy as it comes and one JSON line at the end. Defaults: ../shared/data/acme_*.jsonl.
+accuracy as it comes and one JSON line at the end. Defaults: bench/data/acme_*.jsonl.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from bot.evaluation import EvalReport, evaluate_file  # noqa: E402
 from bot.retrieval import parse_examples_file  # noqa: E402
 from bot.types import ALL_SCOPES, ConversationKey, Message  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data"
+DATA = REPO / "bench" / "data"
 
 
 def parse_value(text: str) -> Any:
@@ -76,8 +76,8 @@ def run_eval(core: Core, path: Path, label: str) -> EvalReport:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=Path, default=SHARED / "acme_examples.jsonl")
-    parser.add_argument("--eval", type=Path, default=SHARED / "acme_eval.jsonl")
+    parser.add_argument("--examples", type=Path, default=DATA / "acme_examples.jsonl")
+    parser.add_argument("--eval", type=Path, default=DATA / "acme_eval.jsonl")
     parser.add_argument("--skip-base", action="store_true", help="skip the bare-model eval (step 1)")
     parser.add_argument("--skip-examples", action="store_true", help="skip the examples-only eval (step 2)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting, e.g. "

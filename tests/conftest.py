@@ -17,7 +17,7 @@ from bot.retrieval import ExampleStore
 from tests.fakes import FakeBackend, FakeEmbedder
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+SAMPLE_DATA = REPO / "bench" / "data"  # the sample fact sets ship in the repository
 # One converted copy of the default model for every test run on this checkout.
 MODEL_CACHE = Path(os.environ.get("BOT_TEST_MODEL_CACHE", REPO / ".cache" / "models"))
 

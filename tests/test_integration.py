@@ -12,7 +12,7 @@ import pytest
 
 from adapters.console import run_console
 from bot.types import ConversationKey, Message
-from tests.conftest import MODEL_CACHE, REPO, SHARED_DATA
+from tests.conftest import MODEL_CACHE, REPO, SAMPLE_DATA
 
 pytestmark = pytest.mark.slow
 CONV = ConversationKey("console", "local")
@@ -26,7 +26,7 @@ def cli(data_dir: Path, *args: str, env: dict[str, str] | None = None) -> subpro
 
 
 def test_cli_import_then_ask_json_uses_the_retrieved_example(tmp_path: Path) -> None:
-    imported = cli(tmp_path, "examples", "import", str(SHARED_DATA / "acme_examples.jsonl"))
+    imported = cli(tmp_path, "examples", "import", str(SAMPLE_DATA / "acme_examples.jsonl"))
     assert imported.returncode == 0, imported.stderr
     assert "Imported 22 examples" in imported.stderr
     asked = cli(tmp_path, "ask", "How do I reset my Acme Cloud password?", "--json")
