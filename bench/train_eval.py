@@ -1,10 +1,11 @@
-"""End to end on a fresh data directory: eval the bare model, import examples, eval, train, eval.
+"""End to end on a fresh data directory per fact set: eval the bare model, import examples, eval,
+retrain, eval; then a table for every set.
 
-    .venv/bin/python bench/train_eval.py [--skip-base] [--set training.learning_rate=1e-4 ...]
+    .venv/bin/python bench/train_eval.py [--sets acme northline] [--skip-base] [--set training.epochs=2 ...]
 
 It drives the same code as the CLI (`bot eval`, `bot examples import`, `bot train`): the real core,
 the training pipeline in its own process with its eval gate, the live LoRA swap. Prints each
-accuracy as it comes and one JSON line at the end. Defaults: bench/data/acme_*.jsonl.
+accuracy as it comes, the table and one JSON line at the end. Sets: bench/data/<name>_{examples,eval}.jsonl.
 """
 
 from __future__ import annotations
@@ -74,21 +75,9 @@ def run_eval(core: Core, path: Path, label: str) -> EvalReport:
     return report
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--examples", type=Path, default=DATA / "acme_examples.jsonl")
-    parser.add_argument("--eval", type=Path, default=DATA / "acme_eval.jsonl")
-    parser.add_argument("--skip-base", action="store_true", help="skip the bare-model eval (step 1)")
-    parser.add_argument("--skip-examples", action="store_true", help="skip the examples-only eval (step 2)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting, e.g. "
-                        "training.epochs=6 or example_layout=turns (repeatable)")  # fmt: skip
-    parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
-    parser.add_argument("--show-misses", action="store_true")
-    parser.add_argument("--keep-plot", type=Path, help="copy the run's loss.png here (the data dir is temporary)")
-    args = parser.parse_args()
-
-    overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
-    results: dict[str, Any] = {"settings": overrides}
+def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """One fact set from a clean data directory: bare, examples only, retrain (with its gate), after."""
+    results: dict[str, Any] = {"set": eval_file.name, "settings": overrides}
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         data_dir = Path(tmp) / "data"
         config = Path(tmp) / "bot.toml"
@@ -97,17 +86,16 @@ def main() -> int:
         core = build_core(settings, own_data_dir=True)  # the bench owns its temporary data dir
 
         if not args.skip_base:
-            results["base"] = run_eval(core, args.eval, "1 bare model").accuracy
-        added = core.examples.upsert(parse_examples_file(args.examples), source="import")
-        print(f"imported {len(added)} examples from {args.examples.name}")
+            results["base"] = run_eval(core, eval_file, "1 bare model").accuracy
+        added = core.examples.upsert(parse_examples_file(examples), source="import")
+        print(f"imported {len(added)} examples from {examples.name}")
         if not args.skip_examples:
-            results["examples_only"] = run_eval(core, args.eval, "2 examples only").accuracy
+            results["examples_only"] = run_eval(core, eval_file, "2 examples only").accuracy
 
         assert core.trainer is not None
         started = core.trainer.start(triggered_by="bench")
         if not started.ok:
-            print(started.message)
-            return 1
+            raise SystemExit(started.message)
 
         def show(status: dict[str, Any]) -> None:
             step = f"{status.get('step', 0)}/{status.get('total_steps', '?')}"
@@ -120,7 +108,7 @@ def main() -> int:
         print(f"\n{core.trainer.result_text(code)}")
         if code != 0:
             print((data_dir / "training" / "train.log").read_text()[-3000:])
-            return 1
+            raise SystemExit(1)
         manifest = status["manifest"]
         results.update(
             train_s=manifest["timings"]["train_s"],
@@ -143,14 +131,57 @@ def main() -> int:
             core.command("console", "local", f"lora use {status['version']}", ConversationKey("bench", "admin"))
         core.generation.request_sync().result(timeout=300)
         results["swap_s"] = core.generation.backend.last_swap_s
-        report = run_eval(core, args.eval, "3 after training")
+        report = run_eval(core, eval_file, "3 after training")
         results["after_training"] = report.accuracy
         if args.show_misses:
             for miss in report.misses:
                 print(f"  miss {miss['question']!r} -> {miss['reply'][:120]!r}")
         core.generation.close()
-    print(json.dumps(results))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="+", default=["acme", "northline"], help="fact sets in bench/data")
+    parser.add_argument("--examples", type=Path, help="an examples file instead of --sets (with --eval)")
+    parser.add_argument("--eval", type=Path, help="an eval file instead of --sets (with --examples)")
+    parser.add_argument("--skip-base", action="store_true", help="skip the bare-model eval (step 1)")
+    parser.add_argument("--skip-examples", action="store_true", help="skip the examples-only eval (step 2)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting, e.g. "
+                        "training.epochs=6 or example_layout=turns (repeatable)")  # fmt: skip
+    parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
+    parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--keep-plot", type=Path, help="copy the run's loss.png here (the data dir is temporary)")
+    args = parser.parse_args()
+
+    overrides = {k: parse_value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    if args.examples and args.eval:
+        pairs = [(args.examples, args.eval)]
+    else:
+        pairs = [(DATA / f"{name}_examples.jsonl", DATA / f"{name}_eval.jsonl") for name in args.sets]
+    all_results = []
+    for examples, eval_file in pairs:
+        print(f"== {eval_file.name}", flush=True)
+        all_results.append(run_set(examples, eval_file, overrides, args))
+    columns = ["set", "bare", "examples only", "after retrain", "promoted", "held-out recall", "regression"]
+    columns += ["train s", "all s"]
+    print("\n| " + " | ".join(columns) + " |")
+    print("|" + " --- |" * len(columns))
+    for r in all_results:
+        gate = r["gate"]
+        print(
+            f"| {r['set']} | {_pct(r.get('base'))} | {_pct(r.get('examples_only'))} | {_pct(r['after_training'])} | "
+            f"{'yes' if r['promoted'] else 'no'} | {gate['baseline']['heldout_recall']} -> "
+            f"{gate['candidate']['heldout_recall']} | {gate['baseline']['regression_hits']} -> "
+            f"{gate['candidate']['regression_hits']}/{gate['candidate']['regression_total']} | "
+            f"{r['train_s']:.0f} | {r['pipeline_s']:.0f} |"
+        )
+    print(json.dumps(all_results))
     return 0
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
 
 
 if __name__ == "__main__":

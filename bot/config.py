@@ -101,6 +101,7 @@ class TrainingSettings(_Section):
     max_seq_len: int = Field(768, ge=64)
     holdout_fraction: float = Field(0.15, ge=0, lt=1)
     replay_size: int = Field(16, ge=0)  # general questions mixed in against forgetting (bot/data/general.jsonl)
+    paraphrases: int = Field(0, ge=0, le=6)  # extra rows per example, other phrasings (bot/paraphrase.py)
     use_kto: bool = False
     seed: int = 7
     # Eval gate: promote only when the candidate is no worse than the active LoRA by these margins.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
+from bot.paraphrase import question_variants
 from bot.prompt import build_prompt, layout_messages, tokenize_messages
 from bot.types import ALL_SCOPES, Example, UserError
 
@@ -123,22 +124,34 @@ def split_holdout(pairs: Sequence[Pair], fraction: float, seed: int) -> tuple[li
     return shuffled[count:], shuffled[:count]
 
 
-def context_for(pair: Pair, retrieve: Retrieve, k: int) -> list[Example]:
-    """The examples serving would put in the prompt for this question, with the pair itself among them.
+def context_for(pair: Pair, retrieve: Retrieve, k: int, example: Pair | None = None) -> list[Example]:
+    """The examples serving would put in the prompt for this question, with its example among them.
 
-    The pair's own example normally comes back first (same question); if retrieval missed it, it is
-    put first so that the answer is always supported by the context, as it is at serving time.
+    `example` is the stored example the row answers from (the pair itself unless the pair is another
+    phrasing of it). It normally comes back first; if retrieval missed it, it is put first so that
+    the answer is always supported by the context, as it is at serving time.
     """
     if k <= 0:
         return []
+    source = example or pair
     retrieved = retrieve(pair.question)
-    own = [e for e in retrieved if _norm(e.input) == _norm(pair.question) and _norm(e.output) == _norm(pair.answer)]
+    own = [e for e in retrieved if _norm(e.input) == _norm(source.question) and _norm(e.output) == _norm(source.answer)]
     # Another answer to the same question (an older, replaced one) would contradict the target.
-    others = [e for e in retrieved if _norm(e.input) != _norm(pair.question)]
+    others = [e for e in retrieved if _norm(e.input) != _norm(source.question)]
     if pair.source == "replay" and not own:
         return others[:k]  # general questions are served with whatever retrieval finds, if anything
-    mine = own[0] if own else Example(id=pair.ref, input=pair.question, output=pair.answer)
+    mine = own[0] if own else Example(id=source.ref, input=source.question, output=source.answer)
     return [mine, *others][:k]
+
+
+def paraphrase_rows(pairs: Sequence[Pair], retrieve: Retrieve, settings: Settings) -> list[Row]:
+    """`training.paraphrases` other phrasings of each example's question, answered with its answer."""
+    rows = []
+    for pair in pairs:
+        for variant in question_variants(pair.question, settings.training.paraphrases, settings.training.seed):
+            asked = Pair(variant, pair.answer, "paraphrase", pair.ref)
+            rows.append(render(asked, context_for(asked, retrieve, settings.retrieval_k, pair), settings))
+    return rows
 
 
 def render(pair: Pair, context: Sequence[Example], settings: Settings, desirable: bool = True) -> Row:
@@ -198,6 +211,7 @@ def build_training_data(
     general = load_general(general_path) if t.replay_size else []
     replay = random.Random(t.seed).sample(general, min(t.replay_size, len(general)))
     rows = [render(p, context_for(p, retrieve, settings.retrieval_k), settings) for p in train_pairs + replay]
+    rows += paraphrase_rows(train_pairs, retrieve, settings)
     undesirable: list[Row] = []
     if t.use_kto:
         for pair, served in bad_pairs(examples, store):
@@ -216,6 +230,7 @@ def build_training_data(
         "train": len(train_pairs),
         "heldout": len(heldout),
         "replay": len(replay),
+        "paraphrases": len(rows) - len(train_pairs) - len(replay),
         "undesirable": len(undesirable),
         "rows": len(rows),
     }
