@@ -32,6 +32,7 @@ from typing import Any
 from bot.config import Settings, load_settings
 from bot.dataset import REGRESSION_FILE, Pair, TrainingData, build_training_data, tokenize_row
 from bot.evaluation import EvalReport, evaluate, load_eval_file
+from bot.gate_cache import cached_regression, regression_key, remember_base_regression
 
 log = logging.getLogger(__name__)
 LOSS_PLOT = "loss.png"
@@ -107,9 +108,14 @@ AnswerFn = Callable[[str], str]
 
 
 def gate_scores(
-    answer: AnswerFn, heldout: list[Pair], regression_path: Path, progress: Callable[[int, int], None] | None = None
+    answer: AnswerFn,
+    heldout: list[Pair],
+    regression_path: Path,
+    progress: Callable[[int, int], None] | None = None,
+    regression: EvalReport | None = None,
 ) -> GateScores:
-    regression_items = load_eval_file(regression_path)
+    """Held-out recall and the regression report; `regression`, when given, is a cached report."""
+    regression_items = [] if regression is not None else load_eval_file(regression_path)
     total = len(heldout) + len(regression_items)
     replies: list[dict[str, Any]] = []
     for done, pair in enumerate(heldout, start=1):
@@ -118,7 +124,9 @@ def gate_scores(
                         "recall": round(key_token_recall(reply, pair.answer), 4)})  # fmt: skip
         if progress:
             progress(done, total)
-    report = evaluate(answer, regression_items, (lambda d, _t: progress(len(heldout) + d, total)) if progress else None)
+    report = regression or evaluate(
+        answer, regression_items, (lambda d, _t: progress(len(heldout) + d, total)) if progress else None
+    )
     mean = sum(r["recall"] for r in replies) / len(replies) if replies else None
     return GateScores(mean, report.accuracy, replies, report)
 
@@ -394,7 +402,12 @@ def train_candidate(
     status.update(loss_plot=str(staging_dir / LOSS_PLOT))
 
     clock = time.monotonic()
-    status.update(phase="evaluating", done=0, total=2 * (len(data.heldout) + len(load_eval_file(regression_path))))
+    registry_root = settings.data_dir / "loras"
+    key = regression_key(settings, files.fingerprint, regression_path)
+    cached = cached_regression(registry_root, active, key)
+    questions = len(load_eval_file(regression_path))
+    baseline_total = len(data.heldout) + (0 if cached else questions)
+    status.update(phase="evaluating", done=0, total=baseline_total + len(data.heldout) + questions)
     offset = [0]
 
     def progress(done: int, total: int) -> None:
@@ -402,8 +415,10 @@ def train_candidate(
 
     with serving_answerer(settings, files, examples) as (answer, use):
         use(active)
-        baseline = gate_scores(answer, data.heldout, regression_path, progress)
-        offset[0] = status.data["total"] // 2
+        baseline = gate_scores(answer, data.heldout, regression_path, progress, regression=cached)
+        if active is None and cached is None:
+            remember_base_regression(registry_root, key, baseline.regression_report)
+        offset[0] = baseline_total
         use(("candidate", staging_dir))
         candidate = gate_scores(answer, data.heldout, regression_path, progress)
     timings["gate_s"] = time.monotonic() - clock
@@ -422,6 +437,8 @@ def train_candidate(
         "losses": losses,
         "final_loss": losses[-1]["loss"] if losses else None,
         "eval": {"candidate": candidate.to_json(), "baseline": baseline.to_json()},
+        "regression_key": key,  # its regression report serves the next run's gate (bot/gate_cache.py)
+        "baseline_regression_cached": cached is not None,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "promote": promote,
         "reason": reason,

@@ -34,9 +34,8 @@ def test_paraphrase_rows_answer_from_the_original_example(make_core: MakeCore) -
     no_holdout(core, replay_size=0, paraphrases=2)
     data = build_training_data(core.settings, core.examples, core.store)
     assert data.counts["paraphrases"] == 2 * len(FACTS) and len(data.train) == 3 * len(FACTS)
-    by_question = {q: a for q, a in FACTS}
     for row in (r for r in data.train if r.source == "paraphrase"):
         asked = row.messages[-1]["content"]
         [(question, answer)] = [(q, a) for q, a in FACTS if row.completion == a]
         assert asked != question and row.context is not None
-        assert (row.context[0].input, row.context[0].output) == (question, by_question[question])
+        assert (row.context[0].input, row.context[0].output) == (question, answer)

@@ -1,0 +1,54 @@
+"""The gate reuses the serving model's regression report only while nothing that shapes it changed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bot.dataset import REGRESSION_FILE, Pair
+from bot.evaluation import EvalReport
+from bot.gate_cache import cached_regression, regression_key, remember_base_regression
+from bot.training import gate_scores
+from tests.conftest import test_settings as settings_for
+
+
+def test_the_key_follows_answer_settings_base_weights_and_the_regression_file(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    key = regression_key(settings, "weights-a", REGRESSION_FILE)
+    assert regression_key(settings, "weights-a", REGRESSION_FILE) == key
+    assert regression_key(settings, "weights-b", REGRESSION_FILE) != key
+    assert regression_key(settings.model_copy(update={"min_similarity": 0.3}), "weights-a", REGRESSION_FILE) != key
+    other = tmp_path / "regression.jsonl"
+    other.write_text(REGRESSION_FILE.read_text() + '{"question": "One more?", "expect_any": ["yes"]}\n')
+    assert regression_key(settings, "weights-a", other) != key
+    # Training settings do not shape the serving model's answers.
+    trained = settings.model_copy(update={"training": settings.training.model_copy(update={"epochs": 9})})
+    assert regression_key(trained, "weights-a", REGRESSION_FILE) == key
+
+
+def test_reports_come_from_the_base_file_or_the_serving_versions_manifest(tmp_path: Path) -> None:
+    report = EvalReport(50, 56, [{"question": "q", "reply": "r"}])
+    assert cached_regression(tmp_path, None, "k1") is None
+    remember_base_regression(tmp_path, "k1", report)
+    assert cached_regression(tmp_path, None, "k1") == report
+    assert cached_regression(tmp_path, None, "k2") is None
+
+    version = tmp_path / "v0001"
+    version.mkdir()
+    manifest = {"regression_key": "k1", "eval": {"candidate": {"regression_hits": 55, "regression_total": 56}}}
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    assert cached_regression(tmp_path, ("v0001", version), "k1") == EvalReport(55, 56, [])
+    assert cached_regression(tmp_path, ("v0001", version), "k2") is None
+
+
+def test_a_cached_report_asks_only_the_held_out_questions() -> None:
+    asked: list[str] = []
+
+    def answer(question: str) -> str:
+        asked.append(question)
+        return "The link expires after 30 minutes."
+
+    heldout = [Pair("How long is the link valid?", "It expires after 30 minutes.", "import", "e1")]
+    scores = gate_scores(answer, heldout, REGRESSION_FILE, regression=EvalReport(40, 56, []))
+    assert asked == ["How long is the link valid?"]
+    assert scores.regression_report.hits == 40 and scores.heldout == 1.0
