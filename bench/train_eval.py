@@ -136,6 +136,8 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
         if args.show_misses:
             for miss in report.misses:
                 print(f"  miss {miss['question']!r} -> {miss['reply'][:120]!r}")
+            for miss in manifest["eval"]["candidate"]["regression_misses"]:
+                print(f"  regression miss {miss['question']!r} -> {miss['reply'][:120]!r}")
         core.generation.close()
     return results
 

@@ -120,7 +120,7 @@ class Settings(_Section):
     retrieval_k: int = Field(3, ge=0, le=50)
     min_similarity: float = Field(0.35, ge=-1, le=1)
     dedup_similarity: float = Field(0.95, ge=0, le=1)
-    example_layout: Literal["system", "turns"] = "system"
+    example_layout: Literal["system", "turns"] = "turns"  # turns measured better: docs/training.md
     max_new_tokens: int = Field(160, ge=1, le=8192)
     temperature: float = Field(0.0, ge=0, le=5)  # 0 = greedy: reproducible answers
     # Against greedy loops, on the reply only (the prompt's facts stay free to copy): docs/decoding.md.

@@ -25,7 +25,7 @@ def test_answer_stores_exchange_with_provenance(make_core) -> None:
     stored = core.store.exchange(reply.exchange_id)
     assert stored is not None and stored.reply == reply.text
     assert len(reply.example_ids) == 1 and stored.example_ids == reply.example_ids
-    assert "Use the reset link." in stored.prompt[0]["content"]
+    assert any("Use the reset link." in m["content"] for m in stored.prompt)
     assert stored.lora_version is None
 
 
@@ -108,7 +108,7 @@ def test_teach_is_admin_only_and_retrieved_next_time(make_core) -> None:
     ok = core.command("console", "local", "teach What is the office wifi password? => It is pelican42", CONV)
     assert ok.ok
     reply = ask(core, "what's the wifi password in the office?")
-    assert "pelican42" in core.store.exchange(reply.exchange_id).prompt[0]["content"]
+    assert any("pelican42" in m["content"] for m in core.store.exchange(reply.exchange_id).prompt)
 
 
 def test_unknown_command_is_a_clear_error(make_core) -> None:

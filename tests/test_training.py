@@ -96,7 +96,7 @@ def test_shipped_sets_are_well_formed_and_disjoint() -> None:
 
 
 def test_rows_are_rendered_exactly_as_serving_with_loss_on_the_answer_only(make_core: MakeCore) -> None:
-    core = make_core()
+    core = make_core(example_layout="system")  # the turns layout has its own test below
     teach_all(core)
     no_holdout(core, replay_size=0)
     question, answer = FACTS[0]
