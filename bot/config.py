@@ -91,7 +91,7 @@ class DiscordSettings(_Section):
 
 class TrainingSettings(_Section):
     # Defaults measured on SmolLM2-135M (4-bit, CPU) with bench/train_eval.py; figures in docs/training.md.
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(2.0, gt=0)
     learning_rate: float = Field(2e-4, gt=0, lt=1)
     lora_r: int = Field(16, ge=1, le=256)
     lora_alpha: int = Field(32, ge=1)
@@ -101,7 +101,7 @@ class TrainingSettings(_Section):
     max_seq_len: int = Field(768, ge=64)
     holdout_fraction: float = Field(0.15, ge=0, lt=1)
     replay_size: int = Field(16, ge=0)  # general questions mixed in against forgetting (bot/data/general.jsonl)
-    paraphrases: int = Field(0, ge=0, le=6)  # extra rows per example, other phrasings (bot/paraphrase.py)
+    paraphrases: int = Field(2, ge=0, le=6)  # extra rows per example, other phrasings (bot/paraphrase.py)
     use_kto: bool = False
     seed: int = 7
     # Eval gate: promote only when the candidate is no worse than the active LoRA by these margins.

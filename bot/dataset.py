@@ -278,8 +278,11 @@ def export_feedback(core: Core, path: Path) -> dict[str, int]:
     it named by `kto_path` gets KTO rows (prompt/completion/label: good rows true, downvoted false).
     Both are written to temporary files and renamed into place, so a failure leaves nothing half-written.
     """
-    # Everything the stores hold: no held-out split, no replay, downvotes included.
-    everything = core.settings.training.model_copy(update={"holdout_fraction": 0, "replay_size": 0, "use_kto": True})
+    # Everything the stores hold and nothing made up: no held-out split, no replay, no synthetic
+    # phrasings, downvotes included.
+    everything = core.settings.training.model_copy(
+        update={"holdout_fraction": 0, "replay_size": 0, "paraphrases": 0, "use_kto": True}
+    )
     data = build_training_data(core.settings.model_copy(update={"training": everything}), core.examples, core.store)
     kto = [r.as_trl(with_label=True) for r in data.train + data.undesirable]
     _write_jsonl_atomically({path: [r.as_trl(with_label=False) for r in data.train], kto_path(path): kto})

@@ -43,7 +43,11 @@ def teach_all(core, facts=FACTS) -> None:
 
 def no_holdout(core, **training) -> None:
     core.settings = core.settings.model_copy(
-        update={"training": core.settings.training.model_copy(update={"holdout_fraction": 0.0, **training})}
+        update={
+            "training": core.settings.training.model_copy(
+                update={"holdout_fraction": 0.0, "paraphrases": 0, **training}
+            )
+        }
     )
 
 
