@@ -23,8 +23,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bot.app import build_core  # noqa: E402
-from bot.config import load_settings  # noqa: E402
+from bench.common import bench_core, use_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.dataset import REGRESSION_FILE  # noqa: E402
 from bot.evaluation import evaluate_file  # noqa: E402
@@ -81,14 +80,12 @@ def main() -> int:
 
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-decoding-") as tmp:
-        base = load_settings(env={}, data_dir=str(Path(tmp) / "data"), model_cache=str(args.model_cache))
-        core = build_core(base.model_copy(update={"log_level": "WARNING"}), own_data_dir=True)
+        base, core = bench_core(Path(tmp), args.model_cache)
         core.examples.upsert(parse_examples_file(args.examples), source="import")
         for config in args.configs:
             ngram, penalty = config.split(",")
             settings = base.model_copy(update={"no_repeat_ngram": int(ngram), "repetition_penalty": float(penalty)})
-            core.settings = settings
-            core.generation.backend.settings = settings
+            use_settings(core, settings)
             row = {"no_repeat_ngram": int(ngram), "repetition_penalty": float(penalty), **measure(core, args.eval)}
             results.append(row)
             print(

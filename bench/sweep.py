@@ -24,8 +24,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bot.app import build_core  # noqa: E402
-from bot.config import load_settings  # noqa: E402
+from bench.common import bench_core, use_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.dataset import REGRESSION_FILE  # noqa: E402
 from bot.evaluation import evaluate_file  # noqa: E402
@@ -76,8 +75,7 @@ def main() -> int:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
-        base = load_settings(env={}, data_dir=str(Path(tmp) / "data"), model_cache=str(args.model_cache))
-        core = build_core(base.model_copy(update={"log_level": "WARNING"}), own_data_dir=True)
+        base, core = bench_core(Path(tmp), args.model_cache)
         stores = {}
         for name in fact_sets(args.sets):
             store = ExampleStore(core.examples.embedder, Path(tmp) / f"chroma-{name}")
@@ -85,8 +83,7 @@ def main() -> int:
             stores[name] = store
         for combo in parse_grid(args.grid):
             settings = base.model_copy(update=combo)
-            core.settings = settings
-            core.generation.backend.settings = settings
+            use_settings(core, settings)
             row: dict[str, Any] = {"settings": combo}
             started = time.monotonic()
             for name, store in stores.items():
