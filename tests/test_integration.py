@@ -66,7 +66,7 @@ def test_retrieved_examples_are_in_the_prompt_and_recorded(real_core) -> None:
     real_core.examples.add("What is the office wifi password?", "The wifi password is pelican42.", "good", "taught")
     reply = real_core.answer(Message(CONV, "local", "What's the wifi password at the office?"))
     stored = real_core.store.exchange(reply.exchange_id)
-    assert "pelican42" in stored.prompt[0]["content"]
+    assert any("pelican42" in m["content"] for m in stored.prompt)
     assert stored.example_ids == reply.example_ids and len(reply.example_ids) == 1
     assert reply.text and reply.completion_tokens > 0 and reply.first_token_s is not None
 

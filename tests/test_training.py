@@ -274,7 +274,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(
         f'model_cache = "{MODEL_CACHE}"\nmax_new_tokens = 12\n'
-        "[training]\nepochs = 1\nreplay_size = 2\nbatch_size = 2\nholdout_fraction = 0.34\n"
+        "[training]\nepochs = 1\nreplay_size = 2\nbatch_size = 2\nholdout_fraction = 0.34\nparaphrases = 1\n"
     )
     settings = load_settings(config, env={}, data_dir=str(data_dir))
     examples = build_examples(settings)
@@ -293,10 +293,12 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     status = json.loads(status_file.read_text())
-    assert status["phase"] == "done" and status["total_steps"] == 2 and status["step"] == 2
+    # 2 examples, 1 other phrasing each, 2 replay rows: 6 rows, batch 2, 1 epoch.
+    assert status["phase"] == "done" and status["total_steps"] == 3 and status["step"] == 3
     manifest = status["manifest"]
-    assert [p["step"] for p in manifest["losses"]] == [1, 2]
-    assert manifest["dataset"]["counts"]["heldout"] == 1 and manifest["dataset"]["counts"]["train"] == 2
+    assert [p["step"] for p in manifest["losses"]] == [1, 2, 3]
+    counts = manifest["dataset"]["counts"]
+    assert counts["heldout"] == 1 and counts["train"] == 2 and counts["paraphrases"] == 2
     assert set(manifest["eval"]) == {"candidate", "baseline"}
     assert manifest["eval"]["baseline"]["regression_total"] == len(load_eval_file(REGRESSION_FILE))
     assert status["summary"].startswith(f"LoRA {status['version']}")
