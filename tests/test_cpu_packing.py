@@ -125,3 +125,30 @@ def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
         assert answer(QUESTION) == base
         use(("candidate", Path(random_loras[0])))
         assert answer(QUESTION) == candidate != base
+
+
+@pytest.mark.parametrize("path", ["plain", "repacked"])
+def test_each_cpu_path_swaps_exactly(path: str, real_files, random_loras, tmp_path: Path) -> None:
+    """The same round trip on bitsandbytes' plain 4-bit path, which CPUs without AVX512-BF16 (and any
+    CPU with the repacking turned off) take, and on the repacked one where this CPU has it."""
+    from bitsandbytes.nn import Linear4bit
+
+    from bot.generation import HFBackend
+
+    if path == "repacked" and not _has_avx512_bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes has no repacked kernel here")
+    wanted: list[tuple[str, Path] | None] = [None]
+    backend = HFBackend(settings_for(tmp_path), real_files, lambda: wanted[0])
+    for layer in backend.model.modules():
+        if isinstance(layer, Linear4bit):
+            layer.support_avx512bf16_for_cpu = path == "repacked"
+
+    base = _greedy(backend)
+    assert (packed_layers(backend.model) > 0) == (path == "repacked")
+    wanted[0] = ("v1", Path(random_loras[0]))
+    backend.sync_lora()
+    with_lora = _greedy(backend)
+    wanted[0] = None
+    backend.sync_lora()
+    assert _greedy(backend) == base != with_lora
+    assert (packed_layers(backend.model) > 0) == (path == "repacked")
