@@ -49,6 +49,9 @@ def build_core(settings: Settings, own_data_dir: bool = False) -> Core:
     trainer = TrainingRunner(settings, registry, on_finished=generation.request_sync)
     owner = DataDirOwner.acquire(settings.data_dir) if own_data_dir else None  # before the store opens
     examples = build_examples(settings)
+    core = Core(settings, generation, examples, build_feedback(settings), registry, trainer)
     if owner is not None:
+        # Only the store's one writer repairs it: examples owed by feedback a crash interrupted.
+        core.repair_examples()
         owner.serve(examples)
-    return Core(settings, generation, examples, build_feedback(settings), registry, trainer)
+    return core

@@ -58,7 +58,6 @@ class Core:
         self.trainer = trainer
         self._example_lock = threading.Lock()  # vote -> example upserts stay consistent
         self._in_flight = PerOwnerLimit(settings.max_waiting_per_user)
-        self.repair_examples()
 
     # answering ---------------------------------------------------------------------------------
 

@@ -173,8 +173,10 @@ class FailingEmbedder:
 
 
 def _restart(core: Core) -> Core:
-    """A new core on the same files, as after a crash and a restart."""
-    return Core(core.settings, core.generation, core.examples, core.store)
+    """A new core on the same files, as after a crash and a restart of the bot (build_core repairs)."""
+    restarted = Core(core.settings, core.generation, core.examples, core.store)
+    restarted.repair_examples()
+    return restarted
 
 
 @pytest.mark.parametrize("kind", ["vote", "admin correction", "accepted correction", "teach"])
