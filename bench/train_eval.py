@@ -106,12 +106,15 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
         code = core.trainer.wait(poll_s=2.0, on_progress=show)
         status = core.trainer.read_status()
         print(f"\n{core.trainer.result_text(code)}")
+        if code == 0:
+            print(f"  timings: {status['manifest']['timings']}; dataset: {status['manifest']['dataset']['counts']}")
         if code != 0:
             print((data_dir / "training" / "train.log").read_text()[-3000:])
             raise SystemExit(1)
         manifest = status["manifest"]
         results.update(
             train_s=manifest["timings"]["train_s"],
+            timings=manifest["timings"],
             pipeline_s=round(status["updated_at"] - status["started_at"], 1),
             steps=len(manifest["losses"]),
             first_loss=manifest["losses"][0]["loss"],

@@ -101,6 +101,8 @@ class TrainingSettings(_Section):
     max_seq_len: int = Field(768, ge=64)
     holdout_fraction: float = Field(0.15, ge=0, lt=1)
     replay_size: int = Field(16, ge=0)  # general questions mixed in against forgetting (bot/data/general.jsonl)
+    # Replay targets: "self" = the base model's own answers where they state the facts (bot/self_replay.py).
+    replay_answers: Literal["self", "written"] = "self"
     paraphrases: int = Field(2, ge=0, le=6)  # extra rows per example, other phrasings (bot/paraphrase.py)
     use_kto: bool = False
     seed: int = 7
@@ -126,6 +128,11 @@ class Settings(_Section):
     # Against greedy loops, on the reply only (the prompt's facts stay free to copy): docs/decoding.md.
     no_repeat_ngram: int = Field(4, ge=0, le=64)  # 0: off
     repetition_penalty: float = Field(1.05, ge=1.0, le=2.0)  # 1.0: off
+    # Added to the logits of the best retrieved answer's tokens (0: off): docs/decoding.md.
+    answer_bias: float = Field(2.0, ge=0, le=20)
+    # Which replies the serving LoRA writes: "examples" = those whose prompt holds a retrieved example
+    # (the base model writes the others), "all" = every reply. docs/training.md measures both.
+    lora_for: Literal["examples", "all"] = "examples"
     context_tokens: int = Field(2048, ge=128, validate_default=True)  # checked against max_new_tokens
     history_turns: int = Field(8, ge=0, le=200)
     max_message_chars: int = Field(4000, ge=1)

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from bot import admin
 from bot.config import LOCAL_PLATFORMS, Settings
+from bot.decoding import favored_tokens
 from bot.feedback import Exchange, FeedbackStore
-from bot.generation import Generated, GenerationService
+from bot.generation import Generated, GenerationService, ReplyHints
 from bot.prompt import build_prompt
 from bot.queueing import PerOwnerLimit
 from bot.retrieval import ExampleStore, example_id
@@ -24,6 +25,7 @@ from bot.types import (
     CommandResult,
     ConversationKey,
     Done,
+    Example,
     Message,
     Queued,
     Reply,
@@ -79,6 +81,16 @@ class Core:
         finally:  # also when the caller abandons the stream
             self._in_flight.release(owner)
 
+    def _reply_hints(self, retrieved: Sequence[Example], in_prompt: tuple[str, ...]) -> ReplyHints:
+        """How this reply is written: which tokens the answer bias favours, and with which model."""
+        favored: tuple[int, ...] = ()
+        if self.settings.answer_bias and retrieved and in_prompt[:1] == (retrieved[0].id,):
+            favored = tuple(favored_tokens(self.generation.tokenizer, retrieved[0].output))
+        # A LoRA is trained to answer from the verified answers in its prompt (bot/dataset.py); without
+        # one, the base model answers, so a LoRA can't cost the general answers it was never meant for.
+        base_only = self.settings.lora_for == "examples" and not in_prompt
+        return ReplyHints(favored, base_only)
+
     def _answer_stream(self, message: Message, owner: str) -> Iterator[StreamEvent]:
         text = message.text.strip()
         if not text:
@@ -103,7 +115,8 @@ class Core:
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        for event in self.generation.stream(owner, prompt.input_ids, settings.max_new_tokens):
+        hints = self._reply_hints(examples, prompt.example_ids)
+        for event in self.generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints):
             if isinstance(event, (Queued, Token)):
                 yield event
             elif isinstance(event, Generated):

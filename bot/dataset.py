@@ -17,7 +17,7 @@ import os
 import random
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,8 +195,13 @@ def build_training_data(
     store: FeedbackStore | None,
     retrieve: Retrieve | None = None,
     general_path: Path = GENERAL_FILE,
+    replay_answer: Callable[[Row], str] | None = None,
 ) -> TrainingData:
-    """Everything a run trains and gates on, deterministic for a given store and settings."""
+    """Everything a run trains and gates on, deterministic for a given store and settings.
+
+    `replay_answer` gives each replay row its target (bot/self_replay.py: the base model's own
+    words); without it a replay row answers with the written answer.
+    """
     t = settings.training
     if retrieve is None:
 
@@ -211,6 +216,14 @@ def build_training_data(
     general = load_general(general_path) if t.replay_size else []
     replay = random.Random(t.seed).sample(general, min(t.replay_size, len(general)))
     rows = [render(p, context_for(p, retrieve, settings.retrieval_k), settings) for p in train_pairs + replay]
+    if settings.lora_for == "examples":
+        # The base model writes every reply whose prompt holds no example: such rows teach the LoRA
+        # nothing it will use. Replay rows that retrieval gives an (unrelated) example stay: they teach
+        # it to answer a general question rather than copy whatever example is there.
+        rows = [r for r in rows if r.source != "replay" or r.context]
+    replay_rows = sum(r.source == "replay" for r in rows)
+    if replay_answer is not None:
+        rows = [replace(r, completion=replay_answer(r)) if r.source == "replay" else r for r in rows]
     rows += paraphrase_rows(train_pairs, retrieve, settings)
     undesirable: list[Row] = []
     if t.use_kto:
@@ -229,8 +242,8 @@ def build_training_data(
         "duplicates_removed": duplicates,
         "train": len(train_pairs),
         "heldout": len(heldout),
-        "replay": len(replay),
-        "paraphrases": len(rows) - len(train_pairs) - len(replay),
+        "replay": replay_rows,
+        "paraphrases": len(rows) - len(train_pairs) - replay_rows,
         "undesirable": len(undesirable),
         "rows": len(rows),
     }

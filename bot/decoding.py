@@ -8,7 +8,11 @@ the prompt: the very thing retrieval is for. These look at the reply only.
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 # A reply that starts a new "Q:" line is writing the examples' layout, not answering (prompt.py).
 STOP_STRINGS = ("\nQ:",)
@@ -21,6 +25,46 @@ def clean_reply(text: str) -> str:
     for stop in STOP_STRINGS:
         text = text.split(stop, 1)[0]
     return _ANSWER_LABEL.sub("", text, count=1).strip()
+
+
+def reply_rules(settings: Settings, prompt_tokens: int, favored: Sequence[int]) -> list[Any]:
+    """The transformers LogitsProcessors the settings ask for on this reply (none: an empty list)."""
+    rules = []
+    if settings.answer_bias and favored:
+        rules.append(answer_bias(favored, settings.answer_bias))
+    if settings.no_repeat_ngram or settings.repetition_penalty != 1.0:
+        rules.append(reply_repetition_rules(prompt_tokens, settings.no_repeat_ngram, settings.repetition_penalty))
+    return rules
+
+
+def favored_tokens(tokenizer: Any, answer: str) -> list[int]:
+    """A verified answer's token ids, as they come at a reply's start and inside a sentence."""
+    ids: set[int] = set()
+    for text in (answer, " " + answer):
+        ids.update(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    return sorted(ids)
+
+
+def answer_bias(favored: Sequence[int], strength: float) -> Any:
+    """A LogitsProcessor that adds `strength` to the logits of the best verified answer's tokens.
+
+    The small default model often has the right example in its prompt and still echoes the question
+    or garbles a number (docs/training.md). Nudging it towards the verified answer's tokens is a
+    cheap cousin of context-aware decoding: the model still writes the reply, token by token, and a
+    token that does not fit stays unlikely.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    index = torch.tensor(sorted(set(favored)), dtype=torch.long)
+
+    class AnswerBias(LogitsProcessor):  # type: ignore[misc]
+        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+            scores = scores.clone()
+            scores[:, index.to(scores.device)] += strength
+            return scores
+
+    return AnswerBias()
 
 
 def reply_repetition_rules(prompt_tokens: int, ngram: int, penalty: float) -> Any:

@@ -6,6 +6,7 @@ every figure in the project is computed the same way.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,3 +87,33 @@ def evaluate(answer_fn: AnswerFn, items: list[EvalItem], progress: Progress | No
 def evaluate_file(answer_fn: AnswerFn, path: Path, progress: Progress | None = None) -> EvalReport:
     """Ask every question of a JSONL file (validated whole before the first question)."""
     return evaluate(answer_fn, load_eval_file(path), progress)
+
+
+# Words that carry no fact: left out of the held-out metric so that "The ... is ..." scores nothing.
+# fmt: off
+_STOPWORDS = frozenset(
+    {
+        "a", "an", "and", "are", "as", "at", "be", "by", "can", "de", "for", "from", "has", "have", "in", "is",
+        "it", "its", "of", "on", "or", "our", "the", "their", "then", "there", "this", "to", "we", "with", "you",
+        "your",
+    }
+)
+# fmt: on
+
+
+def key_tokens(text: str) -> set[str]:
+    """Lower-cased words and numbers that carry the facts of an answer."""
+    return {w for w in re.findall(r"[a-z0-9][a-z0-9@.%>-]*[a-z0-9%]|[a-z0-9]", text.lower()) if w not in _STOPWORDS}
+
+
+def key_token_recall(reply: str, reference: str) -> float:
+    """Share of the reference answer's key tokens found in the reply.
+
+    Held-out references are free text, not curated expect_any lists: recall of their content words
+    rewards stating the facts (numbers, names, menu paths) and ignores phrasing, which is what the
+    gate should care about. A reply that copies the reference scores 1; a wrong fact loses its tokens.
+    """
+    wanted = key_tokens(reference)
+    if not wanted:
+        return 1.0
+    return len(wanted & key_tokens(reply)) / len(wanted)

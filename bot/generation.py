@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from bot.config import Settings
 from bot.cpu_packing import PackingGuard
-from bot.decoding import STOP_STRINGS, clean_reply, reply_repetition_rules
+from bot.decoding import STOP_STRINGS, clean_reply, reply_rules
 from bot.model_files import ModelFiles
 from bot.queueing import FairQueue
 from bot.types import Queued, Token
@@ -40,13 +40,26 @@ class Generated:
     started_after_s: float  # time spent waiting in the queue
 
 
+@dataclass(frozen=True)
+class ReplyHints:
+    """What the core knows about one reply that changes how it is generated."""
+
+    favored: tuple[int, ...] = ()  # token ids raised by `settings.answer_bias`: the best verified answer's
+    base_only: bool = False  # write it with the base model even while a LoRA serves (`settings.lora_for`)
+
+
+NO_HINTS = ReplyHints()
+
+
 class Backend(Protocol):
     tokenizer: Any
 
     @property
     def lora_version(self) -> str | None: ...
 
-    def generate(self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None]) -> int:
+    def generate(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> int:
         """Generate, calling on_text with each new piece of text; returns the number of new tokens."""
         ...
 
@@ -60,6 +73,7 @@ class _Job:
     owner: str
     input_ids: list[int]
     max_new_tokens: int
+    hints: ReplyHints
     events: queue.Queue[Any]
     submitted: float
     started: threading.Event
@@ -85,9 +99,11 @@ class GenerationService:
     def queued(self) -> int:
         return len(self._queue)
 
-    def stream(self, owner: str, input_ids: list[int], max_new_tokens: int) -> Iterator[Queued | Token | Generated]:
+    def stream(
+        self, owner: str, input_ids: list[int], max_new_tokens: int, hints: ReplyHints = NO_HINTS
+    ) -> Iterator[Queued | Token | Generated]:
         """Queued(position) while waiting, Token(delta) as text comes, then Generated."""
-        job = _Job(owner, input_ids, max_new_tokens, queue.Queue(), time.monotonic(), threading.Event())
+        job = _Job(owner, input_ids, max_new_tokens, hints, queue.Queue(), time.monotonic(), threading.Event())
         self._queue.put(owner, job)
         last_position = 0
         while not job.started.is_set():
@@ -163,9 +179,11 @@ class GenerationService:
                 job.events.put(Token(text))
 
         try:
-            version = self.backend.lora_version
+            version = None if job.hints.base_only else self.backend.lora_version
             pieces: list[str] = []
-            count = self.backend.generate(job.input_ids, job.max_new_tokens, lambda t: (pieces.append(t), on_text(t)))
+            count = self.backend.generate(
+                job.input_ids, job.max_new_tokens, lambda t: (pieces.append(t), on_text(t)), job.hints
+            )
             job.events.put(
                 Generated(
                     text=clean_reply("".join(pieces)),
@@ -251,7 +269,9 @@ class HFBackend:
     def lora_version(self) -> str | None:
         return self._active
 
-    def generate(self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None]) -> int:
+    def generate(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> int:
         import torch
         from transformers import StoppingCriteriaList, TextStreamer
 
@@ -273,22 +293,20 @@ class HFBackend:
             options["temperature"] = self.settings.temperature
         else:
             options.update(temperature=None, top_p=None, top_k=None)
-        if self.settings.no_repeat_ngram or self.settings.repetition_penalty != 1.0:
+        rules = reply_rules(self.settings, len(input_ids), hints.favored)
+        if rules:
             from transformers import LogitsProcessorList
 
-            rules = reply_repetition_rules(
-                len(input_ids), self.settings.no_repeat_ngram, self.settings.repetition_penalty
-            )
-            options["logits_processor"] = LogitsProcessorList([rules])
+            options["logits_processor"] = LogitsProcessorList(rules)
         options["stopping_criteria"] = StoppingCriteriaList([self._stop_strings])
-        with torch.inference_mode(), self._lora_context():
+        with torch.inference_mode(), self._lora_context(hints.base_only):
             output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
         return int(output.shape[1] - ids.shape[1])
 
-    def _lora_context(self) -> Any:
+    def _lora_context(self, base_only: bool) -> Any:
         import contextlib
 
-        if self._loaded and self._active is None:
+        if self._loaded and (self._active is None or base_only):
             return self.model.disable_adapter()  # base model while LoRAs stay loaded for rollback
         return contextlib.nullcontext()
 
@@ -311,7 +329,7 @@ class HFBackend:
         from peft import PeftModel
 
         if version not in self._loaded:
-            self._packing.unpack()  # peft reads the 4-bit layers: give it their original format
+            self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
             if not self._loaded:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=version, is_trainable=False)
             else:
@@ -327,9 +345,13 @@ class HFBackend:
         keep = self.settings.training.keep_loaded
         while len(self._loaded) > keep:
             oldest = self._loaded.pop(0)
-            self._packing.unpack()
+            self.restore_4bit_layout()
             self.model.delete_adapter(oldest)
             log.info("unloaded LoRA %s from memory (still on disk)", oldest)
+
+    def restore_4bit_layout(self) -> int:
+        """The 4-bit layers back in their load-time format, for peft or a trainer to read (cpu_packing)."""
+        return self._packing.unpack()
 
     def loaded_loras(self) -> list[str]:
         return list(self._loaded)

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from bot.generation import NO_HINTS, ReplyHints
+
 SPECIAL = ("<|im_start|>", "<|im_end|>")
 
 
@@ -63,14 +65,18 @@ class FakeBackend:
         self.lora_source = lora_source
         self._active: str | None = None
         self.calls: list[list[int]] = []
+        self.hints: list[ReplyHints] = []
         self.last_swap_s: float | None = None
 
     @property
     def lora_version(self) -> str | None:
         return self._active
 
-    def generate(self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None]) -> int:
+    def generate(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> int:
         self.calls.append(list(input_ids))
+        self.hints.append(hints)
         if self.gate is not None:
             self.gate.wait()
         text = self.reply(input_ids) if callable(self.reply) else self.reply

@@ -41,7 +41,7 @@ def test_base_lora_rollback_base_returns_the_same_answers_token_for_token(
 ) -> None:
     from bot.generation import HFBackend
 
-    core = make_real_core(max_new_tokens=24, retrieval_k=0, history_turns=0)
+    core = make_real_core(max_new_tokens=24, retrieval_k=0, history_turns=0, lora_for="all")
     backend = core.generation.backend
     version = commit_lora(core.registry, random_loras[0])
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.decoding import banned_next_tokens, clean_reply, reply_repetition_rules
+from bot.decoding import answer_bias, banned_next_tokens, clean_reply, favored_tokens, reply_repetition_rules
+from bot.types import ConversationKey, Message
+from tests.conftest import MakeCore
+from tests.fakes import FakeBackend
 
 
 def test_an_ngram_the_reply_already_has_cannot_be_completed_again() -> None:
@@ -31,6 +34,41 @@ def test_the_penalty_lowers_only_tokens_the_reply_used() -> None:
     rules = reply_repetition_rules(prompt_tokens=2, ngram=0, penalty=2.0)
     scores = rules(torch.tensor([[3, 4, 4]]), torch.tensor([[1.0, 1.0, 1.0, 1.0, 2.0, -2.0]]))
     assert scores.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, -2.0]]  # token 3 is the prompt's: untouched
+
+
+def test_the_answer_bias_raises_only_the_favored_tokens() -> None:
+    import torch
+
+    scores = answer_bias([1, 3, 3], 2.5)(torch.tensor([[9, 9]]), torch.zeros(2, 5))
+    assert scores.tolist() == [[0.0, 2.5, 0.0, 2.5, 0.0]] * 2
+
+
+def test_the_best_examples_answer_is_favored_only_when_the_bias_is_on(make_core: MakeCore) -> None:
+    for bias in (0.0, 2.0):
+        backend = FakeBackend()
+        core = make_core(backend, answer_bias=bias)
+        core.examples.add("How long do refunds take?", "Refunds take 14 days.", "good", "taught")
+        core.examples.add("Where is the office?", "The office is in Leeds.", "good", "taught")
+        core.answer(Message(ConversationKey("t", "c"), "u", "How long do refunds take to arrive?"))
+        core.answer(Message(ConversationKey("t", "d"), "u", "Tell me a joke about penguins."))  # nothing retrieved
+        wanted = favored_tokens(backend.tokenizer, "Refunds take 14 days.") if bias else []
+        assert [list(h.favored) for h in backend.hints] == [wanted, []]
+
+
+@pytest.mark.parametrize(("lora_for", "base_only"), [("examples", [False, True]), ("all", [False, False])])
+def test_a_reply_without_a_verified_answer_is_written_by_the_base_model(
+    make_core: MakeCore, tmp_path, lora_for: str, base_only: list[bool]
+) -> None:
+    backend = FakeBackend(lora_source=lambda: ("v0001", tmp_path))
+    core = make_core(backend, lora_for=lora_for)
+    core.generation.request_sync().result(timeout=10)
+    core.examples.add("How long do refunds take?", "Refunds take 14 days.", "good", "taught")
+    team = core.answer(Message(ConversationKey("t", "c"), "u", "How long do refunds take to arrive?"))
+    general = core.answer(Message(ConversationKey("t", "d"), "u", "Tell me a joke about penguins."))
+    assert [h.base_only for h in backend.hints] == base_only
+    assert team.lora_version == "v0001"
+    assert general.lora_version == (None if base_only[1] else "v0001")  # what wrote it, on the record
+    assert core.store.exchange(general.exchange_id).lora_version == general.lora_version
 
 
 @pytest.mark.parametrize(

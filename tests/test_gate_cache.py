@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bot.dataset import REGRESSION_FILE, Pair
 from bot.evaluation import EvalReport
-from bot.gate_cache import cached_regression, regression_key, remember_base_regression
+from bot.gate_cache import cached_regression, regression_key
 from bot.training import gate_scores
 from tests.conftest import test_settings as settings_for
 
@@ -26,19 +26,15 @@ def test_the_key_follows_answer_settings_base_weights_and_the_regression_file(tm
     assert regression_key(trained, "weights-a", REGRESSION_FILE) == key
 
 
-def test_reports_come_from_the_base_file_or_the_serving_versions_manifest(tmp_path: Path) -> None:
-    report = EvalReport(50, 56, [{"question": "q", "reply": "r"}])
-    assert cached_regression(tmp_path, None, "k1") is None
-    remember_base_regression(tmp_path, "k1", report)
-    assert cached_regression(tmp_path, None, "k1") == report
-    assert cached_regression(tmp_path, None, "k2") is None
-
+def test_reports_come_from_the_serving_versions_manifest(tmp_path: Path) -> None:
+    assert cached_regression(None, "k1") is None  # the base model's replies are cached one by one instead
     version = tmp_path / "v0001"
     version.mkdir()
+    assert cached_regression(("v0001", version), "k1") is None  # no manifest
     manifest = {"regression_key": "k1", "eval": {"candidate": {"regression_hits": 55, "regression_total": 56}}}
     (version / "manifest.json").write_text(json.dumps(manifest))
-    assert cached_regression(tmp_path, ("v0001", version), "k1") == EvalReport(55, 56, [])
-    assert cached_regression(tmp_path, ("v0001", version), "k2") is None
+    assert cached_regression(("v0001", version), "k1") == EvalReport(55, 56, [])
+    assert cached_regression(("v0001", version), "k2") is None
 
 
 def test_a_cached_report_asks_only_the_held_out_questions() -> None:

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras) -> None:
-    core = make_real_core(max_new_tokens=6, training__keep_loaded=2)
+    core = make_real_core(max_new_tokens=6, training__keep_loaded=2, lora_for="all")
     registry: LoraRegistry = core.registry
     v1, v2 = (commit_lora(registry, path) for path in random_loras)
     base_reply = core.answer(Message(ConversationKey("t", "base"), "u", "Say hello."))
@@ -53,7 +53,7 @@ def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras)
 
 
 def test_old_versions_are_unloaded_but_kept_on_disk(make_real_core, random_loras) -> None:
-    core = make_real_core(max_new_tokens=2, training__keep_loaded=2)
+    core = make_real_core(max_new_tokens=2, training__keep_loaded=2, lora_for="all")
     registry: LoraRegistry = core.registry
     versions = [commit_lora(registry, random_loras[i % 2]) for i in range(3)]
     for version in versions:
@@ -74,3 +74,22 @@ def test_lora_for_another_base_model_is_refused(make_real_core, random_loras) ->
     result = core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
     assert not result.ok and "cannot be used" in result.text
     assert core.registry.active_lora() is None and core.generation.backend.lora_version is None
+
+
+def test_the_lora_writes_only_replies_whose_prompt_holds_a_verified_answer(make_real_core, random_loras) -> None:
+    core = make_real_core(max_new_tokens=12)  # lora_for = "examples", the default
+    core.examples.add("What is the office wifi password?", "The wifi password is biscuit42.", "good", "taught")
+    version = commit_lora(core.registry, random_loras[0])
+
+    def ask(text: str):
+        return core.answer(Message(ConversationKey("t", text + str(len(core.store.exchanges()))), "u", text))
+
+    base_general, base_team = ask("Say hello."), ask("What is the office wifi password?")
+    assert base_team.example_ids and not base_general.example_ids
+    core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
+    general, team = ask("Say hello."), ask("What is the office wifi password?")
+
+    assert general.lora_version is None and general.text == base_general.text  # the base model wrote it
+    assert team.lora_version == version and team.text != base_team.text  # the LoRA wrote it
+    stored = {e.id: e.lora_version for e in core.store.exchanges()}
+    assert stored[general.exchange_id] is None and stored[team.exchange_id] == version
