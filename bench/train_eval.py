@@ -55,18 +55,26 @@ def write_toml(path: Path, overrides: dict[str, Any]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def run_eval(core: Core, path: Path, label: str) -> EvalReport:
+def run_eval(core: Core, path: Path, label: str, downvote_misses: bool = False) -> EvalReport:
+    """Ask every question of `path`; with `downvote_misses`, a reviewer gives each wrong reply a 👎
+    (which KTO trains against: `training.use_kto`)."""
     conversation = ConversationKey("bench", label)
     started = time.monotonic()
+    exchanges: dict[str, str] = {}
 
     def answer(question: str) -> str:
         core.reset(conversation)  # every question stands alone, as in `bot eval`
-        return core.answer(Message(conversation, "bench", question, scope=ALL_SCOPES)).text
+        reply = core.answer(Message(conversation, "bench", question, scope=ALL_SCOPES))
+        exchanges[question] = reply.exchange_id
+        return reply.text
 
     def progress(done: int, total: int) -> None:
         print(f"\r  {label}: {done}/{total}", end="", file=sys.stderr, flush=True)
 
     report = evaluate_file(answer, path, progress)
+    if downvote_misses:
+        for miss in report.misses:
+            core.vote(exchanges[miss["question"]], "bench", "reviewer", -1)
     print(
         f"\n{label}: accuracy {report.accuracy:.1%} ({report.hits}/{report.total}) "
         f"in {time.monotonic() - started:.0f} s",
@@ -90,7 +98,7 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
         added = core.examples.upsert(parse_examples_file(examples), source="import")
         print(f"imported {len(added)} examples from {examples.name}")
         if not args.skip_examples:
-            results["examples_only"] = run_eval(core, eval_file, "2 examples only").accuracy
+            results["examples_only"] = run_eval(core, eval_file, "2 examples only", args.downvote_misses).accuracy
 
         assert core.trainer is not None
         started = core.trainer.start(triggered_by="bench")
@@ -156,6 +164,8 @@ def main() -> int:
                         "training.epochs=6 or example_layout=turns (repeatable)")  # fmt: skip
     parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--downvote-misses", action="store_true", help="👎 every wrong examples-only reply "
+                        "(the undesirable rows of training.use_kto=true)")  # fmt: skip
     parser.add_argument("--keep-plot", type=Path, help="copy the run's loss.png here (the data dir is temporary)")
     args = parser.parse_args()
 

@@ -91,7 +91,7 @@ class DiscordSettings(_Section):
 
 class TrainingSettings(_Section):
     # Defaults measured on SmolLM2-135M (4-bit, CPU) with bench/train_eval.py; figures in docs/training.md.
-    epochs: float = Field(2.0, gt=0)
+    epochs: float = Field(1.0, gt=0)
     learning_rate: float = Field(2e-4, gt=0, lt=1)
     lora_r: int = Field(16, ge=1, le=256)
     lora_alpha: int = Field(32, ge=1)
@@ -216,6 +216,8 @@ ENV_VARS: dict[str, str] = {
     "BOT_TEMPERATURE": "temperature",
     "BOT_NO_REPEAT_NGRAM": "no_repeat_ngram",
     "BOT_REPETITION_PENALTY": "repetition_penalty",
+    "BOT_ANSWER_BIAS": "answer_bias",
+    "BOT_LORA_FOR": "lora_for",
     "BOT_CONTEXT_TOKENS": "context_tokens",
     "BOT_HISTORY_TURNS": "history_turns",
     "BOT_MAX_MESSAGE_CHARS": "max_message_chars",
@@ -231,6 +233,7 @@ ENV_VARS: dict[str, str] = {
     "BOT_TRAIN_LEARNING_RATE": "training.learning_rate",
     "BOT_TRAIN_LORA_R": "training.lora_r",
     "BOT_TRAIN_USE_KTO": "training.use_kto",
+    "BOT_TRAIN_REPLAY_ANSWERS": "training.replay_answers",
     "BOT_TRAIN_KEEP_LOADED": "training.keep_loaded",
     "SLACK_BOT_TOKEN": "slack.bot_token",
     "SLACK_APP_TOKEN": "slack.app_token",

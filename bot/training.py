@@ -297,6 +297,15 @@ def plot_losses(losses: list[dict[str, float]], path: Path, title: str) -> None:
 # the serving path, for the gate ---------------------------------------------------------------
 
 
+GATE_MAX_NEW_TOKENS = 48
+
+
+def gate_settings(settings: Settings) -> Settings:
+    """The serving settings, replies cut at GATE_MAX_NEW_TOKENS: the facts the gate looks for come in
+    a reply's first sentence, and a general question can make the small model ramble to the limit."""
+    return settings.model_copy(update={"max_new_tokens": min(settings.max_new_tokens, GATE_MAX_NEW_TOKENS)})
+
+
 @contextmanager
 def serving_answerer(settings: Settings, files: Any, examples: Any, base_replies: Path) -> Any:
     """Yields (answer(question) -> text, use(version, path | None)) on a fresh 4-bit model.
@@ -391,7 +400,8 @@ def train_candidate(
     status.update(loss_plot=str(staging_dir / LOSS_PLOT))
 
     clock = time.monotonic()
-    key = regression_key(settings, files.fingerprint, regression_path)
+    judged = gate_settings(settings)
+    key = regression_key(judged, files.fingerprint, regression_path)
     cached = cached_regression(active, key)
     questions = len(load_eval_file(regression_path))
     baseline_total = len(data.heldout) + (0 if cached else questions)
@@ -401,7 +411,7 @@ def train_candidate(
     def progress(done: int, total: int) -> None:
         status.update(done=offset[0] + done)
 
-    with serving_answerer(settings, files, examples, registry_root / BASE_REPLIES) as (answer, use):
+    with serving_answerer(judged, files, examples, registry_root / BASE_REPLIES) as (answer, use):
         use(active)
         baseline = gate_scores(answer, data.heldout, regression_path, progress, regression=cached)
         offset[0] = baseline_total

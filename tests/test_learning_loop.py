@@ -3,6 +3,7 @@ promote, live swap; and a kill during training that leaves the serving LoRA alon
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -10,8 +11,10 @@ import time
 import pytest
 
 from bot.core import Core
-from bot.types import ConversationKey, Message
-from tests.conftest import commit_lora
+from bot.evaluation import evaluate_file
+from bot.retrieval import parse_examples_file
+from bot.types import ALL_SCOPES, ConversationKey, Message
+from tests.conftest import SAMPLE_DATA, commit_lora
 
 pytestmark = pytest.mark.slow
 CONV = ConversationKey("console", "loop")
@@ -26,6 +29,9 @@ TINY = {
     "training__gate_heldout_margin": 1.0,  # a tiny run is not judged on quality here
     "training__gate_regression_margin": 1.0,
     "max_new_tokens": 12,
+    # These tests ask without examples in the prompt to see the LoRA itself; by default the base
+    # model would write those replies (lora_for = "examples", tested below and in test_lora_swap).
+    "lora_for": "all",
 }
 
 
@@ -106,3 +112,36 @@ def test_kill_during_training_leaves_the_previous_lora_serving(make_real_core, r
     assert not core.trainer.running()  # the lock died with the process
     reply = core.answer(Message(CONV, "local", "Hello?"))
     assert reply.lora_version == previous  # what served before still serves
+
+
+def test_a_retrain_on_default_settings_is_promoted_and_answers_paraphrases(make_real_core, tmp_path) -> None:
+    """The product's promise on a small fact set: every setting at its default, `retrain` is promoted
+    by the default gate (no regression answer lost, held-out facts no worse) and serves at once."""
+    core = make_real_core()
+    facts = parse_examples_file(SAMPLE_DATA / "acme_examples.jsonl")[:8]
+    core.examples.upsert(facts, source="import")
+    taught = {f.input for f in facts}
+    paraphrases = tmp_path / "paraphrases.jsonl"  # the eval questions about the taught facts
+    lines = (SAMPLE_DATA / "acme_eval.jsonl").read_text().splitlines()
+    paraphrases.write_text("".join(f"{line}\n" for line in lines if json.loads(line)["source"] in taught))
+
+    started = core.command("console", "local", "retrain", CONV)
+    assert started.ok
+    result = started.followup.result(timeout=1800)
+    assert "promoted and now serving" in result, result
+    version = core.registry.versions()[-1]
+    assert version.status == "active" and core.registry.active_lora()[0] == version.version
+    gate = version.manifest["eval"]
+    assert gate["candidate"]["regression_hits"] >= gate["baseline"]["regression_hits"]
+
+    conversation = ConversationKey("console", "paraphrases")
+
+    def answer(question: str) -> str:
+        core.reset(conversation)
+        reply = core.answer(Message(conversation, "local", question, scope=ALL_SCOPES))
+        # The new LoRA writes every reply that holds a verified answer; the base model the others.
+        assert reply.lora_version == (version.version if reply.example_ids else None)
+        return reply.text
+
+    report = evaluate_file(answer, paraphrases)
+    assert report.total >= 12 and report.accuracy >= 0.6, report.misses

@@ -154,7 +154,7 @@ def test_dedup_newest_answer_wins_and_counts(make_core: MakeCore) -> None:
 
 
 def test_holdout_and_replay_are_seeded_and_disjoint(make_core: MakeCore) -> None:
-    core = make_core()
+    core = make_core(lora_for="all")  # every replay row kept
     teach_all(core)
     first = build_training_data(core.settings, core.examples, core.store)
     again = build_training_data(core.settings, core.examples, core.store)
@@ -165,6 +165,19 @@ def test_holdout_and_replay_are_seeded_and_disjoint(make_core: MakeCore) -> None
     assert held and not held & trained
     train, held_out = split_holdout(list(range(3)), 0.9, seed=1)  # type: ignore[arg-type]
     assert (len(train), len(held_out)) == (1, 2)  # never everything held out
+
+
+def test_replay_rows_the_lora_would_never_write_are_left_out(make_core: MakeCore) -> None:
+    every = make_core(lora_for="all")
+    teach_all(every)
+    some = every.settings.model_copy(update={"lora_for": "examples"})
+    all_rows = build_training_data(every.settings, every.examples, every.store).train
+    kept = build_training_data(some, every.examples, every.store).train
+    replay = [r for r in all_rows if r.source == "replay"]
+    assert len(replay) == every.settings.training.replay_size and any(not r.context for r in replay)
+    # Without an example in the prompt the base model answers (lora_for = "examples"): no such row.
+    assert [r for r in kept if r.source == "replay"] == [r for r in replay if r.context]
+    assert [r for r in kept if r.source != "replay"] == [r for r in all_rows if r.source != "replay"]
 
 
 def test_downvoted_replies_become_undesirable_rows_only_with_kto(make_core: MakeCore) -> None:
