@@ -2,6 +2,7 @@
 retrain, eval; then a table for every set.
 
     .venv/bin/python bench/train_eval.py [--sets acme northline] [--skip-base] [--set training.epochs=2 ...]
+        [--again] [--downvote-misses] [--show-misses]
 
 It drives the same code as the CLI (`bot eval`, `bot examples import`, `bot train`): the real core,
 the training pipeline in its own process with its eval gate, the live LoRA swap. Prints each
@@ -83,6 +84,30 @@ def run_eval(core: Core, path: Path, label: str, downvote_misses: bool = False) 
     return report
 
 
+def retrain(core: Core, data_dir: Path) -> dict[str, Any]:
+    """One `retrain` as an admin starts it (its own process, gate, promotion); its final status."""
+    assert core.trainer is not None
+    started = core.trainer.start(triggered_by="bench")
+    if not started.ok:
+        raise SystemExit(started.message)
+
+    def show(status: dict[str, Any]) -> None:
+        step = f"{status.get('step', 0)}/{status.get('total_steps', '?')}"
+        loss = f" loss {status['loss']:.3f}" if status.get("loss") is not None else ""
+        done = f" {status.get('done', 0)}/{status.get('total')}" if status.get("phase") == "evaluating" else ""
+        print(f"\r  training: {status.get('phase', 'starting')} {step}{loss}{done}    ", end="", file=sys.stderr)
+
+    code = core.trainer.wait(poll_s=2.0, on_progress=show)
+    status = core.trainer.read_status()
+    print(f"\n{core.trainer.result_text(code)}")
+    if code != 0:
+        print((data_dir / "training" / "train.log").read_text()[-3000:])
+        raise SystemExit(1)
+    print(f"  timings: {status['manifest']['timings']}; dataset: {status['manifest']['dataset']['counts']}")
+    status["pipeline_s"] = round(status["updated_at"] - status["started_at"], 1)
+    return status
+
+
 def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """One fact set from a clean data directory: bare, examples only, retrain (with its gate), after."""
     results: dict[str, Any] = {"set": eval_file.name, "settings": overrides}
@@ -100,30 +125,12 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
         if not args.skip_examples:
             results["examples_only"] = run_eval(core, eval_file, "2 examples only", args.downvote_misses).accuracy
 
-        assert core.trainer is not None
-        started = core.trainer.start(triggered_by="bench")
-        if not started.ok:
-            raise SystemExit(started.message)
-
-        def show(status: dict[str, Any]) -> None:
-            step = f"{status.get('step', 0)}/{status.get('total_steps', '?')}"
-            loss = f" loss {status['loss']:.3f}" if status.get("loss") is not None else ""
-            done = f" {status.get('done', 0)}/{status.get('total')}" if status.get("phase") == "evaluating" else ""
-            print(f"\r  training: {status.get('phase', 'starting')} {step}{loss}{done}    ", end="", file=sys.stderr)
-
-        code = core.trainer.wait(poll_s=2.0, on_progress=show)
-        status = core.trainer.read_status()
-        print(f"\n{core.trainer.result_text(code)}")
-        if code == 0:
-            print(f"  timings: {status['manifest']['timings']}; dataset: {status['manifest']['dataset']['counts']}")
-        if code != 0:
-            print((data_dir / "training" / "train.log").read_text()[-3000:])
-            raise SystemExit(1)
+        status = retrain(core, data_dir)
         manifest = status["manifest"]
         results.update(
             train_s=manifest["timings"]["train_s"],
             timings=manifest["timings"],
-            pipeline_s=round(status["updated_at"] - status["started_at"], 1),
+            pipeline_s=status["pipeline_s"],
             steps=len(manifest["losses"]),
             first_loss=manifest["losses"][0]["loss"],
             final_loss=manifest["final_loss"],
@@ -144,6 +151,10 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
         results["swap_s"] = core.generation.backend.last_swap_s
         report = run_eval(core, eval_file, "3 after training")
         results["after_training"] = report.accuracy
+        if args.again:  # the next retrain: compared with the LoRA serving now, base replies kept
+            again = retrain(core, data_dir)
+            results["again"] = {"pipeline_s": again["pipeline_s"], "promoted": again["promoted"],
+                                "timings": again["manifest"]["timings"]}  # fmt: skip
         if args.show_misses:
             for miss in report.misses:
                 print(f"  miss {miss['question']!r} -> {miss['reply'][:120]!r}")
@@ -164,6 +175,7 @@ def main() -> int:
                         "training.epochs=6 or example_layout=turns (repeatable)")  # fmt: skip
     parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
     parser.add_argument("--show-misses", action="store_true")
+    parser.add_argument("--again", action="store_true", help="then a second retrain, timed (what later runs cost)")
     parser.add_argument("--downvote-misses", action="store_true", help="👎 every wrong examples-only reply "
                         "(the undesirable rows of training.use_kto=true)")  # fmt: skip
     parser.add_argument("--keep-plot", type=Path, help="copy the run's loss.png here (the data dir is temporary)")
@@ -179,7 +191,7 @@ def main() -> int:
         print(f"== {eval_file.name}", flush=True)
         all_results.append(run_set(examples, eval_file, overrides, args))
     columns = ["set", "bare", "examples only", "after retrain", "promoted", "held-out recall", "regression"]
-    columns += ["train s", "all s"]
+    columns += ["train s", "retrain s", "next retrain s"]
     print("\n| " + " | ".join(columns) + " |")
     print("|" + " --- |" * len(columns))
     for r in all_results:
@@ -189,7 +201,7 @@ def main() -> int:
             f"{'yes' if r['promoted'] else 'no'} | {gate['baseline']['heldout_recall']} -> "
             f"{gate['candidate']['heldout_recall']} | {gate['baseline']['regression_hits']} -> "
             f"{gate['candidate']['regression_hits']}/{gate['candidate']['regression_total']} | "
-            f"{r['train_s']:.0f} | {r['pipeline_s']:.0f} |"
+            f"{r['train_s']:.0f} | {r['pipeline_s']:.0f} | {r['again']['pipeline_s'] if 'again' in r else '-'} |"
         )
     print(json.dumps(all_results))
     return 0

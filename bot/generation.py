@@ -7,6 +7,7 @@ change the weights under a reply that is being written.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import threading
@@ -26,6 +27,7 @@ from bot.types import Queued, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_ADAPTER_SEP = "__"  # adapter name = version + this + a hash of its directory
 
 
 @dataclass(frozen=True)
@@ -328,17 +330,20 @@ class HFBackend:
     def _activate(self, version: str, path: Path) -> None:
         from peft import PeftModel
 
-        if version not in self._loaded:
+        # A version's name is unique in one registry only: the adapter is named after its directory
+        # too, so a v0001 of another registry (a recreated data dir, a test) is never mistaken for it.
+        name = f"{version}{_ADAPTER_SEP}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+        if name not in self._loaded:
             self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
             if not self._loaded:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=version, is_trainable=False)
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
             else:
-                self.model.load_adapter(str(path), adapter_name=version, is_trainable=False)
-            self._loaded.append(version)
-        self.model.set_adapter(version)
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+            self._loaded.append(name)
+        self.model.set_adapter(name)
         self._active = version
-        self._loaded.remove(version)
-        self._loaded.append(version)  # most recently used last
+        self._loaded.remove(name)
+        self._loaded.append(name)  # most recently used last
         self._unload_old()
 
     def _unload_old(self) -> None:
@@ -354,4 +359,5 @@ class HFBackend:
         return self._packing.unpack()
 
     def loaded_loras(self) -> list[str]:
-        return list(self._loaded)
+        """The versions in memory, least recently used first."""
+        return [name.split(_ADAPTER_SEP)[0] for name in self._loaded]

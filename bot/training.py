@@ -307,12 +307,13 @@ def gate_settings(settings: Settings) -> Settings:
 
 
 @contextmanager
-def serving_answerer(settings: Settings, files: Any, examples: Any, base_replies: Path) -> Any:
+def serving_answerer(settings: Settings, files: Any, examples: Any, base_replies: Path | None) -> Any:
     """Yields (answer(question) -> text, use(version, path | None)) on a fresh 4-bit model.
 
     Answers go through the bot's own Core (retrieval, prompt builder, generation worker), so the
     gate measures exactly what users would get; its exchanges go to a throwaway store. What the
-    base model writes is read back from `base_replies` when an earlier run wrote it already.
+    base model writes is read back from `base_replies` when an earlier run wrote it already (None:
+    every reply is generated).
     """
     from bot.core import Core
     from bot.feedback import FeedbackStore
@@ -320,8 +321,9 @@ def serving_answerer(settings: Settings, files: Any, examples: Any, base_replies
     from bot.types import ALL_SCOPES, ConversationKey, Message
 
     current: list[tuple[str, Path] | None] = [None]
-    backend = BaseReplies(HFBackend(settings, files, lora_source=lambda: current[0]), settings, files.fingerprint,
-                          base_replies)  # fmt: skip
+    backend: Any = HFBackend(settings, files, lora_source=lambda: current[0])
+    if base_replies is not None:
+        backend = BaseReplies(backend, settings, files.fingerprint, base_replies)
     service = GenerationService(backend)
     with tempfile.TemporaryDirectory(prefix="gate-") as scratch:
         store = FeedbackStore(Path(scratch) / "feedback.sqlite3")
@@ -341,7 +343,8 @@ def serving_answerer(settings: Settings, files: Any, examples: Any, base_replies
         finally:
             service.close()
             store.close()
-            backend.save()
+            if isinstance(backend, BaseReplies):
+                backend.save()
 
 
 # the pipeline ---------------------------------------------------------------------------------

@@ -106,3 +106,12 @@ def test_context_must_leave_room_for_the_prompt(tmp_path: Path) -> None:
         load_settings(env={"BOT_MAX_NEW_TOKENS": "4000"})
     fits = _load(tmp_path, f"context_tokens = {160 + MIN_PROMPT_TOKENS}\n")
     assert fits.context_tokens == 224
+
+
+def test_the_answer_settings_come_from_env_vars_and_bad_values_name_the_variable() -> None:
+    settings = load_settings(env={"BOT_ANSWER_BIAS": "0", "BOT_LORA_FOR": "all", "BOT_TRAIN_REPLAY_ANSWERS": "written"})
+    assert (settings.answer_bias, settings.lora_for, settings.training.replay_answers) == (0.0, "all", "written")
+    with pytest.raises(ConfigError, match=r"lora_for \(env BOT_LORA_FOR\) = 'some'"):
+        load_settings(env={"BOT_LORA_FOR": "some"})
+    with pytest.raises(ConfigError, match=r"answer_bias \(env BOT_ANSWER_BIAS\)"):
+        load_settings(env={"BOT_ANSWER_BIAS": "-1"})

@@ -115,9 +115,10 @@ def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
     from bot.training import serving_answerer
     from tests.fakes import FakeEmbedder
 
-    settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0)
+    # Every reply generated (no kept base replies) and written by the candidate (no examples here).
+    settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0, lora_for="all")
     examples = ExampleStore(FakeEmbedder(), tmp_path / "chroma")
-    with serving_answerer(settings, real_files, examples) as (answer, use):
+    with serving_answerer(settings, real_files, examples, None) as (answer, use):
         base = answer(QUESTION)
         use(("candidate", Path(random_loras[0])))
         candidate = answer(QUESTION)

@@ -93,3 +93,18 @@ def test_the_lora_writes_only_replies_whose_prompt_holds_a_verified_answer(make_
     assert team.lora_version == version and team.text != base_team.text  # the LoRA wrote it
     stored = {e.id: e.lora_version for e in core.store.exchanges()}
     assert stored[general.exchange_id] is None and stored[team.exchange_id] == version
+
+
+def test_a_version_named_like_one_of_another_registry_is_its_own_lora(make_real_core, random_loras, tmp_path) -> None:
+    """Version names are unique in one registry only: a v0001 of a recreated data dir is new weights."""
+
+    def serve(data_dir, lora):
+        core = make_real_core(data_dir=data_dir, max_new_tokens=8, lora_for="all")
+        version = commit_lora(core.registry, lora)
+        core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
+        return version, core.answer(Message(ConversationKey("t", "q"), "u", "Say hello.")).text
+
+    first_version, first = serve(tmp_path / "a", random_loras[0])
+    second_version, second = serve(tmp_path / "b", random_loras[1])
+    assert first_version == second_version == "v0001"
+    assert second != first  # the second registry's v0001, not the first one's still in memory

@@ -29,7 +29,7 @@ def _base_model(question_to_reply: dict[str, str]) -> FakeBackend:
 def test_replay_targets_are_the_base_models_words_when_they_state_the_facts(
     make_core: MakeCore, tmp_path: Path
 ) -> None:
-    core = make_core()
+    core = make_core(lora_for="all")  # every replay row kept, with or without an example in its prompt
     settings = core.settings.model_copy(
         update={"training": core.settings.training.model_copy(update={"replay_size": 32})}
     )
