@@ -368,7 +368,7 @@ class Core:
             name = admin.single_arg(cmd.args, "file name")
             # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
             path = Path(name) if platform in LOCAL_PLATFORMS else chat_export_path(self.settings.data_dir, name)
-            counts = export_feedback(self, path)
+            counts = export_feedback(self.settings, self.examples, self.store, path)
             return CommandResult(
                 f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}"
             )

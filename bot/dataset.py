@@ -27,7 +27,6 @@ from bot.prompt import build_prompt, layout_messages, tokenize_messages
 from bot.types import ALL_SCOPES, Example, UserError
 
 if TYPE_CHECKING:
-    from bot.core import Core
     from bot.feedback import FeedbackStore
     from bot.retrieval import ExampleStore
 
@@ -284,7 +283,7 @@ def chat_export_path(data_dir: Path, name: str) -> Path:
     return target
 
 
-def export_feedback(core: Core, path: Path) -> dict[str, int]:
+def export_feedback(settings: Settings, examples: ExampleStore, store: FeedbackStore, path: Path) -> dict[str, int]:
     """Write the feedback as JSONL that TRL loads directly; returns {"sft": n, "kto": m}.
 
     `path` gets SFT rows (conversational prompt/completion, in the serving layout); the file beside
@@ -293,10 +292,10 @@ def export_feedback(core: Core, path: Path) -> dict[str, int]:
     """
     # Everything the stores hold and nothing made up: no held-out split, no replay, no synthetic
     # phrasings, downvotes included.
-    everything = core.settings.training.model_copy(
+    everything = settings.training.model_copy(
         update={"holdout_fraction": 0, "replay_size": 0, "paraphrases": 0, "use_kto": True}
     )
-    data = build_training_data(core.settings.model_copy(update={"training": everything}), core.examples, core.store)
+    data = build_training_data(settings.model_copy(update={"training": everything}), examples, store)
     kto = [r.as_trl(with_label=True) for r in data.train + data.undesirable]
     _write_jsonl_atomically({path: [r.as_trl(with_label=False) for r in data.train], kto_path(path): kto})
     return {"sft": len(data.train), "kto": len(kto)}

@@ -205,7 +205,7 @@ def test_export_writes_trl_readable_sft_and_kto_files(make_core: MakeCore, tmp_p
     reply = core.answer(Message(CONV, "u", "Tell me the refund window"))
     core.vote(reply.exchange_id, "console", "u", -1)
     path = tmp_path / "feedback.jsonl"
-    counts = export_feedback(core, path)
+    counts = export_feedback(core.settings, core.examples, core.store, path)
     assert counts == {"sft": len(FACTS), "kto": len(FACTS) + 1}
 
     sft = load_dataset("json", data_files=str(path), split="train")
@@ -221,13 +221,13 @@ def test_export_errors_are_clear_and_leave_nothing(make_core: MakeCore, tmp_path
     core = make_core()
     teach_all(core)
     with pytest.raises(UserError, match="is a directory"):
-        export_feedback(core, tmp_path)
+        export_feedback(core.settings, core.examples, core.store, tmp_path)
     with pytest.raises(UserError, match="does not exist"):
-        export_feedback(core, tmp_path / "missing" / "out.jsonl")
+        export_feedback(core.settings, core.examples, core.store, tmp_path / "missing" / "out.jsonl")
     with pytest.raises(UserError, match="is not a folder"):
-        export_feedback(core, tmp_path / "data0" / "feedback.sqlite3" / "out.jsonl")
+        export_feedback(core.settings, core.examples, core.store, tmp_path / "data0" / "feedback.sqlite3" / "out.jsonl")
     with pytest.raises(UserError, match="cannot write"):  # /proc takes no new files, even from root
-        export_feedback(core, Path("/proc/bot-export-test.jsonl"))
+        export_feedback(core.settings, core.examples, core.store, Path("/proc/bot-export-test.jsonl"))
     # No output and no temporary file anywhere: only the core's data directory.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data0"]
     assert not [p for p in (tmp_path / "data0").iterdir() if p.suffix in (".jsonl", ".tmp")]
