@@ -12,11 +12,24 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TextIO
 
+from adapters.streaming import followup_text
 from bot.core import Core
-from bot.types import LOCAL_SCOPE, CommandResult, ConversationKey, Done, Message, Queued, Token, UserError
+from bot.types import (
+    Answering,
+    CommandResult,
+    ConversationKey,
+    Done,
+    Incoming,
+    Queued,
+    Reaction,
+    Token,
+    UserError,
+    VoteResult,
+)
 
 log = logging.getLogger(__name__)
-CONVERSATION = ConversationKey("console", "local")
+PLATFORM = "console"
+CONVERSATION = ConversationKey(PLATFORM, "local")
 USER = "local"
 BANNER = "Chat with the bot. /help for commands, /quit to leave."
 
@@ -39,7 +52,7 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
             out.flush()
 
     say(BANNER)
-    last_exchange: str | None = None
+    last_reply: str | None = None  # the ref /good, /bad and /correct are about
     for line in lines if lines is not None else _stdin_lines():
         text = line.strip()
         if not text:
@@ -47,14 +60,17 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
         if text in ("/quit", "/exit"):
             break
         try:
-            if text.startswith("/"):
-                result = _slash(core, text[1:], last_exchange)
-                say(result.text)
-                if result.followup is not None:
-                    result.followup.add_done_callback(lambda f: say(f"\n[training] {f.result()}"))
-                    _show_training_progress(core, result.followup, say)
-                continue
-            last_exchange = _chat(core, text, say)
+            outcome = core.handle(_event(core, text, last_reply))
+            if isinstance(outcome, Answering):
+                last_reply = _show_answer(core, outcome, say) or last_reply
+            elif isinstance(outcome, VoteResult):
+                note = "it is now an example" if outcome.is_example else "noted"
+                say(f"Thanks: score {outcome.score:+d}, {note}.")
+            elif isinstance(outcome, CommandResult):
+                say(outcome.text)
+                if outcome.followup is not None:
+                    outcome.followup.add_done_callback(lambda f: say(f"\n[training] {followup_text(f)}"))
+                    _show_training_progress(core, outcome.followup, say)
         except UserError as exc:
             say(f"! {exc}")
         except KeyboardInterrupt:
@@ -64,19 +80,36 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
             say(f"! that failed: {type(exc).__name__}: {exc}")
 
 
-def _chat(core: Core, text: str, say: Callable[..., None]) -> str:
+def _event(core: Core, text: str, last_reply: str | None) -> Incoming | Reaction:
+    """A line as the event it stands for: `/good`, `/bad` and `/correct` are about the last reply."""
+    name, _, rest = text[1:].partition(" ") if text.startswith("/") else ("", "", "")
+    if name in ("good", "bad", "correct"):
+        if last_reply is None:
+            raise UserError("there is no reply yet to vote on or correct")
+        if name == "correct":
+            correction = f"{core.settings.correction_prefix} {rest}"
+            return Incoming(PLATFORM, CONVERSATION, USER, correction, replies_to=last_reply, replies_to_bot=True)
+        return Reaction(PLATFORM, last_reply, USER, "+1" if name == "good" else "-1", added=True)
+    if name:
+        return Incoming(PLATFORM, CONVERSATION, USER, command=text[1:])
+    return Incoming(PLATFORM, CONVERSATION, USER, text, is_dm=True)
+
+
+def _show_answer(core: Core, answering: Answering, say: Callable[..., None]) -> str | None:
+    """Print the answer as it is written; returns the ref that votes on it use."""
     say("bot> ", end="")
-    exchange_id = ""
-    for event in core.answer_stream(Message(CONVERSATION, USER, text, scope=LOCAL_SCOPE)):
+    for event in answering.events:
         if isinstance(event, Queued):
             say(f"(queued, {event.position} ahead) ", end="")
         elif isinstance(event, Token):
             say(event.text, end="")
         elif isinstance(event, Done):
-            exchange_id = event.reply.exchange_id
-            lora = event.reply.lora_version or "base"
-            say(f"\n     [{event.reply.latency_s:.1f}s, lora {lora}, {len(event.reply.example_ids)} examples]")
-    return exchange_id
+            reply = event.reply
+            core.link_message(reply.exchange_id, PLATFORM, reply.exchange_id)  # the terminal's "message"
+            lora = reply.lora_version or "base"
+            say(f"\n     [{reply.latency_s:.1f}s, lora {lora}, {len(reply.example_ids)} examples]")
+            return reply.exchange_id
+    return None
 
 
 def _show_training_progress(core: Core, done: Future[str], say: Callable[..., None]) -> None:
@@ -89,7 +122,7 @@ def _show_training_progress(core: Core, done: Future[str], say: Callable[..., No
         shown = -1
         while not done.done():
             status = trainer.read_status()
-            total, step = status.get("total_steps") or 0, status.get("step") or 0
+            total, step = (status.total_steps or 0, status.step) if status else (0, 0)
             tenth = int(10 * step / total) if total else -1
             if tenth > shown:
                 shown = tenth
@@ -100,16 +133,3 @@ def _show_training_progress(core: Core, done: Future[str], say: Callable[..., No
     done_event = threading.Event()
     done.add_done_callback(lambda _: done_event.set())
     threading.Thread(target=follow, name="training-progress", daemon=True).start()
-
-
-def _slash(core: Core, command: str, last_exchange: str | None) -> CommandResult:
-    name, _, rest = command.partition(" ")
-    if name in ("good", "bad", "correct"):
-        if last_exchange is None:
-            raise UserError("there is no reply yet to vote on or correct")
-        if name == "correct":
-            return core.correct("console", USER, last_exchange, rest)
-        result = core.vote(last_exchange, "console", USER, 1 if name == "good" else -1)
-        note = "it is now an example" if result.is_example else "noted"
-        return CommandResult(f"Thanks: score {result.score:+d}, {note}.")
-    return core.command("console", USER, command, CONVERSATION)

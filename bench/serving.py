@@ -21,10 +21,9 @@ import numpy as np
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from bot.app import assemble_core
 from bot.config import load_settings
-from bot.core import Core
-from bot.feedback import FeedbackStore
-from bot.generation import GenerationService, HFBackend
+from bot.generation import HFBackend
 from bot.model_files import prepare_model
 from bot.retrieval import ExampleStore, SentenceEmbedder
 from bot.types import ConversationKey, Done, Message, Token
@@ -69,10 +68,9 @@ def main() -> None:
         line("model load, warm (cached safetensors, 4-bit)", f"{time.monotonic() - started:.1f} s")
         line("model memory footprint", f"{backend.memory_bytes / 1e6:.0f} MB")
         embedder = SentenceEmbedder(settings.embedder)
-        service = GenerationService(backend)
         examples = ExampleStore(embedder, tmp / "data" / "chroma")
         examples.add(QUESTION, "Open Settings > Security and click 'Send reset link'.", "good", "bench")
-        core = Core(settings, service, examples, FeedbackStore(tmp / "data" / "feedback.sqlite3"))
+        core = assemble_core(settings, backend, examples)  # feedback in <data>/feedback.sqlite3
         core.answer(Message(ConversationKey("bench", "warmup"), "u", "Hi"))  # first call pays one-off costs
 
         latencies, first_tokens, rates = [], [], []
@@ -97,7 +95,7 @@ def main() -> None:
             f"reply latency p50 / p95 ({args.runs} runs, ~{reply.completion_tokens} tokens)",
             f"{pct(latencies, 50):.2f} s / {pct(latencies, 95):.2f} s",
         )
-        service.close()
+        core.generation.close()
 
         import chromadb
         from chromadb.config import Settings as ChromaSettings

@@ -26,9 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import bench_core, use_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
-from bot.dataset import REGRESSION_FILE  # noqa: E402
 from bot.evaluation import evaluate_file  # noqa: E402
 from bot.retrieval import ExampleStore, parse_examples_file  # noqa: E402
+from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 from bot.types import ALL_SCOPES, ConversationKey, Message  # noqa: E402
 
 DATA = REPO / "bench" / "data"

@@ -31,6 +31,7 @@ from bot.config import load_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import EvalReport, evaluate_file  # noqa: E402
 from bot.retrieval import parse_examples_file  # noqa: E402
+from bot.training.status import TrainingStatus  # noqa: E402
 from bot.types import ALL_SCOPES, ConversationKey, Message  # noqa: E402
 
 DATA = REPO / "bench" / "data"
@@ -84,28 +85,32 @@ def run_eval(core: Core, path: Path, label: str, downvote_misses: bool = False) 
     return report
 
 
-def retrain(core: Core, data_dir: Path) -> dict[str, Any]:
-    """One `retrain` as an admin starts it (its own process, gate, promotion); its final status."""
+def retrain(core: Core, data_dir: Path) -> tuple[TrainingStatus, dict[str, Any]]:
+    """One `retrain` as an admin starts it (its own process, gate, promotion); its final status and manifest."""
     assert core.trainer is not None
     started = core.trainer.start(triggered_by="bench")
     if not started.ok:
         raise SystemExit(started.message)
 
-    def show(status: dict[str, Any]) -> None:
-        step = f"{status.get('step', 0)}/{status.get('total_steps', '?')}"
-        loss = f" loss {status['loss']:.3f}" if status.get("loss") is not None else ""
-        done = f" {status.get('done', 0)}/{status.get('total')}" if status.get("phase") == "evaluating" else ""
-        print(f"\r  training: {status.get('phase', 'starting')} {step}{loss}{done}    ", end="", file=sys.stderr)
+    def show(status: TrainingStatus) -> None:
+        step = f"{status.step}/{status.total_steps or '?'}"
+        loss = f" loss {status.loss:.3f}" if status.loss is not None else ""
+        done = f" {status.done}/{status.total}" if status.phase == "evaluating" else ""
+        print(f"\r  training: {status.phase} {step}{loss}{done}    ", end="", file=sys.stderr)
 
     code = core.trainer.wait(poll_s=2.0, on_progress=show)
     status = core.trainer.read_status()
     print(f"\n{core.trainer.result_text(code)}")
-    if code != 0:
+    if code != 0 or status is None or status.manifest is None:
         print((data_dir / "training" / "train.log").read_text()[-3000:])
         raise SystemExit(1)
-    print(f"  timings: {status['manifest']['timings']}; dataset: {status['manifest']['dataset']['counts']}")
-    status["pipeline_s"] = round(status["updated_at"] - status["started_at"], 1)
-    return status
+    print(f"  timings: {status.manifest['timings']}; dataset: {status.manifest['dataset']['counts']}")
+    return status, status.manifest
+
+
+def pipeline_s(status: TrainingStatus) -> float:
+    """The whole run, from the training process's start to its last status."""
+    return round(status.updated_at - status.started_at, 1)
 
 
 def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
@@ -125,12 +130,11 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
         if not args.skip_examples:
             results["examples_only"] = run_eval(core, eval_file, "2 examples only", args.downvote_misses).accuracy
 
-        status = retrain(core, data_dir)
-        manifest = status["manifest"]
+        status, manifest = retrain(core, data_dir)
         results.update(
             train_s=manifest["timings"]["train_s"],
             timings=manifest["timings"],
-            pipeline_s=status["pipeline_s"],
+            pipeline_s=pipeline_s(status),
             steps=len(manifest["losses"]),
             first_loss=manifest["losses"][0]["loss"],
             final_loss=manifest["final_loss"],
@@ -139,22 +143,22 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
                 k: {m: v[m] for m in ("heldout_recall", "regression_hits", "regression_total")}
                 for k, v in manifest["eval"].items()
             },
-            promoted=status["promoted"],
-            loss_plot=status.get("loss_plot"),
+            promoted=status.promoted,
+            loss_plot=status.loss_plot,
         )
-        if args.keep_plot and status.get("loss_plot"):
-            shutil.copyfile(status["loss_plot"], args.keep_plot)
+        if args.keep_plot and status.loss_plot:
+            shutil.copyfile(status.loss_plot, args.keep_plot)
         # Serve the candidate even when the gate kept it back, to measure what training bought.
-        if not status["promoted"]:
-            core.command("console", "local", f"lora use {status['version']}", ConversationKey("bench", "admin"))
+        if not status.promoted:
+            core.command("console", "local", f"lora use {status.version}", ConversationKey("bench", "admin"))
         core.generation.request_sync().result(timeout=300)
         results["swap_s"] = core.generation.backend.last_swap_s
         report = run_eval(core, eval_file, "3 after training")
         results["after_training"] = report.accuracy
         if args.again:  # the next retrain: compared with the LoRA serving now, base replies kept
-            again = retrain(core, data_dir)
-            results["again"] = {"pipeline_s": again["pipeline_s"], "promoted": again["promoted"],
-                                "timings": again["manifest"]["timings"]}  # fmt: skip
+            again, again_manifest = retrain(core, data_dir)
+            results["again"] = {"pipeline_s": pipeline_s(again), "promoted": again.promoted,
+                                "timings": again_manifest["timings"]}  # fmt: skip
         if args.show_misses:
             for miss in report.misses:
                 print(f"  miss {miss['question']!r} -> {miss['reply'][:120]!r}")

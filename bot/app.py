@@ -1,4 +1,5 @@
-"""Wiring: builds the real core from settings. The only place that knows every concrete class."""
+"""Wiring: a core from its parts (`assemble_core`, shared by every caller), and the real bot's from
+settings (`build_core`). The only place that knows every concrete class."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from bot.config import Settings
 from bot.control import DataDirOwner, snapshot
 from bot.core import Core
 from bot.feedback import FeedbackStore
-from bot.generation import GenerationService, HFBackend
+from bot.generation import Backend, GenerationService, HFBackend
 from bot.lora_registry import LoraRegistry
 from bot.model_files import prepare_model
 from bot.retrieval import Embedder, ExampleStore, SentenceEmbedder
-from bot.training_runner import TrainingRunner
+from bot.training.runner import TrainingRunner
 
 log = logging.getLogger(__name__)
 LOCAL_ADMIN = "console:local"  # whoever sits at the terminal owns the data directory
@@ -32,26 +33,48 @@ def build_feedback(settings: Settings) -> FeedbackStore:
     return FeedbackStore(settings.data_dir / "feedback.sqlite3")
 
 
-def build_core(settings: Settings, own_data_dir: bool = False) -> Core:
+def assemble_core(
+    settings: Settings,
+    backend: Backend | None,
+    examples: ExampleStore,
+    store: FeedbackStore | None = None,
+    registry: LoraRegistry | None = None,
+) -> Core:
+    """A core from its parts: every place that builds one (the bot, the CLI, the training gate, the
+    tests, the benchmarks) wires it here. `backend` None: no model here (the CLI's commands).
+    `store` defaults to the data directory's feedback store; with a `registry`, the core can also
+    train, and a finished run makes the worker pick up its LoRA."""
+    generation = GenerationService(backend) if backend is not None else None
+    store = build_feedback(settings) if store is None else store
+    on_finished = generation.request_sync if generation is not None else None
+    trainer = TrainingRunner(settings, registry, on_finished=on_finished) if registry else None
+    return Core(settings, generation, examples, store, registry, trainer)
+
+
+def build_core(settings: Settings, own_data_dir: bool = False, with_model: bool = True) -> Core:
     """The core on the real model. `own_data_dir`: this is the bot (`bot run`, `bot chat`), the one
-    process that writes the example store; others reach it through its control socket."""
+    process that writes the example store; others reach it through its control socket.
+    `with_model=False`: the stores, the registry and the trainer only, for commands that need no
+    model (`bot lora ...`, `bot feedback export`); the embedder loads only if something embeds."""
     if LOCAL_ADMIN not in settings.admins:
         settings = settings.model_copy(update={"admins": [*settings.admins, LOCAL_ADMIN]})
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     files = prepare_model(settings)
     registry = LoraRegistry.open(settings, files.fingerprint)
+    if not with_model:
+        return assemble_core(settings, None, build_examples(settings, SentenceEmbedder(settings.embedder, lazy=True)),
+                             registry=registry)  # fmt: skip
     backend = HFBackend(settings, files, lora_source=registry.active_lora)
-    generation = GenerationService(backend)
-    try:
-        generation.request_sync().result()  # serve the active LoRA from the first reply on
-    except Exception as exc:  # a bad LoRA must not stop the bot: the base model serves
-        log.error("cannot serve the active LoRA, serving the base model: %s", exc)
-    trainer = TrainingRunner(settings, registry, on_finished=generation.request_sync)
     owner = DataDirOwner.acquire(settings.data_dir) if own_data_dir else None  # before the store opens
     examples = build_examples(settings)
-    core = Core(settings, generation, examples, build_feedback(settings), registry, trainer)
+    core = assemble_core(settings, backend, examples, registry=registry)
     if owner is not None:
         # Only the store's one writer repairs it: examples owed by feedback a crash interrupted.
         core.repair_examples()
         owner.serve(examples)
+    try:
+        assert core.generation is not None
+        core.generation.request_sync().result()  # serve the active LoRA from the first reply on
+    except Exception as exc:  # a bad LoRA must not stop the bot: the base model serves
+        log.error("cannot serve the active LoRA, serving the base model: %s", exc)
     return core

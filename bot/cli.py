@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -18,20 +19,23 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from bot import commands
+from bot.commands import COMMANDS, GROUPS, Caller, Command
 from bot.config import ConfigError, Settings, load_settings
-from bot.types import ALL_SCOPES, LOCAL_SCOPE, ConversationKey, Message, UserError
+from bot.types import ALL_SCOPES, LOCAL_SCOPE, CommandResult, ConversationKey, Message, UserError
 
 if TYPE_CHECKING:
     from bot.control import ExampleWriter
     from bot.core import Core
+    from bot.training.runner import TrainingRunner
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 app = typer.Typer(help="A chat assistant that learns from its users.", no_args_is_help=True)
 examples_app = typer.Typer(help="Manage labeled examples.", no_args_is_help=True)
-lora_app = typer.Typer(help="Manage trained LoRA versions.", no_args_is_help=True)
-feedback_app = typer.Typer(help="Review and export feedback.", no_args_is_help=True)
+lora_app = typer.Typer(help=GROUPS["lora"], no_args_is_help=True)
+feedback_app = typer.Typer(help=GROUPS["feedback"], no_args_is_help=True)
 app.add_typer(examples_app, name="examples")
 app.add_typer(lora_app, name="lora")
 app.add_typer(feedback_app, name="feedback")
@@ -255,89 +259,69 @@ def doctor() -> None:
     Console().print(table)
 
 
-def _print_result(result: Any) -> None:
-    (console.print if result.ok else _fail)(result.text)
+# The chat commands the CLI offers too, derived from bot/commands.py: `bot lora use VERSION`,
+# `bot feedback export FILE`, `bot status`, `bot retrain`. They run as the data directory's
+# owner and load no language model (a running bot picks a LoRA change up within a second).
 
 
-def _command(text: str) -> None:
-    """Run one core command as the local admin."""
-    core = _core(settings())
-    _print_result(core.command("cli", "local", text, ConversationKey("cli", "local")))
+def _add_chat_commands() -> None:
+    groups = {"lora": lora_app, "feedback": feedback_app}
+    for command in COMMANDS.values():
+        if command.cli:
+            head, _, leaf = command.name.partition(" ")
+            (groups[head] if leaf else app).command(leaf or head, help=command.help)(_chat_command(command))
 
 
-@lora_app.command("list")
-def lora_list() -> None:
-    """List LoRA versions and which one serves."""
-    from bot.lora_registry import LoraRegistry
-    from bot.model_files import prepare_model
+def _chat_command(command: Command) -> Callable[..., None]:
+    def callback(**args: Any) -> None:
+        from bot.app import build_core
 
-    s = settings()
-    print(LoraRegistry.open(s, prepare_model(s).fingerprint).describe())
+        s = settings()
+        with console.status("Opening the data directory…"):
+            core = build_core(s, with_model=False)
+        caller = Caller("cli", "local", ConversationKey("cli", "local"), is_admin=True)
+        result = commands.run(core, caller, commands.named(command.name, args))
+        if result.followup is not None and core.trainer is not None:
+            result = _follow_training(core.trainer, result)
+        if not result.ok:
+            _fail(result.text, 2)
+        console.print(result.text)
 
-
-@lora_app.command("use")
-def lora_use(version: str) -> None:
-    """Serve VERSION (a running bot picks it up within a second)."""
-    _registry_action(lambda reg: (reg.use(version, by=CLI_USER), f"Now serving {version}.")[1])
-
-
-@lora_app.command("rollback")
-def lora_rollback() -> None:
-    """Go back to the previous LoRA."""
-    _registry_action(lambda reg: f"Now serving {reg.rollback(by=CLI_USER) or 'the base model'}.")
-
-
-def _registry_action(action: Any) -> None:
-    from bot.lora_registry import LoraRegistry
-    from bot.model_files import prepare_model
-
-    s = settings()
-    try:
-        console.print(action(LoraRegistry.open(s, prepare_model(s).fingerprint)))
-    except UserError as exc:
-        _fail(str(exc), 2)
+    # typer reads a command's arguments from its callback's signature: give it the declared ones.
+    callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(
+                a.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[a.type, typer.Argument(help=a.help)]
+            )
+            for a in command.args
+        ]
+    )
+    return callback
 
 
-@feedback_app.command("export")
-def feedback_export(file: Path) -> None:
-    """Write feedback as JSONL for TRL (prompt/completion; label for KTO)."""
-    _command(f"feedback export {file}")
+def _follow_training(trainer: TrainingRunner, started: CommandResult) -> CommandResult:
+    """`bot retrain` waits for the run in the foreground, with a progress bar."""
+    from bot.training.status import TrainingStatus
 
-
-@feedback_app.command("review")
-def feedback_review() -> None:
-    """List corrections waiting for review."""
-    _command("feedback review")
-
-
-@app.command()
-def train() -> None:
-    """Train a LoRA now, in the foreground, with the same pipeline as the `retrain` command."""
-    from bot.lora_registry import LoraRegistry
-    from bot.model_files import prepare_model
-    from bot.training_runner import TrainingRunner
-
-    s = settings()
-    runner = TrainingRunner(s, LoraRegistry.open(s, prepare_model(s).fingerprint))
-    started = runner.start(triggered_by=CLI_USER)
-    if not started.ok:
-        _fail(started.message)
+    console.print(started.text)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[loss]}"), TimeRemainingColumn(), console=console) as progress:  # fmt: skip
         task = progress.add_task("starting", total=None, loss="")
 
-        def show(status: dict[str, Any]) -> None:
-            loss = f"loss {status['loss']:.3f}" if status.get("loss") is not None else ""
-            progress.update(task, description=str(status.get("phase", "starting")), completed=status.get("step", 0),
-                            total=status.get("total_steps"), loss=loss)  # fmt: skip
+        def show(status: TrainingStatus) -> None:
+            loss = f"loss {status.loss:.3f}" if status.loss is not None else ""
+            progress.update(task, description=status.phase, completed=status.step, total=status.total_steps,
+                            loss=loss)  # fmt: skip
 
-        code = runner.wait(on_progress=show)
-    console.print(runner.result_text(code))
-    status = runner.read_status()
-    if status.get("loss_plot"):
-        console.print(f"Loss curve: {status['loss_plot']}")
-    if code != 0:
-        raise typer.Exit(1)
+        code = trainer.wait(on_progress=show)
+    text = trainer.result_text(code)
+    status = trainer.read_status()
+    if status is not None and status.loss_plot:
+        text += f"\nLoss curve: {status.loss_plot}"
+    return CommandResult(text, ok=code == 0)
+
+
+_add_chat_commands()
 
 
 @app.command("eval")

@@ -1,18 +1,25 @@
 """Settings: environment variables over an optional TOML file over defaults, validated at start.
 
-Every error names the setting, its environment variable and the bad value, so that a user who
-mistypes `BOT_RETRIEVAL_K=ten` sees exactly what to fix.
+The model is the one list of settings: each field has its default, its description and (its model's
+env prefix + its name) its environment variable; README's table is generated from it. Every error
+names the setting, where its value came from and the value: `BOT_RETRIEVAL_K=ten` says what to fix.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic.functional_validators import BeforeValidator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource, TomlConfigSettingsSource
 
 # The platforms a message can come from (Core.is_admin matches admins as "platform:user_id").
 PLATFORMS = ("console", "cli", "slack", "discord")
@@ -26,27 +33,42 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant for a team. Answer briefly and accurately. "
     "When a verified answer is given, use its facts."
 )
+# Platform credentials: never written to disk, never handed to the training process (it needs none).
+SECRET = {"secret": True}
 
 
 class ConfigError(ValueError):
     """A setting has a bad value; the message says which, where it came from, and why."""
 
 
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):  # "a, b" from an environment variable
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value  # anything but a string or a list of strings is refused by the type check
+
+
+# NoDecode: the env source would otherwise parse a list variable as JSON, not as "a,b".
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # A plain model, not BaseSettings: building a section (a default included) never reads env.
+    model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
 
 
 class SlackSettings(_Section):
-    bot_token: str = ""
-    app_token: str = ""
-    signing_secret: str = ""
-    api_url: str = "https://slack.com/api/"
-    mode: Literal["socket", "http"] = "socket"
-    port: int = Field(3000, ge=1, le=65535)
-    command: str = "/assistant"
-    up_emoji: list[str] = ["+1", "thumbsup"]
-    down_emoji: list[str] = ["-1", "thumbsdown"]
-    stream_interval_s: float = Field(1.2, ge=0.0)  # chat.update is tier 3 (~50/min)
+    model_config = SettingsConfigDict(env_prefix="SLACK_")
+    bot_token: str = Field("", description="bot token, `xoxb-…`; Slack starts when it is set", json_schema_extra=SECRET)
+    app_token: str = Field("", description="app-level token, `xapp-…` (Socket Mode)", json_schema_extra=SECRET)
+    signing_secret: str = Field("", description="signing secret (HTTP mode)", json_schema_extra=SECRET)
+    api_url: str = Field("https://slack.com/api/", description="Web API base URL of every call, e.g. an API proxy")
+    mode: Literal["socket", "http"] = Field("socket", description="`socket` (Socket Mode) or `http` (docs/slack.md)")
+    port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of the events endpoint `/slack/events`")
+    command: str = Field("/assistant", description="the slash command's name (must match the app manifest)")
+    up_emoji: CommaList = Field(["+1", "thumbsup"], description="comma-separated reaction names that count as 👍")
+    down_emoji: CommaList = Field(["-1", "thumbsdown"], description="comma-separated reaction names that count as 👎")
+    # chat.update is rate tier 3 (about 50 a minute).
+    stream_interval_s: float = Field(1.2, ge=0.0, description="seconds between edits of a streamed reply")
 
     @property
     def enabled(self) -> bool:
@@ -54,23 +76,25 @@ class SlackSettings(_Section):
 
     @model_validator(mode="after")
     def _tokens_for_mode(self) -> SlackSettings:
+        app, bot, secret = (env_var(SlackSettings, name) for name in ("app_token", "bot_token", "signing_secret"))
         if self.bot_token and self.mode == "socket" and not self.app_token:
-            raise ValueError("Socket Mode needs SLACK_APP_TOKEN (xapp-...) besides SLACK_BOT_TOKEN")
+            raise ValueError(f"Socket Mode needs {app} (xapp-...) besides {bot}")
         if self.bot_token and self.mode == "http" and not self.signing_secret:
-            raise ValueError("HTTP mode needs SLACK_SIGNING_SECRET")
+            raise ValueError(f"HTTP mode needs {secret}")
         return self
 
 
 class DiscordSettings(_Section):
-    token: str = ""
-    api_url: str = ""  # empty: Discord's own
-    gateway_url: str = ""  # empty: Discord's own
-    guild_id: int | None = None
-    admin_role: str = ""
-    seed_reactions: bool = True
-    up_emoji: list[str] = ["👍"]
-    down_emoji: list[str] = ["👎"]
-    stream_interval_s: float = Field(1.0, ge=0.0)
+    model_config = SettingsConfigDict(env_prefix="DISCORD_")
+    token: str = Field("", description="the bot token; Discord starts when it is set", json_schema_extra=SECRET)
+    api_url: str = Field("", description="REST base URL for a proxy (none: Discord's own; `/api/v10` is added)")
+    gateway_url: str = Field("", description="gateway websocket URL for a proxy (none: Discord's own)")
+    guild_id: int | None = Field(None, description="sync slash commands to this server only (instant), not globally")
+    admin_role: str = Field("", description="a role id (digits) whose members are admins too, in discord.guild_id only")
+    seed_reactions: bool = Field(True, description="add 👍 and 👎 under each finished answer: voting is one click")
+    up_emoji: CommaList = Field(["👍"], description="comma-separated vote emoji (a custom emoji by its name)")
+    down_emoji: CommaList = Field(["👎"], description="comma-separated vote emoji (a custom emoji by its name)")
+    stream_interval_s: float = Field(1.0, ge=0.0, description="seconds between edits of a streamed reply")
 
     @property
     def enabled(self) -> bool:
@@ -78,85 +102,108 @@ class DiscordSettings(_Section):
 
     @model_validator(mode="after")
     def _admin_role_is_an_id_in_one_server(self) -> DiscordSettings:
+        role, guild = env_var(DiscordSettings, "admin_role"), env_var(DiscordSettings, "guild_id")
         # A role name can be recreated by anyone in a server of their own: only an id, only here.
         if self.admin_role and not self.admin_role.isdigit():
             raise ValueError(
-                f"DISCORD_ADMIN_ROLE must be a role id (digits; right-click the role -> Copy Role ID), "
-                f"not {self.admin_role!r}"
+                f"{role} must be a role id (digits; right-click the role -> Copy Role ID), not {self.admin_role!r}"
             )
         if self.admin_role and self.guild_id is None:
-            raise ValueError("DISCORD_ADMIN_ROLE needs DISCORD_GUILD_ID: the role counts in that server only")
+            raise ValueError(f"{role} needs {guild}: the role counts in that server only")
         return self
 
 
 class TrainingSettings(_Section):
     # Defaults measured on SmolLM2-135M (4-bit, CPU) with bench/train_eval.py; figures in docs/training.md.
-    epochs: float = Field(1.0, gt=0)
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
-    lora_r: int = Field(16, ge=1, le=256)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    batch_size: int = Field(4, ge=1)
-    max_seq_len: int = Field(768, ge=64)
-    holdout_fraction: float = Field(0.15, ge=0, lt=1)
-    replay_size: int = Field(16, ge=0)  # general questions mixed in against forgetting (bot/data/general.jsonl)
-    # Replay targets: "self" = the base model's own answers where they state the facts (bot/self_replay.py).
-    replay_answers: Literal["self", "written"] = "self"
-    paraphrases: int = Field(2, ge=0, le=6)  # extra rows per example, other phrasings (bot/paraphrase.py)
-    use_kto: bool = False
-    seed: int = 7
-    # Eval gate: promote only when the candidate is no worse than the active LoRA by these margins.
-    gate_heldout_margin: float = Field(0.0, ge=0, le=1)
-    gate_regression_margin: float = Field(0.0, ge=0, le=1)
-    keep_loaded: int = Field(3, ge=2)  # LoRA versions kept in memory (active + previous at least)
+    model_config = SettingsConfigDict(env_prefix="BOT_TRAIN_")
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows")
+    learning_rate: float = Field(2e-4, gt=0, lt=1, description="LoRA learning rate")
+    lora_r: int = Field(16, ge=1, le=256, description="LoRA rank")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scaling)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA layers")
+    target_modules: CommaList = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="comma-separated names of the modules the LoRA wraps",
+    )
+    batch_size: int = Field(4, ge=1, description="training rows per step")
+    max_seq_len: int = Field(768, ge=64, description="tokens per training row; a longer prompt loses its start")
+    holdout_fraction: float = Field(0.15, ge=0, lt=1, description="share of good examples held out for the gate")
+    replay_size: int = Field(16, ge=0, description="rows of bot/data/general.jsonl mixed in against forgetting")
+    replay_answers: Literal["self", "written"] = Field(
+        "self", description="replay targets: `self` (the base model's own answers that state the facts) or `written`"
+    )
+    paraphrases: int = Field(2, ge=0, le=6, description="extra rows per example, its question rephrased by rule")
+    use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
+    seed: int = Field(7, description="seed of the holdout split, the replay sample and training")
+    # The eval gate promotes a new LoRA when neither score falls by more than its margin.
+    gate_heldout_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the held-out score")
+    gate_regression_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the regression score")
+    keep_loaded: int = Field(3, ge=2, description="LoRA versions kept in memory (the active and previous at least)")
 
 
-class Settings(_Section):
-    data_dir: Path = Path("data")
-    model: str = DEFAULT_MODEL
-    model_cache: Path | None = None  # default: <data_dir>/cache/models
-    quantize: Literal["4bit", "none"] = "4bit"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    embedder: str = DEFAULT_EMBEDDER
-    retrieval_k: int = Field(3, ge=0, le=50)
-    min_similarity: float = Field(0.35, ge=-1, le=1)
-    dedup_similarity: float = Field(0.95, ge=0, le=1)
-    example_layout: Literal["system", "turns"] = "turns"  # turns measured better: docs/training.md
-    max_new_tokens: int = Field(160, ge=1, le=8192)
-    temperature: float = Field(0.0, ge=0, le=5)  # 0 = greedy: reproducible answers
+class Settings(BaseSettings):
+    # case_sensitive: variables and TOML keys are matched exactly, as they always were. BaseSettings
+    # validates defaults, which checks the default context_tokens against max_new_tokens.
+    model_config = SettingsConfigDict(env_prefix="BOT_", extra="forbid", validate_assignment=True, case_sensitive=True)
+
+    data_dir: Path = Field(Path("data"), description="everything the bot stores, relative to where you start it")
+    model: str = Field(DEFAULT_MODEL, description="the default GGUF model, a local model directory, or a cached HF id")
+    model_cache: Path | None = Field(None, description="converted default model (none: `<data_dir>/cache/models`)")
+    quantize: Literal["4bit", "none"] = Field("4bit", description="`4bit` (bitsandbytes NF4, CPU or CUDA) or `none`")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`, `cpu` or `cuda`")
+    embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers model name or local path")
+    retrieval_k: int = Field(3, ge=0, le=50, description="examples put in the prompt")
+    min_similarity: float = Field(0.35, ge=-1, le=1, description="cosine similarity floor for retrieved examples")
+    dedup_similarity: float = Field(0.95, ge=0, le=1, description="examples this close to a better one are dropped")
+    example_layout: Literal["system", "turns"] = Field(
+        "turns", description="`turns`: examples as earlier turns (measured better); `system`: in the system prompt"
+    )
+    max_new_tokens: int = Field(160, ge=1, le=8192, description="reply length limit")
+    temperature: float = Field(0.0, ge=0, le=5, description="0 is greedy (reproducible)")
     # Against greedy loops, on the reply only (the prompt's facts stay free to copy): docs/decoding.md.
-    no_repeat_ngram: int = Field(4, ge=0, le=64)  # 0: off
-    repetition_penalty: float = Field(1.05, ge=1.0, le=2.0)  # 1.0: off
-    # Added to the logits of the best retrieved answer's tokens (0: off): docs/decoding.md.
-    answer_bias: float = Field(2.0, ge=0, le=20)
-    # Which replies the serving LoRA writes: "examples" = those whose prompt holds a retrieved example
-    # (the base model writes the others), "all" = every reply. docs/training.md measures both.
-    lora_for: Literal["examples", "all"] = "examples"
-    context_tokens: int = Field(2048, ge=128, validate_default=True)  # checked against max_new_tokens
-    history_turns: int = Field(8, ge=0, le=200)
-    max_message_chars: int = Field(4000, ge=1)
-    # Requests one user may have waiting or being answered; more get a polite refusal.
-    max_waiting_per_user: int = Field(3, ge=1)
-    # Threads an adapter gives to answers, apart from its quick calls (votes, commands).
-    answer_threads: int = Field(32, ge=1, le=1024)
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT
-    admins: list[str] = []  # "platform:user_id"
-    vote_threshold: int = Field(1, ge=1)
-    correction_prefix: str = "correct:"
-    # Corrections one non-admin may have waiting for review; more are refused until some are reviewed.
-    max_pending_corrections_per_user: int = Field(5, ge=1)
-    log_level: str = "INFO"
-    slack: SlackSettings = SlackSettings()
-    discord: DiscordSettings = DiscordSettings()
-    training: TrainingSettings = TrainingSettings()
+    no_repeat_ngram: int = Field(
+        4, ge=0, le=64, description="a reply never repeats one of its own n-grams of this size (0: off)"
+    )
+    repetition_penalty: float = Field(
+        1.05, ge=1.0, le=2.0, description="above 1, tokens the reply already used are less likely (1.0: off)"
+    )
+    answer_bias: float = Field(
+        2.0, ge=0, le=20, description="logit bonus for the best retrieved answer's tokens (0: off; docs/decoding.md)"
+    )
+    lora_for: Literal["examples", "all"] = Field(
+        "examples", description="the LoRA writes `examples` (replies whose prompt holds an example) or `all` replies"
+    )
+    context_tokens: int = Field(
+        2048, ge=128, description="prompt + reply budget; oldest history, then weakest examples are dropped to fit"
+    )
+    history_turns: int = Field(8, ge=0, le=200, description="exchanges of a conversation kept in the prompt")
+    max_message_chars: int = Field(4000, ge=1, description="longer messages are refused with a message")
+    max_waiting_per_user: int = Field(3, ge=1, description="questions one user may have in flight; more are refused")
+    answer_threads: int = Field(
+        32, ge=1, le=1024, description="threads per chat adapter for answers; votes and commands never wait behind them"
+    )
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="what every conversation starts with")
+    admins: CommaList = Field([], description="comma-separated `platform:user_id`, e.g. `slack:U0123,discord:4567`")
+    vote_threshold: int = Field(1, ge=1, description="net 👍 score at which a reply becomes an example")
+    correction_prefix: str = Field("correct:", description="a reply to the bot starting with this is a correction")
+    max_pending_corrections_per_user: int = Field(
+        5,
+        ge=1,
+        description="corrections one non-admin may have waiting for review; more are refused until some are reviewed",
+        json_schema_extra={"env": "BOT_MAX_PENDING_CORRECTIONS"},  # its name before the field grew longer
+    )
+    log_level: str = Field("INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`")
+    slack: SlackSettings = Field(default_factory=SlackSettings, description="docs/slack.md")
+    discord: DiscordSettings = Field(default_factory=DiscordSettings, description="docs/discord.md")
+    training: TrainingSettings = Field(default_factory=TrainingSettings, description="docs/training.md")
 
-    @field_validator("admins", mode="before")
     @classmethod
-    def _split_admins(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        return value  # anything but a string or a list of strings is refused by the type check
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource, *_: Any, **__: Any
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Built from explicit values (Settings(...), model_validate, model_validate_json: how the training
+        # process gets its parent's settings) it reads them alone; only load_settings adds env and file.
+        return (init_settings,)
 
     @field_validator("admins")
     @classmethod
@@ -200,61 +247,35 @@ class Settings(_Section):
         return self.data_dir / "cache"
 
 
-# Environment variable -> dotted setting path. Slack and Discord use their customary names.
-ENV_VARS: dict[str, str] = {
-    "BOT_DATA_DIR": "data_dir",
-    "BOT_MODEL": "model",
-    "BOT_MODEL_CACHE": "model_cache",
-    "BOT_QUANTIZE": "quantize",
-    "BOT_DEVICE": "device",
-    "BOT_EMBEDDER": "embedder",
-    "BOT_RETRIEVAL_K": "retrieval_k",
-    "BOT_MIN_SIMILARITY": "min_similarity",
-    "BOT_DEDUP_SIMILARITY": "dedup_similarity",
-    "BOT_EXAMPLE_LAYOUT": "example_layout",
-    "BOT_MAX_NEW_TOKENS": "max_new_tokens",
-    "BOT_TEMPERATURE": "temperature",
-    "BOT_NO_REPEAT_NGRAM": "no_repeat_ngram",
-    "BOT_REPETITION_PENALTY": "repetition_penalty",
-    "BOT_ANSWER_BIAS": "answer_bias",
-    "BOT_LORA_FOR": "lora_for",
-    "BOT_CONTEXT_TOKENS": "context_tokens",
-    "BOT_HISTORY_TURNS": "history_turns",
-    "BOT_MAX_MESSAGE_CHARS": "max_message_chars",
-    "BOT_MAX_WAITING_PER_USER": "max_waiting_per_user",
-    "BOT_ANSWER_THREADS": "answer_threads",
-    "BOT_SYSTEM_PROMPT": "system_prompt",
-    "BOT_ADMINS": "admins",
-    "BOT_VOTE_THRESHOLD": "vote_threshold",
-    "BOT_CORRECTION_PREFIX": "correction_prefix",
-    "BOT_MAX_PENDING_CORRECTIONS": "max_pending_corrections_per_user",
-    "BOT_LOG_LEVEL": "log_level",
-    "BOT_TRAIN_EPOCHS": "training.epochs",
-    "BOT_TRAIN_LEARNING_RATE": "training.learning_rate",
-    "BOT_TRAIN_LORA_R": "training.lora_r",
-    "BOT_TRAIN_USE_KTO": "training.use_kto",
-    "BOT_TRAIN_REPLAY_ANSWERS": "training.replay_answers",
-    "BOT_TRAIN_KEEP_LOADED": "training.keep_loaded",
-    "SLACK_BOT_TOKEN": "slack.bot_token",
-    "SLACK_APP_TOKEN": "slack.app_token",
-    "SLACK_SIGNING_SECRET": "slack.signing_secret",
-    "SLACK_API_URL": "slack.api_url",
-    "SLACK_MODE": "slack.mode",
-    "SLACK_PORT": "slack.port",
-    "SLACK_COMMAND": "slack.command",
-    "DISCORD_TOKEN": "discord.token",
-    "DISCORD_API_URL": "discord.api_url",
-    "DISCORD_GATEWAY_URL": "discord.gateway_url",
-    "DISCORD_GUILD_ID": "discord.guild_id",
-    "DISCORD_ADMIN_ROLE": "discord.admin_role",
-    "DISCORD_SEED_REACTIONS": "discord.seed_reactions",
-}
-_VAR_FOR_PATH = {path: var for var, path in ENV_VARS.items()}
-_LIST_PATHS = {"slack.up_emoji", "slack.down_emoji", "discord.up_emoji", "discord.down_emoji"}
-# Platform credentials: never written to disk, never handed to a process that does not talk to
-# the platform (the training process).
-SECRET_SETTINGS = ("slack.bot_token", "slack.app_token", "slack.signing_secret", "discord.token")
-SECRET_ENV_VARS = tuple(_VAR_FOR_PATH[path] for path in SECRET_SETTINGS)
+def _extra(field: FieldInfo) -> dict[str, Any]:
+    return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+
+
+def _section(field: FieldInfo) -> type[_Section] | None:
+    return field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, _Section) else None
+
+
+def env_var(model: type[BaseModel], name: str) -> str | None:
+    """A setting's environment variable: the one its field declares, else its model's prefix + its name."""
+    field = model.model_fields[name]
+    if _section(field) is not None:
+        return None  # a section's fields have their own
+    return str(_extra(field).get("env") or f"{model.model_config.get('env_prefix', '')}{name.upper()}")
+
+
+def settings_fields() -> Iterator[tuple[str, type[BaseModel], str, FieldInfo]]:
+    """Every setting as (dotted name, its model, field name, field), each section field by field."""
+    for name, field in Settings.model_fields.items():
+        if (section := _section(field)) is None:
+            yield name, Settings, name, field
+        else:
+            yield from ((f"{name}.{sub}", section, sub, f) for sub, f in section.model_fields.items())
+
+
+# Dotted setting name -> its environment variable, all derived from the model.
+SETTING_ENV_VARS: dict[str, str] = {dotted: str(env_var(m, name)) for dotted, m, name, _ in settings_fields()}
+SECRET_SETTINGS = tuple(dotted for dotted, _, _, field in settings_fields() if _extra(field).get("secret"))
+SECRET_ENV_VARS = tuple(SETTING_ENV_VARS[dotted] for dotted in SECRET_SETTINGS)
 
 
 def settings_without_secrets_json(settings: Settings) -> str:
@@ -266,77 +287,112 @@ def settings_without_secrets_json(settings: Settings) -> str:
     return settings.model_dump_json(exclude=exclude)
 
 
-def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        tree = tree.setdefault(part, {})
-    tree[leaf] = value
+class EnvSource(EnvSettingsSource):
+    """The library's env source over `env` (not os.environ), each setting under the name env_var derives."""
+
+    def __init__(self, model: type[BaseModel], env: Mapping[str, str]) -> None:
+        self._env = {var: value for var, value in env.items() if value != ""}  # empty means unset
+        super().__init__(model, case_sensitive=True)  # type: ignore[arg-type]  # a section is a plain model
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return self._env
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        var = env_var(self.settings_cls, field_name)
+        return (self.env_vars.get(var) if var else None), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        for name, field in self.settings_cls.model_fields.items():  # each section under its own prefix
+            if (section := _section(field)) and (found := EnvSource(section, self._env)()):
+                values[name] = found
+        return values
 
 
-def _get_path(tree: dict[str, Any], path: tuple[Any, ...]) -> Any:
-    node: Any = tree
-    for part in path:
-        if (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and part < len(node)
-        ):
-            node = node[part]
-        else:
-            return None
-    return node
-
-
-def load_settings(
-    config_file: Path | None = None,
-    env: dict[str, str] | None = None,
-    **overrides: Any,
-) -> Settings:
-    """Build Settings from defaults < TOML file < environment < keyword overrides.
+def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults < TOML file < environment (`env`, else os.environ) < `overrides` (`section__field`).
 
     The TOML file is `config_file`, else `$BOT_CONFIG`, else `./bot.toml` when it exists.
     """
     env = dict(os.environ if env is None else env)
-    raw: dict[str, Any] = {}
     path = config_file or (Path(env["BOT_CONFIG"]) if env.get("BOT_CONFIG") else None)
     if path is None and Path("bot.toml").is_file():
         path = Path("bot.toml")
-    if path is not None:
-        try:
-            raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
-    for var, dotted in ENV_VARS.items():
-        if var in env and env[var] != "":
-            _set_path(raw, dotted, env[var])
-    for dotted in _LIST_PATHS:
-        var = "_".join(dotted.upper().split("."))
-        if env.get(var):
-            _set_path(raw, dotted, [part.strip() for part in env[var].split(",") if part.strip()])
+    given: dict[str, Any] = {}
     for key, value in overrides.items():
-        _set_path(raw, key.replace("__", "."), value)
+        section, _, name = key.rpartition("__")
+        (given.setdefault(section, {}) if section else given)[name] = value
+    # Highest priority first, as pydantic-settings merges them.
+    sources = (InitSettingsSource(Settings, given), EnvSource(Settings, env), *(_file_source(path) if path else ()))
     try:
-        return Settings.model_validate(raw)
+        return Settings(_build_sources=(sources, {}))
     except ValidationError as exc:
-        # Name the environment variable only for values that came from it: a bad value in the
-        # TOML file sends the user to the file.
-        from_env = {var for var in ENV_VARS if env.get(var)}
-        raise ConfigError(_describe(exc, raw, path, from_env)) from None
+        # Name the environment variable only for values that came from it; others send the user to the file.
+        overridden = {key.replace("__", ".") for key in overrides}
+        from_env = {dotted for dotted, var in SETTING_ENV_VARS.items() if env.get(var)} - overridden
+        raise ConfigError(_describe(exc, path, from_env)) from None
 
 
-def _describe(exc: ValidationError, raw: dict[str, Any], path: Path | None, from_env: set[str]) -> str:
+def _file_source(path: Path) -> tuple[TomlConfigSettingsSource]:
+    if not path.is_file():  # the library's source would skip it silently
+        raise ConfigError(f"config file {str(path)!r} {'is not a file' if path.exists() else 'does not exist'}")
+    try:
+        return (TomlConfigSettingsSource(Settings, toml_file=path),)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
+def _describe(exc: ValidationError, path: Path | None, from_env: set[str]) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
-        loc = tuple(err["loc"])
-        dotted = ".".join(str(part) for part in loc if not isinstance(part, int)) or "(settings)"
-        value = err.get("input") if err["type"] != "missing" else None
-        if isinstance(value, dict) and loc:
-            value = _get_path(raw, loc)
-        var = _VAR_FOR_PATH.get(dotted)
-        where = f" (env {var})" if var in from_env else (f" (in {path})" if path else "")
+        dotted = ".".join(str(part) for part in err["loc"] if not isinstance(part, int)) or "(settings)"
+        where = f" (env {SETTING_ENV_VARS[dotted]})" if dotted in from_env else (f" (in {path})" if path else "")
         if err["type"] == "extra_forbidden":
             lines.append(f"  - unknown setting {dotted!r}{where}")
             continue
+        value = err.get("input") if err["type"] != "missing" else None
         shown = "" if value is None or isinstance(value, dict) else f" = {value!r}"
         lines.append(f"  - {dotted}{where}{shown}: {err['msg']}")
     return "\n".join(lines)
+
+
+# README's table ---------------------------------------------------------------------------------
+
+TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+REGENERATE = "python -m bot.config --update-readme"
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _shown_default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    value = ",".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
+    return "none" if value in (None, "") else f"`{value}`"  # lists and booleans as an env var takes them
+
+
+def settings_table() -> str:
+    """README's configuration table, from the model: every setting, its variable, default and meaning."""
+    rows = ["| setting | env var | default | meaning |", "| --- | --- | --- | --- |"]
+    for dotted, _, _, field in settings_fields():
+        meaning = (field.description or "").replace("|", "\\|")
+        rows.append(f"| {dotted} | `{SETTING_ENV_VARS[dotted]}` | {_shown_default(field)} | {meaning} |")
+    return "\n".join(rows) + "\n"
+
+
+def readme_with_table(text: str) -> str:
+    """README's text with the table between its marker comments regenerated."""
+    head, start, rest = text.partition(TABLE_START)
+    _, end, tail = rest.partition(TABLE_END)
+    if not (start and end):
+        raise ValueError(f"no {TABLE_START} ... {TABLE_END} markers in the README")
+    return f"{head}{TABLE_START}\n{settings_table()}{TABLE_END}{tail}"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--markdown"]:
+        sys.stdout.write(settings_table())
+    elif sys.argv[1:] == ["--update-readme"]:
+        README.write_text(readme_with_table(README.read_text(encoding="utf-8")), encoding="utf-8")
+    else:
+        sys.exit(f"usage: python -m bot.config --markdown (print README's settings table) | {REGENERATE}")

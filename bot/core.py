@@ -1,4 +1,4 @@
-"""The one orchestrator: answers, feedback, and the command set every adapter shares.
+"""The one orchestrator: what each platform event needs, answers, and the commands every adapter shares.
 
 It returns values and never talks to a chat platform; adapters do the sending. It is
 synchronous and thread-safe; generation itself is serialized by the GenerationService.
@@ -10,56 +10,137 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot import admin
+from bot import commands
 from bot.config import LOCAL_PLATFORMS, Settings
 from bot.decoding import favored_tokens
-from bot.feedback import Exchange, FeedbackStore
+from bot.feedback import FeedbackStore
 from bot.generation import Generated, GenerationService, ReplyHints
+from bot.learning import Learning
 from bot.prompt import build_prompt
 from bot.queueing import PerOwnerLimit
-from bot.retrieval import ExampleStore, example_id
+from bot.retrieval import ExampleStore
 from bot.types import (
+    LOCAL_SCOPE,
+    Answering,
     CommandResult,
     ConversationKey,
     Done,
     Example,
+    Ignored,
+    Incoming,
     Message,
+    Outcome,
     Queued,
+    Reaction,
     Reply,
     StreamEvent,
     Token,
     UserError,
-    VoteResult,
+    dm_scope,
+    workspace_scope,
 )
 
 if TYPE_CHECKING:
     from bot.lora_registry import LoraRegistry
-    from bot.training_runner import TrainingRunner
+    from bot.training.runner import TrainingRunner
 
 log = logging.getLogger(__name__)
 
 
-class Core:
+class Core(Learning):
+    """Decides what each event needs (`handle`), answers, and runs commands; the feedback rules
+    are `Learning`'s (bot/learning.py)."""
+
     def __init__(
         self,
         settings: Settings,
-        generation: GenerationService,
+        generation: GenerationService | None,
         examples: ExampleStore,
         store: FeedbackStore,
         registry: LoraRegistry | None = None,
         trainer: TrainingRunner | None = None,
     ) -> None:
         self.settings = settings
-        self.generation = generation
+        self.generation = generation  # None where no model is loaded (the CLI's commands)
         self.examples = examples
         self.store = store
         self.registry = registry
         self.trainer = trainer
         self._example_lock = threading.Lock()  # vote -> example upserts stay consistent
         self._in_flight = PerOwnerLimit(settings.max_waiting_per_user)
+
+    # the entry point -----------------------------------------------------------------------------
+
+    def handle(self, event: Incoming | Reaction) -> Outcome:
+        """Decide what an adapter's event needs: Ignored, Answering (a stream to show), a
+        CommandResult (a command, a correction), or a VoteResult. Quick: nothing here waits for
+        the model (an answer is generated while its `events` are iterated)."""
+        if isinstance(event, Reaction):
+            return self._reaction(event)
+        if event.command is not None:
+            if not self._first_time(event.platform, event.event_id):
+                return Ignored("a retry of a command already run")
+            return self._run_command(event)
+        return self._message(event)
+
+    def _message(self, event: Incoming) -> Outcome:
+        text = event.text.strip()
+        replied = self.store.exchange_for_message(event.platform, event.replies_to) if event.replies_to else None
+        to_bot = event.replies_to_bot or replied is not None
+        if text.lower().startswith(self.settings.correction_prefix.lower()) and (to_bot or event.in_thread):
+            # A correction of the reply it answers or, in a thread, of the bot's latest reply there.
+            target = replied or (None if to_bot else self.store.latest_exchange(event.conversation))
+            if target is not None or to_bot:
+                if not self._first_time(event.platform, event.event_id):
+                    return Ignored("a retry of a message already handled")
+                if target is None:
+                    return CommandResult(
+                        "I can't find the answer you are correcting; reply to one of my answers.", ok=False
+                    )
+                return self._correct_reply(event, target, text)
+        addressed = (
+            event.is_dm
+            or event.mentions_bot
+            or to_bot
+            or (event.in_thread and self.store.has_history(event.conversation))
+        )
+        if not addressed:
+            return Ignored("not addressed to the bot")
+        # Platforms deliver some messages twice (Slack: app_mention and message; retries; replays).
+        # An empty one (a bare mention) is answered too: the stream says what is wrong.
+        if not self._first_time(event.platform, event.event_id):
+            return Ignored("a retry of a message already answered")
+        message = Message(event.conversation, event.user_id, text, event.user_name, self.scope_of(event))
+        return Answering(message, self.answer_stream(message))
+
+    def _correct_reply(self, event: Incoming, exchange_id: str, text: str) -> CommandResult:
+        try:
+            return self.correct(event.platform, event.user_id, exchange_id, text, event.roles, event.workspace)
+        except UserError as exc:
+            return CommandResult(str(exc), ok=False)
+
+    def _reaction(self, event: Reaction) -> Outcome:
+        if not self._first_time(event.platform, event.event_id):
+            return Ignored("a retry of a reaction already counted")
+        try:
+            result = self.react(event.platform, event.message_ref, event.user_id, event.emoji, event.added)
+        except UserError as exc:
+            return Ignored(str(exc))
+        return result if result is not None else Ignored("not a vote on a reply")
+
+    def _first_time(self, platform: str, event_id: str) -> bool:
+        return not event_id or self.store.claim_event(platform, event_id)
+
+    @staticmethod
+    def scope_of(event: Incoming) -> str:
+        """Where what a message teaches is seen: its workspace or server, its DM, or the terminal."""
+        if event.platform in LOCAL_PLATFORMS:
+            return LOCAL_SCOPE
+        if event.is_dm:
+            return dm_scope(event.platform, event.conversation.channel)
+        return workspace_scope(event.platform, event.workspace or event.conversation.channel)
 
     # answering ---------------------------------------------------------------------------------
 
@@ -81,17 +162,22 @@ class Core:
         finally:  # also when the caller abandons the stream
             self._in_flight.release(owner)
 
-    def _reply_hints(self, retrieved: Sequence[Example], in_prompt: tuple[str, ...]) -> ReplyHints:
+    def _reply_hints(
+        self, generation: GenerationService, retrieved: Sequence[Example], in_prompt: tuple[str, ...]
+    ) -> ReplyHints:
         """How this reply is written: which tokens the answer bias favours, and with which model."""
         favored: tuple[int, ...] = ()
         if self.settings.answer_bias and retrieved and in_prompt[:1] == (retrieved[0].id,):
-            favored = tuple(favored_tokens(self.generation.tokenizer, retrieved[0].output))
+            favored = tuple(favored_tokens(generation.tokenizer, retrieved[0].output))
         # A LoRA is trained to answer from the verified answers in its prompt (bot/dataset.py); without
         # one, the base model answers, so a LoRA can't cost the general answers it was never meant for.
         base_only = self.settings.lora_for == "examples" and not in_prompt
         return ReplyHints(favored, base_only)
 
     def _answer_stream(self, message: Message, owner: str) -> Iterator[StreamEvent]:
+        if self.generation is None:
+            raise UserError("no model is loaded in this process; ask the running bot")
+        generation = self.generation
         text = message.text.strip()
         if not text:
             raise UserError("the message is empty")
@@ -105,7 +191,7 @@ class Core:
         history = self.store.history(message.conversation, settings.history_turns)
         try:
             prompt = build_prompt(
-                self.generation.tokenizer,
+                generation.tokenizer,
                 settings.system_prompt,
                 examples,
                 history,
@@ -115,8 +201,8 @@ class Core:
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        hints = self._reply_hints(examples, prompt.example_ids)
-        for event in self.generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints):
+        hints = self._reply_hints(generation, examples, prompt.example_ids)
+        for event in generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints):
             if isinstance(event, (Queued, Token)):
                 yield event
             elif isinstance(event, Generated):
@@ -159,168 +245,11 @@ class Core:
     def reset(self, conversation: ConversationKey) -> None:
         self.store.reset(conversation)
 
-    def knows_conversation(self, conversation: ConversationKey) -> bool:
-        return self.store.has_history(conversation)
-
-    def claim_event(self, platform: str, event_id: str) -> bool:
-        return self.store.claim_event(platform, event_id)
-
     def link_message(self, exchange_id: str, platform: str, message_ref: str) -> None:
         self.store.link_message(exchange_id, platform, message_ref)
 
     def exchange_for_message(self, platform: str, message_ref: str) -> str | None:
         return self.store.exchange_for_message(platform, message_ref)
-
-    def is_admin(self, platform: str, user_id: str, roles: Sequence[str] = (), server: str = "") -> bool:
-        """A configured admin id, or (Discord) a holder of the admin role id in the configured server.
-
-        `roles` are the caller's role ids in `server`, the server the request came from. A role
-        elsewhere means nothing: anyone can create a role in a server of their own.
-        """
-        if f"{platform}:{user_id}" in self.settings.admins:
-            return True
-        section = getattr(self.settings, platform, None)
-        admin_role = getattr(section, "admin_role", "")
-        home = getattr(section, "guild_id", None)
-        return bool(admin_role) and home is not None and server == str(home) and admin_role in roles
-
-    # feedback ----------------------------------------------------------------------------------
-
-    def vote(self, exchange_id: str, platform: str, user_id: str, value: int) -> VoteResult:
-        """+1, -1, or 0 to retract. The reply becomes an example of its scope at the threshold.
-
-        The asker's own 👍 counts only if they are listed in BOT_ADMINS (who could teach it anyway),
-        so no user can make the bot repeat something to others on their own.
-        """
-        if self.store.exchange(exchange_id) is None:
-            raise UserError(f"no exchange {exchange_id!r}")
-        with self._example_lock:
-            score = self.store.set_vote(exchange_id, platform, user_id, value)  # queues the example sync
-            is_example = self._sync_vote_example(exchange_id)
-        return VoteResult(exchange_id, score, is_example)
-
-    def _sync_vote_example(self, exchange_id: str) -> bool:
-        """Make the example store agree with the exchange's votes; True when it is an example.
-
-        A vote only ever adds a new example or removes one its own exchange's votes added:
-        taught, imported and accepted examples keep their label and provenance whatever users vote.
-        """
-        exchange = self.store.exchange(exchange_id)
-        if exchange is None:
-            self.store.example_synced("exchange", exchange_id)
-            return False
-        promoted = self._promoted(exchange)
-        if promoted:
-            self.examples.add_if_new(exchange.user_text, exchange.reply, "vote", exchange.id, exchange.scope)
-        else:
-            found = self.examples.get([example_id(exchange.user_text, exchange.reply, exchange.scope)])
-            if found and found[0].source == "vote" and found[0].exchange_id == exchange.id:
-                self.examples.remove([found[0].id])
-        self.store.example_synced("exchange", exchange.id)
-        return promoted
-
-    def _promoted(self, exchange: Exchange) -> bool:
-        asker_counts = self.is_admin(exchange.platform, exchange.user_id)
-        score = self.store.promotion_score(exchange.id, exchange.platform, exchange.user_id, asker_counts)
-        return score >= self.settings.vote_threshold
-
-    def _sync_correction_example(self, correction_id: str) -> None:
-        """Put an accepted correction (or a taught answer) into the example store; idempotent."""
-        correction = self.store.correction(correction_id)
-        if correction is not None and correction.status == "accepted":
-            exchange = self.store.exchange(correction.exchange_id) if correction.exchange_id else None
-            if exchange is None:  # taught by an admin: seen everywhere
-                self.examples.add(correction.question, correction.answer, "good", "taught", correction.id)
-            else:  # a correction of a reply: seen where the reply was
-                self.examples.add(
-                    correction.question, correction.answer, "good", "correction", exchange.id, exchange.scope
-                )
-        self.store.example_synced("correction", correction_id)
-
-    def repair_examples(self) -> int:
-        """Write the examples that feedback stored durably but a crash or an example-store failure
-        kept from the example store (the feedback store records them until done). Returns how many."""
-        repaired = 0
-        for kind, ref in self.store.pending_example_syncs():
-            try:
-                with self._example_lock:
-                    if kind == "exchange":
-                        self._sync_vote_example(ref)
-                    else:
-                        self._sync_correction_example(ref)
-                repaired += 1
-            except Exception:
-                log.exception("could not repair the example of %s %s; will retry at the next start", kind, ref)
-        if repaired:
-            log.info("repaired %d example(s) that feedback had recorded", repaired)
-        return repaired
-
-    def react(self, platform: str, message_ref: str, user_id: str, emoji: str, added: bool) -> VoteResult | None:
-        """A reaction on a platform message; None when it is not a vote on a bot reply."""
-        value = self._vote_value(platform, emoji)
-        if value == 0:
-            return None
-        exchange_id = self.store.exchange_for_message(platform, message_ref)
-        if exchange_id is None:
-            return None
-        if not added:
-            # Removing 👍 retracts only a 👍: a user who switched to 👎 keeps their 👎.
-            if self.store.user_vote(exchange_id, platform, user_id) != value:
-                exchange = self.store.exchange(exchange_id)
-                promoted = exchange is not None and self._promoted(exchange)
-                return VoteResult(exchange_id, self.store.score(exchange_id), promoted)
-            value = 0
-        return self.vote(exchange_id, platform, user_id, value)
-
-    def _vote_value(self, platform: str, emoji: str) -> int:
-        section = getattr(self.settings, platform, None)
-        if section is None:
-            return 0
-        name = emoji.strip(":").split("::")[0]  # Slack: "+1::skin-tone-2" is still a +1
-        if name in section.up_emoji:
-            return 1
-        if name in section.down_emoji:
-            return -1
-        return 0
-
-    def correct(
-        self, platform: str, user_id: str, exchange_id: str, text: str, roles: Sequence[str] = (), server: str = ""
-    ) -> CommandResult:
-        """A better answer for a reply: counts at once from an admin, waits for review otherwise."""
-        answer = text.strip()
-        prefix = self.settings.correction_prefix
-        if answer.lower().startswith(prefix.lower()):
-            answer = answer[len(prefix) :].strip()
-        if not answer:
-            raise UserError(f"the correction is empty; write `{prefix} <the better answer>`")
-        exchange = self.store.exchange(exchange_id)
-        if exchange is None:
-            raise UserError(f"no exchange {exchange_id!r}")
-        is_admin = self.is_admin(platform, user_id, roles, server)
-        cap = self.settings.max_pending_corrections_per_user
-        if not is_admin and self.store.count_pending_corrections(platform, user_id) >= cap:
-            raise UserError(
-                f"You already have {cap} correction{'s' if cap > 1 else ''} waiting for an admin's review; "
-                "please wait until they are reviewed before sending more."
-            )
-        correction = self.store.add_correction(
-            exchange_id, platform, user_id, exchange.user_text, answer, accepted_by=user_id if is_admin else None
-        )
-        if is_admin:
-            with self._example_lock:
-                self._sync_correction_example(correction.id)
-            return CommandResult(
-                f"Thanks, learned: the answer to {exchange.user_text!r} is now yours.", ephemeral=False
-            )
-        return CommandResult(
-            f"Thanks, your correction {correction.id} is waiting for an admin's review.", ephemeral=False
-        )
-
-    def teach(self, platform: str, user_id: str, question: str, answer: str) -> str:
-        correction = self.store.add_correction(None, platform, user_id, question, answer, accepted_by=user_id)
-        with self._example_lock:
-            self._sync_correction_example(correction.id)
-        return example_id(question, answer)
 
     # commands ----------------------------------------------------------------------------------
 
@@ -333,101 +262,49 @@ class Core:
         roles: Sequence[str] = (),
         server: str = "",
     ) -> CommandResult:
-        """Run a command line ("lora use v0002"). `roles`: the caller's role ids in `server`, if any."""
+        """Run a command line ("lora use v0002"): `handle` for a caller who already has one."""
+        event = Incoming(platform, conversation, user_id, command=text, roles=tuple(roles), workspace=server)
+        result = self.handle(event)
+        assert isinstance(result, CommandResult)  # without an event id nothing is a duplicate
+        return result
+
+    def _run_command(self, event: Incoming) -> CommandResult:
         try:
-            cmd = admin.parse_command(text)
-            is_admin = self.is_admin(platform, user_id, roles, server)
-            if cmd.admin_only and not is_admin:
-                log.warning("refused admin command %r from %s:%s", cmd.name, platform, user_id)
-                return CommandResult(f"Sorry, `{cmd.name}` is for admins only. Ask an admin, or try `help`.", ok=False)
-            return self._dispatch(cmd, platform, user_id, conversation, is_admin)
+            text = event.command or ""
+            call = commands.parse(text) if event.command_args is None else commands.named(text, event.command_args)
         except UserError as exc:
             return CommandResult(str(exc), ok=False)
+        is_admin = self.is_admin(event.platform, event.user_id, event.roles, event.workspace)
+        caller = commands.Caller(event.platform, event.user_id, event.conversation, is_admin)
+        return commands.run(self, caller, call)
 
-    def _dispatch(
-        self, cmd: admin.Command, platform: str, user_id: str, conversation: ConversationKey, is_admin: bool
-    ) -> CommandResult:
-        if cmd.name == "help":
-            return CommandResult(admin.help_text(is_admin))
-        if cmd.name == "reset":
-            self.reset(conversation)
-            return CommandResult("Done: I forgot this conversation.")
-        if cmd.name == "teach":
-            question, answer = admin.parse_teach(cmd.args)
-            example = self.teach(platform, user_id, question, answer)
-            return CommandResult(f"Learned (example {example}): {question!r} => {answer!r}")
-        if cmd.name == "feedback review":
-            return CommandResult(self._review_text())
-        if cmd.name in ("feedback accept", "feedback reject"):
-            return self._review(
-                admin.single_arg(cmd.args, "correction id"), cmd.name.endswith("accept"), platform, user_id
-            )
-        if cmd.name == "feedback export":
-            from bot.dataset import chat_export_path, export_feedback, kto_path
-
-            name = admin.single_arg(cmd.args, "file name")
-            # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
-            path = Path(name) if platform in LOCAL_PLATFORMS else chat_export_path(self.settings.data_dir, name)
-            counts = export_feedback(self.settings, self.examples, self.store, path)
-            return CommandResult(
-                f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}"
-            )
-        if cmd.name == "status":
-            return CommandResult(self.status_text())
-        return self._lora_command(cmd, f"{platform}:{user_id}")
-
-    def _review_text(self) -> str:
-        pending = self.store.corrections("pending")
-        if not pending:
-            return "No corrections are waiting for review."
-        lines = [f"{len(pending)} correction(s) waiting (accept with `feedback accept ID`):"]
-        for c in pending:
-            lines.append(f"  {c.id}  by {c.platform}:{c.user_id}\n    Q: {c.question}\n    A: {c.answer}")
-        return "\n".join(lines)
-
-    def _review(self, correction_id: str, accept: bool, platform: str, user_id: str) -> CommandResult:
-        correction = self.store.review_correction(correction_id, accept, f"{platform}:{user_id}")
-        if correction is None:
-            raise UserError(f"no pending correction {correction_id!r}; see `feedback review`")
-        if accept:
-            with self._example_lock:
-                self._sync_correction_example(correction.id)
-            return CommandResult(f"Accepted {correction.id}: it is now an example.")
-        return CommandResult(f"Rejected {correction.id}.")
-
-    def _lora_command(self, cmd: admin.Command, who: str) -> CommandResult:
-        if self.registry is None or self.trainer is None:
-            raise UserError("LoRA training is not available in this process")
-        if cmd.name == "retrain":
-            started = self.trainer.start(triggered_by=who)
-            return CommandResult(started.message, ephemeral=False, ok=started.ok, followup=started.followup)
-        if cmd.name == "lora list":
-            return CommandResult(self.registry.describe())
-        if cmd.name == "lora use":
-            version = admin.single_arg(cmd.args, "LoRA version")
-            self.registry.use(version, by=who)
-            return CommandResult(self._after_swap(f"Now serving LoRA {version}."))
-        if cmd.name == "lora rollback":
-            version = self.registry.rollback(by=who)
-            return CommandResult(self._after_swap(f"Rolled back: now serving {version or 'the base model'}."))
-        raise UserError(f"unknown command {cmd.name!r}")
-
-    def _after_swap(self, text: str) -> str:
-        self.generation.request_sync().result(timeout=120)
-        swap = getattr(self.generation.backend, "last_swap_s", None)
+    def after_swap(self, text: str) -> str:
+        """`text`, once the generation worker serves the registry's LoRA (none here: the CLI)."""
+        if self.generation is None:
+            return f"{text} A running bot picks it up within a second."
+        generation = self.generation
+        generation.request_sync().result(timeout=120)
+        swap = getattr(generation.backend, "last_swap_s", None)
         return f"{text} (swap took {swap:.2f} s)" if swap is not None else text
 
     def status_text(self) -> str:
-        backend = self.generation.backend
-        files = getattr(backend, "files", None)
-        lines = [
-            f"Model: {files.model_id if files else 'unknown'} ({self.settings.quantize}) on "
-            f"{getattr(backend, 'device', '?')}",
-            f"LoRA serving: {self.generation.backend.lora_version or 'none (base model)'}",
+        lines = []
+        if self.generation is not None:
+            backend = self.generation.backend
+            files = getattr(backend, "files", None)
+            lines += [
+                f"Model: {files.model_id if files else 'unknown'} ({self.settings.quantize}) on "
+                f"{getattr(backend, 'device', '?')}",
+                f"LoRA serving: {backend.lora_version or 'none (base model)'}",
+            ]
+        elif self.registry is not None:  # the CLI: no model here, the registry says what serves
+            lines.append(f"LoRA active in the registry: {self.registry.active_pointer() or 'none (base model)'}")
+        lines.append(
             f"Examples: {self.examples.count()}  Exchanges: {self.store.count_exchanges()}  "
-            f"Pending corrections: {len(self.store.corrections('pending'))}",
-            f"Queue: {self.generation.queued()} waiting",
-        ]
+            f"Pending corrections: {len(self.store.corrections('pending'))}"
+        )
+        if self.generation is not None:
+            lines.append(f"Queue: {self.generation.queued()} waiting")
         if self.trainer is not None:
             lines.append(self.trainer.status_text())
         return "\n".join(lines)

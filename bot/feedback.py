@@ -245,6 +245,13 @@ class FeedbackStore:
     def has_history(self, conversation: ConversationKey) -> bool:
         return bool(self._query("SELECT 1 FROM exchanges WHERE conversation = ? LIMIT 1", (conversation.as_str(),)))
 
+    def latest_exchange(self, conversation: ConversationKey) -> str | None:
+        """The id of the bot's latest reply in a conversation (a reset forgets history, not replies)."""
+        rows = self._query(
+            "SELECT id FROM exchanges WHERE conversation = ? ORDER BY created_at DESC LIMIT 1", (conversation.as_str(),)
+        )
+        return rows[0][0] if rows else None
+
     def reset(self, conversation: ConversationKey) -> None:
         with self._tx() as db:
             db.execute(

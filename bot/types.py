@@ -6,8 +6,10 @@ them without knowing anything about models or databases.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,63 @@ class Message:
     @property
     def platform(self) -> str:
         return self.conversation.platform
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A platform event as every adapter hands it to `Core.handle`: a message or a command.
+
+    Adapters fill in the facts they can read from the platform and decide nothing: whether the
+    bot is addressed, whether it is a correction, what scope it teaches, are the core's rules.
+    `replies_to` is the platform's reference (the `message_ref` form) of the message this one
+    replies to; `replies_to_bot` is set when the platform says that message is the bot's (the core
+    also knows every message that shows one of its replies). A command is `command` as a text line
+    ("lora use v0003"), or its name with `command_args` when the platform sends typed options.
+    """
+
+    platform: str
+    conversation: ConversationKey
+    user_id: str
+    text: str = ""
+    user_name: str = ""
+    workspace: str = ""  # Slack team, Discord server; '' in a DM
+    roles: tuple[str, ...] = ()  # the caller's role ids in `workspace` (Discord)
+    is_dm: bool = False
+    mentions_bot: bool = False
+    in_thread: bool = False  # a thread the platform keeps (Slack, Discord threads)
+    replies_to: str | None = None
+    replies_to_bot: bool = False
+    event_id: str = ""  # the platform's id for dedup of retries and replays ('' = none)
+    command: str | None = None
+    command_args: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Reaction:
+    """An emoji added to or removed from a message; the core decides whether it is a vote."""
+
+    platform: str
+    message_ref: str
+    user_id: str
+    emoji: str  # as the platform names it: "+1::skin-tone-2", "👍🏽", a custom emoji's name
+    added: bool
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """The core's decision that an event needs nothing from the bot."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Answering:
+    """The core's decision to answer: iterate `events` (it blocks while the model writes) off any
+    thread or event loop that must stay responsive."""
+
+    message: Message
+    events: Iterator[StreamEvent] = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -143,6 +202,11 @@ class CommandResult:
     ephemeral: bool = True
     ok: bool = True
     followup: Future[str] | None = field(default=None, compare=False)
+
+
+# What Core.handle decides for an event: nothing, an answer to stream, a command's or a
+# correction's result, or a vote's.
+Outcome = Ignored | Answering | CommandResult | VoteResult
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
+from bot.app import assemble_core
 from bot.config import Settings, load_settings
 from bot.core import Core
-from bot.feedback import FeedbackStore
-from bot.generation import GenerationService
 from bot.retrieval import ExampleStore
 from tests.fakes import FakeBackend, FakeEmbedder
 
@@ -37,27 +36,27 @@ MakeCore = Callable[..., Core]
 @pytest.fixture
 def make_core(tmp_path: Path) -> Iterator[MakeCore]:
     """make_core(generator=None, admins=(...), **settings) -> Core on a FakeBackend and FakeEmbedder."""
-    services: list[GenerationService] = []
-    stores: list[FeedbackStore] = []
+    cores: list[Core] = []
 
     def factory(
         generator: FakeBackend | None = None, admins: tuple[str, ...] = ("console:local",), **overrides: Any
     ) -> Core:
         overrides.setdefault("min_similarity", 0.2)
-        data_dir = tmp_path / f"data{len(services)}"
+        data_dir = tmp_path / f"data{len(cores)}"
         settings = test_settings(data_dir, admins=list(admins), **overrides)
-        service = GenerationService(generator or FakeBackend())
-        store = FeedbackStore(data_dir / "feedback.sqlite3")
-        services.append(service)
-        stores.append(store)
         examples = ExampleStore(FakeEmbedder(), data_dir / "chroma")
-        return Core(settings, service, examples, store)
+        cores.append(assemble_core(settings, generator or FakeBackend(), examples))
+        return cores[-1]
 
     yield factory
-    for service in services:
-        service.close()
-    for store in stores:
-        store.close()
+    _close(cores)
+
+
+def _close(cores: list[Core]) -> None:
+    for core in cores:
+        core.generation.close()
+    for core in cores:
+        core.store.close()
 
 
 # The real default model, loaded once per test session ---------------------------------------
@@ -91,33 +90,24 @@ def make_real_core(tmp_path: Path, real_backend, real_embedder, real_files) -> I
     Calling it twice with the same data_dir is a restart: new stores on the same files.
     """
     from bot.lora_registry import LoraRegistry
-    from bot.training_runner import TrainingRunner
 
-    services: list[GenerationService] = []
-    stores: list[FeedbackStore] = []
+    cores: list[Core] = []
 
     def factory(data_dir: Path | None = None, admins: tuple[str, ...] = ("console:local",), **overrides: Any) -> Core:
-        for service in services:  # one worker drives the shared model at a time
-            service.close()
+        for core in cores:  # one worker drives the shared model at a time
+            core.generation.close()
         data_dir = data_dir or tmp_path / "data"
         settings = test_settings(data_dir, admins=list(admins), **overrides)
         registry = LoraRegistry.open(settings, real_files.fingerprint)
         real_backend.settings = settings
         real_backend.lora_source = registry.active_lora
-        service = GenerationService(real_backend)
-        service.request_sync().result(timeout=120)
-        store = FeedbackStore(data_dir / "feedback.sqlite3")
-        services.append(service)
-        stores.append(store)
         examples = ExampleStore(real_embedder, data_dir / "chroma")
-        trainer = TrainingRunner(settings, registry, on_finished=service.request_sync)
-        return Core(settings, service, examples, store, registry, trainer)
+        cores.append(assemble_core(settings, real_backend, examples, registry=registry))
+        cores[-1].generation.request_sync().result(timeout=120)
+        return cores[-1]
 
     yield factory
-    for service in services:
-        service.close()
-    for store in stores:
-        store.close()
+    _close(cores)
     real_backend.lora_source = None
     real_backend.sync_lora()
 

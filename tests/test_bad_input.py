@@ -12,7 +12,7 @@ import pytest
 
 from adapters.console import run_console
 from adapters.discord_bot import plain_text
-from bot.admin import single_arg
+from bot.commands import parse
 from bot.config import MIN_PROMPT_TOKENS, ConfigError, Settings, load_settings
 from bot.retrieval import ExampleStore
 from bot.types import UserError
@@ -47,8 +47,8 @@ def test_example_store_get_and_remove_take_an_empty_id_list(tmp_path: Path) -> N
 
 def test_an_unbalanced_quote_is_a_user_error() -> None:
     with pytest.raises(UserError, match="close the quote"):
-        single_arg('"abc', "correction id")
-    assert single_arg('"a b"', "file name") == "a b"
+        parse('feedback accept "abc')
+    assert parse('feedback export "a b"').args == {"file": "a b"}
 
 
 def test_console_keeps_chatting_after_bad_and_failing_commands(

@@ -118,9 +118,9 @@ def test_unknown_command_is_a_clear_error(make_core) -> None:
 
 def test_claim_event_dedups_durably(make_core) -> None:
     core = make_core()
-    assert core.claim_event("slack", "Ev1") is True
-    assert core.claim_event("slack", "Ev1") is False
-    assert core.claim_event("discord", "Ev1") is True
+    assert core.store.claim_event("slack", "Ev1") is True
+    assert core.store.claim_event("slack", "Ev1") is False
+    assert core.store.claim_event("discord", "Ev1") is True
 
 
 def test_concurrent_requests_are_queued_and_see_their_position(make_core) -> None:

@@ -112,7 +112,7 @@ def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
     real_files, random_loras, tmp_path: Path
 ) -> None:
     from bot.retrieval import ExampleStore
-    from bot.training import serving_answerer
+    from bot.training.gate import serving_answerer
     from tests.fakes import FakeEmbedder
 
     # Every reply generated (no kept base replies) and written by the candidate (no examples here).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -19,7 +19,7 @@ import pytest
 
 from adapters.discord_bot import DiscordBot, build_client, split_message
 from bot.core import Core
-from bot.types import CommandResult, ConversationKey
+from bot.types import CommandResult, ConversationKey, Incoming
 from tests.emulators.discord_api import DiscordEmulator, wait_until
 from tests.fakes import FakeBackend, FakeTokenizer
 
@@ -126,6 +126,8 @@ def final_reply(
             return None
         if seeded and len(parts[-1]["reactions"]) < 2:
             return None
+        if any(part["content"].endswith(" …") or part["content"].startswith("⏳") for part in parts):
+            return None  # still being written
         return parts
 
     return wait_until(done, TIMEOUT, what=f"the answer to {user_message['content']!r}")
@@ -153,7 +155,8 @@ def test_mention_streams_a_reply_by_editing(
     posts = emulator.calls_to("POST", rf"/channels/{channel}/messages")
     edits = emulator.calls_to("PATCH", rf"/channels/{channel}/messages/{answer['id']}")
     assert len(posts) == 1, "one message, then edits"
-    assert posts[0].body["content"] != reply and reply.startswith(posts[0].body["content"])
+    streamed = posts[0].body["content"]
+    assert streamed.endswith(" …") and reply.startswith(streamed.removesuffix(" …")), "the reply so far, still going"
     assert str(posts[0].body["message_reference"]["message_id"]) == asked["id"]
     assert posts[0].body["allowed_mentions"]["parse"] == [], "model output must not ping anyone"
     assert len(edits) >= 2 and edits[-1].body["content"] == reply
@@ -234,7 +237,7 @@ def test_reply_chain_continues_the_conversation(
     assert token_id("pineapple") in backend.calls[3]
     assert emulator.calls_to("GET", rf"/channels/{emulator.channel_id}/messages/\d+")
     chain = ConversationKey("discord", str(emulator.channel_id), first["id"])
-    assert core.knows_conversation(chain)
+    assert core.store.has_history(chain)
 
 
 def test_thread_is_one_conversation(
@@ -250,7 +253,7 @@ def test_thread_is_one_conversation(
     follow = emulator.send_message(user, "and a follow-up", channel_id=thread)
     [answer] = final_reply(emulator, follow)
     assert answer["channel_id"] == thread
-    assert core.knows_conversation(ConversationKey("discord", str(emulator.channel_id), thread))
+    assert core.store.has_history(ConversationKey("discord", str(emulator.channel_id), thread))
 
 
 def test_long_reply_is_split_into_linked_messages(
@@ -348,24 +351,18 @@ def test_correction_reply(
 # ----------------------------------------------------------------------------- slash commands
 
 
-def command_spy(core: Core) -> list[str]:
-    """Record the command texts the adapter hands the core, and still run them."""
-    texts: list[str] = []
-    real = core.command
+def command_spy(core: Core) -> list[tuple[str, dict[str, Any] | None]]:
+    """Record the commands (name, typed options) the adapter hands the core, and still run them."""
+    calls: list[tuple[str, dict[str, Any] | None]] = []
+    real = core.handle
 
-    def spy(
-        platform: str,
-        user_id: str,
-        text: str,
-        conversation: ConversationKey,
-        roles: Sequence[str] = (),
-        server: str = "",
-    ) -> CommandResult:
-        texts.append(text)
-        return real(platform, user_id, text, conversation, roles, server)
+    def spy(event: Any) -> Any:
+        if isinstance(event, Incoming) and event.command is not None:
+            calls.append((event.command, dict(event.command_args) if event.command_args is not None else None))
+        return real(event)
 
-    core.command = spy  # type: ignore[method-assign]
-    return texts
+    core.handle = spy  # type: ignore[method-assign]
+    return calls
 
 
 def followups(emulator: DiscordEmulator, interaction: dict[str, Any], count: int = 1) -> list[Any]:
@@ -406,7 +403,7 @@ def test_slash_commands_defer_then_follow_up(
     assert callback.body == {"type": 5, "data": {"flags": 64}}, "deferred, ephemeral"
     assert callback.at <= reply.at
     assert "Exchanges:" in reply.body["content"] and reply.body["flags"] & 64
-    assert texts == ["status"]
+    assert texts == [("status", {})]
 
     emulator.invoke_command(
         admin, "lora", [{"type": 1, "name": "use", "options": [{"type": 3, "name": "version", "value": "v3"}]}]
@@ -415,12 +412,19 @@ def test_slash_commands_defer_then_follow_up(
         admin,
         "teach",
         [
-            {"type": 3, "name": "question", "value": "Who runs the lab?"},
+            {"type": 3, "name": "question", "value": "Who runs the lab => the one in B?"},
             {"type": 3, "name": "answer", "value": "Dr. Lee."},
         ],
     )
     wait_until(lambda: len(texts) == 3, TIMEOUT, what="two more commands")
-    assert sorted(texts[1:]) == ["lora use v3", "teach Who runs the lab? => Dr. Lee."]
+    assert sorted(texts[1:]) == [
+        ("lora use", {"version": "v3"}),
+        ("teach", {"question": "Who runs the lab => the one in B?", "answer": "Dr. Lee."}),
+    ]
+    # Typed options reach the core as they are: a question holding `=>` is stored whole.
+    wait_until(lambda: core.store.corrections(), TIMEOUT, what="the taught answer")
+    [taught] = core.store.corrections()
+    assert (taught.question, taught.answer) == ("Who runs the lab => the one in B?", "Dr. Lee.")
 
 
 def test_retrain_reports_in_the_channel(
@@ -429,10 +433,11 @@ def test_retrain_reports_in_the_channel(
     core = fast_core()
     done: Future[str] = Future()
     # No trainer runs in this fast test: stand in for the core's answer to "retrain".
-    core.command = lambda *args: CommandResult(
-        "Training started.",
-        ephemeral=False,  # type: ignore[method-assign]
-        followup=done,
+    real = core.handle
+    core.handle = lambda event: (  # type: ignore[method-assign]
+        CommandResult("Training started.", ephemeral=False, followup=done)
+        if getattr(event, "command", None) == "retrain"
+        else real(event)
     )
     start_bot(core)
     admin = emulator.add_user("admin", user_id=ADMIN_ID)
@@ -459,12 +464,13 @@ def test_non_admin_is_refused(
     interaction = emulator.invoke_command(member, "status")
     [refusal] = followups(emulator, interaction)
     assert "admins only" in refusal.body["content"] and refusal.body["flags"] & 64
-    assert texts == [], "refused before reaching the core"
+    assert texts == [("status", {})], "the core refuses it: a platform's hiding is not enough"
+    assert core.store.count_exchanges() == 0
 
     interaction = emulator.invoke_command(member, "help")
     [help_reply] = followups(emulator, interaction)
     assert "help" in help_reply.body["content"] and "retrain" not in help_reply.body["content"]
-    assert texts == ["help"]
+    assert texts[1:] == [("help", {})]
 
 
 def test_admin_role_holder_may_run_admin_commands(

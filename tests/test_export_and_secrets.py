@@ -10,10 +10,10 @@ from typing import Any, cast
 
 import pytest
 
-from bot import training
 from bot.config import Settings, load_settings, settings_without_secrets_json
 from bot.lora_registry import LoraRegistry
-from bot.training_runner import TrainingRunner
+from bot.training import __main__ as training
+from bot.training.runner import TrainingRunner
 from bot.types import ConversationKey
 from tests.conftest import MakeCore
 
@@ -160,7 +160,6 @@ def test_training_runner_writes_no_secret_and_pipes_the_settings(
 
     (child,) = started
     assert child.command[-2:] == ["--settings", "-"] and child.kwargs["stdin"] == subprocess.PIPE
-    assert child.kwargs["pass_fds"], "the child still inherits the training lock"
     assert Settings.model_validate_json(child.sent).retrieval_k == 7
     leaked = [value for value in SECRETS.values() if value.encode() in child.sent]
     assert not leaked

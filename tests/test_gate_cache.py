@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.dataset import REGRESSION_FILE, Pair
 from bot.evaluation import EvalReport
-from bot.gate_cache import cached_regression, regression_key
-from bot.training import gate_scores
+from bot.training.dataset import REGRESSION_FILE, Pair
+from bot.training.gate import gate_scores
+from bot.training.gate_cache import cached_regression, regression_key
 from tests.conftest import test_settings as settings_for
 
 

@@ -13,6 +13,7 @@ import pytest
 from bot.core import Core
 from bot.evaluation import evaluate_file
 from bot.retrieval import parse_examples_file
+from bot.training.status import TrainingStatus
 from bot.types import ALL_SCOPES, ConversationKey, Message
 from tests.conftest import SAMPLE_DATA, commit_lora
 
@@ -102,8 +103,12 @@ def test_kill_during_training_leaves_the_previous_lora_serving(make_real_core, r
 
     started = core.command("console", "local", "retrain", CONV)
     assert started.ok
-    wait_for(lambda: core.trainer.read_status().get("step", 0) >= 1, 900, "the first training step")
-    os.kill(core.trainer.read_status()["pid"], signal.SIGKILL)
+
+    def trained_a_step() -> TrainingStatus | None:
+        status = core.trainer.read_status()
+        return status if status is not None and status.step >= 1 else None
+
+    os.kill(wait_for(trained_a_step, 900, "the first training step").pid, signal.SIGKILL)
     message = started.followup.result(timeout=60)
     assert "failed" in message.lower() and "keeps serving" in message
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.dataset import build_training_data
-from bot.paraphrase import question_variants
+from bot.training.dataset import build_training_data
+from bot.training.paraphrase import question_variants
 from tests.conftest import MakeCore
 from tests.test_training import FACTS, no_holdout, teach_all
 

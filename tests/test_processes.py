@@ -19,6 +19,8 @@ from filelock import FileLock, Timeout
 from bot.control import LOCK_FILE, SOCKET_FILE, DataDirOwner, RemoteExamples, examples_access, snapshot
 from bot.lora_registry import LoraRegistry
 from bot.retrieval import ExampleStore, example_id
+from bot.training.runner import TrainingRunner
+from bot.training.status import StatusFile, TrainingStatus, read_status
 from bot.types import UserError
 from tests import conftest
 from tests.fakes import FakeEmbedder
@@ -204,7 +206,7 @@ def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import bot.model_files
-    import bot.training
+    import bot.training.pipeline
 
     settings = conftest.test_settings(tmp_path / "data")
     monkeypatch.setattr(bot.model_files, "prepare_model", lambda s: SimpleNamespace(fingerprint="fp1"))
@@ -222,14 +224,102 @@ def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
         return {"promote": True, "reason": "no worse than the serving model", "timings": {"train_s": 1.0},
                 "losses": [{"step": 1, "loss": 0.5}], "final_loss": 0.5}  # fmt: skip
 
-    monkeypatch.setattr(bot.training, "train_candidate", train_candidate)
+    monkeypatch.setattr(bot.training.pipeline, "train_candidate", train_candidate)
     status_file = tmp_path / "status.json"
-    bot.training.run_pipeline(settings, registry.new_staging(), status_file, "slack:U1")
+    bot.training.pipeline.run_pipeline(settings, registry.new_staging(), StatusFile(status_file), "slack:U1")
 
     assert compared == [(v2, registry.root / v2)]
     assert registry.active_pointer() == v1  # the rollback stands
-    status = json.loads(status_file.read_text())
-    assert status["promoted"] is False and status["version"] == "v0003"
+    status = read_status(status_file)
+    assert status is not None and status.phase == "done" and status.summary
+    assert status.promoted is False and status.version == "v0003"
     assert registry.get("v0003").status == "candidate"
-    assert "an admin changed the serving LoRA during training (from v0002 to v0001)" in status["summary"]
-    assert "lora use v0003" in status["summary"]
+    assert "an admin changed the serving LoRA during training (from v0002 to v0001)" in status.summary
+    assert "lora use v0003" in status.summary
+
+
+# one training run at a time, held by the training process ---------------------------------------
+
+# `python -m bot.training` as it runs, with a pipeline that trains until the test writes <data>/stop.
+_TRAINING = textwrap.dedent(
+    """
+    import sys, time
+    import bot.training.__main__ as training
+
+    def pipeline(settings, staging, status, by):
+        while not (settings.data_dir / "stop").exists():
+            time.sleep(0.05)
+        status.update(phase="done", summary=f"stand-in run by {by}")
+        return {"reason": "stand-in"}
+
+    training.run_pipeline = pipeline
+    sys.exit(training.main(sys.argv[1:]))
+    """
+)
+
+# A bot that starts a run and dies once the run is handed over, without a chance to clean up.
+_STARTER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from tests.test_processes import stand_in_runner
+    runner = stand_in_runner(Path(sys.argv[1]))
+    started = runner.start("slack:U1")
+    assert started.ok, started.message
+    child = runner._process.pid
+    while (status := runner.read_status()) is None or status.pid != child:
+        time.sleep(0.05)
+    print(child, flush=True)
+    os._exit(0)
+    """
+)
+
+
+def stand_in_runner(data_dir: Path) -> TrainingRunner:
+    settings = conftest.test_settings(data_dir)
+    runner = TrainingRunner(settings, LoraRegistry.open(settings, "fp1"))
+    runner.entry = ("-c", _TRAINING)
+    return runner
+
+
+def test_one_training_run_at_a_time_held_by_the_training_process_after_its_starter_died(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "PYTHONPATH": str(conftest.REPO)}
+    starter = subprocess.run([sys.executable, "-c", _STARTER, str(data_dir)], cwd=conftest.REPO, env=env,
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert starter.returncode == 0, starter.stderr
+    child = int(starter.stdout.split()[-1])
+    runner = stand_in_runner(data_dir)
+    try:
+        assert runner.running()  # the lock lives in the training process, not in the bot that died
+        refused = runner.start("slack:U2")
+        assert not refused.ok and "already going" in refused.message
+        status = _status(runner)
+        assert status.pid == child and status.phase == "loading"
+        assert runner.running()
+    finally:
+        (data_dir / "stop").touch()
+    _wait_for(lambda: not runner.running(), "the run to end")
+    assert _status(runner).summary == "stand-in run by slack:U1"
+
+    started = runner.start("slack:U3")  # free again
+    assert started.ok and started.followup is not None
+    again = runner.start("slack:U4")  # while the first is being handed over, or runs
+    assert not again.ok and "already going" in again.message
+    assert started.followup.result(timeout=60) == "stand-in run by slack:U3"
+    assert not runner.running()
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _status(runner: TrainingRunner) -> TrainingStatus:
+    status = runner.read_status()
+    assert status is not None
+    return status

@@ -1,14 +1,14 @@
-"""Base-model replies kept between retrains (bot/base_replies.py) and replay rows in the base
-model's own words (bot/self_replay.py), on the fake backend."""
+"""Base-model replies kept between retrains (bot/training/base_replies.py) and replay rows in the base
+model's own words (bot/training/self_replay.py), on the fake backend."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from bot.base_replies import CACHE_FILE, BaseReplies
-from bot.dataset import build_training_data
 from bot.generation import NO_HINTS, ReplyHints
-from bot.self_replay import MAX_NEW_TOKENS, SelfAnswers
+from bot.training.base_replies import CACHE_FILE, BaseReplies
+from bot.training.dataset import build_training_data
+from bot.training.self_replay import MAX_NEW_TOKENS, SelfAnswers
 from tests.conftest import MakeCore
 from tests.conftest import test_settings as settings_for
 from tests.fakes import FakeBackend

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.dataset import (
+from bot.evaluation import evaluate_file, key_token_recall, load_eval_file
+from bot.prompt import examples_block
+from bot.training.dataset import (
     GENERAL_FILE,
     REGRESSION_FILE,
     build_training_data,
@@ -20,9 +22,7 @@ from bot.dataset import (
     split_holdout,
     tokenize_row,
 )
-from bot.evaluation import evaluate_file, load_eval_file
-from bot.prompt import examples_block
-from bot.training import GateScores, decide, key_token_recall
+from bot.training.gate import GateScores, decide
 from bot.types import ConversationKey, Message, UserError
 from tests.conftest import MODEL_CACHE, REPO, MakeCore
 from tests.fakes import FakeTokenizer

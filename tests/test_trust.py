@@ -195,7 +195,7 @@ def test_feedback_stored_before_an_example_store_failure_gets_its_example_at_res
             core.correct("slack", "ADMIN", reply.exchange_id, "correct: The admin's answer.")
         elif kind == "accepted correction":
             correction_id = pending.text.split()[3]
-            core._review(correction_id, True, "console", "local")
+            core.review(correction_id, True, "console:local")
         else:
             core.teach("console", "local", "What is the office wifi?", "guest-net.")
     assert core.examples.count() == 0  # the feedback is stored, its example is not

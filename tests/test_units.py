@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.admin import parse_command
+from bot.commands import parse
 from bot.config import ConfigError, load_settings
 from bot.jsonl import JsonlFileError
 from bot.lora_registry import LoraRegistry
@@ -140,11 +140,16 @@ def test_fair_queue_round_robins_users_and_reports_positions() -> None:
 
 
 def test_parse_command_two_word_names_and_unknowns() -> None:
-    assert parse_command("lora use v0002").args == "v0002"
-    assert parse_command("/Teach Q => A").name == "teach"
-    assert parse_command("feedback export /tmp/x.jsonl").args == "/tmp/x.jsonl"
+    assert parse("lora use v0002").args == {"version": "v0002"}
+    taught = parse("/Teach Q => A")
+    assert (taught.command.name, taught.args) == ("teach", {"question": "Q", "answer": "A"})
+    assert parse("feedback export /tmp/x.jsonl").args == {"file": "/tmp/x.jsonl"}
     with pytest.raises(UserError, match="unknown command"):
-        parse_command("lora explode")
+        parse("lora explode")
+    with pytest.raises(UserError, match="takes no arguments"):
+        parse("lora list v1")
+    with pytest.raises(UserError, match="teach QUESTION => ANSWER"):
+        parse("teach no arrow here")
 
 
 # LoRA registry ----------------------------------------------------------------------------------

@@ -528,6 +528,12 @@ class SlackEmulator:
             found.edits.append(found.text)
             found.text = p["text"]
             return {"ok": True, "channel": found.channel, "ts": found.ts, "text": found.text}
+        if method == "chat.delete":
+            found = self._messages.get((str(p.get("channel")), str(p.get("ts"))))
+            if found is None or found.bot_id != self.bot_id:
+                return {"ok": False, "error": "message_not_found" if found is None else "cant_delete_message"}
+            del self._messages[(found.channel, found.ts)]
+            return {"ok": True, "channel": found.channel, "ts": found.ts}
         if method == "chat.postEphemeral":
             return {"ok": True, "message_ts": self.next_ts()}
         if method == "reactions.add":

@@ -6,7 +6,7 @@ LoRA's regression report was measured when it was itself a candidate and is in i
 reused only when everything that shapes those answers is unchanged: the base weights, the
 regression file and the answer settings. The example store is left out on purpose: regression
 questions are general ones that retrieval seldom matches, and keying on it would miss the cache on
-every retrain. (The base model's replies are kept by bot/base_replies.py instead.)
+every retrain. (The base model's replies are kept by bot/training/base_replies.py instead.)
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def regression_key(settings: Settings, base_fingerprint: str, regression_path: P
 def cached_regression(active: tuple[str, Path] | None, key: str) -> EvalReport | None:
     """The serving LoRA's regression report for `key`, or None when it must be measured."""
     if active is None:
-        return None  # the base model's replies come back from bot/base_replies.py
+        return None  # the base model's replies come back from bot/training/base_replies.py
     try:
         manifest = json.loads((active[1] / "manifest.json").read_text())
     except (OSError, json.JSONDecodeError):

@@ -22,15 +22,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.paraphrase import question_variants
 from bot.prompt import build_prompt, layout_messages, tokenize_messages
+from bot.training.paraphrase import question_variants
 from bot.types import ALL_SCOPES, Example, UserError
 
 if TYPE_CHECKING:
     from bot.feedback import FeedbackStore
     from bot.retrieval import ExampleStore
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # bot/data
 GENERAL_FILE = DATA_DIR / "general.jsonl"  # replay: general questions with short correct answers
 REGRESSION_FILE = DATA_DIR / "regression.jsonl"  # the gate's forgetting check; disjoint from replay
 
@@ -198,7 +198,7 @@ def build_training_data(
 ) -> TrainingData:
     """Everything a run trains and gates on, deterministic for a given store and settings.
 
-    `replay_answer` gives each replay row its target (bot/self_replay.py: the base model's own
+    `replay_answer` gives each replay row its target (bot/training/self_replay.py: the base model's own
     words); without it a replay row answers with the written answer.
     """
     t = settings.training

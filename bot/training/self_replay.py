@@ -8,17 +8,17 @@ LoRA towards the base model's behaviour and teaches nothing else: self-distillat
 is used only when it states every fact of the written answer that the question does not already
 hold (its key tokens, bot.evaluation) and ended by itself; otherwise the written answer stays,
 so replay never teaches a wrong fact. The base model's replies are kept between runs by
-bot/base_replies.py, so only the first retrain pays for generating them.
+bot/training/base_replies.py, so only the first retrain pays for generating them.
 """
 
 from __future__ import annotations
 
-from bot.base_replies import BaseReplies
 from bot.config import Settings
-from bot.dataset import Row
 from bot.decoding import clean_reply
 from bot.evaluation import key_tokens
 from bot.prompt import build_prompt
+from bot.training.base_replies import BaseReplies
+from bot.training.dataset import Row
 
 MAX_NEW_TOKENS = 96  # general answers are a sentence or two; a longer one is not kept anyway
 

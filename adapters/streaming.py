@@ -1,0 +1,128 @@
+"""Showing a streamed reply on a platform that edits messages: what Slack and Discord share.
+
+The reply grows in place: edits no closer together than the platform's rate limit allows, the
+text split at its message-size limit without breaking a code block (adapters/text.py), a notice
+while the question waits in line, and every message that shows the reply linked to its exchange
+before the final edit, so that a vote cast the moment the reply reads complete counts. An
+adapter supplies only a `Screen`: how to post, edit and delete one message.
+
+It runs on the adapter's answer threads (the core blocks while the model writes); an async
+platform's `Screen` hands each call to its event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Protocol
+
+from adapters.text import split_text
+from bot.types import Answering, Done, Queued, Reply, Token, UserError
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+log = logging.getLogger(__name__)
+
+WRITING = " …"  # shown after the text while the model still writes
+SOMETHING_WENT_WRONG = "⚠️ Sorry, something went wrong while answering. Please try again."
+
+
+class Screen(Protocol):
+    """The platform's messages, by the reference the core links to exchanges (`message_ref`)."""
+
+    def post(self, text: str) -> str: ...
+
+    def edit(self, ref: str, text: str) -> None: ...
+
+    def delete(self, ref: str) -> None: ...
+
+
+def queued_text(position: int) -> str:
+    return f"⏳ Queued: {position} ahead of you…"
+
+
+def followup_text(done: Future[str]) -> str:
+    """What to post when a long command (a retrain) finishes, fails or is cancelled."""
+    if done.cancelled():
+        return "⚠️ Cancelled."
+    if (exc := done.exception()) is not None:
+        return f"⚠️ Failed: {exc}"
+    return done.result()
+
+
+class ReplyOnScreen:
+    """The messages that show one reply: posted as the text grows, edited, deleted when it shrinks."""
+
+    def __init__(self, screen: Screen, limit: int, interval_s: float) -> None:
+        self.screen, self.limit, self.interval_s = screen, limit, interval_s
+        self.parts: list[tuple[str, str]] = []  # (message ref, text shown)
+        self.last = 0.0
+
+    @property
+    def refs(self) -> list[str]:
+        return [ref for ref, _ in self.parts]
+
+    def show(self, text: str, *, wait: bool) -> list[str]:
+        """Show `text`; too soon after the last edit, skip it or, with `wait`, wait. Returns the
+        refs of messages posted now."""
+        pause = self.last + self.interval_s - time.monotonic()
+        if pause > 0:
+            if not wait:
+                return []
+            time.sleep(pause)
+        posted: list[str] = []
+        chunks = split_text(text, self.limit)
+        for i, chunk in enumerate(chunks):
+            if i < len(self.parts):
+                ref, shown = self.parts[i]
+                if chunk != shown:
+                    self.screen.edit(ref, chunk)
+                    self.parts[i] = (ref, chunk)
+            else:
+                ref = self.screen.post(chunk)
+                self.parts.append((ref, chunk))
+                posted.append(ref)
+        while len(self.parts) > len(chunks):  # the final text can be shorter than the stream
+            self.screen.delete(self.parts.pop()[0])
+        self.last = time.monotonic()
+        return posted
+
+
+def show_answer(
+    core: Core, answering: Answering, on_screen: ReplyOnScreen, platform: str, placeholder: str = ""
+) -> Reply | None:
+    """Stream the core's answer onto the screen; the Reply, or None when it failed (the failure
+    is shown in its place)."""
+    if placeholder:
+        on_screen.show(placeholder, wait=False)
+    text = ""
+    try:
+        for event in answering.events:
+            if isinstance(event, Queued) and not text:
+                on_screen.show(queued_text(event.position), wait=True)
+            elif isinstance(event, Token):
+                text += event.text
+                if text.strip():
+                    on_screen.show(text + WRITING, wait=False)
+            elif isinstance(event, Done):
+                for ref in on_screen.refs:  # link what is on screen before the last edit
+                    core.link_message(event.reply.exchange_id, platform, ref)
+                for ref in on_screen.show(event.reply.text or "(no answer)", wait=True):
+                    core.link_message(event.reply.exchange_id, platform, ref)
+                return event.reply
+        raise RuntimeError("the answer ended without a reply")
+    except UserError as exc:  # e.g. an oversized message: say why, in place of the answer
+        _show_failure(on_screen, f"⚠️ {exc}")
+    except Exception:
+        log.exception("answering in %s failed", answering.message.conversation.as_str())
+        _show_failure(on_screen, (text + "\n\n" if text.strip() else "") + SOMETHING_WENT_WRONG)
+    return None
+
+
+def _show_failure(on_screen: ReplyOnScreen, text: str) -> None:
+    try:
+        on_screen.show(text, wait=True)
+    except Exception:  # the platform is gone too (a closed client): nothing more to say
+        log.warning("could not show the failure: %s", text, exc_info=True)

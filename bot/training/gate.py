@@ -1,0 +1,143 @@
+"""The eval gate: a candidate LoRA is promoted only if it is no worse than what serves now.
+
+Both are asked the held-out examples and the regression set through the bot's own serving path.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.evaluation import EvalReport, evaluate, key_token_recall, load_eval_file
+from bot.training.base_replies import BaseReplies
+from bot.training.dataset import Pair
+
+
+@dataclass(frozen=True)
+class GateScores:
+    heldout: float | None  # mean key-token recall; None without held-out examples
+    regression: float
+    heldout_replies: list[dict[str, Any]]
+    regression_report: EvalReport
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "heldout_recall": None if self.heldout is None else round(self.heldout, 4),
+            "regression_accuracy": round(self.regression, 4),
+            "regression_hits": self.regression_report.hits,
+            "regression_total": self.regression_report.total,
+            "heldout_replies": self.heldout_replies,
+            "regression_misses": self.regression_report.misses,
+        }
+
+
+AnswerFn = Callable[[str], str]
+
+
+def gate_scores(
+    answer: AnswerFn,
+    heldout: list[Pair],
+    regression_path: Path,
+    progress: Callable[[int, int], None] | None = None,
+    regression: EvalReport | None = None,
+) -> GateScores:
+    """Held-out recall and the regression report; `regression`, when given, is a cached report."""
+    regression_items = [] if regression is not None else load_eval_file(regression_path)
+    total = len(heldout) + len(regression_items)
+    replies: list[dict[str, Any]] = []
+    for done, pair in enumerate(heldout, start=1):
+        reply = answer(pair.question)
+        replies.append({"question": pair.question, "reference": pair.answer, "reply": reply,
+                        "recall": round(key_token_recall(reply, pair.answer), 4)})  # fmt: skip
+        if progress:
+            progress(done, total)
+    report = regression or evaluate(
+        answer, regression_items, (lambda d, _t: progress(len(heldout) + d, total)) if progress else None
+    )
+    mean = sum(r["recall"] for r in replies) / len(replies) if replies else None
+    return GateScores(mean, report.accuracy, replies, report)
+
+
+def decide(candidate: GateScores, baseline: GateScores, settings: Settings) -> tuple[bool, str]:
+    """Promote iff the candidate is no worse than the baseline on both checks, within the margins."""
+    t = settings.training
+    problems: list[str] = []
+    lines: list[str] = []
+    if candidate.heldout is not None and baseline.heldout is not None:
+        lines.append(f"held-out recall {candidate.heldout:.0%} vs {baseline.heldout:.0%}")
+        if candidate.heldout < baseline.heldout - t.gate_heldout_margin:
+            problems.append(f"held-out recall fell below {baseline.heldout - t.gate_heldout_margin:.0%}")
+    else:
+        lines.append("no held-out examples (too few examples to hold any out)")
+    lines.append(
+        f"regression {candidate.regression_report.hits}/{candidate.regression_report.total} vs "
+        f"{baseline.regression_report.hits}/{baseline.regression_report.total}"
+    )
+    if candidate.regression < baseline.regression - t.gate_regression_margin:
+        problems.append(f"regression accuracy fell below {baseline.regression - t.gate_regression_margin:.0%}")
+    numbers = "; ".join(lines)
+    if problems:
+        return False, f"{', '.join(problems)} ({numbers})"
+    return True, f"no worse than the serving model ({numbers})"
+
+
+# the serving path, for the gate ---------------------------------------------------------------
+
+
+GATE_MAX_NEW_TOKENS = 48
+
+
+def gate_settings(settings: Settings) -> Settings:
+    """The serving settings, replies cut at GATE_MAX_NEW_TOKENS: the facts the gate looks for come in
+    a reply's first sentence, and a general question can make the small model ramble to the limit."""
+    return settings.model_copy(update={"max_new_tokens": min(settings.max_new_tokens, GATE_MAX_NEW_TOKENS)})
+
+
+UseFn = Callable[[tuple[str, Path] | None], None]  # serve this LoRA (name, dir), or None: the base model
+
+
+@contextmanager
+def serving_answerer(
+    settings: Settings, files: Any, examples: Any, base_replies: Path | None
+) -> Iterator[tuple[AnswerFn, UseFn]]:
+    """Yields (answer(question) -> text, use((version, path) | None)) on a fresh 4-bit model.
+
+    Answers go through the bot's own Core (retrieval, prompt builder, generation worker), so the
+    gate measures exactly what users would get; its exchanges go to a throwaway store. What the
+    base model writes is read back from `base_replies` when an earlier run wrote it already (None:
+    every reply is generated).
+    """
+    from bot.app import assemble_core
+    from bot.feedback import FeedbackStore
+    from bot.generation import HFBackend
+    from bot.types import ALL_SCOPES, ConversationKey, Message
+
+    current: list[tuple[str, Path] | None] = [None]
+    backend: Any = HFBackend(settings, files, lora_source=lambda: current[0])
+    if base_replies is not None:
+        backend = BaseReplies(backend, settings, files.fingerprint, base_replies)
+    with tempfile.TemporaryDirectory(prefix="gate-") as scratch:
+        core = assemble_core(settings, backend, examples, FeedbackStore(Path(scratch) / "feedback.sqlite3"))
+
+        def answer(question: str) -> str:
+            conversation = ConversationKey("gate", uuid.uuid4().hex)  # each question stands alone
+            # Training uses every scope's examples, so the gate does too.
+            return core.answer(Message(conversation, "gate", question, scope=ALL_SCOPES)).text
+
+        def use(lora: tuple[str, Path] | None) -> None:
+            current[0] = lora
+            core.generation.request_sync().result(timeout=300)
+
+        try:
+            yield answer, use
+        finally:
+            core.generation.close()
+            core.store.close()
+            if isinstance(backend, BaseReplies):
+                backend.save()
