@@ -4,7 +4,7 @@ retrain, eval; then a table for every set.
     .venv/bin/python bench/train_eval.py [--sets acme northline] [--skip-base] [--set training.epochs=2 ...]
         [--again] [--downvote-misses] [--show-misses]
 
-It drives the same code as the CLI (`bot eval`, `bot examples import`, `bot train`): the real core,
+It drives the same code as the CLI (`bot eval`, `bot examples import`, `bot retrain`): the real core,
 the training pipeline in its own process with its eval gate, the live LoRA swap. Prints each
 accuracy as it comes, the table and one JSON line at the end. Sets: bench/data/<name>_{examples,eval}.jsonl.
 """

@@ -169,7 +169,7 @@ class Core(Learning):
         favored: tuple[int, ...] = ()
         if self.settings.answer_bias and retrieved and in_prompt[:1] == (retrieved[0].id,):
             favored = tuple(favored_tokens(generation.tokenizer, retrieved[0].output))
-        # A LoRA is trained to answer from the verified answers in its prompt (bot/dataset.py); without
+        # A LoRA is trained to answer from the verified answers in its prompt (bot/training/dataset.py); without
         # one, the base model answers, so a LoRA can't cost the general answers it was never meant for.
         base_only = self.settings.lora_for == "examples" and not in_prompt
         return ReplyHints(favored, base_only)

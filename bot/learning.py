@@ -14,7 +14,8 @@ import threading
 from collections.abc import Sequence
 
 from bot.config import Settings
-from bot.feedback import Exchange, FeedbackStore
+from bot.feedback import FeedbackStore
+from bot.feedback_records import Exchange
 from bot.retrieval import ExampleStore, example_id
 from bot.types import CommandResult, UserError, VoteResult
 

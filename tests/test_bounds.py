@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import load_settings
-from bot.feedback import SEEN_EVENTS_KEEP_S, FeedbackStore
+from bot.feedback import FeedbackStore
+from bot.feedback_records import SEEN_EVENTS_KEEP_S
 from bot.generation import GenerationService
 from bot.lora_registry import MANIFEST, LoraRegistry
 from bot.types import ConversationKey, Message, UserError

@@ -1,0 +1,193 @@
+"""The Discord adapter end to end: the real discord.py client over loopback against the emulator.
+
+Each test starts the emulator (REST + gateway) and the bot on its own event loop in a thread,
+as `bot run` would, then acts as Discord users and checks what the bot sent and what the core
+recorded. The core runs on a fake generator except in the one slow test.
+
+Messages: mentions streamed by editing, DMs, what is ignored, reply chains, threads, long replies
+and their splitting, the queue notice. The fixtures are in conftest.py, the helpers in helpers.py.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import discord
+
+from adapters.discord_bot import split_message
+from bot.core import Core
+from bot.types import ConversationKey
+from tests.discord_adapter.helpers import TIMEOUT, BotThread, final_reply, token_id
+from tests.emulators.discord_api import DiscordEmulator, wait_until
+from tests.fakes import FakeBackend
+
+# ----------------------------------------------------------------------------- messages
+
+
+def test_mention_streams_a_reply_by_editing(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    reply = "Streaming works by posting once and then editing the same message as words arrive."
+    core = fast_core(reply=reply, delay_s=0.04)
+    start_bot(core)
+    user = emulator.add_user("alice")
+    asked = emulator.send_message(user, f"{emulator.mention()} how does streaming work?")
+
+    [answer] = final_reply(emulator, asked)
+    assert answer["content"] == reply
+    channel = str(emulator.channel_id)
+    posts = emulator.calls_to("POST", rf"/channels/{channel}/messages")
+    edits = emulator.calls_to("PATCH", rf"/channels/{channel}/messages/{answer['id']}")
+    assert len(posts) == 1, "one message, then edits"
+    streamed = posts[0].body["content"]
+    assert streamed.endswith(" …") and reply.startswith(streamed.removesuffix(" …")), "the reply so far, still going"
+    assert str(posts[0].body["message_reference"]["message_id"]) == asked["id"]
+    assert posts[0].body["allowed_mentions"]["parse"] == [], "model output must not ping anyone"
+    assert len(edits) >= 2 and edits[-1].body["content"] == reply
+    # Throttled: streaming edits keep the interval (the last one, on completion, need not).
+    gaps = [b.at - a.at for a, b in zip([posts[0], *edits[:-2]], edits[:-1], strict=True)]
+    assert all(gap >= 0.08 for gap in gaps), gaps
+    assert emulator.calls_to("POST", rf"/channels/{channel}/typing"), "typing indicator"
+    reactions = emulator.calls_to("PUT", rf"/channels/{channel}/messages/{answer['id']}/reactions/.+/@me")
+    assert [c.path.split("/")[-2] for c in reactions] == ["👍", "👎"]
+    assert core.exchange_for_message("discord", answer["id"]) is not None
+    # The bot asked for what it needs and nothing privileged beyond message content.
+    identify = next(op["d"] for op in emulator.gateway_ops if op["op"] == 2)
+    wanted = discord.Intents._from_value(identify["intents"])
+    assert wanted.message_content and wanted.guild_reactions and wanted.dm_messages and not wanted.members
+
+
+def test_dm_answered_and_unaddressed_messages_ignored(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core(reply="Hello in private.", discord__seed_reactions=False)
+    start_bot(core)
+    user = emulator.add_user("bob")
+    other_bot = emulator.make_user("otherbot", bot=True)
+    emulator.users[other_bot["id"]] = other_bot
+    ignored = [
+        emulator.send_message(user, "just chatting, not to the bot"),
+        emulator.send_message(other_bot, f"{emulator.mention()} bots are ignored"),
+        emulator.send_message(user, f"{emulator.mention()} joined", msg_type=7),  # a system message
+    ]
+    dm = emulator.dm_channel_id(user)
+    asked = emulator.send_message(user, "hi, no mention needed here", channel_id=dm)
+
+    [answer] = final_reply(emulator, asked, seeded=False)
+    assert answer["channel_id"] == dm and answer["content"] == "Hello in private."
+    assert not emulator.calls_to("PUT", r"/channels/.+/reactions/.+"), "seeding was turned off"
+    time.sleep(0.3)  # the ignored messages came first; give their handlers time to misbehave
+    assert [emulator.replies_to(m["id"]) for m in ignored] == [[], [], []]
+    assert len(emulator.bot_messages()) == 1
+
+
+def test_bare_mention_gets_the_cores_message(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core()
+    start_bot(core)
+    user = emulator.add_user("lou")
+    asked = emulator.send_message(user, emulator.mention())
+    [answer] = wait_until(lambda: emulator.replies_to(asked["id"]), TIMEOUT, what="the bot's message")
+    assert answer["content"] == "⚠️ the message is empty"
+    assert core.generation.backend.calls == []  # type: ignore[attr-defined]
+
+
+def test_reply_chain_continues_the_conversation(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core(reply="Noted.")
+    backend: FakeBackend = core.generation.backend  # type: ignore[assignment]
+    bot = start_bot(core)
+    user = emulator.add_user("carol")
+    first = emulator.send_message(user, f"{emulator.mention()} my favourite fruit is pineapple")
+    [answer1] = final_reply(emulator, first)
+
+    # A reply without a mention (ping off) still reaches the bot, with the history.
+    second = emulator.send_message(user, "what did I just tell you ?", reply_to=answer1["id"], ping=False)
+    [answer2] = final_reply(emulator, second)
+    assert token_id("pineapple") in backend.calls[1], "the reply chain's history is in the prompt"
+
+    # A fresh mention is a new conversation.
+    third = emulator.send_message(user, f"{emulator.mention()} what did I just tell you ?")
+    final_reply(emulator, third)
+    assert token_id("pineapple") not in backend.calls[2]
+
+    # After a restart the bot has no memory of its messages: it walks the chain over REST.
+    bot.stop()
+    start_bot(core)
+    fourth = emulator.send_message(user, "and again ?", reply_to=answer2["id"], ping=False)
+    final_reply(emulator, fourth)
+    assert token_id("pineapple") in backend.calls[3]
+    assert emulator.calls_to("GET", rf"/channels/{emulator.channel_id}/messages/\d+")
+    chain = ConversationKey("discord", str(emulator.channel_id), first["id"])
+    assert core.store.has_history(chain)
+
+
+def test_thread_is_one_conversation(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core(reply="Sure.")
+    start_bot(core)
+    user = emulator.add_user("dave")
+    thread = str(emulator.thread_id)
+    first = emulator.send_message(user, f"{emulator.mention()} start here", channel_id=thread)
+    final_reply(emulator, first)
+    # Once the bot talks in a thread, follow-ups there need no mention.
+    follow = emulator.send_message(user, "and a follow-up", channel_id=thread)
+    [answer] = final_reply(emulator, follow)
+    assert answer["channel_id"] == thread
+    assert core.store.has_history(ConversationKey("discord", str(emulator.channel_id), thread))
+
+
+def test_long_reply_is_split_into_linked_messages(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    paragraph = " ".join(f"sentence{i} has several words in it." for i in range(40))
+    reply = paragraph + "\n\n" + paragraph  # ~2,900 characters with one paragraph break
+    assert len(reply) > 2000
+    core = fast_core(reply=reply, max_new_tokens=1000, context_tokens=4096)
+    start_bot(core)
+    user = emulator.add_user("erin")
+    asked = emulator.send_message(user, f"{emulator.mention()} tell me everything")
+
+    parts = final_reply(emulator, asked, expected_parts=2)
+    assert len(parts) == 2
+    assert [p["content"] for p in parts] == [paragraph, paragraph], "cut at the paragraph break"
+    exchange = core.exchange_for_message("discord", parts[0]["id"])
+    assert exchange is not None and core.exchange_for_message("discord", parts[1]["id"]) == exchange
+    assert parts[0]["reactions"] == [] and len(parts[1]["reactions"]) == 2, "👍/👎 once, on the last part"
+    assert all(len(c.body["content"]) <= 2000 for c in emulator.calls_to("PATCH", r"/channels/.+"))
+
+
+def test_split_message_boundaries() -> None:
+    assert split_message("short") == ["short"]
+    words = "word " * 500
+    parts = split_message(words)
+    assert all(len(p) <= 2000 for p in parts) and " ".join(parts).split() == words.split()
+    assert split_message("x" * 4500) == ["x" * 2000, "x" * 2000, "x" * 500]
+    code = "Here:\n```python\n" + "\n".join(f"    line_{i} = {i}" for i in range(200)) + "\n```\nDone."
+    parts = split_message(code)
+    assert len(parts) > 1 and all(len(p) <= 2000 for p in parts)
+    assert parts[0].endswith("\n```") and parts[1].startswith("```python\n    line_"), "fence closed and reopened"
+    assert all(p.count("```") % 2 == 0 for p in parts)
+
+
+def test_queued_request_says_so(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core(reply="one two three four five", delay_s=0.3)  # the first answer takes 1.5 s
+    start_bot(core)
+    first_user, second_user = emulator.add_user("fay"), emulator.add_user("gus")
+    first = emulator.send_message(first_user, f"{emulator.mention()} first")
+    wait_until(lambda: emulator.replies_to(first["id"]), TIMEOUT, what="the first answer to start")
+    second = emulator.send_message(second_user, f"{emulator.mention()} second")
+    [answer] = final_reply(emulator, second)
+    posted = next(
+        c
+        for c in emulator.calls_to("POST", r"/channels/\d+/messages")
+        if str(c.body["message_reference"]["message_id"]) == second["id"]
+    )
+    assert posted.body["content"].startswith("⏳"), posted.body["content"]
+    assert answer["content"] == "one two three four five"
