@@ -327,3 +327,29 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
 
     lora = PeftConfig.from_pretrained(str(version_dir))
     assert lora.r == settings.training.lora_r and set(lora.target_modules) == set(settings.training.target_modules)
+
+
+@pytest.mark.slow
+def test_kto_trains_on_good_and_downvoted_rows_and_saves_a_lora(tmp_path: Path, real_files) -> None:
+    """`training.use_kto`: a few KTO steps on the default model through TRL, in the serving layout."""
+    from bot.config import load_settings
+    from bot.generation import HFBackend
+    from bot.training.dataset import Row, TrainingData
+    from bot.training.status import StatusFile
+    from bot.training.trainer import train_lora
+
+    settings = load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(MODEL_CACHE),
+                             training__batch_size=2, training__use_kto=True)  # fmt: skip
+
+    def row(question: str, answer: str, desirable: bool) -> Row:
+        return Row([{"role": "user", "content": question}], answer, desirable, "test")
+
+    good = [row(q, a, True) for q, a in FACTS[:3]]
+    bad = [row(FACTS[0][0], "I do not know.", False)]
+    data = TrainingData(train=good, undesirable=bad, heldout=[], fingerprint="test")
+    backend = HFBackend(settings, real_files)  # its own copy: training dequantizes the model it gets
+    status = StatusFile(tmp_path / "status.json")
+    losses = train_lora(settings, backend.model, backend.tokenizer, data, tmp_path / "lora", status)
+    assert losses and all(loss["loss"] == loss["loss"] for loss in losses), "finite losses, one per step"
+    assert (tmp_path / "lora" / "adapter_config.json").is_file()
+    assert status.current.total_steps == 2  # 4 rows, batch 2, 1 epoch

@@ -87,22 +87,21 @@ def train_lora(
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }
-    callback = _progress_callback(status, losses)
     if t.use_kto and data.undesirable:
-        trainer = _kto_trainer(model, tokenizer, data, settings, common, callback)
+        trainer_class, config, rows = _kto_parts(tokenizer, data, settings, common)
     else:
         from trl import SFTConfig, SFTTrainer
 
+        trainer_class, config = SFTTrainer, SFTConfig(**common, completion_only_loss=True, dataset_num_proc=None)
         rows = [tokenize_row(tokenizer, row, settings) for row in data.train]
-        config = SFTConfig(**common, completion_only_loss=True, dataset_num_proc=None)
-        trainer = SFTTrainer(
-            model=model,
-            args=config,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=lora_config(settings),
-            callbacks=[callback],
-        )
+    trainer = trainer_class(
+        model=model,
+        args=config,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(settings),
+        callbacks=[_progress_callback(status, losses)],
+    )
     try:
         trainer.train()
         trainer.model.save_pretrained(str(out_dir))
@@ -113,11 +112,11 @@ def train_lora(
     return losses
 
 
-def _kto_trainer(
-    model: Any, tokenizer: Any, data: TrainingData, settings: Settings, common: dict[str, Any], callback: Any
-) -> Any:
-    """KTO on good (desirable) and downvoted (undesirable) rows, pre-tokenized in the serving layout."""
-    from datasets import Dataset
+def _kto_parts(
+    tokenizer: Any, data: TrainingData, settings: Settings, common: dict[str, Any]
+) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """KTO on good (desirable) and downvoted (undesirable) rows, pre-tokenized in the serving layout:
+    (trainer class, its config, the rows)."""
     from trl import KTOConfig, KTOTrainer
 
     class ServingLayoutKTOTrainer(KTOTrainer):  # type: ignore[misc]
@@ -143,14 +142,7 @@ def _kto_trainer(
     # The KL estimate pairs neighbours in a fixed order, so the shuffle happens here, seeded.
     random.Random(settings.training.seed).shuffle(rows)
     config = KTOConfig(**{**common, "per_device_train_batch_size": max(2, settings.training.batch_size)})
-    return ServingLayoutKTOTrainer(
-        model=model,
-        args=config,
-        train_dataset=Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=lora_config(settings),
-        callbacks=[callback],
-    )
+    return ServingLayoutKTOTrainer, config, rows
 
 
 def plot_losses(losses: list[dict[str, float]], path: Path, title: str) -> None:
