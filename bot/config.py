@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -193,6 +192,13 @@ class Settings(BaseSettings):
         json_schema_extra={"env": "BOT_MAX_PENDING_CORRECTIONS"},  # its name before the field grew longer
     )
     log_level: str = Field("INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object a line, for log collectors"
+    )
+    metrics_port: int = Field(0, ge=0, le=65535, description="port of `/metrics`, `/healthz`, `/readyz` (0: none)")
+    # Not a platform secret: the training process reads the same store (it gets it on stdin, never on disk).
+    database_url: str = Field("", description="feedback store on PostgreSQL, `postgresql://…` (none: SQLite)")
+    chroma_url: str = Field("", description="example store on a chromadb server, `http://host:8000` (none: embedded)")
     slack: SlackSettings = Field(default_factory=SlackSettings, description="docs/slack.md")
     discord: DiscordSettings = Field(default_factory=DiscordSettings, description="docs/discord.md")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="docs/training.md")
@@ -356,43 +362,3 @@ def _describe(exc: ValidationError, path: Path | None, from_env: set[str]) -> st
         shown = "" if value is None or isinstance(value, dict) else f" = {value!r}"
         lines.append(f"  - {dotted}{where}{shown}: {err['msg']}")
     return "\n".join(lines)
-
-
-# README's table ---------------------------------------------------------------------------------
-
-TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
-REGENERATE = "python -m bot.config --update-readme"
-README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _shown_default(field: FieldInfo) -> str:
-    value = field.get_default(call_default_factory=True)
-    value = ",".join(value) if isinstance(value, list) else str(value).lower() if isinstance(value, bool) else value
-    return "none" if value in (None, "") else f"`{value}`"  # lists and booleans as an env var takes them
-
-
-def settings_table() -> str:
-    """README's configuration table, from the model: every setting, its variable, default and meaning."""
-    rows = ["| setting | env var | default | meaning |", "| --- | --- | --- | --- |"]
-    for dotted, _, _, field in settings_fields():
-        meaning = (field.description or "").replace("|", "\\|")
-        rows.append(f"| {dotted} | `{SETTING_ENV_VARS[dotted]}` | {_shown_default(field)} | {meaning} |")
-    return "\n".join(rows) + "\n"
-
-
-def readme_with_table(text: str) -> str:
-    """README's text with the table between its marker comments regenerated."""
-    head, start, rest = text.partition(TABLE_START)
-    _, end, tail = rest.partition(TABLE_END)
-    if not (start and end):
-        raise ValueError(f"no {TABLE_START} ... {TABLE_END} markers in the README")
-    return f"{head}{TABLE_START}\n{settings_table()}{TABLE_END}{tail}"
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] == ["--markdown"]:
-        sys.stdout.write(settings_table())
-    elif sys.argv[1:] == ["--update-readme"]:
-        README.write_text(readme_with_table(README.read_text(encoding="utf-8")), encoding="utf-8")
-    else:
-        sys.exit(f"usage: python -m bot.config --markdown (print README's settings table) | {REGENERATE}")
