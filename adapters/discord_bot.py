@@ -27,6 +27,8 @@ from adapters.discord_conversations import Conversations, of_interaction
 from adapters.discord_io import DiscordScreen, configure_endpoints, intents, keep_typing, role_ids, server_id
 from adapters.streaming import ReplyOnScreen, followup_text, show_answer
 from adapters.text import split_text
+from bot import metrics
+from bot.health import Readiness
 from bot.types import Answering, CommandResult, Incoming, Reaction
 
 if TYPE_CHECKING:
@@ -65,13 +67,14 @@ def plain_text(message: discord.Message, me_id: int) -> str:
 class DiscordBot(discord.Client):
     """A discord.py client wired to the core."""
 
-    def __init__(self, core: Core, settings: Settings, **options: Any) -> None:
+    def __init__(self, core: Core, settings: Settings, readiness: Readiness | None = None, **options: Any) -> None:
         options.setdefault("intents", intents())
         # Model output is data: it must never ping @everyone, roles or users.
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(**options)
         self.core = core
         self.settings = settings
+        self.readiness = readiness or Readiness()
         self.tree = app_commands.CommandTree(self)
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="discord-answer")
         self._conversations = Conversations(self, core)
@@ -95,6 +98,15 @@ class DiscordBot(discord.Client):
                 "could not sync slash commands (%s); invite the bot with the applications.commands scope",
                 exc,
             )
+
+    async def on_ready(self) -> None:
+        self.readiness.up(PLATFORM)
+
+    async def on_resumed(self) -> None:
+        self.readiness.up(PLATFORM)
+
+    async def on_disconnect(self) -> None:
+        self.readiness.down(PLATFORM)  # discord.py reconnects by itself; ready again on resume
 
     async def close(self) -> None:
         await super().close()
@@ -208,6 +220,7 @@ class DiscordBot(discord.Client):
             result = await self._core(self.core.handle, incoming)
         except Exception:
             log.exception("Discord command %r failed", name)
+            metrics.PLATFORM_ERRORS.labels(PLATFORM).inc()
             result = CommandResult("Sorry, that command failed; the logs say why.", ok=False)
         if not isinstance(result, CommandResult):
             return
@@ -228,14 +241,16 @@ class DiscordBot(discord.Client):
 # ----------------------------------------------------------------------------- entry points
 
 
-def build_client(core: Core, settings: Settings | None = None, **options: Any) -> DiscordBot:
+def build_client(
+    core: Core, settings: Settings | None = None, readiness: Readiness | None = None, **options: Any
+) -> DiscordBot:
     """A client ready for `await client.start(token)`; `options` go to discord.Client."""
     settings = settings or core.settings
     configure_endpoints(settings.discord)
-    return DiscordBot(core, settings, **options)
+    return DiscordBot(core, settings, readiness, **options)
 
 
-def run(core: Core, settings: Settings) -> None:
+def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> None:
     """Connect to Discord and serve until interrupted (used by `bot run`, maybe in a thread).
 
     Fatal set-up problems are logged with what to do, not raised as SystemExit, which a
@@ -244,7 +259,7 @@ def run(core: Core, settings: Settings) -> None:
     if not settings.discord.token:
         log.error("DISCORD_TOKEN is not set; see docs/discord.md")
         return
-    client = build_client(core, settings)
+    client = build_client(core, settings, readiness)
     try:
         client.run(settings.discord.token, log_handler=None)  # the CLI configures logging
     except discord.PrivilegedIntentsRequired:

@@ -30,6 +30,8 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from adapters.streaming import ReplyOnScreen, followup_text, show_answer
 from adapters.text import split_text
+from bot import metrics
+from bot.health import Readiness
 from bot.types import Answering, CommandResult, ConversationKey, Incoming, Reaction
 
 if TYPE_CHECKING:
@@ -160,6 +162,7 @@ class SlackAdapter:
             )
         except Exception:
             log.exception("Slack command %r failed", text)
+            metrics.PLATFORM_ERRORS.labels(PLATFORM).inc()
             result = CommandResult("Sorry, that command failed; the logs say why.", ok=False)
         if not isinstance(result, CommandResult):
             return
@@ -233,17 +236,19 @@ def start_http(app: App, settings: Settings, host: str = "0.0.0.0", port: int | 
     return Running(stop=stop, url=f"http://{shown}:{server.server_port}{EVENTS_PATH}")
 
 
-def run(core: Core, settings: Settings) -> None:
-    """Run the Slack app until interrupted (`bot run`, maybe in a thread).
+def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> None:
+    """Run the Slack app until interrupted (`bot run`, maybe in a thread); `readiness` hears when it is up.
 
     Bad tokens are logged with what to check rather than raised: a thread would print only a
     traceback.
     """
+    readiness = readiness or Readiness()
     try:
         app = build_app(core, settings)  # auth.test checks SLACK_BOT_TOKEN
         if settings.slack.mode == "http":
             server = _http_server(app, "0.0.0.0", settings.slack.port)
             log.info("Slack HTTP mode: listening on :%d%s", settings.slack.port, EVENTS_PATH)
+            readiness.up(PLATFORM)
             try:
                 server.serve_forever()
             finally:
@@ -252,10 +257,13 @@ def run(core: Core, settings: Settings) -> None:
             log.info("Slack Socket Mode: connecting through %s", settings.slack.api_url)
             handler = SocketModeHandler(app, settings.slack.app_token)
             try:
-                handler.start()  # apps.connections.open checks SLACK_APP_TOKEN
+                handler.connect()  # apps.connections.open checks SLACK_APP_TOKEN
+                readiness.up(PLATFORM)
+                threading.Event().wait()  # the handler's own threads serve; it reconnects by itself
             finally:
                 handler.close()
     except (BoltError, SlackApiError) as exc:
+        metrics.PLATFORM_ERRORS.labels(PLATFORM).inc()
         log.error(
             "Slack could not start: %s. Check SLACK_BOT_TOKEN, SLACK_APP_TOKEN and SLACK_API_URL (%s); "
             "see docs/slack.md",

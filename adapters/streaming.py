@@ -18,6 +18,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
 from adapters.text import split_text
+from bot import metrics
 from bot.types import Answering, Done, Queued, Reply, Token, UserError
 
 if TYPE_CHECKING:
@@ -117,6 +118,7 @@ def show_answer(
         _show_failure(on_screen, f"⚠️ {exc}")
     except Exception:
         log.exception("answering in %s failed", answering.message.conversation.as_str())
+        metrics.PLATFORM_ERRORS.labels(platform).inc()
         _show_failure(on_screen, (text + "\n\n" if text.strip() else "") + SOMETHING_WENT_WRONG)
     return None
 

@@ -20,7 +20,11 @@ LOCAL_ADMIN = "console:local"  # whoever sits at the terminal owns the data dire
 
 
 def build_examples(settings: Settings, embedder: Embedder | None = None) -> ExampleStore:
-    return ExampleStore(embedder or SentenceEmbedder(settings.embedder), settings.data_dir / "chroma")
+    """The example store: on the chromadb server at `chroma_url`, else embedded in the data directory."""
+    embedder = embedder or SentenceEmbedder(settings.embedder)
+    if settings.chroma_url:
+        return ExampleStore.remote(embedder, settings.chroma_url)
+    return ExampleStore(embedder, settings.data_dir / "chroma")
 
 
 def snapshot_examples(settings: Settings) -> ExampleStore:
@@ -30,7 +34,8 @@ def snapshot_examples(settings: Settings) -> ExampleStore:
 
 
 def build_feedback(settings: Settings) -> FeedbackStore:
-    return FeedbackStore(settings.data_dir / "feedback.sqlite3")
+    """PostgreSQL when `database_url` is set (replicas share it), else the data directory's SQLite file."""
+    return FeedbackStore(settings.database_url or settings.data_dir / "feedback.sqlite3")
 
 
 def assemble_core(

@@ -67,12 +67,23 @@ def settings() -> Settings:
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=loaded.log_level.upper(), format="%(message)s", handlers=[RichHandler(console=console, show_path=False)]
-    )
+    configure_logging(loaded)
     for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return loaded
+
+
+def configure_logging(loaded: Settings) -> None:
+    """Rich text on the terminal, or one JSON object a line for a log collector (`log_format`)."""
+    if loaded.log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler: logging.Handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler = RichHandler(console=console, show_path=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.basicConfig(level=loaded.log_level.upper(), handlers=[handler], force=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -103,24 +114,33 @@ def chat() -> None:
 @app.command()
 def run() -> None:
     """Start the configured chat platforms (Slack, Discord), or the terminal chat when none is set."""
+    from bot.health import Readiness, serve
+
     s = settings()
-    core = _core(s, own_data_dir=True)
     runners = []
     if s.slack.enabled:
         from adapters import slack
 
-        runners.append(("Slack", slack.run))
+        runners.append(("slack", slack.run))
     if s.discord.enabled:
         from adapters import discord_bot
 
-        runners.append(("Discord", discord_bot.run))
+        runners.append(("discord", discord_bot.run))
+    # Ready once the model is loaded and every configured platform is connected (/readyz).
+    readiness = Readiness(["model", *(name for name, _ in runners)])
+    if s.metrics_port:
+        serve(readiness, s.metrics_port)
+    core = _core(s, own_data_dir=True)
+    readiness.up("model")
     if not runners:
         from adapters.console import run_console
 
         console.print("No SLACK_BOT_TOKEN or DISCORD_TOKEN set: starting the terminal chat.")
         run_console(core)
         return
-    threads = [threading.Thread(target=fn, args=(core, s), name=name, daemon=True) for name, fn in runners]
+    threads = [
+        threading.Thread(target=fn, args=(core, s, readiness), name=name, daemon=True) for name, fn in runners
+    ]
     for thread in threads:
         console.print(f"Starting {thread.name}…")
         thread.start()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from bot import commands
+from bot import commands, metrics
 from bot.config import LOCAL_PLATFORMS, Settings
 from bot.decoding import favored_tokens
 from bot.feedback import FeedbackStore
@@ -202,11 +202,15 @@ class Core(Learning):
         except ValueError as exc:
             raise UserError(str(exc)) from None
         hints = self._reply_hints(generation, examples, prompt.example_ids)
+        first_token: float | None = None  # as the user sees it: from the message's arrival
         for event in generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints):
             if isinstance(event, (Queued, Token)):
+                if isinstance(event, Token) and first_token is None:
+                    first_token = time.monotonic() - started
                 yield event
             elif isinstance(event, Generated):
                 latency = time.monotonic() - started
+                metrics.observe_reply(latency, first_token, event.started_after_s, event.completion_tokens)
                 exchange_id = self.store.add_exchange(
                     conversation=message.conversation,
                     user_id=message.user_id,

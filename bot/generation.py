@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from bot import metrics
 from bot.config import Settings
 from bot.cpu_packing import PackingGuard
 from bot.decoding import STOP_STRINGS, clean_reply, reply_rules
@@ -92,6 +93,8 @@ class GenerationService:
         self._busy = threading.Event()
         self._sync_interval_s = sync_interval_s
         self._worker = threading.Thread(target=self._run, name="generation", daemon=True)
+        metrics.watch_queue(self.queued)
+        metrics.serving(backend.lora_version)
         self._worker.start()
 
     @property
@@ -132,7 +135,15 @@ class GenerationService:
         return future
 
     def request_sync(self) -> Future[None]:
-        return self.run_exclusive(self.backend.sync_lora)
+        return self.run_exclusive(self._sync_lora)
+
+    def _sync_lora(self) -> None:
+        before = self.backend.lora_version
+        self.backend.sync_lora()
+        if self.backend.lora_version != before:
+            metrics.serving(self.backend.lora_version)
+            if (swap_s := getattr(self.backend, "last_swap_s", None)) is not None:
+                metrics.SWAP_SECONDS.observe(swap_s)
 
     def close(self) -> None:
         self._closing.set()
@@ -144,7 +155,7 @@ class GenerationService:
             self._run_control()
             if time.monotonic() >= next_sync:
                 # Watching the registry lets another process (a trainer, an admin CLI) swap us.
-                self._safely(self.backend.sync_lora)
+                self._safely(self._sync_lora)
                 next_sync = time.monotonic() + self._sync_interval_s
             job = self._queue.get(timeout=0.05)
             if job is not None:

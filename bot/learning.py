@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Sequence
 
+from bot import metrics
 from bot.config import Settings
 from bot.feedback import FeedbackStore
 from bot.feedback_records import Exchange
@@ -64,6 +65,7 @@ class Learning:
             raise UserError(f"no exchange {exchange_id!r}")
         with self._example_lock:
             score = self.store.set_vote(exchange_id, platform, user_id, value)  # queues the example sync
+            metrics.VOTES.labels({1: "up", -1: "down"}.get(value, "retracted")).inc()
             is_example = self._sync_vote_example(exchange_id)
         return VoteResult(exchange_id, score, is_example)
 
@@ -169,6 +171,7 @@ class Learning:
         correction = self.store.add_correction(
             exchange_id, platform, user_id, exchange.user_text, answer, accepted_by=user_id if is_admin else None
         )
+        metrics.CORRECTIONS.labels("accepted" if is_admin else "pending").inc()
         if is_admin:
             with self._example_lock:
                 self._sync_correction_example(correction.id)
@@ -181,6 +184,7 @@ class Learning:
 
     def teach(self, platform: str, user_id: str, question: str, answer: str) -> str:
         correction = self.store.add_correction(None, platform, user_id, question, answer, accepted_by=user_id)
+        metrics.CORRECTIONS.labels("taught").inc()
         with self._example_lock:
             self._sync_correction_example(correction.id)
         return example_id(question, answer)

@@ -16,12 +16,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from bot.config import DEFAULT_EMBEDDER
 from bot.jsonl import read_jsonl
-from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example
+from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example, UserError
 
 log = logging.getLogger(__name__)
 LABELS = ("good", "bad")
@@ -121,6 +122,24 @@ class ExampleStore:
         self._collection = client.get_or_create_collection(
             collection, embedding_function=None, metadata={"hnsw:space": "cosine"}
         )
+
+    @classmethod
+    def remote(cls, embedder: Embedder, url: str, collection: str = "examples") -> ExampleStore:
+        """The store on a chromadb server (`chroma run`, its Docker image), shared by every replica."""
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UserError(f"chroma_url {url!r} must look like http://host:8000")
+        port = parts.port or (443 if parts.scheme == "https" else 8000)
+        client = chromadb.HttpClient(
+            host=parts.hostname,
+            port=port,
+            ssl=parts.scheme == "https",
+            settings=ChromaSettings(anonymized_telemetry=False),
+        )
+        return cls(embedder, client=client, collection=collection)
 
     @classmethod
     def in_memory(cls, embedder: Embedder) -> ExampleStore:

@@ -12,6 +12,7 @@ import pytest
 from bot.app import assemble_core
 from bot.config import Settings, load_settings
 from bot.core import Core
+from bot.feedback import FeedbackStore
 from bot.retrieval import ExampleStore
 from tests.fakes import FakeBackend, FakeEmbedder
 
@@ -143,3 +144,78 @@ def commit_lora(registry, source: Path) -> str:
     for file in source.iterdir():
         (staging / file.name).write_bytes(file.read_bytes())
     return registry.commit(staging, {"note": "random weights for a test"}).version
+
+
+# A real chromadb server (`chroma run`) on loopback, for the client/server example store ------------
+
+
+@pytest.fixture(scope="session")
+def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a `chroma run` started for this test session (bot setting `chroma_url`)."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    chroma = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = (tmp_path_factory.mktemp("chroma") / "server.log").open("wb")
+    data = tmp_path_factory.mktemp("chroma-data")
+    server = subprocess.Popen(
+        [chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/v2/heartbeat", timeout=2).close()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                server.kill()
+                raise RuntimeError(f"`chroma run` did not start; see {log.name}") from None
+            time.sleep(0.2)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+# The feedback store on each backend -----------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL server's URL (tests/postgres.py says where it comes from)."""
+    from tests.postgres import server
+
+    with server(tmp_path_factory.mktemp("pg")) as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A `postgresql://` URL on a fresh schema of its own, dropped after the test."""
+    from tests.postgres import scratch_schema
+
+    with scratch_schema(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The `database_url` setting, once per backend: "" (SQLite in the data directory) or PostgreSQL."""
+    return "" if request.param == "sqlite" else request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def feedback_store(database_url: str, tmp_path: Path) -> Iterator[FeedbackStore]:
+    """A fresh feedback store, once on SQLite and once on PostgreSQL."""
+    store = FeedbackStore(database_url or tmp_path / "feedback.sqlite3")
+    yield store
+    store.close()

@@ -15,9 +15,9 @@ from bot.jsonl import JsonlFileError
 from bot.lora_registry import LoraRegistry
 from bot.prompt import Turn, build_prompt
 from bot.queueing import FairQueue
-from bot.retrieval import ExampleStore, example_id, parse_examples_file
+from bot.retrieval import parse_examples_file
 from bot.types import Example, UserError
-from tests.fakes import FakeEmbedder, FakeTokenizer
+from tests.fakes import FakeTokenizer
 
 # config -----------------------------------------------------------------------------------------
 
@@ -87,29 +87,6 @@ def test_user_text_cannot_forge_special_tokens() -> None:
 
 
 # retrieval --------------------------------------------------------------------------------------
-
-
-def test_retrieval_filters_floor_label_and_near_duplicates(tmp_path: Path) -> None:
-    store = ExampleStore(FakeEmbedder(), tmp_path / "chroma")
-    store.add("reset my password please", "Use the link.", "good", "import")
-    store.add("reset my password please", "Use the link!", "good", "import")  # near-duplicate
-    store.add("reset my password now", "Do not.", "bad", "import")
-    store.add("completely unrelated bananas", "Yellow.", "good", "import")
-    found = store.retrieve("how to reset my password", k=3, min_similarity=0.3, dedup_similarity=0.95)
-    assert [e.output for e in found] == ["Use the link."] or [e.output for e in found] == ["Use the link!"]
-    assert found[0].similarity is not None and found[0].similarity >= 0.3
-    assert store.retrieve("anything", k=0, min_similarity=0, dedup_similarity=1) == []
-
-
-def test_reimport_does_not_duplicate_and_ids_are_stable(tmp_path: Path) -> None:
-    store = ExampleStore(FakeEmbedder(), tmp_path / "chroma")
-    file = tmp_path / "ex.jsonl"
-    file.write_text('{"input": "a", "output": "b"}\n{"input": "c", "output": "d", "label": "bad"}\n')
-    store.upsert(parse_examples_file(file), "import")
-    store.upsert(parse_examples_file(file), "import")
-    assert store.count() == 2
-    assert {e.id for e in store.list()} == {example_id("a", "b"), example_id("c", "d")}
-    assert store.remove([example_id("a", "b"), "nope"]) == 1
 
 
 def test_parse_examples_file_reports_every_bad_line(tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from bot import metrics
 from bot.config import SECRET_ENV_VARS, Settings, settings_without_secrets_json
 from bot.lora_registry import LoraRegistry
 from bot.training.status import TrainingStatus, read_status
@@ -183,6 +184,10 @@ class TrainingRunner:
     def _follow(self, process: subprocess.Popen[bytes], gate: FileLock, followup: Future[str]) -> None:
         self._hand_over(process, gate)
         code = process.wait()
+        status = self.read_status()
+        if status is not None:  # the run's own clock: from its start to its last word
+            result = "failed" if code != 0 or status.phase == "failed" else "promoted" if status.promoted else "kept"
+            metrics.TRAINING_SECONDS.labels(result).observe(status.updated_at - status.started_at)
         try:
             if self.on_finished:
                 self.on_finished()
