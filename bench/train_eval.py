@@ -102,7 +102,7 @@ def retrain(core: Core, data_dir: Path) -> tuple[TrainingStatus, dict[str, Any]]
     status = core.trainer.read_status()
     print(f"\n{core.trainer.result_text(code)}")
     if code != 0 or status is None or status.manifest is None:
-        print((data_dir / "training" / "train.log").read_text()[-3000:])
+        print(core.trainer.log_file.read_text()[-3000:])
         raise SystemExit(1)
     print(f"  timings: {status.manifest['timings']}; dataset: {status.manifest['dataset']['counts']}")
     return status, status.manifest

@@ -13,7 +13,7 @@ import pytest
 from bot.config import Settings, load_settings, settings_without_secrets_json
 from bot.lora_registry import LoraRegistry
 from bot.training import __main__ as training
-from bot.training.runner import TrainingRunner
+from bot.training.runner import TrainingRunner, training_dir
 from bot.types import ConversationKey
 from tests.conftest import MakeCore
 
@@ -143,8 +143,8 @@ def test_training_runner_writes_no_secret_and_pipes_the_settings(
         monkeypatch.setenv(var, value)
     data_dir = tmp_path / "data"
     settings = _secret_settings(data_dir)
-    (data_dir / "training").mkdir(parents=True)
-    (data_dir / "training" / "settings.json").write_text(settings.model_dump_json())  # an older version's
+    training_dir(data_dir).mkdir(parents=True)
+    (training_dir(data_dir) / "settings.json").write_text(settings.model_dump_json())  # an older version's
     started: list[_FakeProcess] = []
 
     def popen(command: list[str], **kwargs: Any) -> _FakeProcess:

@@ -282,6 +282,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     from bot.config import load_settings
     from bot.lora_registry import LoraRegistry
     from bot.model_files import prepare_model
+    from bot.training.runner import training_dir
 
     data_dir = tmp_path / "data"
     config = tmp_path / "bot.toml"
@@ -296,7 +297,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     del examples
     registry = LoraRegistry.open(settings, prepare_model(settings).fingerprint)
     staging = registry.new_staging()
-    status_file = data_dir / "training" / "status.json"
+    status_file = training_dir(data_dir) / "status.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     run = subprocess.run(
         [sys.executable, "-m", "bot.training", "--data-dir", str(data_dir), "--status-file", str(status_file),

@@ -1,7 +1,7 @@
 """Starts the training pipeline (python -m bot.training) in its own process and follows its progress.
 
 The bot keeps answering while a LoRA trains: training never shares the serving process's model
-or threads. One run at a time, across processes: the training process holds <data_dir>/training/lock
+or threads. One run at a time, across processes: the training process holds <data_dir>/loras/training/lock
 for as long as it lives, even if the bot that started it dies.
 
 Handing the run over to the child without a window where a second run could start: a starter holds
@@ -40,8 +40,10 @@ HANDOVER_S = 120.0  # the starter's wait for its child's first status (interpret
 
 
 def training_dir(data_dir: Path) -> Path:
-    """Where the runner and the training process meet: the locks, the status file, the log."""
-    return data_dir / "training"
+    """Where the runner and the training process meet: the locks, the status file, the log. Beside
+    the LoRA versions, so that replicas sharing the registry's volume (deploy/k8s) share them too:
+    one run at a time across replicas, and every replica's `status` shows it."""
+    return data_dir / "loras" / "training"
 
 
 def _file_lock(path: Path) -> FileLock:
