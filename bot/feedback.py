@@ -1,4 +1,5 @@
-"""Durable store of exchanges, votes, corrections and conversation state (SQLite in WAL mode).
+"""Durable store of exchanges, votes, corrections and conversation state, on SQLite (a file in WAL
+mode, the default) or PostgreSQL (shared by replicas): one implementation in SQLAlchemy Core.
 
 Every write commits before the method returns, so when the bot says it has something, it has it.
 Conversation history is read back from the exchanges themselves: one source of truth.
@@ -7,76 +8,76 @@ Conversation history is read back from the exchanges themselves: one source of t
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
+import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Connection, Executable, Row, Table, and_, case, delete, func, select, update
+from sqlalchemy.exc import DBAPIError
+
+from bot.feedback_db import WRITE, database_url, insert, migrate, open_engine, write_lock
 from bot.feedback_records import (
-    SCHEMA,
     SEEN_EVENTS_KEEP_S,
     Correction,
     Exchange,
+    conversation_resets,
     correction_from_row,
+    corrections,
+    example_sync,
     exchange_from_row,
+    exchanges,
+    message_links,
+    seen_events,
+    votes,
 )
 from bot.prompt import Turn
 from bot.types import ConversationKey
 
+log = logging.getLogger(__name__)
+
 
 class FeedbackStore:
-    """One SQLite file; safe to share across threads (one connection, one lock)."""
+    """A SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL); safe to share across
+    threads, and across processes and replicas on the same database."""
 
     prune_interval_s = 60.0  # how often claim_event may prune old event ids (a cheap indexed delete)
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.path = path
+    def __init__(self, target: str | Path) -> None:
+        self.url = database_url(target)
+        self.engine = open_engine(self.url)
+        self.dialect = self.engine.dialect.name  # "sqlite" or "postgresql"
+        self._insert = insert(self.engine)
+        self._writer = self.engine.execution_options(**{WRITE: True})
+        self._write_lock = write_lock(self.engine)
         self._last_prune = float("-inf")  # time.monotonic() of claim_event's last prune
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a vote acknowledged survives power loss
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(SCHEMA)
-        self._migrate()
-
-    def _migrate(self) -> None:
-        """Bring a file written by an older version up to this schema."""
-        with self._tx() as db:
-            columns = {row["name"] for row in db.execute("PRAGMA table_info(exchanges)")}
-            if "scope" not in columns:
-                # Exchanges from before scopes get their channel as scope: the narrowest, so safe.
-                db.execute("ALTER TABLE exchanges ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
-                db.execute(
-                    "UPDATE exchanges SET scope = substr(conversation, 1, "
-                    "length(platform) + instr(substr(conversation, length(platform) + 2), ':'))"
-                )
+        migrate(self.engine)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def _tx(self) -> Iterator[Connection]:
+        """One write transaction: committed when the block ends, rolled back if it raises."""
+        with self._write_lock, self._writer.begin() as connection:
+            yield connection
 
-    def _query(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def _upsert(self, db: Connection, table: Table, keys: list[str], **values: Any) -> None:
+        """Insert a row, or update the other columns of the row with the same `keys`."""
+        statement = self._insert(table).values(**values)
+        changes = {column: statement.excluded[column] for column in values if column not in keys}
+        db.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
+
+    def _rows(self, statement: Executable) -> Sequence[Row[Any]]:
+        with self.engine.connect() as connection:
+            return connection.execute(statement).all()
+
+    def _scalar(self, statement: Executable) -> Any:
+        with self.engine.connect() as connection:
+            return connection.execute(statement).scalar()
 
     # exchanges ---------------------------------------------------------------------------------
 
@@ -98,93 +99,114 @@ class FeedbackStore:
         exchange_id = uuid.uuid4().hex
         with self._tx() as db:
             db.execute(
-                "INSERT INTO exchanges (id, created_at, platform, conversation, user_id, user_text, reply, "
-                "prompt_json, example_ids_json, lora_version, latency_s, first_token_s, prompt_tokens, "
-                "completion_tokens, scope) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    exchange_id,
-                    time.time(),
-                    conversation.platform,
-                    conversation.as_str(),
-                    user_id,
-                    user_text,
-                    reply,
-                    json.dumps(prompt, ensure_ascii=False),
-                    json.dumps(list(example_ids)),
-                    lora_version,
-                    latency_s,
-                    first_token_s,
-                    prompt_tokens,
-                    completion_tokens,
-                    scope,
-                ),
+                exchanges.insert().values(
+                    id=exchange_id,
+                    created_at=time.time(),
+                    platform=conversation.platform,
+                    conversation=conversation.as_str(),
+                    user_id=user_id,
+                    user_text=user_text,
+                    reply=reply,
+                    prompt_json=json.dumps(prompt, ensure_ascii=False),
+                    example_ids_json=json.dumps(list(example_ids)),
+                    lora_version=lora_version,
+                    latency_s=latency_s,
+                    first_token_s=first_token_s,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                    scope=scope,
+                )
             )
         return exchange_id
 
     def exchange(self, exchange_id: str) -> Exchange | None:
-        rows = self._query("SELECT * FROM exchanges WHERE id = ?", (exchange_id,))
-        return exchange_from_row(rows[0]) if rows else None
+        rows = self._rows(select(exchanges).where(exchanges.c.id == exchange_id))
+        return exchange_from_row(rows[0]._mapping) if rows else None
 
     def exchanges(self, limit: int | None = None) -> list[Exchange]:
-        sql = "SELECT * FROM exchanges ORDER BY created_at"
-        rows = self._query(sql + (" LIMIT ?" if limit else ""), (limit,) if limit else ())
-        return [exchange_from_row(row) for row in rows]
+        statement = select(exchanges).order_by(exchanges.c.created_at)
+        rows = self._rows(statement.limit(limit) if limit else statement)
+        return [exchange_from_row(row._mapping) for row in rows]
 
     def count_exchanges(self) -> int:
-        return int(self._query("SELECT COUNT(*) FROM exchanges")[0][0])
+        return int(self._scalar(select(func.count()).select_from(exchanges)))
 
     def history(self, conversation: ConversationKey, turns: int) -> list[Turn]:
         """The last `turns` exchanges of a conversation since its last reset, oldest first."""
         if turns <= 0:
             return []
-        rows = self._query(
-            """SELECT user_text, reply FROM exchanges
-               WHERE conversation = ? AND created_at > COALESCE(
-                   (SELECT reset_at FROM conversation_resets WHERE conversation = ?), 0)
-               ORDER BY created_at DESC LIMIT ?""",
-            (conversation.as_str(), conversation.as_str(), turns),
+        key = conversation.as_str()
+        reset_at = select(conversation_resets.c.reset_at).where(conversation_resets.c.conversation == key)
+        rows = self._rows(
+            select(exchanges.c.user_text, exchanges.c.reply)
+            .where(exchanges.c.conversation == key)
+            .where(exchanges.c.created_at > func.coalesce(reset_at.scalar_subquery(), 0))
+            .order_by(exchanges.c.created_at.desc())
+            .limit(turns)
         )
-        return [Turn(row["user_text"], row["reply"]) for row in reversed(rows)]
+        return [Turn(row.user_text, row.reply) for row in reversed(rows)]
 
     def has_history(self, conversation: ConversationKey) -> bool:
-        return bool(self._query("SELECT 1 FROM exchanges WHERE conversation = ? LIMIT 1", (conversation.as_str(),)))
+        return bool(self._rows(select(1).where(exchanges.c.conversation == conversation.as_str()).limit(1)))
 
     def latest_exchange(self, conversation: ConversationKey) -> str | None:
         """The id of the bot's latest reply in a conversation (a reset forgets history, not replies)."""
-        rows = self._query(
-            "SELECT id FROM exchanges WHERE conversation = ? ORDER BY created_at DESC LIMIT 1", (conversation.as_str(),)
+        return self._scalar(
+            select(exchanges.c.id)
+            .where(exchanges.c.conversation == conversation.as_str())
+            .order_by(exchanges.c.created_at.desc())
+            .limit(1)
         )
-        return rows[0][0] if rows else None
 
     def reset(self, conversation: ConversationKey) -> None:
         with self._tx() as db:
-            db.execute(
-                "INSERT INTO conversation_resets VALUES (?, ?) "
-                "ON CONFLICT (conversation) DO UPDATE SET reset_at = excluded.reset_at",
-                (conversation.as_str(), time.time()),
+            self._upsert(
+                db, conversation_resets, ["conversation"], conversation=conversation.as_str(), reset_at=time.time()
             )
 
     # platform message links and dedup ----------------------------------------------------------
 
     def link_message(self, exchange_id: str, platform: str, message_ref: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO message_links VALUES (?, ?, ?)", (platform, message_ref, exchange_id))
+            self._upsert(
+                db,
+                message_links,
+                ["platform", "message_ref"],
+                platform=platform,
+                message_ref=message_ref,
+                exchange_id=exchange_id,
+            )
 
     def exchange_for_message(self, platform: str, message_ref: str) -> str | None:
-        rows = self._query(
-            "SELECT exchange_id FROM message_links WHERE platform = ? AND message_ref = ?", (platform, message_ref)
+        return self._scalar(
+            select(message_links.c.exchange_id).where(
+                message_links.c.platform == platform, message_links.c.message_ref == message_ref
+            )
         )
-        return rows[0][0] if rows else None
 
     def claim_event(self, platform: str, event_id: str) -> bool:
-        """True the first time (platform, event_id) is seen; False for every repeat within a day."""
+        """True the first time (platform, event_id) is seen; False for every repeat within a day.
+        Atomic across processes and replicas: the primary key decides, in the database."""
         now = time.time()
+        claim = self._insert(seen_events).values(platform=platform, event_id=event_id, seen_at=now)
+        # An INSERT's rowcount is kept only on request (SQLAlchemy keeps it for UPDATE and DELETE alone).
+        claim = claim.on_conflict_do_nothing(index_elements=["platform", "event_id"]).execution_options(
+            preserve_rowcount=True
+        )
+        if time.monotonic() - self._last_prune >= self.prune_interval_s:
+            self._last_prune = time.monotonic()
+            self._prune_events(now - SEEN_EVENTS_KEEP_S)
         with self._tx() as db:
-            if time.monotonic() - self._last_prune >= self.prune_interval_s:
-                self._last_prune = time.monotonic()
-                db.execute("DELETE FROM seen_events WHERE seen_at < ?", (now - SEEN_EVENTS_KEEP_S,))
-            cursor = db.execute("INSERT OR IGNORE INTO seen_events VALUES (?, ?, ?)", (platform, event_id, now))
-            return cursor.rowcount == 1
+            return db.execute(claim).rowcount == 1
+
+    def _prune_events(self, before: float) -> None:
+        # Housekeeping in its own transaction: if it fails (on PostgreSQL, say, a deadlock with
+        # another replica's prune), the claim still goes ahead and the next prune catches up.
+        try:
+            with self._tx() as db:
+                db.execute(delete(seen_events).where(seen_events.c.seen_at < before))
+        except DBAPIError as exc:
+            log.warning("could not prune old event ids (next time): %s", exc)
 
     # votes -------------------------------------------------------------------------------------
 
@@ -192,51 +214,52 @@ class FeedbackStore:
         """Record a vote (+1/-1; 0 retracts). The last vote of a user wins. Returns the net score."""
         if value not in (-1, 0, 1):
             raise ValueError(f"a vote is -1, 0 or +1, not {value!r}")
+        mine = and_(votes.c.exchange_id == exchange_id, votes.c.platform == platform, votes.c.user_id == user_id)
         with self._tx() as db:
             if value == 0:
-                db.execute(
-                    "DELETE FROM votes WHERE exchange_id = ? AND platform = ? AND user_id = ?",
-                    (exchange_id, platform, user_id),
-                )
+                db.execute(delete(votes).where(mine))
             else:
-                db.execute(
-                    "INSERT INTO votes VALUES (?, ?, ?, ?, ?) ON CONFLICT (exchange_id, platform, user_id) "
-                    "DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    (exchange_id, platform, user_id, value, time.time()),
+                keys = ["exchange_id", "platform", "user_id"]
+                self._upsert(
+                    db,
+                    votes,
+                    keys,
+                    exchange_id=exchange_id,
+                    platform=platform,
+                    user_id=user_id,
+                    value=value,
+                    updated_at=time.time(),
                 )
-            _queue_sync(db, "exchange", exchange_id)
-            row = db.execute(
-                "SELECT COALESCE(SUM(value), 0) FROM votes WHERE exchange_id = ?", (exchange_id,)
-            ).fetchone()
-            return int(row[0])
+            _queue_sync(self._insert, db, "exchange", exchange_id)
+            return int(db.execute(_sum_of(votes.c.value, exchange_id)).scalar_one())
 
     def user_vote(self, exchange_id: str, platform: str, user_id: str) -> int:
-        rows = self._query(
-            "SELECT value FROM votes WHERE exchange_id = ? AND platform = ? AND user_id = ?",
-            (exchange_id, platform, user_id),
+        value = self._scalar(
+            select(votes.c.value).where(
+                votes.c.exchange_id == exchange_id, votes.c.platform == platform, votes.c.user_id == user_id
+            )
         )
-        return int(rows[0][0]) if rows else 0
+        return int(value or 0)
 
     def promotion_score(self, exchange_id: str, asker_platform: str, asker_id: str, asker_counts: bool) -> int:
         """The net score that decides whether a reply becomes an example: the asker's own 👍 counts
         only when `asker_counts` (an admin); their 👎 always counts."""
-        rows = self._query(
-            "SELECT COALESCE(SUM(CASE WHEN platform = ? AND user_id = ? AND value > 0 AND NOT ? THEN 0 "
-            "ELSE value END), 0) FROM votes WHERE exchange_id = ?",
-            (asker_platform, asker_id, asker_counts, exchange_id),
-        )
-        return int(rows[0][0])
+        own_upvote = and_(votes.c.platform == asker_platform, votes.c.user_id == asker_id, votes.c.value > 0)
+        counted = votes.c.value if asker_counts else case((own_upvote, 0), else_=votes.c.value)
+        return int(self._scalar(_sum_of(counted, exchange_id)))
 
     def score(self, exchange_id: str) -> int:
-        return int(self._query("SELECT COALESCE(SUM(value), 0) FROM votes WHERE exchange_id = ?", (exchange_id,))[0][0])
+        return int(self._scalar(_sum_of(votes.c.value, exchange_id)))
 
     def scored_exchanges(self) -> list[tuple[Exchange, int]]:
         """Every exchange that has votes, with its net score."""
-        rows = self._query(
-            """SELECT e.*, SUM(v.value) AS score FROM exchanges e JOIN votes v ON v.exchange_id = e.id
-               GROUP BY e.id ORDER BY e.created_at"""
+        rows = self._rows(
+            select(exchanges, func.sum(votes.c.value).label("net_score"))
+            .join(votes, votes.c.exchange_id == exchanges.c.id)
+            .group_by(exchanges.c.id)  # both allow the other columns: they depend on the primary key
+            .order_by(exchanges.c.created_at)
         )
-        return [(exchange_from_row(row), int(row["score"])) for row in rows]
+        return [(exchange_from_row(row._mapping), int(row.net_score)) for row in rows]
 
     # corrections -------------------------------------------------------------------------------
 
@@ -257,67 +280,68 @@ class FeedbackStore:
         )
         with self._tx() as db:
             db.execute(
-                "INSERT INTO corrections VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (
-                    correction.id,
-                    now,
-                    exchange_id,
-                    platform,
-                    user_id,
-                    question,
-                    answer,
-                    correction.status,
-                    accepted_by,
-                    now if accepted_by else None,
-                ),
+                corrections.insert().values(
+                    id=correction.id,
+                    created_at=now,
+                    exchange_id=exchange_id,
+                    platform=platform,
+                    user_id=user_id,
+                    question=question,
+                    answer=answer,
+                    status=correction.status,
+                    reviewed_by=accepted_by,
+                    reviewed_at=now if accepted_by else None,
+                )
             )
             if accepted_by:
-                _queue_sync(db, "correction", correction.id)
+                _queue_sync(self._insert, db, "correction", correction.id)
         return correction
 
     def count_pending_corrections(self, platform: str, user_id: str) -> int:
-        rows = self._query(
-            "SELECT COUNT(*) FROM corrections WHERE platform = ? AND user_id = ? AND status = 'pending'",
-            (platform, user_id),
-        )
-        return int(rows[0][0])
+        mine = and_(corrections.c.platform == platform, corrections.c.user_id == user_id)
+        return int(self._scalar(select(func.count()).where(mine, corrections.c.status == "pending")))
 
     def corrections(self, status: str | None = None) -> list[Correction]:
-        if status:
-            rows = self._query("SELECT * FROM corrections WHERE status = ? ORDER BY created_at", (status,))
-        else:
-            rows = self._query("SELECT * FROM corrections ORDER BY created_at")
-        return [correction_from_row(row) for row in rows]
+        statement = select(corrections).order_by(corrections.c.created_at)
+        rows = self._rows(statement.where(corrections.c.status == status) if status else statement)
+        return [correction_from_row(row._mapping) for row in rows]
 
     def review_correction(self, correction_id: str, accept: bool, reviewer: str) -> Correction | None:
         """Accept or reject a pending correction; None when no pending correction has that id."""
         with self._tx() as db:
-            cursor = db.execute(
-                "UPDATE corrections SET status = ?, reviewed_by = ?, reviewed_at = ? "
-                "WHERE id = ? AND status = 'pending'",
-                ("accepted" if accept else "rejected", reviewer, time.time(), correction_id),
+            result = db.execute(
+                update(corrections)
+                .where(corrections.c.id == correction_id, corrections.c.status == "pending")
+                .values(status="accepted" if accept else "rejected", reviewed_by=reviewer, reviewed_at=time.time())
             )
-            if cursor.rowcount != 1:
+            if result.rowcount != 1:
                 return None
             if accept:
-                _queue_sync(db, "correction", correction_id)
-            row = db.execute("SELECT * FROM corrections WHERE id = ?", (correction_id,)).fetchone()
-        return correction_from_row(row)
+                _queue_sync(self._insert, db, "correction", correction_id)
+            row = db.execute(select(corrections).where(corrections.c.id == correction_id)).one()
+        return correction_from_row(row._mapping)
+
+    def correction(self, correction_id: str) -> Correction | None:
+        rows = self._rows(select(corrections).where(corrections.c.id == correction_id))
+        return correction_from_row(rows[0]._mapping) if rows else None
 
     # examples owed to the example store --------------------------------------------------------
 
     def pending_example_syncs(self) -> list[tuple[str, str]]:
         """(kind, ref) of feedback whose example the example store may not have yet, oldest first."""
-        return [(row[0], row[1]) for row in self._query("SELECT kind, ref FROM example_sync ORDER BY queued_at")]
+        rows = self._rows(select(example_sync.c.kind, example_sync.c.ref).order_by(example_sync.c.queued_at))
+        return [(row.kind, row.ref) for row in rows]
 
     def example_synced(self, kind: str, ref: str) -> None:
         with self._tx() as db:
-            db.execute("DELETE FROM example_sync WHERE kind = ? AND ref = ?", (kind, ref))
-
-    def correction(self, correction_id: str) -> Correction | None:
-        rows = self._query("SELECT * FROM corrections WHERE id = ?", (correction_id,))
-        return correction_from_row(rows[0]) if rows else None
+            db.execute(delete(example_sync).where(example_sync.c.kind == kind, example_sync.c.ref == ref))
 
 
-def _queue_sync(db: sqlite3.Connection, kind: str, ref: str) -> None:
-    db.execute("INSERT INTO example_sync VALUES (?, ?, ?) ON CONFLICT (kind, ref) DO NOTHING", (kind, ref, time.time()))
+def _sum_of(counted: Any, exchange_id: str) -> Executable:
+    """The net of `counted` over an exchange's votes (0 when it has none)."""
+    return select(func.coalesce(func.sum(counted), 0)).where(votes.c.exchange_id == exchange_id)
+
+
+def _queue_sync(insert: Any, db: Connection, kind: str, ref: str) -> None:
+    queued = insert(example_sync).values(kind=kind, ref=ref, queued_at=time.time())
+    db.execute(queued.on_conflict_do_nothing(index_elements=["kind", "ref"]))

@@ -1,81 +1,100 @@
-"""What the feedback store keeps: its schema, and the records it hands back."""
+"""What the feedback store keeps: its tables (one definition for SQLite and PostgreSQL), and the
+records it hands back. The tables here are the schema's current shape; bot/migrations/ gets every
+database there, and a test checks that the two agree."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import CheckConstraint, Column, Double, ForeignKey, Index, Integer, MetaData, Table, Text
 
 # Event ids are kept this long for dedup. Slack retries an unacknowledged event three times within
 # about five minutes (at once, after 1 min, after 5 min) and Discord replays only what a resumed
 # gateway session missed, minutes at most: a day is far past both, and bounds the table.
 SEEN_EVENTS_KEEP_S = 24 * 3600.0
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS exchanges (
-    id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    platform TEXT NOT NULL,
-    conversation TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    user_text TEXT NOT NULL,
-    reply TEXT NOT NULL,
-    prompt_json TEXT NOT NULL,
-    example_ids_json TEXT NOT NULL,
-    lora_version TEXT,
-    latency_s REAL,
-    first_token_s REAL,
-    prompt_tokens INTEGER,
-    completion_tokens INTEGER,
-    scope TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS exchanges_by_conversation ON exchanges (conversation, created_at);
-CREATE TABLE IF NOT EXISTS message_links (
-    platform TEXT NOT NULL,
-    message_ref TEXT NOT NULL,
-    exchange_id TEXT NOT NULL REFERENCES exchanges (id),
-    PRIMARY KEY (platform, message_ref)
-);
-CREATE TABLE IF NOT EXISTS votes (
-    exchange_id TEXT NOT NULL REFERENCES exchanges (id),
-    platform TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    value INTEGER NOT NULL CHECK (value IN (-1, 1)),
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (exchange_id, platform, user_id)
-);
-CREATE TABLE IF NOT EXISTS corrections (
-    id TEXT PRIMARY KEY,
-    created_at REAL NOT NULL,
-    exchange_id TEXT,
-    platform TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('pending', 'accepted', 'rejected')),
-    reviewed_by TEXT,
-    reviewed_at REAL
-);
-CREATE INDEX IF NOT EXISTS corrections_by_user ON corrections (platform, user_id, status);
-CREATE TABLE IF NOT EXISTS seen_events (
-    platform TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    seen_at REAL NOT NULL,
-    PRIMARY KEY (platform, event_id)
-);
-CREATE INDEX IF NOT EXISTS seen_events_by_time ON seen_events (seen_at);
--- Feedback whose example is not yet in the example store (written in the feedback's own
--- transaction, cleared once the example store has it): a crash in between is repaired at start.
-CREATE TABLE IF NOT EXISTS example_sync (
-    kind TEXT NOT NULL CHECK (kind IN ('exchange', 'correction')),
-    ref TEXT NOT NULL,
-    queued_at REAL NOT NULL,
-    PRIMARY KEY (kind, ref)
-);
-CREATE TABLE IF NOT EXISTS conversation_resets (
-    conversation TEXT PRIMARY KEY,
-    reset_at REAL NOT NULL
-);
-"""
+
+metadata = MetaData()
+# Times are seconds since the epoch (time.time()): a double on both backends, so they compare alike.
+exchanges = Table(
+    "exchanges",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("created_at", Double, nullable=False),
+    Column("platform", Text, nullable=False),
+    Column("conversation", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("user_text", Text, nullable=False),
+    Column("reply", Text, nullable=False),
+    Column("prompt_json", Text, nullable=False),
+    Column("example_ids_json", Text, nullable=False),
+    Column("lora_version", Text),
+    Column("latency_s", Double),
+    Column("first_token_s", Double),
+    Column("prompt_tokens", Integer),
+    Column("completion_tokens", Integer),
+    Column("scope", Text, nullable=False, server_default=""),
+    Index("exchanges_by_conversation", "conversation", "created_at"),
+)
+message_links = Table(
+    "message_links",
+    metadata,
+    Column("platform", Text, primary_key=True),
+    Column("message_ref", Text, primary_key=True),
+    Column("exchange_id", Text, ForeignKey("exchanges.id"), nullable=False),
+)
+votes = Table(
+    "votes",
+    metadata,
+    Column("exchange_id", Text, ForeignKey("exchanges.id"), primary_key=True),
+    Column("platform", Text, primary_key=True),
+    Column("user_id", Text, primary_key=True),
+    Column("value", Integer, nullable=False),
+    Column("updated_at", Double, nullable=False),
+    CheckConstraint("value IN (-1, 1)"),
+)
+corrections = Table(
+    "corrections",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("created_at", Double, nullable=False),
+    Column("exchange_id", Text),
+    Column("platform", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("question", Text, nullable=False),
+    Column("answer", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reviewed_by", Text),
+    Column("reviewed_at", Double),
+    CheckConstraint("status IN ('pending', 'accepted', 'rejected')"),
+    Index("corrections_by_user", "platform", "user_id", "status"),
+)
+seen_events = Table(
+    "seen_events",
+    metadata,
+    Column("platform", Text, primary_key=True),
+    Column("event_id", Text, primary_key=True),
+    Column("seen_at", Double, nullable=False),
+    Index("seen_events_by_time", "seen_at"),
+)
+# Feedback whose example is not yet in the example store (written in the feedback's own
+# transaction, cleared once the example store has it): a crash in between is repaired at start.
+example_sync = Table(
+    "example_sync",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("ref", Text, primary_key=True),
+    Column("queued_at", Double, nullable=False),
+    CheckConstraint("kind IN ('exchange', 'correction')"),
+)
+conversation_resets = Table(
+    "conversation_resets",
+    metadata,
+    Column("conversation", Text, primary_key=True),
+    Column("reset_at", Double, nullable=False),
+)
 
 
 @dataclass(frozen=True)
@@ -110,7 +129,7 @@ class Correction:
     reviewed_by: str | None
 
 
-def exchange_from_row(row: sqlite3.Row) -> Exchange:
+def exchange_from_row(row: Mapping[str, Any]) -> Exchange:
     return Exchange(
         id=row["id"],
         created_at=row["created_at"],
@@ -130,7 +149,7 @@ def exchange_from_row(row: sqlite3.Row) -> Exchange:
     )
 
 
-def correction_from_row(row: sqlite3.Row) -> Correction:
+def correction_from_row(row: Mapping[str, Any]) -> Correction:
     return Correction(
         id=row["id"],
         created_at=row["created_at"],

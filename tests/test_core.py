@@ -17,8 +17,8 @@ def ask(core, text: str, user: str = "local", conv: ConversationKey = CONV):
     return core.answer(Message(conv, user, text))
 
 
-def test_answer_stores_exchange_with_provenance(make_core) -> None:
-    core = make_core()
+def test_answer_stores_exchange_with_provenance(make_core, database_url: str) -> None:
+    core = make_core(database_url=database_url)
     core.examples.add("How do I reset my password?", "Use the reset link.", "good", "import")
     reply = ask(core, "How can I reset my password?")
     assert reply.text == "This is a test reply."
@@ -36,9 +36,9 @@ def test_stream_yields_tokens_then_done(make_core) -> None:
     assert isinstance(events[-1], Done) and events[-1].reply.text == "one two three"
 
 
-def test_history_is_per_conversation_and_reset(make_core) -> None:
+def test_history_is_per_conversation_and_reset(make_core, database_url: str) -> None:
     backend = FakeBackend("ok")
-    core = make_core(backend)
+    core = make_core(backend, database_url=database_url)
     ask(core, "first question")
     other = ConversationKey("console", "other")
     ask(core, "unrelated", conv=other)
@@ -59,8 +59,8 @@ def test_oversized_and_empty_messages_are_refused_and_change_nothing(make_core) 
     assert core.store.count_exchanges() == 0
 
 
-def test_votes_last_wins_and_threshold_makes_example(make_core) -> None:
-    core = make_core()
+def test_votes_last_wins_and_threshold_makes_example(make_core, database_url: str) -> None:
+    core = make_core(database_url=database_url)
     reply = ask(core, "What is the refund window?")
     assert core.examples.count() == 0
     result = core.vote(reply.exchange_id, "console", "a", 1)
@@ -72,8 +72,8 @@ def test_votes_last_wins_and_threshold_makes_example(make_core) -> None:
     assert result.score == 0 and core.examples.count() == 0
 
 
-def test_react_maps_emoji_and_removal_retracts_only_the_same_vote(make_core) -> None:
-    core = make_core()
+def test_react_maps_emoji_and_removal_retracts_only_the_same_vote(make_core, database_url: str) -> None:
+    core = make_core(database_url=database_url)
     reply = ask(core, "hello there")
     core.link_message(reply.exchange_id, "slack", "C1:1.0")
     assert core.react("slack", "C1:1.0", "U1", "+1::skin-tone-2", added=True).score == 1
@@ -84,8 +84,8 @@ def test_react_maps_emoji_and_removal_retracts_only_the_same_vote(make_core) -> 
     assert core.react("slack", "C9:9.9", "U1", "+1", added=True) is None
 
 
-def test_correction_from_user_waits_for_admin_review(make_core) -> None:
-    core = make_core(admins=("console:admin",))
+def test_correction_from_user_waits_for_admin_review(make_core, database_url: str) -> None:
+    core = make_core(admins=("console:admin",), database_url=database_url)
     reply = ask(core, "Which regions do you run in?")
     result = core.correct("console", "someone", reply.exchange_id, "correct: Frankfurt and Oregon")
     assert "waiting" in result.text and core.examples.count() == 0
@@ -116,15 +116,15 @@ def test_unknown_command_is_a_clear_error(make_core) -> None:
     assert not result.ok and "unknown command" in result.text and "help" in result.text
 
 
-def test_claim_event_dedups_durably(make_core) -> None:
-    core = make_core()
+def test_claim_event_dedups_durably(make_core, database_url: str) -> None:
+    core = make_core(database_url=database_url)
     assert core.store.claim_event("slack", "Ev1") is True
     assert core.store.claim_event("slack", "Ev1") is False
     assert core.store.claim_event("discord", "Ev1") is True
 
 
-def test_concurrent_requests_are_queued_and_see_their_position(make_core) -> None:
-    core = make_core(FakeBackend("a b c d e f", delay_s=0.05))
+def test_concurrent_requests_are_queued_and_see_their_position(make_core, database_url: str) -> None:
+    core = make_core(FakeBackend("a b c d e f", delay_s=0.05), database_url=database_url)
     results: dict[str, list] = {}
 
     def run(user: str) -> None:

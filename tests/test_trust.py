@@ -180,8 +180,10 @@ def _restart(core: Core) -> Core:
 
 
 @pytest.mark.parametrize("kind", ["vote", "admin correction", "accepted correction", "teach"])
-def test_feedback_stored_before_an_example_store_failure_gets_its_example_at_restart(make_core, kind) -> None:
-    core = make_core(FakeBackend(ANSWER), admins=("console:local", "slack:ADMIN"))
+def test_feedback_stored_before_an_example_store_failure_gets_its_example_at_restart(
+    make_core, kind, database_url: str
+) -> None:
+    core = make_core(FakeBackend(ANSWER), admins=("console:local", "slack:ADMIN"), database_url=database_url)
     failing = FailingEmbedder(core.examples.embedder)
     core.examples.embedder = failing
     scope = workspace_scope("slack", "T1")
