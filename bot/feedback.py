@@ -40,6 +40,11 @@ from bot.types import ConversationKey
 log = logging.getLogger(__name__)
 
 
+def storable(text: str) -> str:
+    """PostgreSQL refuses NUL in text (SQLite keeps it): the same text on both, NUL as U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
 class FeedbackStore:
     """A SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL); safe to share across
     threads, and across processes and replicas on the same database."""
@@ -105,8 +110,8 @@ class FeedbackStore:
                     platform=conversation.platform,
                     conversation=conversation.as_str(),
                     user_id=user_id,
-                    user_text=user_text,
-                    reply=reply,
+                    user_text=storable(user_text),
+                    reply=storable(reply),
                     prompt_json=json.dumps(prompt, ensure_ascii=False),
                     example_ids_json=json.dumps(list(example_ids)),
                     lora_version=lora_version,
@@ -273,8 +278,8 @@ class FeedbackStore:
             exchange_id=exchange_id,
             platform=platform,
             user_id=user_id,
-            question=question,
-            answer=answer,
+            question=storable(question),
+            answer=storable(answer),
             status="accepted" if accepted_by else "pending",
             reviewed_by=accepted_by,
         )
@@ -286,8 +291,8 @@ class FeedbackStore:
                     exchange_id=exchange_id,
                     platform=platform,
                     user_id=user_id,
-                    question=question,
-                    answer=answer,
+                    question=correction.question,
+                    answer=correction.answer,
                     status=correction.status,
                     reviewed_by=accepted_by,
                     reviewed_at=now if accepted_by else None,

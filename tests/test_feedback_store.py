@@ -217,3 +217,13 @@ def test_a_bad_database_url_is_a_clear_error(tmp_path: Path) -> None:
             assert db.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     finally:
         store.close()
+
+
+def test_a_nul_in_a_message_is_stored_alike_on_both(feedback_store) -> None:
+    """PostgreSQL refuses NUL in text; a message with one must not lose its exchange there."""
+    store = feedback_store
+    exchange_id = store.add_exchange(ConversationKey("console", "local"), "u", "a\x00b", "ok", [], (), None,
+                                     0.1, None, 1, 1, "")  # fmt: skip
+    assert store.exchange(exchange_id).user_text == "a\ufffdb"
+    correction = store.add_correction(exchange_id, "console", "u", "q\x00", "a\x00", accepted_by=None)
+    assert (store.correction(correction.id).question, store.correction(correction.id).answer) == ("q\ufffd", "a\ufffd")
