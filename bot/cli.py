@@ -6,8 +6,8 @@ import inspect
 import json
 import logging
 import os
-import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from bot.control import ExampleWriter
     from bot.core import Core
     from bot.training.runner import TrainingRunner
+    from bot.training.status import TrainingStatus
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")  # chromadb
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -138,9 +139,7 @@ def run() -> None:
         console.print("No SLACK_BOT_TOKEN or DISCORD_TOKEN set: starting the terminal chat.")
         run_console(core)
         return
-    threads = [
-        threading.Thread(target=fn, args=(core, s, readiness), name=name, daemon=True) for name, fn in runners
-    ]
+    threads = [threading.Thread(target=fn, args=(core, s, readiness), name=name, daemon=True) for name, fn in runners]
     for thread in threads:
         console.print(f"Starting {thread.name}…")
         thread.start()
@@ -251,32 +250,9 @@ def examples_remove(ids: list[str]) -> None:
 @app.command()
 def doctor() -> None:
     """Show what is installed, which model and device, and where the data lives."""
-    from importlib.metadata import PackageNotFoundError, version
+    from bot.doctor import doctor_table
 
-    from bot.model_files import default_gguf_path, model_cache_dir
-
-    s = settings()
-    table = Table("what", "value")
-    for package in ("torch", "transformers", "bitsandbytes", "peft", "trl", "chromadb", "sentence-transformers",
-                    "slack-bolt", "discord.py"):  # fmt: skip
-        try:
-            table.add_row(package, version(package))
-        except PackageNotFoundError:
-            table.add_row(package, "[red]not installed[/red]")
-    import torch
-
-    table.add_row("python", sys.version.split()[0])
-    table.add_row("device", "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
-    table.add_row("model", f"{s.model} ({s.quantize})")
-    try:
-        table.add_row("default model file", str(default_gguf_path()))
-    except Exception as exc:
-        table.add_row("default model file", f"[red]{exc}[/red]")
-    table.add_row("model cache", str(model_cache_dir(s).resolve()))
-    table.add_row("data dir", str(s.data_dir.resolve()))
-    table.add_row("slack", "configured" if s.slack.enabled else "not configured")
-    table.add_row("discord", "configured" if s.discord.enabled else "not configured")
-    Console().print(table)
+    Console().print(doctor_table(settings()))
 
 
 # The chat commands the CLI offers too, derived from bot/commands.py: `bot lora use VERSION`,
@@ -320,10 +296,23 @@ def _chat_command(command: Command) -> Callable[..., None]:
 
 
 def _follow_training(trainer: TrainingRunner, started: CommandResult) -> CommandResult:
-    """`bot retrain` waits for the run in the foreground, with a progress bar."""
-    from bot.training.status import TrainingStatus
-
+    """`bot retrain` waits for the run in the foreground (here or on a trainer), with a progress bar."""
+    assert started.followup is not None
     console.print(started.text)
+    with _training_progress() as show:
+        while not started.followup.done():
+            if (status := trainer.read_status()) is not None:
+                show(status)
+            time.sleep(0.5)
+    text = started.followup.result()
+    status = trainer.read_status()
+    if status is not None and status.loss_plot:
+        text += f"\nLoss curve: {status.loss_plot}"
+    return CommandResult(text, ok=status is not None and status.phase == "done")
+
+
+@contextmanager
+def _training_progress() -> Iterator[Callable[[TrainingStatus], None]]:
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TextColumn("{task.fields[loss]}"), TimeRemainingColumn(), console=console) as progress:  # fmt: skip
         task = progress.add_task("starting", total=None, loss="")
@@ -333,12 +322,23 @@ def _follow_training(trainer: TrainingRunner, started: CommandResult) -> Command
             progress.update(task, description=status.phase, completed=status.step, total=status.total_steps,
                             loss=loss)  # fmt: skip
 
-        code = trainer.wait(on_progress=show)
-    text = trainer.result_text(code)
-    status = trainer.read_status()
-    if status is not None and status.loss_plot:
-        text += f"\nLoss curve: {status.loss_plot}"
-    return CommandResult(text, ok=code == 0)
+        yield show
+
+
+@app.command()
+def trainer(
+    once: Annotated[bool, typer.Option(help="run the first request, then exit (a Kubernetes Job)")] = False,
+) -> None:
+    """Run the training requests of bots with `training.runner = "worker"` here (a GPU node, a Job)."""
+    from bot.app import build_core
+    from bot.training import worker
+
+    s = settings()
+    local = s.model_copy(update={"training": s.training.model_copy(update={"runner": "here"})})
+    core = build_core(local, with_model=False)
+    assert core.trainer is not None
+    console.print(f"Waiting for training requests in {core.trainer.dir}…")
+    raise typer.Exit(worker.serve(core.trainer, once=once) if once else worker.serve(core.trainer))
 
 
 _add_chat_commands()

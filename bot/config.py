@@ -138,6 +138,9 @@ class TrainingSettings(_Section):
     gate_heldout_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the held-out score")
     gate_regression_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the regression score")
     keep_loaded: int = Field(3, ge=2, description="LoRA versions kept in memory (the active and previous at least)")
+    runner: Literal["here", "worker"] = Field(
+        "here", description="`here`: a child process of the bot asked; `worker`: a request `bot trainer` takes"
+    )
 
 
 class Settings(BaseSettings):

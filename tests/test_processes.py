@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from filelock import FileLock, Timeout
 from bot.control import LOCK_FILE, SOCKET_FILE, DataDirOwner, RemoteExamples, examples_access, snapshot
 from bot.lora_registry import LoraRegistry
 from bot.retrieval import ExampleStore, example_id
+from bot.training import worker
 from bot.training.runner import TrainingRunner
 from bot.training.status import StatusFile, TrainingStatus, read_status
 from bot.types import UserError
@@ -323,3 +325,27 @@ def _status(runner: TrainingRunner) -> TrainingStatus:
     status = runner.read_status()
     assert status is not None
     return status
+
+
+def test_a_retrain_asked_on_a_replica_runs_on_the_trainer_and_reports_back(tmp_path: Path) -> None:
+    """training.runner = "worker": the bot leaves a request; `bot trainer` elsewhere runs it."""
+    data_dir = tmp_path / "data"
+    serving = stand_in_runner(data_dir)  # a replica: it only asks
+    serving.settings = serving.settings.model_copy(
+        update={"training": serving.settings.training.model_copy(update={"runner": "worker"})}
+    )
+    asked = serving.start("slack:U1")
+    assert asked.ok and asked.followup is not None and "requested" in asked.message
+    again = serving.start("slack:U2")
+    assert not again.ok and "already requested" in again.message
+    assert "waiting for a trainer" in serving.status_text()
+
+    trainer = stand_in_runner(data_dir)  # the trainer's runner runs here, on the same shared directory
+    done = threading.Thread(target=lambda: worker.serve(trainer, once=True, poll_s=0.05), daemon=True)
+    done.start()
+    _wait_for(lambda: serving.running(), "the trainer to start the run")
+    assert not serving.start("slack:U3").ok, "one run at a time, across the replica and the trainer"
+    (data_dir / "stop").touch()
+    assert asked.followup.result(timeout=60) == "stand-in run by slack:U1"
+    done.join(timeout=30)
+    assert not worker.requested(serving.dir) and not serving.running()

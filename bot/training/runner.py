@@ -29,6 +29,7 @@ from filelock import FileLock, Timeout
 from bot import metrics
 from bot.config import SECRET_ENV_VARS, Settings, settings_without_secrets_json
 from bot.lora_registry import LoraRegistry
+from bot.training import worker
 from bot.training.status import TrainingStatus, read_status
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,8 @@ class TrainingRunner:
         return _lock_held(self.dir / RUN_LOCK) or _lock_held(self.dir / START_LOCK)
 
     def start(self, triggered_by: str) -> StartResult:
+        if self.settings.training.runner == "worker":
+            return self._request(triggered_by)
         with self._lock:
             gate = _file_lock(self.dir / START_LOCK)
             try:
@@ -126,6 +129,34 @@ class TrainingRunner:
         ).start()
         log.info("training started by %s (pid %d)", triggered_by, process.pid)
         return StartResult(True, f"Training started (pid {process.pid}); I'll report here when it is done.", followup)
+
+    def _request(self, triggered_by: str) -> StartResult:
+        """Leave the run to a trainer elsewhere (`bot trainer`, bot/training/worker.py) that shares
+        this directory; the followup completes when its run ends."""
+        if self.running():
+            return StartResult(False, f"A training run is already going. {self.progress_text()}")
+        requested_at = time.time()
+        if not worker.request_run(self.dir, triggered_by):
+            return StartResult(False, "A training run is already requested; a trainer will start it.")
+        followup: Future[str] = Future()
+        threading.Thread(
+            target=self._await_trainer, args=(requested_at, followup), daemon=True, name="training-follow"
+        ).start()
+        log.info("training requested by %s", triggered_by)
+        return StartResult(
+            True, "Training requested: a trainer will run it; I'll report here when it is done.", followup
+        )
+
+    def _await_trainer(self, requested_at: float, followup: Future[str]) -> None:
+        while True:
+            status = self.read_status()
+            if status is not None and status.started_at >= requested_at and status.phase in ("done", "failed"):
+                break
+            time.sleep(1.0)
+        with contextlib.suppress(Exception):
+            if self.on_finished:
+                self.on_finished()
+        followup.set_result(self.result_text(0 if status.phase == "done" else 1))
 
     def _spawn(self, triggered_by: str) -> subprocess.Popen[bytes]:
         """Start the training process; the caller holds the start lock and no run holds the run lock."""
@@ -227,6 +258,8 @@ class TrainingRunner:
     def status_text(self) -> str:
         if self.running():
             return self.progress_text()
+        if worker.requested(self.dir):
+            return "Training: requested, waiting for a trainer (`bot trainer`)."
         status = self.read_status()
         if status is None:
             return "Training: no run yet."

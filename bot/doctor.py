@@ -1,0 +1,37 @@
+"""`bot doctor`: what is installed, which model and device, where the data lives."""
+
+from __future__ import annotations
+
+import sys
+
+from rich.table import Table
+
+from bot.config import Settings
+
+
+def doctor_table(s: Settings) -> Table:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from bot.model_files import default_gguf_path, model_cache_dir
+
+    table = Table("what", "value")
+    for package in ("torch", "transformers", "bitsandbytes", "peft", "trl", "chromadb", "sentence-transformers",
+                    "slack-bolt", "discord.py"):  # fmt: skip
+        try:
+            table.add_row(package, version(package))
+        except PackageNotFoundError:
+            table.add_row(package, "[red]not installed[/red]")
+    import torch
+
+    table.add_row("python", sys.version.split()[0])
+    table.add_row("device", "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
+    table.add_row("model", f"{s.model} ({s.quantize})")
+    try:
+        table.add_row("default model file", str(default_gguf_path()))
+    except Exception as exc:
+        table.add_row("default model file", f"[red]{exc}[/red]")
+    table.add_row("model cache", str(model_cache_dir(s).resolve()))
+    table.add_row("data dir", str(s.data_dir.resolve()))
+    table.add_row("slack", "configured" if s.slack.enabled else "not configured")
+    table.add_row("discord", "configured" if s.discord.enabled else "not configured")
+    return table
