@@ -69,7 +69,13 @@ def build_core(settings: Settings, own_data_dir: bool = False, with_model: bool 
     if not with_model:
         return assemble_core(settings, None, build_examples(settings, SentenceEmbedder(settings.embedder, lazy=True)),
                              registry=registry)  # fmt: skip
-    backend = HFBackend(settings, files, lora_source=registry.active_lora)
+    backend: Backend
+    if settings.vllm_url:  # the GPU path: the model runs on a vLLM server, everything else here
+        from bot.vllm_backend import VLLMBackend
+
+        backend = VLLMBackend(settings, files, lora_source=registry.active_lora)
+    else:
+        backend = HFBackend(settings, files, lora_source=registry.active_lora)
     owner = DataDirOwner.acquire(settings.data_dir) if own_data_dir else None  # before the store opens
     examples = build_examples(settings)
     core = assemble_core(settings, backend, examples, registry=registry)

@@ -202,6 +202,7 @@ class Settings(BaseSettings):
     # Not a platform secret: the training process reads the same store (it gets it on stdin, never on disk).
     database_url: str = Field("", description="feedback store on PostgreSQL, `postgresql://…` (none: SQLite)")
     chroma_url: str = Field("", description="example store on a chromadb server, `http://host:8000` (none: embedded)")
+    vllm_url: str = Field("", description="generate on a vLLM server, `http://host:8000` (none: in process)")
     slack: SlackSettings = Field(default_factory=SlackSettings, description="docs/slack.md")
     discord: DiscordSettings = Field(default_factory=DiscordSettings, description="docs/discord.md")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="docs/training.md")

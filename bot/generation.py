@@ -31,6 +31,13 @@ T = TypeVar("T")
 _ADAPTER_SEP = "__"  # adapter name = version + this + a hash of its directory
 
 
+def lora_name(version: str, path: Path) -> str:
+    """The name a LoRA is loaded under. A version's name is unique in one registry only: the name
+    carries its directory too, so a v0001 of another registry (a recreated data dir, a test) is
+    never mistaken for it."""
+    return f"{version}{_ADAPTER_SEP}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+
+
 @dataclass(frozen=True)
 class Generated:
     """The end of one generation."""
@@ -341,9 +348,7 @@ class HFBackend:
     def _activate(self, version: str, path: Path) -> None:
         from peft import PeftModel
 
-        # A version's name is unique in one registry only: the adapter is named after its directory
-        # too, so a v0001 of another registry (a recreated data dir, a test) is never mistaken for it.
-        name = f"{version}{_ADAPTER_SEP}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
+        name = lora_name(version, path)
         if name not in self._loaded:
             self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
             if not self._loaded:

@@ -1,0 +1,138 @@
+"""Generation on a vLLM server (OpenAI-compatible API, runtime LoRA updates), for teams with GPUs.
+
+The bot keeps everything else: retrieval, the prompt (built and tokenized here, so user text can
+never forge a special token: the server gets token ids, not text), feedback, training and the
+registry. This backend streams the completion back through the same worker interface and follows
+the registry like the in-process one: each new version is loaded under its own name
+(`/v1/load_lora_adapter`, which needs the server started with `--enable-lora` and
+`VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, and the registry's directory mounted at the same path),
+each request names the version that serves, and old versions are unloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.config import Settings
+from bot.decoding import STOP_STRINGS
+from bot.generation import NO_HINTS, ReplyHints, lora_name
+from bot.model_files import ModelFiles
+from bot.types import UserError
+
+log = logging.getLogger(__name__)
+TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=30.0)
+
+
+class VLLMBackend:
+    def __init__(
+        self,
+        settings: Settings,
+        files: ModelFiles,
+        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+        tokenizer: Any = None,
+    ) -> None:
+        if tokenizer is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(files.path)
+        self.settings = settings
+        self.tokenizer = tokenizer
+        self.files = files
+        self.device = f"vLLM at {settings.vllm_url}"
+        self.lora_source = lora_source
+        self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT)
+        self.base_model = self._served_model()
+        self._loaded: list[str] = []  # LoRA names on the server, least recently used first
+        self._active: tuple[str, str] | None = None  # (version, name)
+        self.last_swap_s: float | None = None
+
+    def _served_model(self) -> str:
+        """The base model the server serves (vLLM lists it first; LoRAs follow, named `parent`)."""
+        models = self._call("GET", "/v1/models")["data"]
+        bases = [m["id"] for m in models if not m.get("parent")]
+        if not bases:
+            raise UserError(f"the vLLM server at {self.settings.vllm_url} serves no model")
+        return str(bases[0])
+
+    @property
+    def lora_version(self) -> str | None:
+        return self._active[0] if self._active else None
+
+    def generate(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> int:
+        bias = self.settings.answer_bias
+        body: dict[str, Any] = {
+            "model": self.base_model if hints.base_only or not self._active else self._active[1],
+            "prompt": input_ids,  # token ids: the server never re-reads user text as special tokens
+            "max_tokens": max_new_tokens,
+            "temperature": self.settings.temperature,
+            "repetition_penalty": self.settings.repetition_penalty,
+            "stop": list(STOP_STRINGS),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if bias and hints.favored:  # OpenAI's logit_bias is the answer bias (docs/decoding.md)
+            body["logit_bias"] = {str(token): bias for token in hints.favored}
+        tokens = 0
+        with self._http.stream("POST", "/v1/completions", json=body) as response:
+            if response.status_code != 200:
+                response.read()
+                raise RuntimeError(f"vLLM answered {response.status_code}: {response.text[:300]}")
+            for line in response.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                chunk = json.loads(line[len("data: ") :])
+                for choice in chunk.get("choices") or ():
+                    if choice.get("text"):
+                        on_text(choice["text"])
+                if chunk.get("usage"):
+                    tokens = int(chunk["usage"]["completion_tokens"])
+        return tokens
+
+    # LoRA management (on the generation worker, between replies) --------------------------------
+
+    def sync_lora(self) -> None:
+        wanted = self.lora_source() if self.lora_source else None
+        if (wanted[0] if wanted else None) == self.lora_version:
+            return
+        started = time.monotonic()
+        if wanted is None:
+            self._active = None
+        else:
+            version, path = wanted
+            name = lora_name(version, path)
+            if name not in self._loaded:
+                self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path.resolve())})
+                self._loaded.append(name)
+            self._loaded.remove(name)
+            self._loaded.append(name)  # most recently used last
+            self._active = (version, name)
+            self._unload_old()
+        self.last_swap_s = time.monotonic() - started
+        log.info("vLLM now serves LoRA %s (swap %.3f s)", self.lora_version or "none (base model)", self.last_swap_s)
+
+    def _unload_old(self) -> None:
+        while len(self._loaded) > self.settings.training.keep_loaded:
+            oldest = self._loaded.pop(0)
+            self._call("POST", "/v1/unload_lora_adapter", {"lora_name": oldest})
+            log.info("unloaded LoRA %s from the vLLM server (still on disk)", oldest)
+
+    def loaded_loras(self) -> list[str]:
+        return list(self._loaded)
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"cannot reach the vLLM server at {self.settings.vllm_url}: {exc}") from exc
+        if response.status_code != 200:
+            raise RuntimeError(f"vLLM {path} answered {response.status_code}: {response.text[:300]}")
+        return response.json() if response.headers.get("content-type", "").startswith("application/json") else None
