@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -340,12 +339,28 @@ def test_a_retrain_asked_on_a_replica_runs_on_the_trainer_and_reports_back(tmp_p
     assert not again.ok and "already requested" in again.message
     assert "waiting for a trainer" in serving.status_text()
 
-    trainer = stand_in_runner(data_dir)  # the trainer's runner runs here, on the same shared directory
-    done = threading.Thread(target=lambda: worker.serve(trainer, once=True, poll_s=0.05), daemon=True)
-    done.start()
-    _wait_for(lambda: serving.running(), "the trainer to start the run")
-    assert not serving.start("slack:U3").ok, "one run at a time, across the replica and the trainer"
-    (data_dir / "stop").touch()
-    assert asked.followup.result(timeout=60) == "stand-in run by slack:U1"
-    done.join(timeout=30)
+    # `bot trainer` in a process of its own (another machine, in production), on the shared directory.
+    env = {**os.environ, "PYTHONPATH": str(conftest.REPO)}
+    trainer = subprocess.Popen([sys.executable, "-c", _TRAINER, str(data_dir)], cwd=conftest.REPO, env=env)
+    try:
+        _wait_for(lambda: serving.read_status() is not None, "the trainer to start the run")
+        refused = serving.start("slack:U3")
+        assert not refused.ok and "already going" in refused.message, "one run at a time, replica and trainer"
+        (data_dir / "stop").touch()
+        assert asked.followup.result(timeout=60) == "stand-in run by slack:U1"
+        assert trainer.wait(timeout=60) == 0
+    finally:
+        trainer.kill()
     assert not worker.requested(serving.dir) and not serving.running()
+
+
+# `bot trainer --once` with the stand-in pipeline.
+_TRAINER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from bot.training import worker
+    from tests.test_processes import stand_in_runner
+    sys.exit(worker.serve(stand_in_runner(Path(sys.argv[1])), once=True, poll_s=0.05))
+    """
+)
