@@ -81,7 +81,12 @@ class VLLMBackend:
         }
         if bias and hints.favored:  # OpenAI's logit_bias is the answer bias (docs/decoding.md)
             body["logit_bias"] = {str(token): bias for token in hints.favored}
-        tokens = 0
+        return self.stream_completion(body, on_text)
+
+    def stream_completion(self, body: dict[str, Any], on_text: Callable[[str], None]) -> int:
+        """POST a streamed completion; each piece of text to `on_text`; returns the tokens written
+        (the server's usage when it sends one, else one a chunk, as vLLM streams them)."""
+        chunks, usage = 0, None
         with self._http.stream("POST", "/v1/completions", json=body) as response:
             if response.status_code != 200:
                 response.read()
@@ -92,10 +97,11 @@ class VLLMBackend:
                 chunk = json.loads(line[len("data: ") :])
                 for choice in chunk.get("choices") or ():
                     if choice.get("text"):
+                        chunks += 1
                         on_text(choice["text"])
                 if chunk.get("usage"):
-                    tokens = int(chunk["usage"]["completion_tokens"])
-        return tokens
+                    usage = int(chunk["usage"]["completion_tokens"])
+        return usage if usage is not None else chunks
 
     # LoRA management (on the generation worker, between replies) --------------------------------
 
