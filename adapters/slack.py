@@ -16,9 +16,8 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from wsgiref.simple_server import WSGIServer
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_bolt.adapter.socket_mode import SocketModeHandler
@@ -31,7 +30,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from adapters.streaming import ReplyOnScreen, followup_text, show_answer
 from adapters.text import split_text
 from bot import metrics
-from bot.health import Readiness
+from bot.health import Readiness, in_background, wsgi_server
 from bot.types import Answering, CommandResult, ConversationKey, Incoming, Reaction
 
 if TYPE_CHECKING:
@@ -202,18 +201,8 @@ def build_app(core: Core, settings: Settings) -> App:
     return SlackAdapter(core, settings).app
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-
 def _http_server(app: App, host: str, port: int) -> WSGIServer:
-    handler = SlackRequestHandler(app, EVENTS_PATH)
-    return make_server(host, port, handler, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+    return wsgi_server(SlackRequestHandler(app, EVENTS_PATH), host, port)
 
 
 def start_socket_mode(app: App, settings: Settings) -> Running:
@@ -226,12 +215,7 @@ def start_socket_mode(app: App, settings: Settings) -> Running:
 def start_http(app: App, settings: Settings, host: str = "0.0.0.0", port: int | None = None) -> Running:
     """Serve Slack's signed requests on `port` (default settings.slack.port; 0 picks a free one) without blocking."""
     server = _http_server(app, host, settings.slack.port if port is None else port)
-    threading.Thread(target=server.serve_forever, name="slack-http", daemon=True).start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
+    stop = in_background(server, "slack-http")
     shown = "127.0.0.1" if host == "0.0.0.0" else host
     return Running(stop=stop, url=f"http://{shown}:{server.server_port}{EVENTS_PATH}")
 

@@ -38,6 +38,20 @@ def lora_name(version: str, path: Path) -> str:
     return f"{version}{_ADAPTER_SEP}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
 
 
+class LoadedLoras(list[str]):
+    """The LoRA names a model holds, least recently used first."""
+
+    def use(self, name: str, keep: int) -> list[str]:
+        """`name` becomes the most recently used (added if new); returns the names to unload so
+        that at most `keep` stay (read from the settings at each swap: they can change)."""
+        if name in self:
+            self.remove(name)
+        self.append(name)
+        evicted = self[: max(0, len(self) - keep)]
+        del self[: len(evicted)]
+        return evicted
+
+
 @dataclass(frozen=True)
 class Generated:
     """The end of one generation."""
@@ -261,7 +275,7 @@ class HFBackend:
         # The examples' "Q:/A:" layout can leak: a reply that starts a new "Q:" has ended. Built once:
         # transformers' stop-string tables take ~85 ms, which `stop_strings=` would pay every reply.
         self._stop_strings = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(STOP_STRINGS))
-        self._loaded: list[str] = []  # LoRA versions in memory, oldest first
+        self._loaded = LoadedLoras()  # LoRAs in memory
         self._active: str | None = None
         self.last_swap_s: float | None = None
         log.info(
@@ -350,17 +364,9 @@ class HFBackend:
                 self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
             else:
                 self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-            self._loaded.append(name)
         self.model.set_adapter(name)
         self._active = version
-        self._loaded.remove(name)
-        self._loaded.append(name)  # most recently used last
-        self._unload_old()
-
-    def _unload_old(self) -> None:
-        keep = self.settings.training.keep_loaded
-        while len(self._loaded) > keep:
-            oldest = self._loaded.pop(0)
+        for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
             self.restore_4bit_layout()
             self.model.delete_adapter(oldest)
             log.info("unloaded LoRA %s from memory (still on disk)", oldest)

@@ -43,19 +43,35 @@ class Readiness:
             return sorted(self._missing)
 
 
-@dataclass
-class Running:
-    port: int
-    stop: Callable[[], None]
-
-
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # scrapes every few seconds: debug only
+    def log_message(self, format: str, *args: Any) -> None:  # probes and scrapes every few seconds
         log.debug("%s " + format, self.address_string(), *args)
+
+
+def wsgi_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
+    """A threaded WSGI server (port 0 picks a free one); also Slack's HTTP mode's (adapters/slack.py)."""
+    return make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
+
+
+def in_background(server: WSGIServer, name: str) -> Callable[[], None]:
+    """Serve on a daemon thread; returns what stops it."""
+    threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return stop
+
+
+@dataclass
+class Running:
+    port: int
+    stop: Callable[[], None]
 
 
 def app(readiness: Readiness) -> Callable[..., Any]:
@@ -85,12 +101,6 @@ def _text(start_response: Callable[..., Any], status: str, body: str) -> list[by
 
 def serve(readiness: Readiness, port: int, host: str = "0.0.0.0") -> Running:
     """Serve the endpoints on a daemon thread; port 0 picks a free one."""
-    server = make_server(host, port, app(readiness), server_class=_Server, handler_class=_QuietHandler)
-    threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
+    server = wsgi_server(app(readiness), host, port)
     log.info("metrics and health on :%d (/metrics, /healthz, /readyz)", server.server_port)
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return Running(server.server_port, stop)
+    return Running(server.server_port, in_background(server, "health"))

@@ -22,7 +22,7 @@ import httpx
 
 from bot.config import Settings
 from bot.decoding import STOP_STRINGS
-from bot.generation import NO_HINTS, ReplyHints, lora_name
+from bot.generation import NO_HINTS, LoadedLoras, ReplyHints, lora_name
 from bot.model_files import ModelFiles
 from bot.types import UserError
 
@@ -49,7 +49,7 @@ class VLLMBackend:
         self.lora_source = lora_source
         self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT)
         self.base_model = self._served_model()
-        self._loaded: list[str] = []  # LoRA names on the server, least recently used first
+        self._loaded = LoadedLoras()  # LoRA names on the server
         self._active: tuple[str, str] | None = None  # (version, name)
         self.last_swap_s: float | None = None
 
@@ -117,19 +117,12 @@ class VLLMBackend:
             name = lora_name(version, path)
             if name not in self._loaded:
                 self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path.resolve())})
-                self._loaded.append(name)
-            self._loaded.remove(name)
-            self._loaded.append(name)  # most recently used last
             self._active = (version, name)
-            self._unload_old()
+            for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
+                self._call("POST", "/v1/unload_lora_adapter", {"lora_name": oldest})
+                log.info("unloaded LoRA %s from the vLLM server (still on disk)", oldest)
         self.last_swap_s = time.monotonic() - started
         log.info("vLLM now serves LoRA %s (swap %.3f s)", self.lora_version or "none (base model)", self.last_swap_s)
-
-    def _unload_old(self) -> None:
-        while len(self._loaded) > self.settings.training.keep_loaded:
-            oldest = self._loaded.pop(0)
-            self._call("POST", "/v1/unload_lora_adapter", {"lora_name": oldest})
-            log.info("unloaded LoRA %s from the vLLM server (still on disk)", oldest)
 
     def loaded_loras(self) -> list[str]:
         return list(self._loaded)

@@ -153,9 +153,7 @@ class TrainingRunner:
             if status is not None and status.started_at >= requested_at and status.phase in ("done", "failed"):
                 break
             time.sleep(1.0)
-        with contextlib.suppress(Exception):
-            if self.on_finished:
-                self.on_finished()
+        self._after_run()
         followup.set_result(self.result_text(0 if status.phase == "done" else 1))
 
     def _spawn(self, triggered_by: str) -> subprocess.Popen[bytes]:
@@ -221,12 +219,15 @@ class TrainingRunner:
         if status is not None:  # the run's own clock: from its start to its last word
             result = "failed" if code != 0 or status.phase == "failed" else "promoted" if status.promoted else "kept"
             metrics.TRAINING_SECONDS.labels(result).observe(status.updated_at - status.started_at)
+        self._after_run()
+        followup.set_result(self.result_text(code))
+
+    def _after_run(self) -> None:
         try:
             if self.on_finished:
                 self.on_finished()
         except Exception:
             log.exception("after-training hook failed")
-        followup.set_result(self.result_text(code))
 
     def result_text(self, exit_code: int) -> str:
         status = self.read_status()
