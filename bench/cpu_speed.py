@@ -1,13 +1,16 @@
-"""CPU speed, side by side in one run: the bot's generation path and llama.cpp on the same model
-and the same prompt tokens (issue 12). Prints decode tokens/s, time to first token, warm load,
-and aggregate tokens/s with 1 and 4 users at once, then the bot/llama.cpp ratios.
+"""CPU speed, side by side in one run: the bot's two CPU backends and plain llama.cpp on the same
+model and the same prompt tokens (issue 12). Prints decode tokens/s, time to first token, warm
+load, and aggregate tokens/s with 1 and 4 users at once, then the ratios to plain llama.cpp.
 
-    .venv/bin/python bench/cpu_speed.py [--tokens 128] [--runs 3]
+    .venv/bin/python bench/cpu_speed.py [--tokens 128] [--runs 3] [--only llama.cpp]
 
-llama.cpp is llama-cpp-python on the GGUF the default model ships as (Q4_1); install it with
-`make install EXTRAS=test,llama` (a 9-minute build on 2 cores). The bot's path is the default
-backend (transformers, bitsandbytes NF4 on CPU). Both decode greedily with end-of-text ignored, so
-every run writes exactly --tokens tokens. Ratios, not absolutes, are comparable between machines.
+The bot's backends run through its whole generation path (the worker, the fair queue, the
+decoding rules of the default settings, streaming text): `transformers` (bitsandbytes NF4) and
+`llama.cpp` (its batching backend on the default model's GGUF). Plain llama.cpp is
+llama-cpp-python's `Llama.generate` on the same GGUF (Q4_1), one user at a time: the reference.
+llama-cpp-python comes with `make install EXTRAS=test,llama` (a 9-minute build on 2 cores).
+Everything decodes greedily with end-of-text ignored, so every run writes exactly --tokens
+tokens. Ratios, not absolutes, are comparable between machines.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from pathlib import Path
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
-from bot.generation import GenerationService, HFBackend
+from bot.generation import GenerationService
+from bot.hf_backend import HFBackend
+from bot.llama_backend import LlamaCppBackend
 from bot.model_files import default_gguf_path, prepare_model
 from bot.prompt import build_prompt
 
+ENGINES = ("transformers", "llama.cpp")
 QUESTION = "How do I reset my Acme Cloud password? Explain every step in detail."
 
 # One run: (prompt ids, tokens to write) -> (seconds to the first token, seconds in all, tokens written).
@@ -38,16 +44,23 @@ def line(name: str, value: str) -> None:
     print(f"{name:<46} {value}", flush=True)
 
 
-def bot_path(settings, files) -> tuple[float, Run, Callable[[], None], object]:
+def bot_path(settings, files, engine: str) -> tuple[float, Run, Callable[[], None], object]:
     started = time.monotonic()
-    import bitsandbytes  # noqa: F401  # the libraries' import is not the model's load (llama.cpp's neither)
+    if engine == "transformers":
+        import bitsandbytes  # noqa: F401  # the libraries' import is not the model's load
+    else:
+        import llama_cpp  # noqa: F401
     import transformers  # noqa: F401
 
-    line("bot: importing torch, transformers, bitsandbytes", f"{time.monotonic() - started:.2f} s")
+    line(f"bot ({engine}): importing its libraries", f"{time.monotonic() - started:.2f} s")
     started = time.monotonic()
-    backend = HFBackend(settings, files)
+    if engine == "transformers":
+        backend = HFBackend(settings, files)
+        backend._stop_ids = [len(backend.tokenizer) + 1]  # no such token: every run writes all the tokens asked for
+    else:
+        backend = LlamaCppBackend.for_default_model(settings, files)
+        backend._stop_ids = set()
     load_s = time.monotonic() - started
-    backend._stop_ids = [len(backend.tokenizer) + 1]  # no such token: every run writes all the tokens asked for
     service = GenerationService(backend)
 
     def run(ids: list[int], tokens: int) -> tuple[float, float, int]:
@@ -59,7 +72,11 @@ def bot_path(settings, files) -> tuple[float, Run, Callable[[], None], object]:
             count = getattr(event, "completion_tokens", count)
         return first or 0.0, time.monotonic() - started, count
 
-    return load_s, run, service.close, backend.tokenizer
+    def close() -> None:
+        service.close()
+        getattr(backend, "close", lambda: None)()
+
+    return load_s, run, close, backend.tokenizer
 
 
 def llama_path(n_threads: int) -> tuple[float, Run, Callable[[], None]]:
@@ -113,26 +130,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", choices=ENGINES, action="append", help="the bot's backends to run (default: both)")
     args = parser.parse_args()
     settings = load_settings()
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings.model_copy(update={"data_dir": Path(tmp), "log_level": "WARNING"})
         files = prepare_model(settings)
         threads = os.cpu_count() or 1
         print(f"model {settings.model}, {threads} CPUs, {args.tokens} greedy tokens", flush=True)
-        load_s, run, close, tokenizer = bot_path(settings, files)
-        prompt = build_prompt(tokenizer, settings.system_prompt, [], [], QUESTION,
-                              budget_tokens=settings.context_tokens - args.tokens)  # fmt: skip
-        ids = prompt.input_ids
-        line("prompt tokens (the same ids for both)", str(len(ids)))
-        bot = measure("bot (transformers, NF4)", load_s, run, ids, args.tokens, args.runs)
-        close()
+        ids: list[int] = []
+        for engine in args.only or ENGINES:
+            load_s, run, close, tokenizer = bot_path(settings, files, engine)
+            if not ids:
+                prompt = build_prompt(tokenizer, settings.system_prompt, [], [], QUESTION,
+                                      budget_tokens=settings.context_tokens - args.tokens)  # fmt: skip
+                ids = prompt.input_ids
+                line("prompt tokens (the same ids for all)", str(len(ids)))
+            results[engine] = measure(f"bot ({engine})", load_s, run, ids, args.tokens, args.runs)
+            close()
         load_s, run, close = llama_path(threads)
-        llama = measure("llama.cpp (Q4_1 GGUF)", load_s, run, ids, args.tokens, args.runs)
+        llama = measure("plain llama.cpp (Q4_1 GGUF)", load_s, run, ids, args.tokens, args.runs)
         close()
-    line("ratio bot / llama.cpp: decode", f"{bot['decode'] / llama['decode']:.2f}x (target >= 0.5x)")
-    line("ratio bot / llama.cpp: first token", f"{bot['first'] / llama['first']:.2f}x (bot target <= 0.15 s)")
-    line("bot: 4 users / 1 user aggregate", f"{bot['four'] / bot['one']:.2f}x (target >= 2x)")
+    for engine, bot in results.items():
+        line(f"bot ({engine}) / plain llama.cpp: decode", f"{bot['decode'] / llama['decode']:.2f}x (target >= 0.5x)")
+        line(f"bot ({engine}): first token", f"{bot['first']:.3f} s (target <= 0.15 s)")
+        line(f"bot ({engine}): 4 users / 1 user aggregate", f"{bot['four'] / bot['one']:.2f}x (target >= 2x)")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.config import load_settings  # noqa: E402
 from bot.cpu_packing import packed_layers  # noqa: E402
-from bot.generation import HFBackend  # noqa: E402
+from bot.hf_backend import HFBackend  # noqa: E402
 from bot.model_files import prepare_model  # noqa: E402
 
 QUESTION = "Explain in a few sentences how a bicycle works."

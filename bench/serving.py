@@ -23,7 +23,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.app import assemble_core
 from bot.config import load_settings
-from bot.generation import HFBackend
+from bot.hf_backend import HFBackend
 from bot.model_files import prepare_model
 from bot.retrieval import ExampleStore, SentenceEmbedder
 from bot.types import ConversationKey, Done, Message, Token

@@ -3,20 +3,26 @@ settings (`build_core`). The only place that knows every concrete class."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+from collections.abc import Callable
+from pathlib import Path
 
-from bot.config import Settings
+from bot.config import DEFAULT_MODEL, Settings
 from bot.control import DataDirOwner, snapshot
 from bot.core import Core
 from bot.feedback import FeedbackStore
-from bot.generation import Backend, GenerationService, HFBackend
+from bot.generation import Backend, GenerationService
+from bot.hf_backend import HFBackend, pick_device
 from bot.lora_registry import LoraRegistry
-from bot.model_files import prepare_model
+from bot.model_files import ModelFiles, prepare_model
 from bot.retrieval import Embedder, ExampleStore, SentenceEmbedder
 from bot.training.runner import TrainingRunner
+from bot.types import UserError
 
 log = logging.getLogger(__name__)
-LOCAL_ADMIN = "console:local"  # whoever sits at the terminal owns the data directory
+LOCAL_ADMIN = "console:local"
+LoraSource = Callable[[], tuple[str, Path] | None]  # whoever sits at the terminal owns the data directory
 
 
 def build_examples(settings: Settings, embedder: Embedder | None = None) -> ExampleStore:
@@ -56,6 +62,38 @@ def assemble_core(
     return Core(settings, generation, examples, store, registry, trainer)
 
 
+def choose_backend(settings: Settings) -> str:
+    """Which engine writes replies: vLLM when a server is set; else the setting, where `auto` means
+    llama.cpp on a CPU when it is installed and the model is the default (its GGUF is at hand),
+    else transformers (bitsandbytes 4-bit: the CUDA path always). docs/cpu_speed.md has the figures."""
+    if settings.vllm_url:
+        return "vllm"
+    if settings.backend != "auto":
+        return settings.backend
+    llama_ready = settings.model == DEFAULT_MODEL and importlib.util.find_spec("llama_cpp") is not None
+    return "llama.cpp" if llama_ready and pick_device(settings) == "cpu" else "transformers"
+
+
+def build_backend(settings: Settings, files: ModelFiles, lora_source: LoraSource) -> Backend:
+    choice = choose_backend(settings)
+    if choice == "vllm":  # the GPU path: the model runs on a vLLM server, everything else here
+        from bot.vllm_backend import VLLMBackend
+
+        return VLLMBackend(settings, files, lora_source=lora_source)
+    if choice == "llama.cpp":
+        if settings.model != DEFAULT_MODEL:
+            raise UserError(f"the llama.cpp backend runs the default model's GGUF only; for {settings.model} "
+                            "set BOT_BACKEND=transformers")  # fmt: skip
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise UserError("the llama.cpp backend is not installed: make install EXTRAS=llama (a one-time build)")
+        from bot.llama_backend import LlamaCppBackend
+
+        return LlamaCppBackend.for_default_model(settings, files, lora_source=lora_source)
+    if pick_device(settings) == "cpu" and settings.model == DEFAULT_MODEL:
+        log.info("replies on this CPU would be about 5x faster with llama.cpp: make install EXTRAS=llama")
+    return HFBackend(settings, files, lora_source=lora_source)
+
+
 def build_core(settings: Settings, own_data_dir: bool = False, with_model: bool = True) -> Core:
     """The core on the real model. `own_data_dir`: this is the bot (`bot run`, `bot chat`), the one
     process that writes the example store; others reach it through its control socket.
@@ -69,13 +107,7 @@ def build_core(settings: Settings, own_data_dir: bool = False, with_model: bool 
     if not with_model:
         return assemble_core(settings, None, build_examples(settings, SentenceEmbedder(settings.embedder, lazy=True)),
                              registry=registry)  # fmt: skip
-    backend: Backend
-    if settings.vllm_url:  # the GPU path: the model runs on a vLLM server, everything else here
-        from bot.vllm_backend import VLLMBackend
-
-        backend = VLLMBackend(settings, files, lora_source=registry.active_lora)
-    else:
-        backend = HFBackend(settings, files, lora_source=registry.active_lora)
+    backend = build_backend(settings, files, registry.active_lora)
     owner = DataDirOwner.acquire(settings.data_dir) if own_data_dir else None  # before the store opens
     examples = build_examples(settings)
     core = assemble_core(settings, backend, examples, registry=registry)

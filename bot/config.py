@@ -153,6 +153,11 @@ class Settings(BaseSettings):
     model_cache: Path | None = Field(None, description="converted default model (none: `<data_dir>/cache/models`)")
     quantize: Literal["4bit", "none"] = Field("4bit", description="`4bit` (bitsandbytes NF4, CPU or CUDA) or `none`")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`, `cpu` or `cuda`")
+    backend: Literal["auto", "transformers", "llama.cpp"] = Field(
+        "auto", description="`auto`: llama.cpp on a CPU when installed (`make install EXTRAS=llama`), else transformers"
+    )
+    parallel_replies: int = Field(4, ge=1, le=64, description="replies llama.cpp writes at once (continuous batching)")
+    threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp (0: every core)")
     embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers model name or local path")
     retrieval_k: int = Field(3, ge=0, le=50, description="examples put in the prompt")
     min_similarity: float = Field(0.35, ge=-1, le=1, description="cosine similarity floor for retrieved examples")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -27,14 +28,51 @@ def clean_reply(text: str) -> str:
     return _ANSWER_LABEL.sub("", text, count=1).strip()
 
 
-def reply_rules(settings: Settings, prompt_tokens: int, favored: Sequence[int]) -> list[Any]:
-    """The transformers LogitsProcessors the settings ask for on this reply (none: an empty list)."""
-    rules = []
-    if settings.answer_bias and favored:
-        rules.append(answer_bias(favored, settings.answer_bias))
-    if settings.no_repeat_ngram or settings.repetition_penalty != 1.0:
-        rules.append(reply_repetition_rules(prompt_tokens, settings.no_repeat_ngram, settings.repetition_penalty))
-    return rules
+@dataclass(frozen=True)
+class ReplyRules:
+    """The settings' logit rules for one reply: the answer bias, then the reply-only repetition
+    rules. One implementation for every backend: `apply` works on a row of logits as a torch tensor
+    (transformers) or a numpy array (llama.cpp)."""
+
+    prompt_tokens: int
+    favored: tuple[int, ...] = ()  # the best verified answer's tokens, raised by `bias`
+    bias: float = 0.0
+    ngram: int = 0
+    penalty: float = 1.0
+
+    @classmethod
+    def for_reply(cls, settings: Settings, prompt_tokens: int, favored: Sequence[int]) -> ReplyRules | None:
+        """The rules the settings ask for on this reply; None when there are none."""
+        rules = cls(prompt_tokens, tuple(sorted(set(favored))) if settings.answer_bias else (),
+                    settings.answer_bias, settings.no_repeat_ngram, settings.repetition_penalty)  # fmt: skip
+        return rules if rules.favored or rules.ngram or rules.penalty != 1.0 else None
+
+    def apply(self, row: Any, reply: Sequence[int]) -> None:
+        """Adjust one row of next-token logits in place; `reply` is what the reply has so far."""
+        if self.favored:
+            row[list(self.favored)] += self.bias
+        if self.penalty != 1.0 and len(reply):
+            used = row[list(reply)]
+            # As transformers' penalty: a positive logit divided, a negative one multiplied.
+            row[list(reply)] = used * ((used < 0) * (self.penalty - 1 / self.penalty) + 1 / self.penalty)
+        banned = banned_next_tokens(list(reply), self.ngram)
+        if banned:
+            row[sorted(banned)] = -float("inf")
+
+    def processor(self) -> Any:
+        """The rules as a transformers LogitsProcessor (the reply starts after the prompt)."""
+        from transformers import LogitsProcessor
+
+        rules = self
+
+        class ReplyRulesProcessor(LogitsProcessor):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any) -> Any:
+                scores = scores.clone()
+                for row in range(scores.shape[0]):
+                    rules.apply(scores[row], input_ids[row, rules.prompt_tokens :].tolist())
+                return scores
+
+        return ReplyRulesProcessor()
 
 
 def favored_tokens(tokenizer: Any, answer: str) -> list[int]:
@@ -45,48 +83,14 @@ def favored_tokens(tokenizer: Any, answer: str) -> list[int]:
     return sorted(ids)
 
 
-def answer_bias(favored: Sequence[int], strength: float) -> Any:
-    """A LogitsProcessor that adds `strength` to the logits of the best verified answer's tokens.
-
-    The small default model often has the right example in its prompt and still echoes the question
-    or garbles a number (docs/training.md). Nudging it towards the verified answer's tokens is a
-    cheap cousin of context-aware decoding: the model still writes the reply, token by token, and a
-    token that does not fit stays unlikely.
-    """
-    import torch
-    from transformers import LogitsProcessor
-
-    index = torch.tensor(sorted(set(favored)), dtype=torch.long)
-
-    class AnswerBias(LogitsProcessor):  # type: ignore[misc]
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            scores = scores.clone()
-            scores[:, index.to(scores.device)] += strength
-            return scores
-
-    return AnswerBias()
-
-
-def reply_repetition_rules(prompt_tokens: int, ngram: int, penalty: float) -> Any:
-    """A transformers LogitsProcessor for the reply only: tokens that would complete an n-gram the
-    reply already contains are banned (`ngram` 0: off), and tokens the reply already used are made
-    less likely by `penalty` (1.0: off), as transformers' repetition penalty does."""
-    import torch
-    from transformers import LogitsProcessor
-
-    class ReplyRepetitionRules(LogitsProcessor):  # type: ignore[misc]
-        def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-            reply = input_ids[:, prompt_tokens:]
-            if penalty != 1.0 and reply.shape[1]:
-                used = torch.gather(scores, 1, reply)
-                used = torch.where(used < 0, used * penalty, used / penalty)
-                scores = scores.scatter(1, reply, used)
-            for row in range(reply.shape[0]):
-                for token in banned_next_tokens(reply[row].tolist(), ngram):
-                    scores[row, token] = -float("inf")
-            return scores
-
-    return ReplyRepetitionRules()
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The token ids that end a reply: end of text and the chat template's end-of-turn markers."""
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
 
 
 def banned_next_tokens(reply: list[int], size: int) -> set[int]:

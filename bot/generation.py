@@ -19,10 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bot import metrics
-from bot.config import Settings
-from bot.cpu_packing import PackingGuard
-from bot.decoding import STOP_STRINGS, clean_reply, reply_rules
-from bot.model_files import ModelFiles, load_4bit
+from bot.decoding import clean_reply
 from bot.queueing import FairQueue
 from bot.types import Queued, Token
 
@@ -50,6 +47,10 @@ class LoadedLoras(list[str]):
         evicted = self[: max(0, len(self) - keep)]
         del self[: len(evicted)]
         return evicted
+
+    def versions(self) -> list[str]:
+        """The versions loaded, least recently used first."""
+        return [name.split(_ADAPTER_SEP)[0] for name in self]
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,35 @@ class Backend(Protocol):
         ...
 
 
+class BatchingBackend(Backend, Protocol):
+    """A backend that decodes several replies at once, one step for all of them (continuous
+    batching): a reply joins as soon as a slot is free and leaves when it ends."""
+
+    slots: int  # replies decoded together at most
+
+    def group(self, hints: ReplyHints) -> object:
+        """Replies of one group can share a batch (llama.cpp: the LoRA applies to the whole batch)."""
+        ...
+
+    def start(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints
+    ) -> object:
+        """Begin a reply (decoded by the next `step`); returns its handle."""
+        ...
+
+    def step(self) -> list[tuple[object, int]]:
+        """One decoding step for every reply begun; returns those that ended, with their token counts."""
+        ...
+
+    def abort(self) -> None:
+        """Forget every reply in progress (after a failed step)."""
+        ...
+
+    def swap_pending(self) -> bool:
+        """Whether the registry asks for another LoRA than the one serving (cheap; no swap)."""
+        ...
+
+
 @dataclass
 class _Job:
     owner: str
@@ -103,16 +133,56 @@ class _Job:
     started: threading.Event
 
 
+class _Run:
+    """One job being written: its text goes to the waiting caller as it comes."""
+
+    def __init__(self, job: _Job, lora_version: str | None) -> None:
+        job.started.set()
+        self.job = job
+        self.version = None if job.hints.base_only else lora_version
+        self.start = time.monotonic()
+        self.first: float | None = None
+        self.pieces: list[str] = []
+
+    def on_text(self, text: str) -> None:
+        if text:
+            if self.first is None:
+                self.first = time.monotonic() - self.start
+            self.pieces.append(text)
+            self.job.events.put(Token(text))
+
+    def finish(self, count: int) -> None:
+        self.job.events.put(
+            Generated(
+                text=clean_reply("".join(self.pieces)),
+                lora_version=self.version,
+                prompt_tokens=len(self.job.input_ids),
+                completion_tokens=count,
+                first_token_s=self.first,
+                started_after_s=self.start - self.job.submitted,
+            )
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        self.job.events.put(RuntimeError(f"generation failed: {exc}"))
+
+
 class GenerationService:
-    """Runs a Backend on one worker thread; thread-safe for any number of callers."""
+    """Runs a Backend on one worker thread; thread-safe for any number of callers. A batching
+    backend decodes up to `slots` replies together; LoRA swaps and other exclusive actions still
+    run only while no reply is being written (new replies wait until the running ones end)."""
 
     def __init__(self, backend: Backend, sync_interval_s: float = 1.0) -> None:
         self.backend = backend
         self._queue: FairQueue[_Job] = FairQueue()
         self._control: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
         self._closing = threading.Event()
-        self._busy = threading.Event()
+        self._busy = threading.Event()  # every slot is writing a reply
         self._sync_interval_s = sync_interval_s
+        self._next_sync = 0.0
+        self._batching: BatchingBackend | None = backend if getattr(backend, "slots", 1) > 1 else None  # type: ignore[assignment]
+        self._running: dict[object, _Run] = {}  # a batching backend's replies in progress, by handle
+        self._group: object = None
         self._worker = threading.Thread(target=self._run, name="generation", daemon=True)
         metrics.watch_queue(self.queued)
         metrics.serving(backend.lora_version)
@@ -150,7 +220,7 @@ class GenerationService:
                 return
 
     def run_exclusive(self, action: Callable[[], T]) -> Future[T]:
-        """Run `action` on the worker between two generations (LoRA loads and swaps)."""
+        """Run `action` on the worker while no reply is being written (LoRA loads and swaps)."""
         future: Future[T] = Future()
         self._control.put((action, future))
         return future
@@ -171,15 +241,16 @@ class GenerationService:
         self._worker.join(timeout=10)
 
     def _run(self) -> None:
-        next_sync = 0.0
         while not self._closing.is_set():
-            self._run_control()
-            if time.monotonic() >= next_sync:
-                # Watching the registry lets another process (a trainer, an admin CLI) swap us.
-                self._safely(self._sync_lora)
-                next_sync = time.monotonic() + self._sync_interval_s
-            job = self._queue.get(timeout=0.05)
-            if job is not None:
+            if not self._running:  # between replies: the only time the weights may change
+                self._run_control()
+                if time.monotonic() >= self._next_sync:
+                    # Watching the registry lets another process (a trainer, an admin CLI) swap us.
+                    self._safely(self._sync_lora)
+                    self._next_sync = time.monotonic() + self._sync_interval_s
+            if self._batching is not None:
+                self._step(self._batching)
+            elif (job := self._queue.get(timeout=0.05)) is not None:
                 self._serve(job)
 
     def _run_control(self) -> None:
@@ -202,179 +273,59 @@ class GenerationService:
 
     def _serve(self, job: _Job) -> None:
         self._busy.set()
-        job.started.set()
-        start = time.monotonic()
-        first: list[float] = []
-
-        def on_text(text: str) -> None:
-            if text:
-                if not first:
-                    first.append(time.monotonic() - start)
-                job.events.put(Token(text))
-
+        run = _Run(job, self.backend.lora_version)
         try:
-            version = None if job.hints.base_only else self.backend.lora_version
-            pieces: list[str] = []
-            count = self.backend.generate(
-                job.input_ids, job.max_new_tokens, lambda t: (pieces.append(t), on_text(t)), job.hints
-            )
-            job.events.put(
-                Generated(
-                    text=clean_reply("".join(pieces)),
-                    lora_version=version,
-                    prompt_tokens=len(job.input_ids),
-                    completion_tokens=count,
-                    first_token_s=first[0] if first else None,
-                    started_after_s=start - job.submitted,
-                )
-            )
+            run.finish(self.backend.generate(job.input_ids, job.max_new_tokens, run.on_text, job.hints))
         except BaseException as exc:
             log.exception("generation failed")
-            job.events.put(RuntimeError(f"generation failed: {exc}"))
+            run.fail(exc)
         finally:
             self._busy.clear()
 
+    def _draining(self, backend: BatchingBackend) -> bool:
+        """New replies wait while an exclusive action or a due LoRA swap waits for the running ones."""
+        if not self._control.empty():
+            return True
+        return time.monotonic() >= self._next_sync and self._safe_swap_pending(backend)
 
-def pick_device(settings: Settings) -> str:
-    if settings.device != "auto":
-        return settings.device
-    import torch
+    def _safe_swap_pending(self, backend: BatchingBackend) -> bool:
+        try:
+            return backend.swap_pending()
+        except Exception:
+            log.exception("cannot read the registry; the current LoRA keeps serving")
+            return False
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-class HFBackend:
-    """A transformers causal LM, 4-bit NF4 through bitsandbytes by default, with peft LoRAs."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        files: ModelFiles,
-        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
-    ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria
-
-        self.settings = settings
-        self.files = files
-        self.device = pick_device(settings)
-        self.lora_source = lora_source
-        started = time.monotonic()
-        self.tokenizer = AutoTokenizer.from_pretrained(files.path)
-        compute_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        if settings.quantize == "4bit":
-            self.model: Any = load_4bit(settings, files, compute_dtype, self.device)
+    def _step(self, backend: BatchingBackend) -> None:
+        """Admit waiting replies into free slots (fair-queue order; a reply that needs another LoRA
+        waits for the batch to end), then decode one step for all of them."""
+        while len(self._running) < backend.slots and not self._draining(backend):
+            job = self._queue.take(
+                lambda j: not self._running or backend.group(j.hints) == self._group,
+                timeout=0 if self._running else 0.05,
+            )
+            if job is None:
+                break
+            run = _Run(job, backend.lora_version)
+            try:
+                handle = backend.start(job.input_ids, job.max_new_tokens, run.on_text, job.hints)
+            except Exception as exc:  # a prompt the engine refuses fails that reply only
+                log.exception("generation failed")
+                run.fail(exc)
+                continue
+            self._group = backend.group(job.hints)
+            self._running[handle] = run
+        if len(self._running) >= backend.slots:
+            self._busy.set()
         else:
-            self.model = AutoModelForCausalLM.from_pretrained(files.path, dtype=compute_dtype, device_map=self.device)
-        self.model.eval()
-        # Before the first forward: bitsandbytes may repack the 4-bit weights for its CPU kernel then.
-        self._packing = PackingGuard(self.model)
-        self.load_seconds = time.monotonic() - started
-        self.memory_bytes = int(self.model.get_memory_footprint())
-        self._stop_ids = self._end_of_turn_ids()
-        # The examples' "Q:/A:" layout can leak: a reply that starts a new "Q:" has ended. Built once:
-        # transformers' stop-string tables take ~85 ms, which `stop_strings=` would pay every reply.
-        self._stop_strings = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(STOP_STRINGS))
-        self._loaded = LoadedLoras()  # LoRAs in memory
-        self._active: str | None = None
-        self.last_swap_s: float | None = None
-        log.info(
-            "model %s loaded on %s in %.1f s (%.0f MB)",
-            files.model_id,
-            self.device,
-            self.load_seconds,
-            self.memory_bytes / 1e6,
-        )
-
-    def _end_of_turn_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
-        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "</s>"):
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id != self.tokenizer.unk_token_id:
-                ids.add(token_id)
-        return sorted(i for i in ids if i is not None)
-
-    @property
-    def lora_version(self) -> str | None:
-        return self._active
-
-    def generate(
-        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
-    ) -> int:
-        import torch
-        from transformers import StoppingCriteriaList, TextStreamer
-
-        class _Streamer(TextStreamer):
-            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
-                on_text(text)
-
-        streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        ids = torch.tensor([input_ids], device=self.model.device)
-        sampling = self.settings.temperature > 0
-        options: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": sampling,
-            "eos_token_id": self._stop_ids,
-            "pad_token_id": self.tokenizer.pad_token_id or self._stop_ids[0],
-            "streamer": streamer,
-        }
-        if sampling:
-            options["temperature"] = self.settings.temperature
-        else:
-            options.update(temperature=None, top_p=None, top_k=None)
-        rules = reply_rules(self.settings, len(input_ids), hints.favored)
-        if rules:
-            from transformers import LogitsProcessorList
-
-            options["logits_processor"] = LogitsProcessorList(rules)
-        options["stopping_criteria"] = StoppingCriteriaList([self._stop_strings])
-        with torch.inference_mode(), self._lora_context(hints.base_only):
-            output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
-        return int(output.shape[1] - ids.shape[1])
-
-    def _lora_context(self, base_only: bool) -> Any:
-        import contextlib
-
-        if self._loaded and (self._active is None or base_only):
-            return self.model.disable_adapter()  # base model while LoRAs stay loaded for rollback
-        return contextlib.nullcontext()
-
-    # LoRA management (called on the generation worker only) -----------------------------------
-
-    def sync_lora(self) -> None:
-        wanted = self.lora_source() if self.lora_source else None
-        version = wanted[0] if wanted else None
-        if version == self._active:
+            self._busy.clear()
+        if not self._running:
             return
-        started = time.monotonic()
-        if wanted is None:
-            self._active = None
-        else:
-            self._activate(*wanted)
-        self.last_swap_s = time.monotonic() - started
-        log.info("now serving LoRA %s (swap %.3f s)", version or "none (base model)", self.last_swap_s)
-
-    def _activate(self, version: str, path: Path) -> None:
-        from peft import PeftModel
-
-        name = lora_name(version, path)
-        if name not in self._loaded:
-            self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
-            if not self._loaded:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
-            else:
-                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
-        self.model.set_adapter(name)
-        self._active = version
-        for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
-            self.restore_4bit_layout()
-            self.model.delete_adapter(oldest)
-            log.info("unloaded LoRA %s from memory (still on disk)", oldest)
-
-    def restore_4bit_layout(self) -> int:
-        """The 4-bit layers back in their load-time format, for peft or a trainer to read (cpu_packing)."""
-        return self._packing.unpack()
-
-    def loaded_loras(self) -> list[str]:
-        """The versions in memory, least recently used first."""
-        return [name.split(_ADAPTER_SEP)[0] for name in self._loaded]
+        try:
+            for handle, count in backend.step():
+                self._running.pop(handle).finish(count)
+        except BaseException as exc:
+            log.exception("generation failed")
+            backend.abort()
+            for run in self._running.values():
+                run.fail(exc)
+            self._running.clear()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -24,10 +25,17 @@ class FairQueue(Generic[T]):
 
     def get(self, timeout: float | None = None) -> T | None:
         """The next item in round-robin order, or None after `timeout` seconds with nothing queued."""
+        return self.take(lambda _item: True, timeout)
+
+    def take(self, accept: Callable[[T], bool], timeout: float | None = None) -> T | None:
+        """The next item if `accept(item)`; None when it is refused (it stays next: no item
+        overtakes it) or after `timeout` seconds with nothing queued."""
         with self._cond:
             if not self._cond.wait_for(lambda: bool(self._lanes), timeout):
                 return None
             owner, lane = next(iter(self._lanes.items()))
+            if not accept(lane[0]):
+                return None
             item = lane.popleft()
             del self._lanes[owner]
             if lane:  # the owner goes to the back of the line

@@ -125,7 +125,7 @@ class VLLMBackend:
         log.info("vLLM now serves LoRA %s (swap %.3f s)", self.lora_version or "none (base model)", self.last_swap_s)
 
     def loaded_loras(self) -> list[str]:
-        return list(self._loaded)
+        return self._loaded.versions()
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:

@@ -72,9 +72,38 @@ def real_files():
 
 @pytest.fixture(scope="session")
 def real_backend(real_files):
-    from bot.generation import HFBackend
+    from bot.hf_backend import HFBackend
 
     return HFBackend(test_settings(REPO / ".cache" / "unused"), real_files)
+
+
+def require_llama_cpp() -> None:
+    """Skip a test that needs llama-cpp-python where it is not installed; under CI, fail instead."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        reason = "llama-cpp-python is not installed (`make test EXTRAS=test,llama` builds it: about 9 minutes)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}; CI must run this test")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def real_llama_backend(real_files):
+    """The llama.cpp backend on the default model's GGUF, loaded once."""
+    require_llama_cpp()
+    from bot.llama_backend import LlamaCppBackend
+
+    return LlamaCppBackend.for_default_model(test_settings(REPO / ".cache" / "unused"), real_files)
+
+
+# The engine under a real core: transformers unless a test asks for each (`BOTH_ENGINES`).
+@pytest.fixture(params=["transformers"])
+def serving_engine(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+BOTH_ENGINES = pytest.mark.parametrize("serving_engine", ["transformers", "llama.cpp"], indirect=True)
 
 
 @pytest.fixture(scope="session")
@@ -85,13 +114,17 @@ def real_embedder():
 
 
 @pytest.fixture
-def make_real_core(tmp_path: Path, real_backend, real_embedder, real_files) -> Iterator[MakeCore]:
-    """make_real_core(data_dir=None, **settings) -> Core on the real 4-bit model, real chromadb, SQLite.
+def make_real_core(
+    request: pytest.FixtureRequest, tmp_path: Path, serving_engine: str, real_embedder, real_files
+) -> Iterator[MakeCore]:
+    """make_real_core(data_dir=None, **settings) -> Core on the real default model (4-bit through
+    transformers, or llama.cpp: `serving_engine`), real chromadb, SQLite.
 
     Calling it twice with the same data_dir is a restart: new stores on the same files.
     """
     from bot.lora_registry import LoraRegistry
 
+    real_backend = request.getfixturevalue("real_backend" if serving_engine == "transformers" else "real_llama_backend")
     cores: list[Core] = []
 
     def factory(data_dir: Path | None = None, admins: tuple[str, ...] = ("console:local",), **overrides: Any) -> Core:

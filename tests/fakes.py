@@ -115,3 +115,61 @@ class FakeEmbedder:
 
 def fake_settings_overrides() -> dict[str, Any]:
     return {"min_similarity": 0.2}
+
+
+class _FakeReply(dict):
+    __hash__ = object.__hash__  # a handle: one reply, by identity
+
+
+class FakeBatchingBackend(FakeBackend):
+    """A BatchingBackend (bot.generation): every step writes one word of each reply begun, like
+    llama.cpp's continuous batching. It records each step's batch and refuses to mix LoRA groups,
+    as llama.cpp cannot; `fail_at_step` makes that step raise."""
+
+    def __init__(self, *args: Any, slots: int = 4, fail_at_step: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.slots = slots
+        self.fail_at_step = fail_at_step
+        self.steps: list[list[tuple[object, str | None]]] = []  # each step's (reply, its LoRA group)
+        self._begun: list[_FakeReply] = []
+
+    def group(self, hints: ReplyHints) -> object:
+        return None if hints.base_only else self._active
+
+    def start(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> object:
+        assert len(self._begun) < self.slots, "more replies than slots"
+        group = self.group(hints)
+        assert all(b["group"] == group for b in self._begun), "a LoRA reply and a base reply in one batch"
+        self.calls.append(list(input_ids))
+        self.hints.append(hints)
+        text = self.reply(input_ids) if callable(self.reply) else self.reply
+        reply = _FakeReply(words=text.split(" ")[:max_new_tokens], written=0, on_text=on_text, group=group)
+        self._begun.append(reply)
+        return reply
+
+    def step(self) -> list[tuple[object, int]]:
+        if self.gate is not None:
+            self.gate.wait()
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        self.steps.append([(id(b), b["group"]) for b in self._begun])
+        if self.fail_at_step == len(self.steps):
+            raise RuntimeError("the engine broke")
+        ended = []
+        for reply in list(self._begun):
+            word = reply["words"][reply["written"]]
+            reply["on_text"](word if reply["written"] == 0 else " " + word)
+            reply["written"] += 1
+            if reply["written"] == len(reply["words"]):
+                self._begun.remove(reply)
+                ended.append((reply, reply["written"]))
+        return ended
+
+    def abort(self) -> None:
+        self._begun.clear()
+
+    def swap_pending(self) -> bool:
+        wanted = self.lora_source() if self.lora_source else None
+        return (wanted[0] if wanted else None) != self._active

@@ -39,7 +39,7 @@ def _has_avx512_bf16() -> bool:
 def test_base_lora_rollback_base_returns_the_same_answers_token_for_token(
     make_real_core, random_loras, real_files, tmp_path: Path
 ) -> None:
-    from bot.generation import HFBackend
+    from bot.hf_backend import HFBackend
 
     core = make_real_core(max_new_tokens=24, retrieval_k=0, history_turns=0, lora_for="all")
     backend = core.generation.backend
@@ -83,7 +83,7 @@ def test_forced_repacking_survives_lora_load_swap_and_unload_on_any_cpu(
     from bitsandbytes.functional import dequantize_4bit
     from bitsandbytes.nn import Linear4bit
 
-    from bot.generation import HFBackend
+    from bot.hf_backend import HFBackend
 
     wanted: list[tuple[str, Path] | None] = [None]
     backend = HFBackend(settings_for(tmp_path, training__keep_loaded=2), real_files, lambda: wanted[0])
@@ -134,7 +134,7 @@ def test_each_cpu_path_swaps_exactly(path: str, real_files, random_loras, tmp_pa
     CPU with the repacking turned off) take, and on the repacked one where this CPU has it."""
     from bitsandbytes.nn import Linear4bit
 
-    from bot.generation import HFBackend
+    from bot.hf_backend import HFBackend
 
     if path == "repacked" and not _has_avx512_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes has no repacked kernel here")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.decoding import answer_bias, banned_next_tokens, clean_reply, favored_tokens, reply_repetition_rules
+from bot.decoding import ReplyRules, banned_next_tokens, clean_reply, favored_tokens
 from bot.types import ConversationKey, Message
 from tests.conftest import MakeCore
 from tests.fakes import FakeBackend
@@ -17,30 +17,66 @@ def test_an_ngram_the_reply_already_has_cannot_be_completed_again() -> None:
     assert banned_next_tokens(reply, 0) == set()
 
 
-def test_the_prompt_is_never_counted() -> None:
+def _torch_rules(rules: ReplyRules):
+    return rules.processor()
+
+
+def _numpy_rules(rules: ReplyRules):
+    """The same rules as llama.cpp's backend applies them: on each row, as numpy."""
+    import numpy as np
+    import torch
+
+    def run(input_ids, scores):
+        rows = scores.numpy().copy()
+        for row, ids in zip(rows, input_ids.tolist(), strict=True):
+            rules.apply(row, ids[rules.prompt_tokens :])
+        return torch.from_numpy(np.asarray(rows))
+
+    return run
+
+
+BOTH = pytest.mark.parametrize("as_processor", [_torch_rules, _numpy_rules], ids=["torch", "numpy"])
+
+
+@BOTH
+def test_the_prompt_is_never_counted(as_processor) -> None:
     import torch
 
     prompt = [5, 6, 7, 5, 6]  # "5 6 7" repeats inside the prompt: copying it is allowed
-    rules = reply_repetition_rules(prompt_tokens=len(prompt), ngram=3, penalty=1.0)
+    rules = as_processor(ReplyRules(prompt_tokens=len(prompt), ngram=3))
     scores = rules(torch.tensor([[*prompt, 5, 6]]), torch.zeros(1, 10))
     assert torch.isfinite(scores).all()  # the reply "5 6" has no earlier "5 6 ?" of its own
     scores = rules(torch.tensor([[*prompt, 5, 6, 7, 5, 6]]), torch.zeros(1, 10))
     assert scores[0, 7] == -float("inf") and torch.isfinite(scores[0, :7]).all()
 
 
-def test_the_penalty_lowers_only_tokens_the_reply_used() -> None:
+@BOTH
+def test_the_penalty_lowers_only_tokens_the_reply_used(as_processor) -> None:
     import torch
 
-    rules = reply_repetition_rules(prompt_tokens=2, ngram=0, penalty=2.0)
-    scores = rules(torch.tensor([[3, 4, 4]]), torch.tensor([[1.0, 1.0, 1.0, 1.0, 2.0, -2.0]]))
-    assert scores.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, -2.0]]  # token 3 is the prompt's: untouched
+    rules = as_processor(ReplyRules(prompt_tokens=2, penalty=2.0))
+    scores = rules(torch.tensor([[3, 4, 4, 5]]), torch.tensor([[1.0, 1.0, 1.0, 1.0, 2.0, -2.0]]))
+    assert scores.tolist() == [[1.0, 1.0, 1.0, 1.0, 1.0, -4.0]]  # token 3 is the prompt's: untouched
 
 
-def test_the_answer_bias_raises_only_the_favored_tokens() -> None:
+@BOTH
+def test_the_answer_bias_raises_only_the_favored_tokens(as_processor) -> None:
     import torch
 
-    scores = answer_bias([1, 3, 3], 2.5)(torch.tensor([[9, 9]]), torch.zeros(2, 5))
+    scores = as_processor(ReplyRules(prompt_tokens=2, favored=(1, 3), bias=2.5))(
+        torch.tensor([[9, 9]] * 2), torch.zeros(2, 5)
+    )
     assert scores.tolist() == [[0.0, 2.5, 0.0, 2.5, 0.0]] * 2
+
+
+def test_no_rules_means_no_processing() -> None:
+    from bot.config import Settings
+
+    settings = Settings()
+    plain = settings.model_copy(update={"answer_bias": 0.0, "no_repeat_ngram": 0, "repetition_penalty": 1.0})
+    assert ReplyRules.for_reply(plain, 10, [1, 2]) is None
+    assert ReplyRules.for_reply(settings, 10, [2, 1, 2]).favored == (1, 2)
+    assert ReplyRules.for_reply(settings.model_copy(update={"answer_bias": 0.0}), 10, [1]).favored == ()
 
 
 def test_the_best_examples_answer_is_favored_only_when_the_bias_is_on(make_core: MakeCore) -> None:

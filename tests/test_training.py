@@ -334,7 +334,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
 def test_kto_trains_on_good_and_downvoted_rows_and_saves_a_lora(tmp_path: Path, real_files) -> None:
     """`training.use_kto`: a few KTO steps on the default model through TRL, in the serving layout."""
     from bot.config import load_settings
-    from bot.generation import HFBackend
+    from bot.hf_backend import HFBackend
     from bot.training.dataset import Row, TrainingData
     from bot.training.status import StatusFile
     from bot.training.trainer import train_lora

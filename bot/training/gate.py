@@ -115,7 +115,7 @@ def serving_answerer(
     """
     from bot.app import assemble_core
     from bot.feedback import FeedbackStore
-    from bot.generation import HFBackend
+    from bot.hf_backend import HFBackend
     from bot.types import ALL_SCOPES, ConversationKey, Message
 
     current: list[tuple[str, Path] | None] = [None]

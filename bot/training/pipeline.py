@@ -40,7 +40,7 @@ def train_candidate(
     regression_path: Path = REGRESSION_FILE,
 ) -> dict[str, Any]:
     """Train into staging_dir and gate it against `active` (None: the base model); returns the manifest."""
-    from bot.generation import HFBackend
+    from bot.hf_backend import HFBackend
     from bot.model_files import prepare_model
 
     timings: dict[str, float] = {}

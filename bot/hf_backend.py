@@ -1,0 +1,158 @@
+"""The transformers backend: the model in 4-bit NF4 through bitsandbytes (CPU or CUDA), peft LoRAs.
+
+The path that trains: the training process loads its model through this class too. LoRAs stay
+loaded for a fast rollback; a swap runs on the generation worker between replies.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.cpu_packing import PackingGuard
+from bot.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
+from bot.generation import NO_HINTS, LoadedLoras, ReplyHints, lora_name
+from bot.model_files import ModelFiles, load_4bit
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(settings: Settings) -> str:
+    if settings.device != "auto":
+        return settings.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class HFBackend:
+    """A transformers causal LM, 4-bit NF4 through bitsandbytes by default, with peft LoRAs."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        files: ModelFiles,
+        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria
+
+        self.settings = settings
+        self.files = files
+        self.device = pick_device(settings)
+        self.lora_source = lora_source
+        started = time.monotonic()
+        self.tokenizer = AutoTokenizer.from_pretrained(files.path)
+        compute_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        if settings.quantize == "4bit":
+            self.model: Any = load_4bit(settings, files, compute_dtype, self.device)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(files.path, dtype=compute_dtype, device_map=self.device)
+        self.model.eval()
+        # Before the first forward: bitsandbytes may repack the 4-bit weights for its CPU kernel then.
+        self._packing = PackingGuard(self.model)
+        self.load_seconds = time.monotonic() - started
+        self.memory_bytes = int(self.model.get_memory_footprint())
+        self._stop_ids = end_of_turn_ids(self.tokenizer)
+        # The examples' "Q:/A:" layout can leak: a reply that starts a new "Q:" has ended. Built once:
+        # transformers' stop-string tables take ~85 ms, which `stop_strings=` would pay every reply.
+        self._stop_strings = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(STOP_STRINGS))
+        self._loaded = LoadedLoras()  # LoRAs in memory
+        self._active: str | None = None
+        self.last_swap_s: float | None = None
+        log.info(
+            "model %s loaded on %s in %.1f s (%.0f MB)",
+            files.model_id,
+            self.device,
+            self.load_seconds,
+            self.memory_bytes / 1e6,
+        )
+
+    @property
+    def lora_version(self) -> str | None:
+        return self._active
+
+    def generate(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> int:
+        import torch
+        from transformers import StoppingCriteriaList, TextStreamer
+
+        class _Streamer(TextStreamer):
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                on_text(text)
+
+        streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        ids = torch.tensor([input_ids], device=self.model.device)
+        sampling = self.settings.temperature > 0
+        options: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": sampling,
+            "eos_token_id": self._stop_ids,
+            "pad_token_id": self.tokenizer.pad_token_id or self._stop_ids[0],
+            "streamer": streamer,
+        }
+        if sampling:
+            options["temperature"] = self.settings.temperature
+        else:
+            options.update(temperature=None, top_p=None, top_k=None)
+        rules = ReplyRules.for_reply(self.settings, len(input_ids), hints.favored)
+        if rules:
+            from transformers import LogitsProcessorList
+
+            options["logits_processor"] = LogitsProcessorList([rules.processor()])
+        options["stopping_criteria"] = StoppingCriteriaList([self._stop_strings])
+        with torch.inference_mode(), self._lora_context(hints.base_only):
+            output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+        return int(output.shape[1] - ids.shape[1])
+
+    def _lora_context(self, base_only: bool) -> Any:
+        import contextlib
+
+        if self._loaded and (self._active is None or base_only):
+            return self.model.disable_adapter()  # base model while LoRAs stay loaded for rollback
+        return contextlib.nullcontext()
+
+    # LoRA management (called on the generation worker only) -----------------------------------
+
+    def sync_lora(self) -> None:
+        wanted = self.lora_source() if self.lora_source else None
+        version = wanted[0] if wanted else None
+        if version == self._active:
+            return
+        started = time.monotonic()
+        if wanted is None:
+            self._active = None
+        else:
+            self._activate(*wanted)
+        self.last_swap_s = time.monotonic() - started
+        log.info("now serving LoRA %s (swap %.3f s)", version or "none (base model)", self.last_swap_s)
+
+    def _activate(self, version: str, path: Path) -> None:
+        from peft import PeftModel
+
+        name = lora_name(version, path)
+        if name not in self._loaded:
+            self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
+            if not self._loaded:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+            else:
+                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        self.model.set_adapter(name)
+        self._active = version
+        for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
+            self.restore_4bit_layout()
+            self.model.delete_adapter(oldest)
+            log.info("unloaded LoRA %s from memory (still on disk)", oldest)
+
+    def restore_4bit_layout(self) -> int:
+        """The 4-bit layers back in their load-time format, for peft or a trainer to read (cpu_packing)."""
+        return self._packing.unpack()
+
+    def loaded_loras(self) -> list[str]:
+        """The versions in memory, least recently used first."""
+        return self._loaded.versions()

@@ -1,0 +1,336 @@
+"""The fast CPU backend: llama.cpp (llama-cpp-python) on the default model's own GGUF file.
+
+Several replies are decoded together in one llama.cpp context (continuous batching: a reply joins
+at the next step and leaves when it ends, each in its own sequence of the KV cache). The bot keeps
+its own decoding: each step's logits come back here and go through the same `ReplyRules` as the
+transformers backend (answer bias, reply-only repetition rules), so greedy replies follow the same
+rules on both. LoRAs are the pipeline's peft adapters, converted to GGUF once (bot/lora_gguf.py),
+loaded next to the base weights and applied per batch: a LoRA reply and a base-model reply never
+share a batch, and a swap happens only between replies, as on the other backends.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.config import Settings
+from bot.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
+from bot.generation import NO_HINTS, LoadedLoras, ReplyHints, lora_name
+from bot.lora_gguf import gguf_lora_path
+from bot.model_files import ModelFiles, default_gguf_path, model_cache_dir
+
+log = logging.getLogger(__name__)
+_LLAMA_LOG: Any = None
+
+
+def _forward_log(level: int, text: bytes, _user_data: Any) -> None:
+    """llama.cpp's log lines: errors as errors, the rest (load details, tuning notes) as debug."""
+    message = text.decode("utf-8", "replace").rstrip()
+    if message:
+        log.log(logging.ERROR if level == 3 else logging.DEBUG, "llama.cpp: %s", message)
+
+
+def _llama_cpp() -> Any:
+    """llama_cpp, with its log lines routed to ours (the callback is kept: C code calls it)."""
+    global _LLAMA_LOG
+    import llama_cpp
+
+    if _LLAMA_LOG is None:
+        _LLAMA_LOG = llama_cpp.llama_log_callback(_forward_log)
+        llama_cpp.llama_log_set(_LLAMA_LOG, None)
+    return llama_cpp
+
+
+class TextStream:
+    """Token ids in, new text out: decodes the whole reply each time (so that multi-byte characters
+    split over tokens come out whole) and hands on only what is new."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+
+    def push(self, token: int) -> str:
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half a character: wait for the rest
+            return ""
+        new, self.text = text[len(self.text) :], text
+        return new
+
+
+@dataclass(eq=False)
+class _Sequence:
+    seq_id: int
+    pending: list[int]  # tokens to feed at the next step: the prompt, then each new token
+    max_new_tokens: int
+    rules: ReplyRules | None
+    on_text: Callable[[str], None]
+    text: TextStream
+    position: int = 0
+    reply: list[int] = field(default_factory=list)
+
+
+def serving_gguf(settings: Settings, source: Path) -> Path:
+    """The GGUF llama.cpp serves: the default model's Q4_1 file rewritten once as Q8_0 in the model
+    cache (half a second). Q8_0 holds Q4_1's values almost exactly (a 256-level grid per block of
+    32 instead of 16 levels), and llama.cpp reads a prompt about twice as fast from it on a CPU
+    with the same decode speed (docs/cpu_speed.md has the figures)."""
+    llama_cpp = _llama_cpp()
+
+    target = model_cache_dir(settings) / f"{source.stem}.q8_0.gguf"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_suffix(f".{os.getpid()}.tmp")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+        params.allow_requantize = True
+        params.nthread = settings.threads or os.cpu_count() or 1
+        started = time.monotonic()
+        if llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params)) != 0:
+            staging.unlink(missing_ok=True)
+            raise RuntimeError(f"llama.cpp cannot rewrite {source} as Q8_0")
+        staging.replace(target)
+        log.info("wrote %s for llama.cpp in %.1f s (once)", target.name, time.monotonic() - started)
+    return target
+
+
+class LlamaCppBackend:
+    """A BatchingBackend (bot.generation) on llama.cpp; every method runs on the generation worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        files: ModelFiles,
+        gguf: Path,
+        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        llama_cpp = _llama_cpp()
+        self._llama = llama_cpp
+        self.settings = settings
+        self.files = files
+        self.lora_source = lora_source
+        self.slots = settings.parallel_replies
+        self.device = "cpu (llama.cpp)"
+        started = time.monotonic()
+        self.tokenizer = AutoTokenizer.from_pretrained(files.path)
+        self._model_config = json.loads((Path(files.path) / "config.json").read_text())
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        self._model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params)
+        if not self._model:
+            raise RuntimeError(f"llama.cpp cannot load {gguf}")
+        params = llama_cpp.llama_context_default_params()
+        params.n_seq_max = self.slots
+        self._context = settings.context_tokens  # each reply's own cache holds this many tokens
+        params.n_ctx = self._context * self.slots
+        params.n_batch = max(self._context, self.slots)  # a whole prompt in one call
+        params.n_ubatch = 512
+        # A cache of its own per reply: a shared one gives the same reply a different float path
+        # depending on who else is asking (measured: greedy replies then diverge); this way a reply
+        # written beside others is the reply written alone.
+        params.kv_unified = False
+        params.n_threads = params.n_threads_batch = settings.threads or os.cpu_count() or 1
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            raise RuntimeError("llama.cpp cannot create a context (memory?)")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        self._vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
+        self._stop_ids = set(end_of_turn_ids(self.tokenizer))
+        self._free_ids = list(range(self.slots))
+        self._sequences: list[_Sequence] = []
+        self._adapters: dict[str, Any] = {}  # LoRA name -> llama.cpp adapter
+        self._loaded = LoadedLoras()
+        self._active: tuple[str, str] | None = None  # (version, name) serving
+        self._applied: str | None = None  # the LoRA name set on the context now
+        self.last_swap_s: float | None = None
+        self._rng = np.random.default_rng()
+        self.load_seconds = time.monotonic() - started
+        self.memory_bytes = int(llama_cpp.llama_model_size(self._model))
+        log.info(
+            "model %s loaded in llama.cpp in %.1f s (%d replies at once)", gguf.name, self.load_seconds, self.slots
+        )
+
+    @classmethod
+    def for_default_model(
+        cls, settings: Settings, files: ModelFiles, lora_source: Callable[[], tuple[str, Path] | None] | None = None
+    ) -> LlamaCppBackend:
+        """On the default model's GGUF (as Q8_0: `serving_gguf`), the one llama.cpp can serve."""
+        return cls(settings, files, serving_gguf(settings, default_gguf_path()), lora_source=lora_source)
+
+    @property
+    def lora_version(self) -> str | None:
+        return self._active[0] if self._active else None
+
+    # Decoding ------------------------------------------------------------------------------------
+
+    def group(self, hints: ReplyHints) -> object:
+        return None if hints.base_only or not self._active else self._active[1]
+
+    def start(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> object:
+        if not input_ids:
+            raise ValueError("an empty prompt")
+        if len(input_ids) + max_new_tokens > self._context:
+            raise ValueError(f"{len(input_ids)} prompt tokens and {max_new_tokens} to write exceed {self._context}")
+        wanted = self.group(hints)
+        if wanted != self._applied:
+            assert not self._sequences, "the LoRA changes only between batches"
+            self._apply_lora(wanted)  # type: ignore[arg-type]
+        rules = ReplyRules.for_reply(self.settings, len(input_ids), hints.favored)
+        sequence = _Sequence(self._free_ids.pop(0), list(input_ids), max_new_tokens, rules, on_text,
+                             TextStream(self.tokenizer))  # fmt: skip
+        self._sequences.append(sequence)
+        return sequence
+
+    def step(self) -> list[tuple[object, int]]:
+        """Read each new reply's prompt, each in a call of its own, then write one token of every
+        reply in one batch. Prompts are never batched together: how a prompt is split into matrix
+        tiles changes the float sums, so a prompt read beside others could start another reply
+        (measured); a batch of one token per reply gives each the sums it would get alone."""
+        ended: list[tuple[object, int]] = []
+        for sequence in [s for s in self._sequences if not s.reply]:
+            ended += self._decode([sequence])
+        writing = [s for s in self._sequences if s.reply]  # (those that ended have left)
+        if writing:
+            ended += self._decode(writing)
+        return ended
+
+    def _decode(self, sequences: list[_Sequence]) -> list[tuple[object, int]]:
+        """Feed the sequences' pending tokens in one llama.cpp call and choose each next token;
+        returns the sequences that ended (their KV cache freed)."""
+        batch = self._batch
+        batch.n_tokens = 0
+        last: list[int] = []
+        for sequence in sequences:
+            for offset, token in enumerate(sequence.pending):
+                index = batch.n_tokens
+                batch.token[index] = token
+                batch.pos[index] = sequence.position + offset
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = sequence.seq_id
+                batch.logits[index] = offset == len(sequence.pending) - 1
+                batch.n_tokens += 1
+            last.append(batch.n_tokens - 1)
+            sequence.position += len(sequence.pending)
+            sequence.pending.clear()
+        status = self._llama.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama.cpp decode failed (status {status})")
+        ended: list[tuple[object, int]] = []
+        for sequence, index in zip(sequences, last, strict=True):
+            logits = np.ctypeslib.as_array(self._llama.llama_get_logits_ith(self._ctx, index), shape=(self._vocab,))
+            if self._next(sequence, logits.copy()):
+                ended.append((sequence, len(sequence.reply)))
+        for sequence, _count in ended:
+            self._end(sequence)  # type: ignore[arg-type]
+        return ended
+
+    def _next(self, sequence: _Sequence, logits: np.ndarray) -> bool:
+        """Choose the next token; True when the reply has ended."""
+        if sequence.rules is not None:
+            sequence.rules.apply(logits, sequence.reply)
+        token = self._choose(logits)
+        sequence.reply.append(token)
+        if token in self._stop_ids:
+            return True
+        sequence.on_text(sequence.text.push(token))
+        if any(stop in sequence.text.text for stop in STOP_STRINGS):
+            return True
+        sequence.pending.append(token)
+        return len(sequence.reply) >= sequence.max_new_tokens
+
+    def _choose(self, logits: np.ndarray) -> int:
+        temperature = self.settings.temperature
+        if temperature <= 0:
+            return int(np.argmax(logits))
+        scaled = (logits - logits.max()) / temperature
+        probabilities = np.exp(scaled)
+        return int(self._rng.choice(len(logits), p=probabilities / probabilities.sum()))
+
+    def _end(self, sequence: _Sequence) -> None:
+        self._llama.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+        self._sequences.remove(sequence)
+        self._free_ids.append(sequence.seq_id)
+
+    def abort(self) -> None:
+        for sequence in list(self._sequences):
+            self._end(sequence)
+
+    def generate(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> int:
+        """One reply on its own (nothing else decoding), for callers outside the generation service."""
+        handle = self.start(input_ids, max_new_tokens, on_text, hints)
+        try:
+            while True:
+                for ended, count in self.step():
+                    if ended is handle:
+                        return count
+        finally:
+            self.abort()
+
+    # LoRA management (between batches) -----------------------------------------------------------
+
+    def swap_pending(self) -> bool:
+        wanted = self.lora_source() if self.lora_source else None
+        return (wanted[0] if wanted else None) != self.lora_version
+
+    def sync_lora(self) -> None:
+        wanted = self.lora_source() if self.lora_source else None
+        if (wanted[0] if wanted else None) == self.lora_version:
+            return
+        started = time.monotonic()
+        if wanted is None:
+            self._active = None
+        else:
+            version, path = wanted
+            name = lora_name(version, path)
+            if name not in self._adapters:
+                converted = gguf_lora_path(path, model_cache_dir(self.settings) / "lora-gguf", self._model_config)
+                adapter = self._llama.llama_adapter_lora_init(self._model, str(converted).encode())
+                if not adapter:
+                    raise RuntimeError(f"llama.cpp cannot load the LoRA {version} ({converted})")
+                self._adapters[name] = adapter
+            self._active = (version, name)
+            for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
+                if self._applied == oldest:
+                    self._apply_lora(None)
+                self._llama.llama_adapter_lora_free(self._adapters.pop(oldest))
+                log.info("unloaded LoRA %s from memory (still on disk)", oldest)
+        self.last_swap_s = time.monotonic() - started
+        log.info("now serving LoRA %s (swap %.3f s)", self.lora_version or "none (base model)", self.last_swap_s)
+
+    def _apply_lora(self, name: str | None) -> None:
+        if name is None:
+            status = self._llama.llama_set_adapters_lora(self._ctx, None, 0, None)
+        else:
+            adapters = (self._llama.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
+            scales = (ctypes.c_float * 1)(1.0)
+            status = self._llama.llama_set_adapters_lora(self._ctx, adapters, 1, scales)
+        if status != 0:
+            raise RuntimeError(f"llama.cpp cannot apply the LoRA {name} (status {status})")
+        self._applied = name
+
+    def loaded_loras(self) -> list[str]:
+        return self._loaded.versions()
+
+    def close(self) -> None:
+        self._llama.llama_batch_free(self._batch)
+        self._llama.llama_free(self._ctx)
+        self._llama.llama_model_free(self._model)

@@ -1,0 +1,118 @@
+"""The generation service with a batching backend: replies decoded together, fairness, LoRA
+groups and swaps only between replies (a fake engine here; llama.cpp in test_llama_backend.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.generation import NO_HINTS, Generated, GenerationService, ReplyHints
+from bot.types import Queued, Token
+from tests.fakes import FakeBatchingBackend
+
+
+def collect(service: GenerationService, owner: str, hints: ReplyHints = NO_HINTS, out: list | None = None) -> list:
+    events = out if out is not None else []
+    for event in service.stream(owner, [1, 2, 3], 50, hints):
+        events.append((time.monotonic(), event))
+    return events
+
+
+def run_together(service: GenerationService, owners: list[str], hints: list[ReplyHints] | None = None) -> list[list]:
+    results: list[list] = [[] for _ in owners]
+    threads = [
+        threading.Thread(target=collect, args=(service, owner, (hints or [ReplyHints()] * len(owners))[i], results[i]))
+        for i, owner in enumerate(owners)
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.01)  # a stable arrival order
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
+def first_text_at(events: list) -> float:
+    return next(at for at, event in events if isinstance(event, Token))
+
+
+def ended_at(events: list) -> float:
+    return next(at for at, event in events if isinstance(event, Generated))
+
+
+def test_four_users_are_written_together_each_starting_while_the_others_decode() -> None:
+    backend = FakeBatchingBackend(reply=" ".join(["word"] * 20), delay_s=0.01)
+    service = GenerationService(backend)
+    try:
+        results = run_together(service, ["a", "b", "c", "d"])
+    finally:
+        service.close()
+    assert all(isinstance(r[-1][1], Generated) and r[-1][1].text == " ".join(["word"] * 20) for r in results)
+    assert max(first_text_at(r) for r in results) < min(ended_at(r) for r in results), "nobody waited for a reply"
+    assert max(len(step) for step in backend.steps) == 4
+    assert len(backend.steps) < 4 * 20, "decoded together, not one after another"
+
+
+def test_past_the_slots_users_queue_fairly_and_see_their_position() -> None:
+    gate = threading.Event()
+    backend = FakeBatchingBackend(reply="one two three", slots=2, gate=gate, delay_s=0.02)
+    service = GenerationService(backend)
+    try:
+        threading.Timer(0.3, gate.set).start()
+        results = run_together(service, ["a", "a", "a", "b"])
+    finally:
+        service.close()
+    # "a" asked three times: "b" takes the first free slot before a's third question.
+    assert first_text_at(results[3]) < first_text_at(results[2])
+    assert any(isinstance(e, Queued) for _, e in results[2])
+    assert all(r[-1][1].text == "one two three" for r in results)
+
+
+def test_a_base_model_reply_never_shares_a_batch_with_a_lora_reply(tmp_path: Path) -> None:
+    backend = FakeBatchingBackend(reply="one two three four", delay_s=0.01, lora_source=lambda: ("v0001", tmp_path))
+    service = GenerationService(backend)
+    try:
+        service.request_sync().result(timeout=10)
+        hints = [ReplyHints(), ReplyHints(base_only=True), ReplyHints(), ReplyHints(base_only=True)]
+        results = run_together(service, ["a", "b", "c", "d"], hints)
+    finally:
+        service.close()
+    versions = [r[-1][1].lora_version for r in results]
+    assert versions == ["v0001", None, "v0001", None]
+    assert all(len({group for _, group in step}) == 1 for step in backend.steps)  # the fake asserts it too
+
+
+def test_a_swap_waits_for_the_replies_being_written_and_drops_none(tmp_path: Path) -> None:
+    wanted: list[tuple[str, Path] | None] = [("v0001", tmp_path)]
+    backend = FakeBatchingBackend(reply=" ".join(["w"] * 30), delay_s=0.01, lora_source=lambda: wanted[0])
+    service = GenerationService(backend, sync_interval_s=0.05)
+    try:
+        service.request_sync().result(timeout=10)
+        first: list = []
+        writer = threading.Thread(target=collect, args=(service, "a", ReplyHints(), first))
+        writer.start()
+        while not any(isinstance(e, Token) for _, e in first):
+            time.sleep(0.005)
+        wanted[0] = ("v0002", tmp_path)  # promoted by another process mid-reply
+        time.sleep(0.1)  # past the service's next look at the registry (every 0.05 s here)
+        later = collect(service, "b")
+        writer.join(timeout=30)
+    finally:
+        service.close()
+    assert first[-1][1].lora_version == "v0001" and first[-1][1].text == " ".join(["w"] * 30)
+    assert later[-1][1].lora_version == "v0002"
+    assert first_text_at(later) > ended_at(first), "the new LoRA wrote nothing before the old one's reply ended"
+
+
+def test_a_failed_step_fails_its_replies_clearly_and_the_next_ones_are_served() -> None:
+    backend = FakeBatchingBackend(reply="one two three", fail_at_step=2)
+    service = GenerationService(backend)
+    try:
+        with pytest.raises(RuntimeError, match="generation failed: the engine broke"):
+            collect(service, "a")
+        assert collect(service, "b")[-1][1].text == "one two three"
+    finally:
+        service.close()

@@ -1,0 +1,139 @@
+"""The llama.cpp backend on the real default model: LoRAs converted faithfully, the bot's decoding
+rules applied, replies decoded together. (The swap, rollback and learning-loop tests run on it too:
+test_lora_swap.py, test_learning_loop.py.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot import lora_gguf
+from bot.generation import Generated, GenerationService, ReplyHints
+from bot.prompt import build_prompt
+from bot.types import Token
+from tests.conftest import REPO, require_llama_cpp
+from tests.conftest import test_settings as settings_for
+
+pytestmark = pytest.mark.slow
+QUESTIONS = ("What is the capital of France?", "Name three colours.", "Say hello.", "What is two plus two?")
+
+
+def prompt_ids(backend, question: str) -> list[int]:
+    settings = backend.settings
+    return build_prompt(backend.tokenizer, settings.system_prompt, [], [], question, budget_tokens=1024).input_ids
+
+
+def last_logits_llama(gguf: Path, ids: list[int], lora: Path | None) -> np.ndarray:
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=512, lora_path=str(lora) if lora else None, logits_all=True, verbose=False)
+    llm.eval(ids)
+    return np.array(llm.scores[len(ids) - 1], dtype=np.float64)
+
+
+def test_a_peft_lora_as_gguf_moves_llama_cpp_as_it_moves_transformers(real_files, random_loras, tmp_path) -> None:
+    """The conversion is right when the LoRA changes llama.cpp's logits the way it changes peft's
+    (the bases differ a little: Q8_0 there, float32 here). Without the rotary row order for the
+    query projection it would not."""
+    require_llama_cpp()
+    import json
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bot.llama_backend import serving_gguf
+    from bot.model_files import default_gguf_path
+
+    settings = settings_for(tmp_path)
+    gguf = serving_gguf(settings, default_gguf_path())
+    tokenizer = AutoTokenizer.from_pretrained(real_files.path)
+    ids = build_prompt(tokenizer, settings.system_prompt, [], [], QUESTIONS[0], budget_tokens=512).input_ids
+    base = AutoModelForCausalLM.from_pretrained(real_files.path, dtype=torch.float32)
+    with torch.inference_mode():
+        before = base(torch.tensor([ids])).logits[0, -1].double().numpy()
+        tuned = PeftModel.from_pretrained(base, str(random_loras[0]))
+        after = tuned(torch.tensor([ids])).logits[0, -1].double().numpy()
+    config = json.loads((Path(real_files.path) / "config.json").read_text())
+    llama_base = last_logits_llama(gguf, ids, None)
+
+    def agreement(converted: Path) -> float:
+        moved = last_logits_llama(gguf, ids, converted) - llama_base
+        return float(np.corrcoef(moved, after - before)[0, 1])
+
+    right = agreement(lora_gguf.gguf_lora_path(random_loras[0], tmp_path / "right", config))
+    plain_rows = tmp_path / "wrong.gguf"
+    original = lora_gguf.rotary_rows
+    lora_gguf.rotary_rows = lambda weight, heads: weight  # type: ignore[assignment]
+    try:
+        lora_gguf.write_gguf_lora(random_loras[0], plain_rows, config)
+    finally:
+        lora_gguf.rotary_rows = original
+    wrong = agreement(plain_rows)
+    assert right > 0.95, right
+    assert wrong < right - 0.1, (wrong, right)
+
+
+def test_an_unsupported_adapter_is_refused_with_the_reason(random_loras, tmp_path) -> None:
+    adapter = tmp_path / "dora"
+    adapter.mkdir()
+    for file in random_loras[0].iterdir():
+        (adapter / file.name).write_bytes(file.read_bytes())
+    config = (adapter / "adapter_config.json").read_text().replace('"use_dora": false', '"use_dora": true')
+    (adapter / "adapter_config.json").write_text(config)
+    model = {"model_type": "llama", "num_hidden_layers": 30, "num_attention_heads": 9}
+    with pytest.raises(ValueError, match="plain LoRA only"):
+        lora_gguf.write_gguf_lora(adapter, tmp_path / "x.gguf", model)
+
+
+def ask_together(service: GenerationService, backend, questions: tuple[str, ...]) -> list[list]:
+    """Every question at once, each from its own user: [(arrival time, event), ...] per question."""
+    together: dict[int, list] = {}
+
+    def ask(n: int) -> None:
+        ids = prompt_ids(backend, questions[n])
+        together[n] = [(time.monotonic(), event) for event in service.stream(f"u{n}", ids, 24)]
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(questions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return [together[n] for n in range(len(questions))]
+
+
+def test_replies_are_written_together_each_in_its_own_cache(real_llama_backend) -> None:
+    backend = real_llama_backend
+    backend.settings = settings_for(REPO / ".cache" / "unused", max_new_tokens=24)
+    service = GenerationService(backend)
+    try:
+        alone = [list(service.stream("u", prompt_ids(backend, q), 24))[-1].text for q in QUESTIONS]
+        mixed = ask_together(service, backend, QUESTIONS)
+        same = ask_together(service, backend, (QUESTIONS[0],) * 4)
+    finally:
+        service.close()
+    texts = [events[-1][1].text for events in mixed]
+    # Each prompt is read on its own, so a reply starts as it would alone; later tokens are written in
+    # one batch, whose float sums may differ from one row's in a near tie (docs/cpu_speed.md).
+    assert [t.split()[0] for t in texts] == [a.split()[0] for a in alone]
+    assert "Paris" in alone[0] and "Paris" in texts[0]
+    assert len({events[-1][1].text for events in same}) == 1, "the same question in four caches: one reply"
+    first_texts = sorted(next(at for at, e in events if isinstance(e, Token)) for events in mixed)
+    ends = [events[-1][0] for events in mixed]
+    assert first_texts[-1] < max(ends) and first_texts[1] < min(ends), "later users started mid-reply"
+    assert all(isinstance(events[-1][1], Generated) for events in mixed + same)
+
+
+def test_the_answer_bias_steers_llama_cpp_like_transformers(real_llama_backend) -> None:
+    backend = real_llama_backend
+    backend.settings = settings_for(REPO / ".cache" / "unused", answer_bias=8.0)
+    favored = tuple(backend.tokenizer(" Biscuit", add_special_tokens=False)["input_ids"])
+    ids = prompt_ids(backend, "What is the name of the office cat?")
+    plain, steered = [], []
+    backend.generate(ids, 16, plain.append)
+    backend.generate(ids, 16, steered.append, ReplyHints(favored=favored))
+    assert "Biscuit" not in "".join(plain) and "Biscuit" in "".join(steered)
