@@ -47,7 +47,7 @@ def write_gguf_lora(adapter_dir: Path, target: Path, config: dict[str, Any]) -> 
     """Write the peft adapter in `adapter_dir` as a GGUF LoRA adapter at `target`; `config` is the
     base model's config.json."""
     import gguf
-    from safetensors.numpy import load_file
+    from safetensors.torch import load_file  # numpy has no bfloat16, which training saves in
 
     lora = json.loads((adapter_dir / "adapter_config.json").read_text())
     if lora.get("use_dora") or lora.get("use_rslora"):
@@ -63,7 +63,7 @@ def write_gguf_lora(adapter_dir: Path, target: Path, config: dict[str, Any]) -> 
         base, _, part = name.removeprefix(_PEFT_PREFIX).rpartition(".lora_")
         if part not in ("A.weight", "B.weight"):
             raise ValueError(f"{adapter_dir}: unexpected tensor {name} (only LoRA A/B matrices convert)")
-        pairs.setdefault(base, {})[part[0]] = tensor.astype(np.float32)
+        pairs.setdefault(base, {})[part[0]] = tensor.float().numpy()
     writer = gguf.GGUFWriter(str(target), gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")

@@ -154,6 +154,9 @@ def load_4bit(settings: Settings, files: ModelFiles, compute_dtype: Any, device:
         os.replace(staging, cached)  # whole or not at all; another process may have won the race
     except OSError as exc:  # a read-only cache (an image): the next start quantizes again
         log.info("cannot keep the 4-bit model in %s (%s)", cached, exc)
+        return model
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return model
+    # Loaded back, as every later start loads it: saving leaves the model's config changed (its dtype
+    # a string), which broke training's dequantize() in the process that filled the cache.
+    return AutoModelForCausalLM.from_pretrained(str(cached), dtype=compute_dtype, device_map=device)

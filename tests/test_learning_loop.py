@@ -15,9 +15,9 @@ from bot.evaluation import evaluate_file
 from bot.retrieval import parse_examples_file
 from bot.training.status import TrainingStatus
 from bot.types import ALL_SCOPES, ConversationKey, Message
-from tests.conftest import SAMPLE_DATA, commit_lora
+from tests.conftest import BOTH_ENGINES, SAMPLE_DATA, commit_lora
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_ENGINES]  # the learning loop holds on either engine
 CONV = ConversationKey("console", "loop")
 # A fact the base model cannot know, and a tiny, fast training run.
 QUESTION = "What is the name of the office cat?"

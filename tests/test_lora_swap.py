@@ -8,9 +8,9 @@ import pytest
 
 from bot.lora_registry import LoraRegistry
 from bot.types import ConversationKey, Message
-from tests.conftest import commit_lora
+from tests.conftest import BOTH_ENGINES, commit_lora
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, BOTH_ENGINES]  # the learning loop holds on either engine
 
 
 def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras) -> None:

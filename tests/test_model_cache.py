@@ -47,3 +47,15 @@ def test_the_4bit_model_is_quantized_once_then_loaded_with_the_same_logits(
         again = on_path(load_4bit(settings, real_files, torch.float32, "cpu"), path)
         assert torch.equal(again(ids).logits, expected)
     assert (kept / "model.safetensors").stat().st_size > 1_000_000
+
+
+@pytest.mark.slow
+def test_the_process_that_fills_the_cache_can_train_on_its_model(tmp_path: Path, real_files) -> None:
+    """Training dequantizes the 4-bit model on CPU; the first load of a fresh cache once failed
+    there ('Invalid device string: float32'): saving had left the model's config changed."""
+    import torch
+
+    settings = load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(tmp_path / "cache"))
+    for _ in ("fills the cache", "reads it"):
+        model = load_4bit(settings, real_files, torch.float32, "cpu")
+        assert next(model.dequantize().parameters()).dtype == torch.float32
