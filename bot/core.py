@@ -297,8 +297,7 @@ class Core(Learning):
             backend = self.generation.backend
             files = getattr(backend, "files", None)
             lines += [
-                f"Model: {files.model_id if files else 'unknown'} ({self.settings.quantize}) on "
-                f"{getattr(backend, 'device', '?')}",
+                f"Model: {files.model_id if files else 'unknown'} ({getattr(backend, 'engine', '?')})",
                 f"LoRA serving: {backend.lora_version or 'none (base model)'}",
             ]
         elif self.registry is not None:  # the CLI: no model here, the registry says what serves

@@ -15,8 +15,8 @@ def doctor_table(s: Settings) -> Table:
     from bot.model_files import default_gguf_path, model_cache_dir
 
     table = Table("what", "value")
-    for package in ("torch", "transformers", "bitsandbytes", "peft", "trl", "chromadb", "sentence-transformers",
-                    "slack-bolt", "discord.py"):  # fmt: skip
+    for package in ("torch", "transformers", "bitsandbytes", "llama-cpp-python", "peft", "trl", "chromadb",
+                    "sentence-transformers", "slack-bolt", "discord.py"):  # fmt: skip
         try:
             table.add_row(package, version(package))
         except PackageNotFoundError:
@@ -25,7 +25,10 @@ def doctor_table(s: Settings) -> Table:
 
     table.add_row("python", sys.version.split()[0])
     table.add_row("device", "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
-    table.add_row("model", f"{s.model} ({s.quantize})")
+    from bot.app import choose_backend
+
+    table.add_row("model", s.model)
+    table.add_row("backend", f"{choose_backend(s)} (setting: {s.backend})")
     try:
         table.add_row("default model file", str(default_gguf_path()))
     except Exception as exc:

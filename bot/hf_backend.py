@@ -44,6 +44,7 @@ class HFBackend:
         self.settings = settings
         self.files = files
         self.device = pick_device(settings)
+        self.engine = f"transformers, {settings.quantize} on {self.device}"
         self.lora_source = lora_source
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)

@@ -123,7 +123,7 @@ class LlamaCppBackend:
         self.files = files
         self.lora_source = lora_source
         self.slots = settings.parallel_replies
-        self.device = "cpu (llama.cpp)"
+        self.engine = f"llama.cpp, {gguf.name} on the CPU, {self.slots} replies at once"
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)
         self._model_config = json.loads((Path(files.path) / "config.json").read_text())

@@ -45,7 +45,7 @@ class VLLMBackend:
         self.settings = settings
         self.tokenizer = tokenizer
         self.files = files
-        self.device = f"vLLM at {settings.vllm_url}"
+        self.engine = f"vLLM at {settings.vllm_url}"
         self.lora_source = lora_source
         self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT)
         self.base_model = self._served_model()
