@@ -16,8 +16,11 @@ tokens. Ratios, not absolutes, are comparable between machines.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -29,11 +32,12 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 from bot.config import load_settings
 from bot.generation import GenerationService
 from bot.hf_backend import HFBackend
-from bot.llama_backend import LlamaCppBackend
+from bot.llama_backend import LlamaCppBackend, serving_gguf
 from bot.model_files import default_gguf_path, prepare_model
 from bot.prompt import build_prompt
 
 ENGINES = ("transformers", "llama.cpp")
+RESULT = "RESULT "  # the line a child run's figures come back on
 QUESTION = "How do I reset my Acme Cloud password? Explain every step in detail."
 
 # One run: (prompt ids, tokens to write) -> (seconds to the first token, seconds in all, tokens written).
@@ -79,11 +83,11 @@ def bot_path(settings, files, engine: str) -> tuple[float, Run, Callable[[], Non
     return load_s, run, close, backend.tokenizer
 
 
-def llama_path(n_threads: int) -> tuple[float, Run, Callable[[], None]]:
+def llama_path(gguf: Path, n_threads: int) -> tuple[float, Run, Callable[[], None]]:
     from llama_cpp import Llama
 
     started = time.monotonic()
-    llm = Llama(str(default_gguf_path()), n_ctx=2048, n_threads=n_threads, verbose=False)
+    llm = Llama(str(gguf), n_ctx=2048, n_threads=n_threads, verbose=False)
     load_s = time.monotonic() - started
     lock = threading.Lock()  # one context: users take turns, as they do on the bot's one worker
 
@@ -126,32 +130,74 @@ def measure(name: str, load_s: float, run: Run, ids: list[int], tokens: int, run
     return {"load": load_s, "first": first, "decode": decode, "one": one_user, "four": four_users}
 
 
+def prompt_ids(tokenizer, settings, tokens: int) -> list[int]:
+    prompt = build_prompt(tokenizer, settings.system_prompt, [], [], QUESTION,
+                          budget_tokens=settings.context_tokens - tokens)  # fmt: skip
+    return prompt.input_ids
+
+
+def run_engine(engine: str, settings, files, tokens: int, runs: int) -> dict[str, float]:
+    """One of the bot's engines, measured in this process (the child's side of `main`)."""
+    load_s, run, close, tokenizer = bot_path(settings, files, engine)
+    ids = prompt_ids(tokenizer, settings, tokens)
+    line(f"bot ({engine}): prompt tokens", str(len(ids)))
+    try:
+        return measure(f"bot ({engine})", load_s, run, ids, tokens, runs)
+    finally:
+        close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", choices=ENGINES, action="append", help="the bot's backends to run (default: both)")
+    parser.add_argument("--only", choices=ENGINES, action="append", help="the bot's engines to run (default: both)")
+    parser.add_argument("--engine-here", choices=ENGINES, help=argparse.SUPPRESS)  # a child run of one engine
     args = parser.parse_args()
     settings = load_settings()
     results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         settings = settings.model_copy(update={"data_dir": Path(tmp), "log_level": "WARNING"})
         files = prepare_model(settings)
+        if args.engine_here:
+            print(RESULT + json.dumps(run_engine(args.engine_here, settings, files, args.tokens, args.runs)))
+            return
         threads = os.cpu_count() or 1
         print(f"model {settings.model}, {threads} CPUs, {args.tokens} greedy tokens", flush=True)
-        ids: list[int] = []
         for engine in args.only or ENGINES:
-            load_s, run, close, tokenizer = bot_path(settings, files, engine)
-            if not ids:
-                prompt = build_prompt(tokenizer, settings.system_prompt, [], [], QUESTION,
-                                      budget_tokens=settings.context_tokens - args.tokens)  # fmt: skip
-                ids = prompt.input_ids
-                line("prompt tokens (the same ids for all)", str(len(ids)))
-            results[engine] = measure(f"bot ({engine})", load_s, run, ids, args.tokens, args.runs)
-            close()
-        load_s, run, close = llama_path(threads)
+            # Each engine in a process of its own, as it runs in the bot: one engine's libraries and
+            # threads (torch's) measurably slow the other's when both live in one process.
+            child = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--engine-here",
+                    engine,
+                    "--tokens",
+                    str(args.tokens),
+                    "--runs",
+                    str(args.runs),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            lines = child.stdout.splitlines()
+            print("\n".join(text for text in lines if not text.startswith(RESULT)), flush=True)
+            results[engine] = json.loads(next(text for text in lines if text.startswith(RESULT))[len(RESULT) :])
+        from transformers import AutoTokenizer
+
+        ids = prompt_ids(AutoTokenizer.from_pretrained(files.path), settings, args.tokens)
+        line("prompt tokens (the same ids for all)", str(len(ids)))
+        load_s, run, close = llama_path(default_gguf_path(), threads)
         llama = measure("plain llama.cpp (Q4_1 GGUF)", load_s, run, ids, args.tokens, args.runs)
         close()
+        # The same on the file the bot's llama.cpp engine serves: what the bot's own layer costs.
+        load_s, run, close = llama_path(serving_gguf(settings, default_gguf_path()), threads)
+        same_file = measure("plain llama.cpp (Q8_0, the bot's file)", load_s, run, ids, args.tokens, args.runs)
+        close()
+    line("bot (llama.cpp) / plain llama.cpp on its file: decode",
+         f"{results['llama.cpp']['decode'] / same_file['decode']:.2f}x" if "llama.cpp" in results else "-")  # fmt: skip
     for engine, bot in results.items():
         line(f"bot ({engine}) / plain llama.cpp: decode", f"{bot['decode'] / llama['decode']:.2f}x (target >= 0.5x)")
         line(f"bot ({engine}): first token", f"{bot['first']:.3f} s (target <= 0.15 s)")

@@ -1,12 +1,13 @@
 """Decode speed and answers across a LoRA round trip: base, LoRA, rollback to base, on this CPU.
 
-    .venv/bin/python bench/lora_swap.py [--tokens 96] [--runs 3]
+    .venv/bin/python bench/lora_swap.py [--tokens 96] [--runs 3] [--engine llama.cpp]
 
 On a CPU with AVX512-BF16, bitsandbytes repacks the 4-bit weights for a faster kernel on the
 first forward; loading a LoRA after that used to corrupt the base model (bot/cpu_packing.py). This
 prints decode tokens/s for the base model before any LoRA, with a LoRA, and after the rollback,
 whether the rollback's greedy answer equals the first one, the swap times, and whether the weights
-are in the repacked (fast) format while decoding.
+are in the repacked (fast) format while decoding (transformers only). With `--engine llama.cpp`
+the load includes converting the LoRA to GGUF (once per adapter).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -44,7 +46,7 @@ def make_lora(model_path: Path, out: Path) -> Path:
     return out
 
 
-def decode(backend: HFBackend, tokens: int, runs: int) -> tuple[float, str]:
+def decode(backend: Any, tokens: int, runs: int) -> tuple[float, str]:
     ids = backend.tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
@@ -63,6 +65,7 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=96)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
+    parser.add_argument("--engine", choices=["transformers", "llama.cpp"], default="transformers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-swap-") as tmp:
         # No loop rules here: the same greedy tokens whatever they say, for a clean speed figure.
@@ -72,10 +75,17 @@ def main() -> int:
         files = prepare_model(settings)
         lora = make_lora(files.path, Path(tmp) / "lora")
         wanted: list[tuple[str, Path] | None] = [None]
-        backend = HFBackend(settings, files, lambda: wanted[0])
+        if args.engine == "llama.cpp":
+            from bot.llama_backend import LlamaCppBackend
+
+            backend: Any = LlamaCppBackend.for_default_model(settings, files, lambda: wanted[0])
+        else:
+            backend = HFBackend(settings, files, lambda: wanted[0])
+        hf = args.engine == "transformers"
         results: dict[str, object] = {}
         results["base_tok_s"], first = decode(backend, args.tokens, args.runs)
-        results["packed_layers"] = packed_layers(backend.model)
+        if hf:
+            results["packed_layers"] = packed_layers(backend.model)
         wanted[0] = ("v1", lora)
         backend.sync_lora()
         results["load_swap_s"] = round(backend.last_swap_s or 0, 3)
@@ -85,7 +95,11 @@ def main() -> int:
         results["rollback_s"] = round(backend.last_swap_s or 0, 4)
         results["base_after_rollback_tok_s"], again = decode(backend, args.tokens, args.runs)
         results["same_answer_after_rollback"] = again == first
-        results["packed_layers_after"] = packed_layers(backend.model)
+        wanted[0] = ("v1", lora)
+        backend.sync_lora()
+        results["swap_to_loaded_s"] = round(backend.last_swap_s or 0, 4)
+        if hf:
+            results["packed_layers_after"] = packed_layers(backend.model)
     for key, value in results.items():
         print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")
     print(json.dumps(results))

@@ -90,7 +90,7 @@ def build_backend(settings: Settings, files: ModelFiles, lora_source: LoraSource
 
         return LlamaCppBackend.for_default_model(settings, files, lora_source=lora_source)
     if pick_device(settings) == "cpu" and settings.model == DEFAULT_MODEL:
-        log.info("replies on this CPU would be about 5x faster with llama.cpp: make install EXTRAS=llama")
+        log.info("replies on this CPU are several times faster with llama.cpp: make install EXTRAS=llama")
     return HFBackend(settings, files, lora_source=lora_source)
 
 

@@ -1,8 +1,10 @@
-"""The language model: loading (4-bit), streaming generation on one worker, live LoRA swap.
+"""Streaming generation on one worker, whatever the engine, and live LoRA swaps.
 
-One model lives in memory and one worker thread runs it. Requests wait in a fair queue and see
-their position. LoRA swaps run on the same worker between two generations, so a swap can never
-change the weights under a reply that is being written.
+One model lives in memory and one worker thread runs it (the engines: bot/hf_backend.py,
+bot/llama_backend.py, bot/vllm_backend.py). Requests wait in a fair queue and see their position.
+A batching engine (llama.cpp) writes several replies at once, each joining at the next step. LoRA
+swaps run on the same worker while no reply is being written, so a swap can never change the
+weights under a reply.
 """
 
 from __future__ import annotations

@@ -138,9 +138,9 @@ class LlamaCppBackend:
         params.n_ctx = self._context * self.slots
         params.n_batch = max(self._context, self.slots)  # a whole prompt in one call
         params.n_ubatch = 512
-        # A cache of its own per reply: a shared one gives the same reply a different float path
-        # depending on who else is asking (measured: greedy replies then diverge); this way a reply
-        # written beside others is the reply written alone.
+        # A cache of its own per reply, read by its attention alone: with one shared cache the same
+        # reply took a different float path depending on who else was asking (measured: greedy
+        # replies diverged).
         params.kv_unified = False
         params.n_threads = params.n_threads_batch = settings.threads or os.cpu_count() or 1
         params.no_perf = True
