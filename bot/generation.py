@@ -9,7 +9,6 @@ weights under a reply.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import queue
 import threading
@@ -17,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from bot import metrics
@@ -27,32 +25,6 @@ from bot.types import Queued, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_ADAPTER_SEP = "__"  # adapter name = version + this + a hash of its directory
-
-
-def lora_name(version: str, path: Path) -> str:
-    """The name a LoRA is loaded under. A version's name is unique in one registry only: the name
-    carries its directory too, so a v0001 of another registry (a recreated data dir, a test) is
-    never mistaken for it."""
-    return f"{version}{_ADAPTER_SEP}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
-
-
-class LoadedLoras(list[str]):
-    """The LoRA names a model holds, least recently used first."""
-
-    def use(self, name: str, keep: int) -> list[str]:
-        """`name` becomes the most recently used (added if new); returns the names to unload so
-        that at most `keep` stay (read from the settings at each swap: they can change)."""
-        if name in self:
-            self.remove(name)
-        self.append(name)
-        evicted = self[: max(0, len(self) - keep)]
-        del self[: len(evicted)]
-        return evicted
-
-    def versions(self) -> list[str]:
-        """The versions loaded, least recently used first."""
-        return [name.split(_ADAPTER_SEP)[0] for name in self]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from typing import Any
 from bot.config import Settings
 from bot.cpu_packing import PackingGuard
 from bot.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
-from bot.generation import NO_HINTS, LoadedLoras, ReplyHints, lora_name
+from bot.generation import NO_HINTS, ReplyHints
+from bot.lora_follow import LoraFollower, LoraSource
 from bot.model_files import ModelFiles, load_4bit
 
 log = logging.getLogger(__name__)
@@ -29,14 +30,14 @@ def pick_device(settings: Settings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class HFBackend:
+class HFBackend(LoraFollower):
     """A transformers causal LM, 4-bit NF4 through bitsandbytes by default, with peft LoRAs."""
 
     def __init__(
         self,
         settings: Settings,
         files: ModelFiles,
-        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+        lora_source: LoraSource | None = None,
     ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer, StopStringCriteria
@@ -45,7 +46,6 @@ class HFBackend:
         self.files = files
         self.device = pick_device(settings)
         self.engine = f"transformers, {settings.quantize} on {self.device}"
-        self.lora_source = lora_source
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)
         compute_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
@@ -62,9 +62,7 @@ class HFBackend:
         # The examples' "Q:/A:" layout can leak: a reply that starts a new "Q:" has ended. Built once:
         # transformers' stop-string tables take ~85 ms, which `stop_strings=` would pay every reply.
         self._stop_strings = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(STOP_STRINGS))
-        self._loaded = LoadedLoras()  # LoRAs in memory
-        self._active: str | None = None
-        self.last_swap_s: float | None = None
+        self._init_lora_following(lora_source)
         log.info(
             "model %s loaded on %s in %.1f s (%.0f MB)",
             files.model_id,
@@ -72,10 +70,6 @@ class HFBackend:
             self.load_seconds,
             self.memory_bytes / 1e6,
         )
-
-    @property
-    def lora_version(self) -> str | None:
-        return self._active
 
     def generate(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
@@ -118,42 +112,24 @@ class HFBackend:
             return self.model.disable_adapter()  # base model while LoRAs stay loaded for rollback
         return contextlib.nullcontext()
 
-    # LoRA management (called on the generation worker only) -----------------------------------
+    # LoRAs in memory (bot/lora_follow.py decides when) -------------------------------------------
 
-    def sync_lora(self) -> None:
-        wanted = self.lora_source() if self.lora_source else None
-        version = wanted[0] if wanted else None
-        if version == self._active:
-            return
-        started = time.monotonic()
-        if wanted is None:
-            self._active = None
-        else:
-            self._activate(*wanted)
-        self.last_swap_s = time.monotonic() - started
-        log.info("now serving LoRA %s (swap %.3f s)", version or "none (base model)", self.last_swap_s)
-
-    def _activate(self, version: str, path: Path) -> None:
+    def _load_lora(self, name: str, version: str, path: Path) -> None:
         from peft import PeftModel
 
-        name = lora_name(version, path)
-        if name not in self._loaded:
-            self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
-            if not self._loaded:
-                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
-            else:
-                self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+        self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
+        if not self._loaded:
+            self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
+        else:
+            self.model.load_adapter(str(path), adapter_name=name, is_trainable=False)
+
+    def _use_lora(self, name: str) -> None:
         self.model.set_adapter(name)
-        self._active = version
-        for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
-            self.restore_4bit_layout()
-            self.model.delete_adapter(oldest)
-            log.info("unloaded LoRA %s from memory (still on disk)", oldest)
+
+    def _unload_lora(self, name: str) -> None:
+        self.restore_4bit_layout()
+        self.model.delete_adapter(name)
 
     def restore_4bit_layout(self) -> int:
         """The 4-bit layers back in their load-time format, for peft or a trainer to read (cpu_packing)."""
         return self._packing.unpack()
-
-    def loaded_loras(self) -> list[str]:
-        """The versions in memory, least recently used first."""
-        return self._loaded.versions()

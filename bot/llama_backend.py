@@ -25,7 +25,8 @@ import numpy as np
 
 from bot.config import Settings
 from bot.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
-from bot.generation import NO_HINTS, LoadedLoras, ReplyHints, lora_name
+from bot.generation import NO_HINTS, ReplyHints
+from bot.lora_follow import LoraFollower, LoraSource
 from bot.lora_gguf import gguf_lora_path
 from bot.model_files import ModelFiles, default_gguf_path, model_cache_dir
 
@@ -105,7 +106,7 @@ def serving_gguf(settings: Settings, source: Path) -> Path:
     return target
 
 
-class LlamaCppBackend:
+class LlamaCppBackend(LoraFollower):
     """A BatchingBackend (bot.generation) on llama.cpp; every method runs on the generation worker."""
 
     def __init__(
@@ -113,7 +114,7 @@ class LlamaCppBackend:
         settings: Settings,
         files: ModelFiles,
         gguf: Path,
-        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+        lora_source: LoraSource | None = None,
     ) -> None:
         from transformers import AutoTokenizer
 
@@ -121,7 +122,6 @@ class LlamaCppBackend:
         self._llama = llama_cpp
         self.settings = settings
         self.files = files
-        self.lora_source = lora_source
         self.slots = settings.parallel_replies
         self.engine = f"llama.cpp, {gguf.name} on the CPU, {self.slots} replies at once"
         started = time.monotonic()
@@ -153,11 +153,9 @@ class LlamaCppBackend:
         self._stop_ids = set(end_of_turn_ids(self.tokenizer))
         self._free_ids = list(range(self.slots))
         self._sequences: list[_Sequence] = []
+        self._init_lora_following(lora_source)
         self._adapters: dict[str, Any] = {}  # LoRA name -> llama.cpp adapter
-        self._loaded = LoadedLoras()
-        self._active: tuple[str, str] | None = None  # (version, name) serving
         self._applied: str | None = None  # the LoRA name set on the context now
-        self.last_swap_s: float | None = None
         self._rng = np.random.default_rng()
         self.load_seconds = time.monotonic() - started
         self.memory_bytes = int(llama_cpp.llama_model_size(self._model))
@@ -167,14 +165,10 @@ class LlamaCppBackend:
 
     @classmethod
     def for_default_model(
-        cls, settings: Settings, files: ModelFiles, lora_source: Callable[[], tuple[str, Path] | None] | None = None
+        cls, settings: Settings, files: ModelFiles, lora_source: LoraSource | None = None
     ) -> LlamaCppBackend:
         """On the default model's GGUF (as Q8_0: `serving_gguf`), the one llama.cpp can serve."""
         return cls(settings, files, serving_gguf(settings, default_gguf_path()), lora_source=lora_source)
-
-    @property
-    def lora_version(self) -> str | None:
-        return self._active[0] if self._active else None
 
     # Decoding ------------------------------------------------------------------------------------
 
@@ -285,36 +279,19 @@ class LlamaCppBackend:
         finally:
             self.abort()
 
-    # LoRA management (between batches) -----------------------------------------------------------
+    # LoRAs in memory (bot/lora_follow.py decides when; they apply per batch) ---------------------
 
-    def swap_pending(self) -> bool:
-        wanted = self.lora_source() if self.lora_source else None
-        return (wanted[0] if wanted else None) != self.lora_version
+    def _load_lora(self, name: str, version: str, path: Path) -> None:
+        converted = gguf_lora_path(path, model_cache_dir(self.settings) / "lora-gguf", self._model_config)
+        adapter = self._llama.llama_adapter_lora_init(self._model, str(converted).encode())
+        if not adapter:
+            raise RuntimeError(f"llama.cpp cannot load the LoRA {version} ({converted})")
+        self._adapters[name] = adapter
 
-    def sync_lora(self) -> None:
-        wanted = self.lora_source() if self.lora_source else None
-        if (wanted[0] if wanted else None) == self.lora_version:
-            return
-        started = time.monotonic()
-        if wanted is None:
-            self._active = None
-        else:
-            version, path = wanted
-            name = lora_name(version, path)
-            if name not in self._adapters:
-                converted = gguf_lora_path(path, model_cache_dir(self.settings) / "lora-gguf", self._model_config)
-                adapter = self._llama.llama_adapter_lora_init(self._model, str(converted).encode())
-                if not adapter:
-                    raise RuntimeError(f"llama.cpp cannot load the LoRA {version} ({converted})")
-                self._adapters[name] = adapter
-            self._active = (version, name)
-            for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
-                if self._applied == oldest:
-                    self._apply_lora(None)
-                self._llama.llama_adapter_lora_free(self._adapters.pop(oldest))
-                log.info("unloaded LoRA %s from memory (still on disk)", oldest)
-        self.last_swap_s = time.monotonic() - started
-        log.info("now serving LoRA %s (swap %.3f s)", self.lora_version or "none (base model)", self.last_swap_s)
+    def _unload_lora(self, name: str) -> None:
+        if self._applied == name:
+            self._apply_lora(None)
+        self._llama.llama_adapter_lora_free(self._adapters.pop(name))
 
     def _apply_lora(self, name: str | None) -> None:
         if name is None:
@@ -326,9 +303,6 @@ class LlamaCppBackend:
         if status != 0:
             raise RuntimeError(f"llama.cpp cannot apply the LoRA {name} (status {status})")
         self._applied = name
-
-    def loaded_loras(self) -> list[str]:
-        return self._loaded.versions()
 
     def close(self) -> None:
         self._llama.llama_batch_free(self._batch)

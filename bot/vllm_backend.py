@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,8 @@ import httpx
 
 from bot.config import Settings
 from bot.decoding import STOP_STRINGS
-from bot.generation import NO_HINTS, LoadedLoras, ReplyHints, lora_name
+from bot.generation import NO_HINTS, ReplyHints
+from bot.lora_follow import LoraFollower, LoraSource
 from bot.model_files import ModelFiles
 from bot.types import UserError
 
@@ -30,12 +30,12 @@ log = logging.getLogger(__name__)
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=30.0)
 
 
-class VLLMBackend:
+class VLLMBackend(LoraFollower):
     def __init__(
         self,
         settings: Settings,
         files: ModelFiles,
-        lora_source: Callable[[], tuple[str, Path] | None] | None = None,
+        lora_source: LoraSource | None = None,
         tokenizer: Any = None,
     ) -> None:
         if tokenizer is None:
@@ -46,12 +46,9 @@ class VLLMBackend:
         self.tokenizer = tokenizer
         self.files = files
         self.engine = f"vLLM at {settings.vllm_url}"
-        self.lora_source = lora_source
         self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT)
         self.base_model = self._served_model()
-        self._loaded = LoadedLoras()  # LoRA names on the server
-        self._active: tuple[str, str] | None = None  # (version, name)
-        self.last_swap_s: float | None = None
+        self._init_lora_following(lora_source)  # the LoRAs loaded are those on the server
 
     def _served_model(self) -> str:
         """The base model the server serves (vLLM lists it first; LoRAs follow, named `parent`)."""
@@ -60,10 +57,6 @@ class VLLMBackend:
         if not bases:
             raise UserError(f"the vLLM server at {self.settings.vllm_url} serves no model")
         return str(bases[0])
-
-    @property
-    def lora_version(self) -> str | None:
-        return self._active[0] if self._active else None
 
     def generate(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
@@ -103,29 +96,13 @@ class VLLMBackend:
                     usage = int(chunk["usage"]["completion_tokens"])
         return usage if usage is not None else chunks
 
-    # LoRA management (on the generation worker, between replies) --------------------------------
+    # LoRAs on the server (bot/lora_follow.py decides when) ----------------------------------------
 
-    def sync_lora(self) -> None:
-        wanted = self.lora_source() if self.lora_source else None
-        if (wanted[0] if wanted else None) == self.lora_version:
-            return
-        started = time.monotonic()
-        if wanted is None:
-            self._active = None
-        else:
-            version, path = wanted
-            name = lora_name(version, path)
-            if name not in self._loaded:
-                self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path.resolve())})
-            self._active = (version, name)
-            for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
-                self._call("POST", "/v1/unload_lora_adapter", {"lora_name": oldest})
-                log.info("unloaded LoRA %s from the vLLM server (still on disk)", oldest)
-        self.last_swap_s = time.monotonic() - started
-        log.info("vLLM now serves LoRA %s (swap %.3f s)", self.lora_version or "none (base model)", self.last_swap_s)
+    def _load_lora(self, name: str, version: str, path: Path) -> None:
+        self._call("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path.resolve())})
 
-    def loaded_loras(self) -> list[str]:
-        return self._loaded.versions()
+    def _unload_lora(self, name: str) -> None:
+        self._call("POST", "/v1/unload_lora_adapter", {"lora_name": name})
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         try:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from bot.generation import lora_name
+from bot.lora_follow import lora_name
 from bot.types import ConversationKey, Done, Message, Token
 from bot.vllm_backend import VLLMBackend
 from tests.conftest import require_llama_cpp
