@@ -88,7 +88,15 @@ def build_backend(settings: Settings, files: ModelFiles, lora_source: LoraSource
             raise UserError("the llama.cpp backend is not installed: make install EXTRAS=llama (a one-time build)")
         from bot.llama_backend import LlamaCppBackend
 
-        return LlamaCppBackend.for_default_model(settings, files, lora_source=lora_source)
+        try:
+            return LlamaCppBackend.for_default_model(settings, files, lora_source=lora_source)
+        except Exception as exc:
+            if settings.backend != "auto":
+                raise
+            # Chosen by `auto` only: a half-finished background build or a broken one must not
+            # keep the bot from answering.
+            log.warning("llama.cpp does not start (%s): replies come from transformers instead", exc)
+            return HFBackend(settings, files, lora_source=lora_source)
     if pick_device(settings) == "cpu" and settings.model == DEFAULT_MODEL:
         log.info("replies on this CPU are several times faster with llama.cpp: make install EXTRAS=llama")
     return HFBackend(settings, files, lora_source=lora_source)

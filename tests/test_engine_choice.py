@@ -1,0 +1,52 @@
+"""Which engine writes the replies (`BOT_BACKEND`), and what happens when the chosen one is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from bot import app
+from bot.types import UserError
+from tests.conftest import test_settings as settings_for
+
+
+def test_auto_picks_llama_cpp_on_a_cpu_when_installed_and_transformers_otherwise(monkeypatch, tmp_path: Path) -> None:
+    settings = settings_for(tmp_path, device="cpu")
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
+    assert app.choose_backend(settings) == "llama.cpp"
+    assert app.choose_backend(settings.model_copy(update={"device": "cuda"})) == "transformers"
+    assert app.choose_backend(settings.model_copy(update={"model": str(tmp_path)})) == "transformers"
+    assert app.choose_backend(settings.model_copy(update={"backend": "transformers"})) == "transformers"
+    assert app.choose_backend(settings.model_copy(update={"vllm_url": "http://gpu:8000"})) == "vllm"
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llama_cpp" else installed(name))
+    assert app.choose_backend(settings) == "transformers"
+
+
+def test_llama_cpp_asked_for_but_not_there_says_how_to_get_it(monkeypatch, tmp_path: Path) -> None:
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llama_cpp" else installed(name))
+    with pytest.raises(UserError, match="make install EXTRAS=llama"):
+        app.build_backend(settings_for(tmp_path, backend="llama.cpp"), None, None)  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="default model's GGUF only"):
+        app.build_backend(settings_for(tmp_path, backend="llama.cpp", model=str(tmp_path)), None, None)  # type: ignore[arg-type]
+
+
+def test_auto_falls_back_to_transformers_when_llama_cpp_does_not_start(monkeypatch, tmp_path: Path) -> None:
+    """A background build still copying its files, or a broken one, must not stop the bot."""
+    from bot import hf_backend, llama_backend
+
+    monkeypatch.setattr(app, "choose_backend", lambda settings: "llama.cpp")
+
+    def broken(*args, **kwargs):
+        raise OSError("libllama.so: cannot open shared object file")
+
+    monkeypatch.setattr(llama_backend.LlamaCppBackend, "for_default_model", classmethod(lambda cls, *a, **k: broken()))
+    monkeypatch.setattr(hf_backend.HFBackend, "__init__", lambda self, *a, **k: None)
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
+    assert isinstance(app.build_backend(settings_for(tmp_path), None, None), hf_backend.HFBackend)  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="libllama"):
+        app.build_backend(settings_for(tmp_path, backend="llama.cpp"), None, None)  # type: ignore[arg-type]
