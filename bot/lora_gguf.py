@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 ADAPTER_FILE = "adapter_model.safetensors"
+KEEP_CONVERTED = 16  # converted adapters kept (every gate converts a candidate; an old one converts again in ms)
 _PEFT_PREFIX = "base_model.model."
 
 
@@ -40,6 +41,8 @@ def gguf_lora_path(adapter_dir: Path, cache_dir: Path, model_config: dict[str, A
         staging = target.with_suffix(f".{os.getpid()}.tmp")
         write_gguf_lora(adapter_dir, staging, model_config)
         staging.replace(target)  # atomic: a reader never sees half a file
+        for old in sorted(cache_dir.glob("*.gguf"), key=lambda f: f.stat().st_mtime)[:-KEEP_CONVERTED]:
+            old.unlink(missing_ok=True)  # llama.cpp has read what it holds in memory already
     return target
 
 

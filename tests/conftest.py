@@ -131,7 +131,8 @@ def make_real_core(
         for core in cores:  # one worker drives the shared model at a time
             core.generation.close()
         data_dir = data_dir or tmp_path / "data"
-        settings = test_settings(data_dir, admins=list(admins), **overrides)
+        # The training process answers its gate on the same engine (bot/training/gate.py).
+        settings = test_settings(data_dir, admins=list(admins), **{"backend": serving_engine, **overrides})
         registry = LoraRegistry.open(settings, real_files.fingerprint)
         real_backend.settings = settings
         real_backend.lora_source = registry.active_lora

@@ -116,7 +116,7 @@ def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
     from tests.fakes import FakeEmbedder
 
     # Every reply generated (no kept base replies) and written by the candidate (no examples here).
-    settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0, lora_for="all")
+    settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0, lora_for="all", backend="transformers")
     examples = ExampleStore(FakeEmbedder(), tmp_path / "chroma")
     with serving_answerer(settings, real_files, examples, None) as (answer, use):
         base = answer(QUESTION)

@@ -14,16 +14,22 @@ from tests.conftest import test_settings as settings_for
 
 def test_the_key_follows_answer_settings_base_weights_and_the_regression_file(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
-    key = regression_key(settings, "weights-a", REGRESSION_FILE)
-    assert regression_key(settings, "weights-a", REGRESSION_FILE) == key
-    assert regression_key(settings, "weights-b", REGRESSION_FILE) != key
-    assert regression_key(settings.model_copy(update={"min_similarity": 0.3}), "weights-a", REGRESSION_FILE) != key
+    key = regression_key(settings, "weights-a", REGRESSION_FILE, "transformers")
+    assert regression_key(settings, "weights-a", REGRESSION_FILE, "transformers") == key
+    assert regression_key(settings, "weights-b", REGRESSION_FILE, "transformers") != key
+    assert (
+        regression_key(
+            settings.model_copy(update={"min_similarity": 0.3}), "weights-a", REGRESSION_FILE, "transformers"
+        )
+        != key
+    )
     other = tmp_path / "regression.jsonl"
     other.write_text(REGRESSION_FILE.read_text() + '{"question": "One more?", "expect_any": ["yes"]}\n')
-    assert regression_key(settings, "weights-a", other) != key
+    assert regression_key(settings, "weights-a", other, "transformers") != key
     # Training settings do not shape the serving model's answers.
     trained = settings.model_copy(update={"training": settings.training.model_copy(update={"epochs": 9})})
-    assert regression_key(trained, "weights-a", REGRESSION_FILE) == key
+    assert regression_key(trained, "weights-a", REGRESSION_FILE, "transformers") == key
+    assert regression_key(settings, "weights-a", REGRESSION_FILE, "llama.cpp") != key  # another engine's answers
 
 
 def test_reports_come_from_the_serving_versions_manifest(tmp_path: Path) -> None:

@@ -145,3 +145,15 @@ def test_the_answer_bias_steers_llama_cpp_like_transformers(real_llama_backend) 
     backend.generate(ids, 16, plain.append)
     backend.generate(ids, 16, steered.append, ReplyHints(favored=favored))
     assert "Biscuit" not in "".join(plain) and "Biscuit" in "".join(steered)
+
+
+def test_converted_adapters_are_reused_and_old_ones_pruned(random_loras, tmp_path, monkeypatch) -> None:
+    import json
+
+    monkeypatch.setattr(lora_gguf, "KEEP_CONVERTED", 1)
+    config = json.loads((Path(random_loras[0]) / "adapter_config.json").read_text())
+    base = {"model_type": "llama", "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3}
+    first = lora_gguf.gguf_lora_path(random_loras[0], tmp_path, base)
+    assert config["r"] == 4 and lora_gguf.gguf_lora_path(random_loras[0], tmp_path, base) == first  # read back
+    second = lora_gguf.gguf_lora_path(random_loras[1], tmp_path, base)
+    assert second != first and list(tmp_path.glob("*.gguf")) == [second]

@@ -47,7 +47,8 @@ class BaseReplies:
         # Sampling is not a function of the prompt: nothing is cached then.
         self.enabled = settings.temperature == 0
         decoding = {name: getattr(settings, name) for name in DECODING_SETTINGS}
-        self._salt = json.dumps([base_fingerprint, decoding, _cpu_kernels()], sort_keys=True)
+        engine = type(inner).__name__  # transformers' and llama.cpp's replies differ in near ties
+        self._salt = json.dumps([base_fingerprint, decoding, _cpu_kernels(), engine], sort_keys=True)
         self._replies: dict[str, dict[str, Any]] = self._load() if self.enabled else {}
         self.hits = self.misses = 0
 

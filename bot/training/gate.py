@@ -102,24 +102,34 @@ def gate_settings(settings: Settings) -> Settings:
 UseFn = Callable[[tuple[str, Path] | None], None]  # serve this LoRA (name, dir), or None: the base model
 
 
+def gate_engine(settings: Settings) -> str:
+    """The engine the gate answers on: the one that will serve the candidate when it is llama.cpp
+    (about 8x faster on a CPU, and it judges what users will get), else transformers (a GPU trainer;
+    a vLLM server could not read the candidate's staging directory)."""
+    from bot.app import choose_backend
+
+    return "llama.cpp" if choose_backend(settings) == "llama.cpp" else "transformers"
+
+
 @contextmanager
 def serving_answerer(
     settings: Settings, files: Any, examples: Any, base_replies: Path | None
 ) -> Iterator[tuple[AnswerFn, UseFn]]:
-    """Yields (answer(question) -> text, use((version, path) | None)) on a fresh 4-bit model.
+    """Yields (answer(question) -> text, use((version, path) | None)) on a fresh model, on the
+    engine that serves (`gate_engine`).
 
     Answers go through the bot's own Core (retrieval, prompt builder, generation worker), so the
     gate measures exactly what users would get; its exchanges go to a throwaway store. What the
     base model writes is read back from `base_replies` when an earlier run wrote it already (None:
     every reply is generated).
     """
-    from bot.app import assemble_core
+    from bot.app import assemble_core, build_backend
     from bot.feedback import FeedbackStore
-    from bot.hf_backend import HFBackend
     from bot.types import ALL_SCOPES, ConversationKey, Message
 
     current: list[tuple[str, Path] | None] = [None]
-    backend: Any = HFBackend(settings, files, lora_source=lambda: current[0])
+    engine = {"backend": gate_engine(settings)}
+    backend: Any = build_backend(settings.model_copy(update=engine), files, lambda: current[0])
     if base_replies is not None:
         backend = BaseReplies(backend, settings, files.fingerprint, base_replies)
     with tempfile.TemporaryDirectory(prefix="gate-") as scratch:

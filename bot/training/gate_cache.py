@@ -4,7 +4,7 @@ The gate compares a candidate with the LoRA serving now (or the base model) on t
 examples, which change with every dataset, and on the regression set, which does not. A serving
 LoRA's regression report was measured when it was itself a candidate and is in its manifest. It is
 reused only when everything that shapes those answers is unchanged: the base weights, the
-regression file and the answer settings. The example store is left out on purpose: regression
+regression file, the answer settings and the engine. The example store is left out on purpose: regression
 questions are general ones that retrieval seldom matches, and keying on it would miss the cache on
 every retrain. (The base model's replies are kept by bot/training/base_replies.py instead.)
 """
@@ -34,9 +34,10 @@ ANSWER_SETTINGS = (
 )
 
 
-def regression_key(settings: Settings, base_fingerprint: str, regression_path: Path) -> str:
+def regression_key(settings: Settings, base_fingerprint: str, regression_path: Path, engine: str) -> str:
+    """`engine`: the one the gate answers on (bot/training/gate.py gate_engine); the engines' replies differ."""
     answer_settings = {name: getattr(settings, name) for name in ANSWER_SETTINGS}
-    digest = hashlib.sha256(json.dumps([base_fingerprint, answer_settings], sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([base_fingerprint, answer_settings, engine], sort_keys=True).encode())
     digest.update(regression_path.read_bytes())
     return digest.hexdigest()[:16]
 

@@ -19,7 +19,7 @@ from bot.evaluation import load_eval_file
 from bot.training.base_replies import CACHE_FILE as BASE_REPLIES
 from bot.training.base_replies import BaseReplies
 from bot.training.dataset import REGRESSION_FILE, build_training_data
-from bot.training.gate import decide, gate_scores, gate_settings, serving_answerer
+from bot.training.gate import decide, gate_engine, gate_scores, gate_settings, serving_answerer
 from bot.training.gate_cache import cached_regression, regression_key
 from bot.training.self_replay import SelfAnswers
 from bot.training.status import StatusFile
@@ -83,7 +83,8 @@ def train_candidate(
 
     clock = time.monotonic()
     judged = gate_settings(settings)
-    key = regression_key(judged, files.fingerprint, regression_path)
+    engine = gate_engine(judged)
+    key = regression_key(judged, files.fingerprint, regression_path, engine)
     cached = cached_regression(active, key)
     questions = len(load_eval_file(regression_path))
     baseline_total = len(data.heldout) + (0 if cached else questions)
@@ -115,6 +116,7 @@ def train_candidate(
         "losses": losses,
         "final_loss": losses[-1]["loss"] if losses else None,
         "eval": {"candidate": candidate.to_json(), "baseline": baseline.to_json()},
+        "gate_engine": engine,
         "regression_key": key,  # its regression report serves the next run's gate (bot/training/gate_cache.py)
         "baseline_regression_cached": cached is not None,
         "timings": {k: round(v, 2) for k, v in timings.items()},
