@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from collections.abc import Callable
-from pathlib import Path
 
 from bot.config import DEFAULT_MODEL, Settings
 from bot.control import DataDirOwner, snapshot
@@ -14,6 +12,7 @@ from bot.core import Core
 from bot.feedback import FeedbackStore
 from bot.generation import Backend, GenerationService
 from bot.hf_backend import HFBackend, pick_device
+from bot.lora_follow import LoraSource
 from bot.lora_registry import LoraRegistry
 from bot.model_files import ModelFiles, prepare_model
 from bot.retrieval import Embedder, ExampleStore, SentenceEmbedder
@@ -21,8 +20,7 @@ from bot.training.runner import TrainingRunner
 from bot.types import UserError
 
 log = logging.getLogger(__name__)
-LOCAL_ADMIN = "console:local"
-LoraSource = Callable[[], tuple[str, Path] | None]  # whoever sits at the terminal owns the data directory
+LOCAL_ADMIN = "console:local"  # whoever sits at the terminal owns the data directory
 
 
 def build_examples(settings: Settings, embedder: Embedder | None = None) -> ExampleStore:

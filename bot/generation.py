@@ -257,10 +257,16 @@ class GenerationService:
             self._busy.clear()
 
     def _draining(self, backend: BatchingBackend) -> bool:
-        """New replies wait while an exclusive action or a due LoRA swap waits for the running ones."""
+        """New replies wait while an exclusive action or a due LoRA swap waits for the running ones.
+        The registry is read once a sync interval, not at every step: a step takes milliseconds."""
         if not self._control.empty():
             return True
-        return time.monotonic() >= self._next_sync and self._safe_swap_pending(backend)
+        if time.monotonic() < self._next_sync:
+            return False
+        if self._safe_swap_pending(backend):
+            return True  # the swap runs (and the next look is set) once the running replies end
+        self._next_sync = time.monotonic() + self._sync_interval_s
+        return False
 
     def _safe_swap_pending(self, backend: BatchingBackend) -> bool:
         try:

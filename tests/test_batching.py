@@ -116,3 +116,22 @@ def test_a_failed_step_fails_its_replies_clearly_and_the_next_ones_are_served() 
         assert collect(service, "b")[-1][1].text == "one two three"
     finally:
         service.close()
+
+
+def test_the_registry_is_read_once_a_sync_interval_not_at_every_step(tmp_path: Path) -> None:
+    reads = []
+
+    def source() -> tuple[str, Path]:
+        reads.append(time.monotonic())
+        return ("v0001", tmp_path)
+
+    backend = FakeBatchingBackend(reply=" ".join(["w"] * 40), delay_s=0.01, lora_source=source)
+    service = GenerationService(backend, sync_interval_s=0.1)
+    try:
+        service.request_sync().result(timeout=10)
+        reads.clear()
+        collect(service, "a")
+    finally:
+        service.close()
+    assert len(backend.steps) == 40
+    assert len(reads) <= len(backend.steps) // 4, f"{len(reads)} registry reads for {len(backend.steps)} steps"
