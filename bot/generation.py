@@ -226,6 +226,11 @@ class GenerationService:
                 self._step(self._batching)
             elif (job := self._queue.get(timeout=0.05)) is not None:
                 self._serve(job)
+        if self._running and self._batching is not None:  # closed mid-reply: nothing left behind in the engine
+            self._batching.abort()
+            for run in self._running.values():
+                run.fail(RuntimeError("the generation service was closed"))
+            self._running.clear()
 
     def _run_control(self) -> None:
         while True:

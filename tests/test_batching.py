@@ -135,3 +135,26 @@ def test_the_registry_is_read_once_a_sync_interval_not_at_every_step(tmp_path: P
         service.close()
     assert len(backend.steps) == 40
     assert len(reads) <= len(backend.steps) // 4, f"{len(reads)} registry reads for {len(backend.steps)} steps"
+
+
+def test_closing_mid_reply_leaves_nothing_in_the_engine() -> None:
+    gate = threading.Event()
+    backend = FakeBatchingBackend(reply="one two three", gate=gate)
+    service = GenerationService(backend)
+    events: list = []
+    failed: list = []
+
+    def ask() -> None:
+        try:
+            collect(service, "a", out=events)
+        except RuntimeError as exc:
+            failed.append(str(exc))
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    while not backend.calls:
+        time.sleep(0.005)
+    threading.Timer(0.2, gate.set).start()
+    service.close()
+    asker.join(timeout=10)
+    assert backend._begun == [] and failed and "closed" in failed[0]
