@@ -7,6 +7,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -111,34 +113,63 @@ def ask_together(service: GenerationService, backend, questions: tuple[str, ...]
 ON_TOPIC = ({"paris"}, {"red", "blue", "green", "yellow"}, {"hello", "hi"}, {"two", "four", "4"})
 
 
-@pytest.mark.xfail(
-    reason="open: after the learning-loop tests in the same session, a reply written beside others started "
-    "differently from alone (CI, twice); not yet explained (see the issue 12 note)",
-    strict=False,
-)
+# How far apart two tokens' logits may be and still count as a tie: the float sums of a prompt read
+# by llama.cpp's kernels are not promised bit for bit across CPUs and histories (one CI machine
+# with AVX512-BF16 started two replies with their runner-up, 0.18 and 0.46 behind, beside others).
+NEAR_TIE = 0.5
+
+
+@contextmanager
+def first_step_logits(backend) -> Iterator[dict[tuple[int, ...], list[np.ndarray]]]:
+    """The logits each reply's first token is chosen from, by prompt, in the order read."""
+    seen: dict[tuple[int, ...], list[np.ndarray]] = {}
+    start, choose = backend.start, backend._next
+
+    def recording_start(input_ids, *args, **kwargs):
+        sequence = start(input_ids, *args, **kwargs)
+        sequence.prompt = tuple(input_ids)
+        return sequence
+
+    def recording_next(sequence, logits):
+        if not sequence.reply:
+            seen.setdefault(sequence.prompt, []).append(logits.copy())
+        return choose(sequence, logits)
+
+    backend.start, backend._next = recording_start, recording_next
+    try:
+        yield seen
+    finally:
+        del backend.start, backend._next
+
+
 def test_replies_are_written_together_each_in_its_own_cache(real_llama_backend) -> None:
     backend = real_llama_backend
     backend.settings = settings_for(REPO / ".cache" / "unused", max_new_tokens=24)
     service = GenerationService(backend)
     try:
-        alone = [[(0.0, e) for e in service.stream("u", prompt_ids(backend, q), 24)] for q in QUESTIONS]
-        mixed = ask_together(service, backend, QUESTIONS)
+        with first_step_logits(backend) as logits:
+            alone = [[(0.0, e) for e in service.stream("u", prompt_ids(backend, q), 24)] for q in QUESTIONS]
+            mixed = ask_together(service, backend, QUESTIONS)
     finally:
         service.close()
 
-    def first_text(events: list) -> str:
-        return next(e.text for _, e in events if isinstance(e, Token))
-
-    # Each prompt is read on its own, so each reply starts with the token it starts with alone. The
-    # rest is written in batches whose float sums may differ from one row's in a near tie
-    # (docs/cpu_speed.md), so the test asks that each reply still answers its own question.
-    assert [first_text(events) for events in mixed] == [first_text(events) for events in alone]
+    # Each prompt is read in a call of its own, so each reply starts as it would alone: from the same
+    # logits (bit for bit on the CPUs measured), and with the same first token up to a near tie. A
+    # reply reading another's cache would start from another distribution altogether.
+    for question in QUESTIONS:
+        by_itself, beside_others = logits[tuple(prompt_ids(backend, question))]
+        chosen = int(np.argmax(beside_others))
+        moved = float(np.abs(beside_others - by_itself).max())
+        assert by_itself[chosen] >= by_itself.max() - NEAR_TIE, f"{question!r}: logits moved by {moved:.3f}"
+        assert np.corrcoef(by_itself, beside_others)[0, 1] > 0.999, f"{question!r}: logits moved by {moved:.3f}"
+    # The rest is written in batches whose float sums may differ from one row's in a near tie
+    # (docs/cpu_speed.md), so each reply must still answer its own question.
     texts = [events[-1][1].text.lower() for events in mixed]
     assert all(words & set(re.findall(r"[a-z0-9]+", text)) for words, text in zip(ON_TOPIC, texts, strict=True)), texts
     first_texts = sorted(next(at for at, e in events if isinstance(e, Token)) for events in mixed)
     ends = [events[-1][0] for events in mixed]
     assert first_texts[-1] < max(ends) and first_texts[1] < min(ends), "later users started mid-reply"
-    assert all(isinstance(events[-1][1], Generated) for events in mixed)
+    assert all(isinstance(events[-1][1], Generated) for events in [*alone, *mixed])
 
 
 def test_the_answer_bias_steers_llama_cpp_like_transformers(real_llama_backend) -> None:

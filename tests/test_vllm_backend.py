@@ -145,8 +145,10 @@ def test_the_client_streams_from_a_real_openai_compatible_server(openai_compatib
     backend = VLLMBackend(settings, SimpleNamespace(path=None), tokenizer=FakeTokenizer())
     assert backend.base_model == BASE
     pieces: list[str] = []
+    # A question whose reply starts clearly (3 logits ahead): asked plainly, "La" and "The" tie within
+    # 0.13 in the shipped Q4_1 file, and which wins depends on the CPU's kernels.
     prompt = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-              "What is the capital of France?<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
+              "Complete the sentence: The capital of France is<|im_end|>\n<|im_start|>assistant\n")  # fmt: skip
     body = {"model": BASE, "prompt": prompt, "max_tokens": 24, "temperature": 0, "stream": True,
             "stop": ["\nQ:"], "stream_options": {"include_usage": True}}  # fmt: skip
     tokens = backend.stream_completion(body, pieces.append)
