@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from bot.tokenizer_lock import tokenizer_lock
+
 if TYPE_CHECKING:
     from bot.config import Settings
 
@@ -78,8 +80,9 @@ class ReplyRules:
 def favored_tokens(tokenizer: Any, answer: str) -> list[int]:
     """A verified answer's token ids, as they come at a reply's start and inside a sentence."""
     ids: set[int] = set()
-    for text in (answer, " " + answer):
-        ids.update(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+    with tokenizer_lock(tokenizer):
+        for text in (answer, " " + answer):
+            ids.update(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
     return sorted(ids)
 
 

@@ -18,6 +18,7 @@ from bot.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
 from bot.generation import NO_HINTS, ReplyHints
 from bot.lora_follow import LoraFollower, LoraSource
 from bot.model_files import ModelFiles, load_4bit
+from bot.tokenizer_lock import tokenizer_lock
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,14 @@ class HFBackend(LoraFollower):
         from transformers import StoppingCriteriaList, TextStreamer
 
         class _Streamer(TextStreamer):
+            def put(self, value: Any) -> None:  # it decodes: not while a prompt is being tokenized
+                with tokenizer_lock(self.tokenizer):
+                    super().put(value)
+
+            def end(self) -> None:
+                with tokenizer_lock(self.tokenizer):
+                    super().end()
+
             def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
                 on_text(text)
 

@@ -29,6 +29,7 @@ from bot.generation import NO_HINTS, ReplyHints
 from bot.lora_follow import LoraFollower, LoraSource
 from bot.lora_gguf import gguf_lora_path
 from bot.model_files import ModelFiles, default_gguf_path, model_cache_dir
+from bot.tokenizer_lock import tokenizer_lock
 
 log = logging.getLogger(__name__)
 _LLAMA_LOG: Any = None
@@ -63,7 +64,8 @@ class TextStream:
 
     def push(self, token: int) -> str:
         self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        with tokenizer_lock(self.tokenizer):
+            text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
         if text.endswith("\ufffd"):  # half a character: wait for the rest
             return ""
         new, self.text = text[len(self.text) :], text

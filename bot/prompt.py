@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bot.tokenizer_lock import tokenizer_lock
 from bot.types import Example
 
 Layout = Literal["system", "turns"]
@@ -78,18 +79,21 @@ def tokenize_messages(
     special tokens are real) and every content is tokenized with special tokens split, so none
     can be forged.
     """
-    slots = [{**m, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
-    rendered: str = tokenizer.apply_chat_template(slots, tokenize=False, add_generation_prompt=add_generation_prompt)
-    ids: list[int] = []
-    rest = rendered
-    for i, message in enumerate(messages):
-        before, found, rest = rest.partition(_PLACEHOLDER.format(i))
-        if not found:
-            raise ValueError("the chat template dropped a message; it cannot be used here")
-        ids += tokenizer(before, add_special_tokens=False)["input_ids"]
-        content = message["content"].replace("\x00", "")
-        ids += tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    ids += tokenizer(rest, add_special_tokens=False)["input_ids"]
+    with tokenizer_lock(tokenizer):  # the tokenizer keeps split_special_tokens as shared state
+        slots = [{**m, "content": _PLACEHOLDER.format(i)} for i, m in enumerate(messages)]
+        rendered: str = tokenizer.apply_chat_template(
+            slots, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+        ids: list[int] = []
+        rest = rendered
+        for i, message in enumerate(messages):
+            before, found, rest = rest.partition(_PLACEHOLDER.format(i))
+            if not found:
+                raise ValueError("the chat template dropped a message; it cannot be used here")
+            ids += tokenizer(before, add_special_tokens=False)["input_ids"]
+            content = message["content"].replace("\x00", "")
+            ids += tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids += tokenizer(rest, add_special_tokens=False)["input_ids"]
     return ids
 
 

@@ -113,12 +113,6 @@ def ask_together(service: GenerationService, backend, questions: tuple[str, ...]
 ON_TOPIC = ({"paris"}, {"red", "blue", "green", "yellow"}, {"hello", "hi"}, {"two", "four", "4"})
 
 
-# How far apart two tokens' logits may be and still count as a tie: the float sums of a prompt read
-# by llama.cpp's kernels are not promised bit for bit across CPUs and histories (one CI machine
-# with AVX512-BF16 started two replies with their runner-up, 0.18 and 0.46 behind, beside others).
-NEAR_TIE = 0.5
-
-
 @contextmanager
 def first_step_logits(backend) -> Iterator[dict[tuple[int, ...], list[np.ndarray]]]:
     """The logits each reply's first token is chosen from, by prompt, in the order read."""
@@ -153,15 +147,16 @@ def test_replies_are_written_together_each_in_its_own_cache(real_llama_backend) 
     finally:
         service.close()
 
-    # Each prompt is read in a call of its own, so each reply starts as it would alone: from the same
-    # logits (bit for bit on the CPUs measured), and with the same first token up to a near tie. A
-    # reply reading another's cache would start from another distribution altogether.
+    # Each prompt is read in a call of its own, so each reply starts from the logits it gets alone (bit
+    # for bit on both CPUs measured; float noise allowed) and with the same token. Asked from 4 threads
+    # at once, the prompts reach the engine as asked: without the tokenizer lock, 1 in 5 did not
+    # (bot/tokenizer_lock.py), and the reply started differently.
     for question in QUESTIONS:
-        by_itself, beside_others = logits[tuple(prompt_ids(backend, question))]
-        chosen = int(np.argmax(beside_others))
+        reads = logits[tuple(prompt_ids(backend, question))]
+        assert len(reads) == 2, f"{question!r} reached the engine {len(reads)} time(s) as asked, not twice"
+        by_itself, beside_others = reads
         moved = float(np.abs(beside_others - by_itself).max())
-        assert by_itself[chosen] >= by_itself.max() - NEAR_TIE, f"{question!r}: logits moved by {moved:.3f}"
-        assert np.corrcoef(by_itself, beside_others)[0, 1] > 0.999, f"{question!r}: logits moved by {moved:.3f}"
+        assert moved < 1e-3 and np.argmax(beside_others) == np.argmax(by_itself), f"{question!r}: moved {moved}"
     # The rest is written in batches whose float sums may differ from one row's in a near tie
     # (docs/cpu_speed.md), so each reply must still answer its own question.
     texts = [events[-1][1].text.lower() for events in mixed]
