@@ -41,9 +41,21 @@ def gguf_lora_path(adapter_dir: Path, cache_dir: Path, model_config: dict[str, A
         staging = target.with_suffix(f".{os.getpid()}.tmp")
         write_gguf_lora(adapter_dir, staging, model_config)
         staging.replace(target)  # atomic: a reader never sees half a file
-        for old in sorted(cache_dir.glob("*.gguf"), key=lambda f: f.stat().st_mtime)[:-KEEP_CONVERTED]:
-            old.unlink(missing_ok=True)  # llama.cpp has read what it holds in memory already
+        _prune(cache_dir)
     return target
+
+
+def _prune(cache_dir: Path) -> None:
+    """Keep the newest KEEP_CONVERTED adapters. The bot and a training gate share this folder, so a
+    file may vanish between listing and reading its time: that is not an error."""
+    dated = []
+    for file in cache_dir.glob("*.gguf"):
+        try:
+            dated.append((file.stat().st_mtime, file))
+        except FileNotFoundError:
+            continue
+    for _, old in sorted(dated)[:-KEEP_CONVERTED]:
+        old.unlink(missing_ok=True)  # llama.cpp has read what it holds in memory already
 
 
 def write_gguf_lora(adapter_dir: Path, target: Path, config: dict[str, Any]) -> None:
