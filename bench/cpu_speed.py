@@ -86,8 +86,11 @@ def bot_path(settings, files, engine: str) -> tuple[float, Run, Callable[[], Non
 def llama_path(gguf: Path, n_threads: int) -> tuple[float, Run, Callable[[], None]]:
     from llama_cpp import Llama
 
+    from bot.llama_backend import plain_llama_params
+
     started = time.monotonic()
-    llm = Llama(str(gguf), n_ctx=2048, n_threads=n_threads, verbose=False)
+    with plain_llama_params():  # the same weight buffers as the bot's engine
+        llm = Llama(str(gguf), n_ctx=2048, n_threads=n_threads, verbose=False)
     load_s = time.monotonic() - started
     lock = threading.Lock()  # one context: users take turns, as they do on the bot's one worker
 

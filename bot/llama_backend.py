@@ -16,7 +16,8 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,36 @@ def serving_gguf(settings: Settings, source: Path) -> Path:
     return target
 
 
+def model_params_for_this_cpu(llama_cpp: Any, params: Any = None) -> Any:
+    """llama.cpp's default model parameters (or `params`), without its AMX weight buffers where the
+    build has them.
+
+    A build made with native flags on a CPU with AMX moves Q8_0 weights into AMX buffers, and on the
+    Sapphire Rapids VMs these machines run on, its AMX matrix product dies of SIGILL (`tileloadd`) at
+    the first prompt of more than a few tokens: seen with llama-cpp-python 0.3.36, while a plain AMX
+    program runs there, so the fault is ggml's. The weights then stay in plain buffers (AVX512 kernels).
+    """
+    params = llama_cpp.llama_model_default_params() if params is None else params
+    if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info():
+        params.use_extra_bufts = False
+    return params
+
+
+@contextmanager
+def plain_llama_params() -> Iterator[None]:
+    """While it lasts, llama-cpp-python's high-level `Llama` loads with `model_params_for_this_cpu`
+    (it takes no argument for it): the benchmark's and the tests' plain llama.cpp."""
+    import llama_cpp.llama as high_level
+
+    low_level = high_level.llama_cpp
+    default = low_level.llama_model_default_params
+    low_level.llama_model_default_params = lambda: model_params_for_this_cpu(low_level, default())
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = default
+
+
 class LlamaCppBackend(LoraFollower):
     """A BatchingBackend (bot.generation) on llama.cpp; every method runs on the generation worker."""
 
@@ -130,7 +161,7 @@ class LlamaCppBackend(LoraFollower):
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)
         self._model_config = json.loads((Path(files.path) / "config.json").read_text())
         llama_cpp.llama_backend_init()
-        model_params = llama_cpp.llama_model_default_params()
+        model_params = model_params_for_this_cpu(llama_cpp)
         self._model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params)
         if not self._model:
             raise RuntimeError(f"llama.cpp cannot load {gguf}")

@@ -16,6 +16,7 @@ import pytest
 
 from bot import lora_gguf
 from bot.generation import Generated, GenerationService, ReplyHints
+from bot.llama_backend import plain_llama_params
 from bot.prompt import build_prompt
 from bot.types import Token
 from tests.conftest import REPO, require_llama_cpp
@@ -33,7 +34,8 @@ def prompt_ids(backend, question: str) -> list[int]:
 def last_logits_llama(gguf: Path, ids: list[int], lora: Path | None) -> np.ndarray:
     from llama_cpp import Llama
 
-    llm = Llama(str(gguf), n_ctx=512, lora_path=str(lora) if lora else None, logits_all=True, verbose=False)
+    with plain_llama_params():
+        llm = Llama(str(gguf), n_ctx=512, lora_path=str(lora) if lora else None, logits_all=True, verbose=False)
     llm.eval(ids)
     return np.array(llm.scores[len(ids) - 1], dtype=np.float64)
 
@@ -188,3 +190,35 @@ def test_converted_adapters_are_reused_and_old_ones_pruned(random_loras, tmp_pat
     assert config["r"] == 4 and lora_gguf.gguf_lora_path(random_loras[0], tmp_path, base) == first  # read back
     second = lora_gguf.gguf_lora_path(random_loras[1], tmp_path, base)
     assert second != first and list(tmp_path.glob("*.gguf")) == [second]
+
+
+class _FakeParams:
+    use_extra_bufts = True
+
+
+@pytest.mark.parametrize(("system_info", "extra_buffers"), [(b"AVX512 = 1 | AMX_INT8 = 1 | ", False),
+                                                            (b"AVX2 = 1 | AMX_INT8 = 0 | ", True)])  # fmt: skip
+def test_a_build_with_amx_kernels_keeps_its_weights_out_of_amx_buffers(system_info: bytes, extra_buffers: bool):
+    """A native build on an AMX CPU crashed with SIGILL in ggml's AMX matrix product on the first
+    longer prompt on these machines' CPUs; every other build keeps llama.cpp's own choice."""
+    from types import SimpleNamespace
+
+    from bot.llama_backend import model_params_for_this_cpu
+
+    fake = SimpleNamespace(llama_model_default_params=_FakeParams, llama_print_system_info=lambda: system_info)
+    assert model_params_for_this_cpu(fake).use_extra_bufts is extra_buffers
+
+
+def test_the_engine_reads_a_long_prompt_on_this_cpu(real_files, tmp_path) -> None:
+    """On a CPU where llama.cpp's AMX path is compiled in, this died of SIGILL (the whole process)."""
+    require_llama_cpp()
+    from bot.llama_backend import LlamaCppBackend
+
+    backend = LlamaCppBackend.for_default_model(settings_for(tmp_path), real_files)
+    try:
+        ids = prompt_ids(backend, " ".join(["Tell me about the history of the bicycle."] * 12))
+        pieces: list[str] = []
+        assert backend.generate(ids, 8, pieces.append) == 8
+        assert "".join(pieces).strip()
+    finally:
+        backend.close()
