@@ -25,7 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import bench_core, use_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
-from bot.evaluation import evaluate_file  # noqa: E402
+from bot.evaluation import core_answerer, evaluate_file  # noqa: E402
 from bot.retrieval import parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 from bot.types import ALL_SCOPES, ConversationKey, Message, Reply  # noqa: E402
@@ -57,8 +57,8 @@ def measure(core: Core, eval_file: Path) -> dict[str, float]:
     started = time.monotonic()
     replies = [ask(core, q) for q in OPEN_PROMPTS]
     open_s = time.monotonic() - started
-    examples_only = evaluate_file(lambda q: ask(core, q).text, eval_file)
-    regression = evaluate_file(lambda q: ask(core, q).text, REGRESSION_FILE)
+    examples_only = evaluate_file(core_answerer(core, "decoding"), eval_file)
+    regression = evaluate_file(core_answerer(core, "decoding"), REGRESSION_FILE)
     return {
         "hit_limit": sum(r.completion_tokens >= limit for r in replies),
         "open_prompts": len(replies),

@@ -26,10 +26,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.common import bench_core, use_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
-from bot.evaluation import evaluate_file  # noqa: E402
+from bot.evaluation import core_answerer, evaluate_file  # noqa: E402
 from bot.retrieval import ExampleStore, parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
-from bot.types import ALL_SCOPES, ConversationKey, Message  # noqa: E402
 
 DATA = REPO / "bench" / "data"
 
@@ -56,13 +55,7 @@ def _value(text: str) -> Any:
 
 
 def accuracy(core: Core, eval_file: Path) -> float:
-    conversation = ConversationKey("bench", "sweep")
-
-    def answer(question: str) -> str:
-        core.reset(conversation)  # every question stands alone, as in `bot eval`
-        return core.answer(Message(conversation, "bench", question, scope=ALL_SCOPES)).text
-
-    return evaluate_file(answer, eval_file).accuracy
+    return evaluate_file(core_answerer(core, "sweep"), eval_file).accuracy
 
 
 def main() -> int:

@@ -22,7 +22,7 @@ from rich.table import Table
 from bot import commands
 from bot.commands import COMMANDS, GROUPS, Caller, Command
 from bot.config import ConfigError, Settings, load_settings
-from bot.types import ALL_SCOPES, LOCAL_SCOPE, CommandResult, ConversationKey, Message, UserError
+from bot.types import LOCAL_SCOPE, CommandResult, ConversationKey, Message, UserError
 
 if TYPE_CHECKING:
     from bot.control import ExampleWriter
@@ -348,19 +348,29 @@ _add_chat_commands()
 def evaluate(
     file: Path,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    conversation: Annotated[
+        bool, typer.Option("--conversation", help="ask every question in one conversation, as a user chats")
+    ] = False,
+    reset_every: Annotated[
+        int | None, typer.Option(min=1, help="with --conversation: a new conversation every N questions")
+    ] = None,
+    in_order: Annotated[
+        bool, typer.Option("--in-order", help="with --conversation: the file's order, not a shuffled one")
+    ] = False,
 ) -> None:
-    """Ask every `question` in FILE; a hit is a reply containing any of `expect_any`."""
-    from bot.evaluation import evaluate_file
+    """Ask every `question` in FILE; a hit is a reply containing any of `expect_any`.
+
+    Alone by default (a `followup` question still follows its opener); `--conversation` keeps the
+    history as a chat does, in a seeded shuffled order (eval files list a fact's phrasings together),
+    and counts replies that repeat the reply before them."""
+    from bot.evaluation import ALONE, CONVERSATION_SEED, core_answerer, evaluate_file
 
     core = _core(settings())
-    conversation = ConversationKey("eval", file.name)
-
-    def answer(question: str) -> str:
-        core.reset(conversation)  # every question stands alone
-        return core.answer(Message(conversation, "eval", question, scope=ALL_SCOPES)).text
-
+    mode = (reset_every or 0) if conversation else ALONE
+    order = CONVERSATION_SEED if conversation and not in_order else None
     try:
-        report = evaluate_file(answer, file)
+        with _eval_progress() as progress:
+            report = evaluate_file(core_answerer(core, file.stem), file, progress, mode, order)
     except UserError as exc:
         _fail(str(exc), 2)
     if as_json:
@@ -368,7 +378,18 @@ def evaluate(
         return
     for miss in report.misses:
         console.print(f"[yellow]miss[/yellow] {miss['question']!r} -> {miss['reply'][:100]!r}")
-    print(f"accuracy {report.accuracy:.1%} ({report.hits}/{report.total})")
+    line = f"accuracy {report.accuracy:.1%} ({report.hits}/{report.total})"
+    if report.followup_total:
+        line += f", follow-ups {report.followup_hits}/{report.followup_total}"
+    print(f"{line}, repeated replies {report.repeats}")
+
+
+@contextmanager
+def _eval_progress() -> Iterator[Callable[[int, int], None]]:
+    with Progress(TextColumn("Asking"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:  # fmt: skip
+        task = progress.add_task("eval", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 if __name__ == "__main__":

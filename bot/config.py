@@ -132,6 +132,12 @@ class TrainingSettings(_Section):
         "self", description="replay targets: `self` (the base model's own answers that state the facts) or `written`"
     )
     paraphrases: int = Field(2, ge=0, le=6, description="extra rows per example, its question rephrased by rule")
+    history_share: float = Field(
+        0.5, ge=0, le=1, description="share of rows asked after earlier, unrelated exchanges, as in a conversation"
+    )
+    missing_share: float = Field(
+        0.15, ge=0, le=1, description="share of rephrased rows whose own example is left out of the prompt"
+    )
     use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
     seed: int = Field(7, description="seed of the holdout split, the replay sample and training")
     # The eval gate promotes a new LoRA when neither score falls by more than its margin.
@@ -162,8 +168,10 @@ class Settings(BaseSettings):
     retrieval_k: int = Field(3, ge=0, le=50, description="examples put in the prompt")
     min_similarity: float = Field(0.35, ge=-1, le=1, description="cosine similarity floor for retrieved examples")
     dedup_similarity: float = Field(0.95, ge=0, le=1, description="examples this close to a better one are dropped")
-    example_layout: Literal["system", "turns"] = Field(
-        "turns", description="`turns`: examples as earlier turns (measured better); `system`: in the system prompt"
+    example_layout: Literal["system", "turns", "nearest", "inline"] = Field(
+        "nearest",
+        description="`nearest`: examples as the turns right before the message, after the history (docs/training.md); "
+        "`turns`: before the history; `system`: in the system prompt; `inline`: in the message",
     )
     max_new_tokens: int = Field(160, ge=1, le=8192, description="reply length limit")
     temperature: float = Field(0.0, ge=0, le=5, description="0 is greedy (reproducible)")
@@ -183,7 +191,7 @@ class Settings(BaseSettings):
     context_tokens: int = Field(
         2048, ge=128, description="prompt + reply budget; oldest history, then weakest examples are dropped to fit"
     )
-    history_turns: int = Field(8, ge=0, le=200, description="exchanges of a conversation kept in the prompt")
+    history_turns: int = Field(3, ge=0, le=200, description="exchanges of a conversation kept in the prompt")
     max_message_chars: int = Field(4000, ge=1, description="longer messages are refused with a message")
     max_waiting_per_user: int = Field(3, ge=1, description="questions one user may have in flight; more are refused")
     answer_threads: int = Field(

@@ -20,7 +20,7 @@ from bot.generation import Generated, GenerationService, ReplyHints
 from bot.learning import Learning
 from bot.prompt import build_prompt
 from bot.queueing import PerOwnerLimit
-from bot.retrieval import ExampleStore
+from bot.retrieval import ExampleStore, retrieval_query
 from bot.types import (
     LOCAL_SCOPE,
     Answering,
@@ -185,10 +185,11 @@ class Core(Learning):
             raise UserError(f"the message has {len(text)} characters; the limit is {self.settings.max_message_chars}")
         started = time.monotonic()
         settings = self.settings
-        examples = self.examples.retrieve(
-            text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, message.scope
-        )
         history = self.store.history(message.conversation, settings.history_turns)
+        query = retrieval_query(text, history[-1].user if history else None)
+        examples = self.examples.retrieve(
+            query, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, message.scope
+        )
         try:
             prompt = build_prompt(
                 generation.tokenizer,

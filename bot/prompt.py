@@ -16,7 +16,7 @@ from typing import Any, Literal
 from bot.tokenizer_lock import tokenizer_lock
 from bot.types import Example
 
-Layout = Literal["system", "turns"]
+Layout = Literal["system", "turns", "nearest", "inline"]
 _PLACEHOLDER = "\x00slot{}\x00"  # never produced by a chat template, never allowed in user text
 
 
@@ -44,6 +44,11 @@ def examples_block(examples: Sequence[Example]) -> str:
     return "\n\n".join(lines)
 
 
+def inline_question(examples: Sequence[Example], text: str) -> str:
+    """The question with the verified answers it retrieved, in one user turn."""
+    return f"{examples_block(examples)}\n\nQuestion: {text}"
+
+
 def layout_messages(
     system_prompt: str,
     examples: Sequence[Example],
@@ -56,14 +61,25 @@ def layout_messages(
     if examples and layout == "system":
         system = f"{system_prompt}\n\n{examples_block(examples)}"
     messages.append({"role": "system", "content": system})
+    # Weakest first so that the strongest example sits nearest the question.
+    example_turns = [
+        turn
+        for example in reversed(examples)
+        for turn in ({"role": "user", "content": example.input}, {"role": "assistant", "content": example.output})
+    ]
+    history_turns = [
+        turn
+        for past in history
+        for turn in ({"role": "user", "content": past.user}, {"role": "assistant", "content": past.assistant})
+    ]
     if layout == "turns":
-        # Weakest first so that the strongest example sits nearest the question.
-        for example in reversed(examples):
-            messages.append({"role": "user", "content": example.input})
-            messages.append({"role": "assistant", "content": example.output})
-    for turn in history:
-        messages.append({"role": "user", "content": turn.user})
-        messages.append({"role": "assistant", "content": turn.assistant})
+        messages += example_turns + history_turns
+    elif layout == "nearest":
+        messages += history_turns + example_turns
+    else:
+        messages += history_turns
+    if layout == "inline" and examples:
+        text = inline_question(examples, text)
     messages.append({"role": "user", "content": text})
     return messages
 
@@ -104,7 +120,7 @@ def build_prompt(
     history: Sequence[Turn],
     text: str,
     budget_tokens: int,
-    layout: Layout = "system",
+    layout: Layout = "nearest",
 ) -> Prompt:
     """Fit everything into `budget_tokens`: drop the oldest history, then the weakest examples.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import threading
 import time
 import uuid
@@ -65,6 +66,24 @@ class SentenceEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self._loaded().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
         return np.asarray(vectors, dtype=np.float32)
+
+
+# A message that leans on the one before it: it starts by continuing it ("and on Sundays?", "what
+# about DVDs?") or points back with a pronoun ("is it free?", "what is her email?"). English only,
+# as the default model is.
+_CONTINUES = re.compile(r"^\s*(and|or|but|also|so|then|what about|how about)\b", re.I)
+_POINTS_BACK = re.compile(r"\b(it|its|they|them|their|he|him|his|she|her|that|this|those|these|there|same)\b", re.I)
+
+
+def retrieval_query(text: str, previous_question: str | None) -> str:
+    """What retrieval looks up for a message: the message itself, or, when it reads as a follow-up of
+    the previous question, both together. "And on Sundays?" alone finds nothing about opening hours
+    (top match story time, 0.29); with "What are the opening hours?" before it, the hours (0.69). A
+    message that stands alone ("Tell me a joke") is looked up alone: with the previous question it
+    would retrieve that topic's answer, and the model would repeat it."""
+    if previous_question and (_CONTINUES.search(text) or _POINTS_BACK.search(text) or len(text.split()) <= 3):
+        return f"{previous_question}\n{text}"
+    return text
 
 
 def example_id(input_text: str, output_text: str, scope: str = GLOBAL_SCOPE) -> str:

@@ -119,13 +119,13 @@ def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
     settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0, lora_for="all", backend="transformers")
     examples = ExampleStore(FakeEmbedder(), tmp_path / "chroma")
     with serving_answerer(settings, real_files, examples, None) as (answer, use):
-        base = answer(QUESTION)
+        base = answer("1", QUESTION)  # each in a conversation of its own
         use(("candidate", Path(random_loras[0])))
-        candidate = answer(QUESTION)
+        candidate = answer("2", QUESTION)
         use(None)
-        assert answer(QUESTION) == base
+        assert answer("3", QUESTION) == base
         use(("candidate", Path(random_loras[0])))
-        assert answer(QUESTION) == candidate != base
+        assert answer("4", QUESTION) == candidate != base
 
 
 @pytest.mark.parametrize("path", ["plain", "repacked"])

@@ -46,7 +46,7 @@ def test_reports_come_from_the_serving_versions_manifest(tmp_path: Path) -> None
 def test_a_cached_report_asks_only_the_held_out_questions() -> None:
     asked: list[str] = []
 
-    def answer(question: str) -> str:
+    def answer(_conversation: str, question: str) -> str:
         asked.append(question)
         return "The link expires after 30 minutes."
 

@@ -11,10 +11,10 @@ import time
 import pytest
 
 from bot.core import Core
-from bot.evaluation import evaluate_file
+from bot.evaluation import core_answerer, evaluate_file
 from bot.retrieval import parse_examples_file
 from bot.training.status import TrainingStatus
-from bot.types import ALL_SCOPES, ConversationKey, Message
+from bot.types import ConversationKey, Message, Reply
 from tests.conftest import BOTH_ENGINES, SAMPLE_DATA, commit_lora
 
 pytestmark = [pytest.mark.slow, BOTH_ENGINES]  # the learning loop holds on either engine
@@ -139,14 +139,9 @@ def test_a_retrain_on_default_settings_is_promoted_and_answers_paraphrases(make_
     gate = version.manifest["eval"]
     assert gate["candidate"]["regression_hits"] >= gate["baseline"]["regression_hits"]
 
-    conversation = ConversationKey("console", "paraphrases")
-
-    def answer(question: str) -> str:
-        core.reset(conversation)
-        reply = core.answer(Message(conversation, "local", question, scope=ALL_SCOPES))
+    def check(_question: str, reply: Reply) -> None:
         # The new LoRA writes every reply that holds a verified answer; the base model the others.
         assert reply.lora_version == (version.version if reply.example_ids else None)
-        return reply.text
 
-    report = evaluate_file(answer, paraphrases)
+    report = evaluate_file(core_answerer(core, "paraphrases", check), paraphrases)
     assert report.total >= 12 and report.accuracy >= 0.6, report.misses

@@ -63,7 +63,7 @@ def test_evaluate_file_counts_case_insensitive_hits_and_lists_misses(tmp_path: P
     ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     replies = {"capital of France?": "It is PARIS.", "2+2?": "Four, of course", "color of snow?": "blue"}
-    report = evaluate_file(replies.__getitem__, path)
+    report = evaluate_file(lambda _conversation, q: replies[q], path)
     assert (report.hits, report.total) == (2, 3)
     assert report.accuracy == pytest.approx(2 / 3)
     out = report.to_json()
@@ -85,7 +85,7 @@ def test_malformed_eval_file_names_the_line_and_asks_nothing(tmp_path: Path, lin
     path.write_text(json.dumps({"question": "ok?", "expect_any": ["ok"]}) + "\n" + line + "\n")
     asked: list[str] = []
     with pytest.raises(UserError, match=message):
-        evaluate_file(lambda q: asked.append(q) or "", path)
+        evaluate_file(lambda _conversation, q: asked.append(q) or "", path)
     assert asked == []  # the whole file is checked before the first question
 
 

@@ -65,8 +65,8 @@ def test_prompt_drops_oldest_history_then_weakest_examples_never_the_message() -
     tight = build_prompt(tok, "sys", _examples(3), history, "the new message", budget_tokens=len(full.input_ids) - 30)
     assert tight.history_dropped >= 1 and tight.examples_dropped == 0
     assert tight.messages[-1]["content"] == "the new message"
-    kept = [m["content"] for m in tight.messages if m["role"] == "user"]
-    assert kept[-2].startswith("old 3")  # the newest history survives
+    kept = [m["content"] for m in tight.messages if m["role"] == "user" and m["content"].startswith("old")]
+    assert kept[-1].startswith("old 3")  # the newest history survives
     tighter = build_prompt(tok, "sys", _examples(3), history, "the new message", budget_tokens=60)
     assert tighter.history_used == 0 and tighter.example_ids == ("e0",)  # the best example stays
     with pytest.raises(ValueError, match="shorten it"):

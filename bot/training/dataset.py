@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.prompt import build_prompt, layout_messages, tokenize_messages
+from bot.prompt import Turn, build_prompt, layout_messages, tokenize_messages
 from bot.training.paraphrase import question_variants
 from bot.types import ALL_SCOPES, Example, UserError
 
@@ -60,6 +60,8 @@ class Row:
     # The examples in the prompt, best first, so that tokenize_row can fit them to the token budget
     # with the serving builder; None for a prompt recorded at serving time (kept as it was).
     context: tuple[Example, ...] | None = None
+    history: tuple[Turn, ...] = ()  # earlier exchanges of the conversation, oldest first
+    question: str = ""  # the message asked (the last turn of `messages` may carry the examples too)
 
     def as_trl(self, with_label: bool) -> dict[str, Any]:
         """TRL's conversational prompt/completion format (KTO adds the boolean label)."""
@@ -110,6 +112,10 @@ def bad_pairs(examples: ExampleStore, store: FeedbackStore | None) -> list[tuple
     return sorted(found.values(), key=lambda item: item[0].ref)
 
 
+def _has_own(row: Row) -> bool:
+    return any(_norm(e.output) == _norm(row.completion) for e in row.context or ())
+
+
 def load_general(path: Path = GENERAL_FILE) -> list[Pair]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [Pair(r["question"], r["answer"], "replay", f"general:{i}") for i, r in enumerate(rows)]
@@ -146,36 +152,69 @@ def context_for(pair: Pair, retrieve: Retrieve, k: int, example: Pair | None = N
 def paraphrase_rows(pairs: Sequence[Pair], retrieve: Retrieve, settings: Settings) -> list[Row]:
     """`training.paraphrases` other phrasings of each example's question, answered with its answer."""
     rows = []
+    t = settings.training
     for pair in pairs:
-        for variant in question_variants(pair.question, settings.training.paraphrases, settings.training.seed):
+        for variant in question_variants(pair.question, t.paraphrases, t.seed):
             asked = Pair(variant, pair.answer, "paraphrase", pair.ref)
-            rows.append(render(asked, context_for(asked, retrieve, settings.retrieval_k, pair), settings))
+            context = context_for(asked, retrieve, settings.retrieval_k, pair)
+            # Retrieval misses in use too: some rows answer from what the LoRA learned, beside near misses.
+            others = context[1:]
+            if others and random.Random(f"{t.seed}:missing:{variant}").random() < t.missing_share:
+                context = others
+            rows.append(render(asked, context, settings))
     return rows
 
 
-def render(pair: Pair, context: Sequence[Example], settings: Settings, desirable: bool = True) -> Row:
-    messages = layout_messages(settings.system_prompt, context, [], pair.question, settings.example_layout)
-    return Row(messages, pair.answer, desirable, pair.source, tuple(context))
+def render(
+    pair: Pair, context: Sequence[Example], settings: Settings, desirable: bool = True, history: Sequence[Turn] = ()
+) -> Row:
+    messages = layout_messages(settings.system_prompt, context, history, pair.question, settings.example_layout)
+    return Row(messages, pair.answer, desirable, pair.source, tuple(context), tuple(history), pair.question)
+
+
+def in_conversations(rows: list[Row], pool: Sequence[Pair], settings: Settings) -> list[Row]:
+    """`training.history_share` of the rows asked after 1 to `history_turns` earlier exchanges about
+    other things, answered right, as a chat has them (seeded per question). Without such rows a LoRA
+    never saw history, and in a conversation the base model copied the last reply it had given."""
+    t = settings.training
+    turns = min(settings.history_turns, 3)
+    if turns <= 0 or t.history_share <= 0:
+        return rows
+    out = []
+    for row in rows:
+        rng = random.Random(f"{t.seed}:history:{row.question}:{row.completion}")
+        others = [p for p in pool if _norm(p.answer) != _norm(row.completion)]
+        if row.context is None or not others or rng.random() >= t.history_share:
+            out.append(row)
+            continue
+        earlier = [Turn(p.question, p.answer) for p in rng.sample(others, min(len(others), rng.randint(1, turns)))]
+        asked = Pair(row.question, row.completion, row.source, "")
+        out.append(render(asked, row.context, settings, row.desirable, earlier))
+    return out
+
+
+def prompt_ids(tokenizer: Any, row: Row, settings: Settings, budget: int) -> list[int]:
+    """The row's prompt as serving builds it within `budget` tokens (history dropped first, then the
+    weakest examples), or a recorded prompt as it was served."""
+    if row.context is None:
+        return tokenize_messages(tokenizer, row.messages)
+    return build_prompt(
+        tokenizer, settings.system_prompt, row.context, row.history, row.question, budget, settings.example_layout
+    ).input_ids
 
 
 def tokenize_row(tokenizer: Any, row: Row, settings: Settings) -> dict[str, list[int]]:
     """input_ids and completion_mask (1 on the answer and its end-of-turn), fitted to max_seq_len.
 
-    The prompt goes through the same budgeted builder as serving; examples are dropped, weakest
-    first, until prompt and answer fit.
+    The prompt goes through the same budgeted builder as serving (`prompt_ids`) until prompt and
+    answer fit.
     """
     full = [*row.messages, {"role": "assistant", "content": row.completion}]
     answer_ids = _completion_ids(tokenizer, full)
     budget = min(settings.context_tokens - settings.max_new_tokens, settings.training.max_seq_len - len(answer_ids))
-    if row.context is not None:
-        question = row.messages[-1]["content"]
-        prompt_ids = build_prompt(
-            tokenizer, settings.system_prompt, row.context, [], question, budget, settings.example_layout
-        ).input_ids
-    else:  # a recorded prompt (a downvoted exchange): keep it as it was served
-        prompt_ids = tokenize_messages(tokenizer, row.messages)
-    ids = (prompt_ids + answer_ids)[-settings.training.max_seq_len :]
-    mask = ([0] * len(prompt_ids) + [1] * len(answer_ids))[-settings.training.max_seq_len :]
+    prompt = prompt_ids(tokenizer, row, settings, budget)
+    ids = (prompt + answer_ids)[-settings.training.max_seq_len :]
+    mask = ([0] * len(prompt) + [1] * len(answer_ids))[-settings.training.max_seq_len :]
     return {"input_ids": ids, "completion_mask": mask}
 
 
@@ -224,6 +263,7 @@ def build_training_data(
     if replay_answer is not None:
         rows = [replace(r, completion=replay_answer(r)) if r.source == "replay" else r for r in rows]
     rows += paraphrase_rows(train_pairs, retrieve, settings)
+    rows = in_conversations(rows, train_pairs + general, settings)
     undesirable: list[Row] = []
     if t.use_kto:
         for pair, served in bad_pairs(examples, store):
@@ -244,6 +284,8 @@ def build_training_data(
         "replay": replay_rows,
         "paraphrases": len(rows) - len(train_pairs) - replay_rows,
         "undesirable": len(undesirable),
+        "in_conversation": sum(bool(r.history) for r in rows),
+        "without_own_example": sum(r.source == "paraphrase" and not _has_own(r) for r in rows),
         "rows": len(rows),
     }
     return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts)

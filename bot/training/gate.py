@@ -6,7 +6,6 @@ Both are asked the held-out examples and the regression set through the bot's ow
 from __future__ import annotations
 
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.evaluation import EvalReport, evaluate, key_token_recall, load_eval_file
+from bot.evaluation import AnswerFn, EvalReport, core_answerer, evaluate, key_token_recall, load_eval_file
 from bot.training.base_replies import BaseReplies
 from bot.training.dataset import Pair
 
@@ -37,9 +36,6 @@ class GateScores:
         }
 
 
-AnswerFn = Callable[[str], str]
-
-
 def gate_scores(
     answer: AnswerFn,
     heldout: list[Pair],
@@ -52,7 +48,7 @@ def gate_scores(
     total = len(heldout) + len(regression_items)
     replies: list[dict[str, Any]] = []
     for done, pair in enumerate(heldout, start=1):
-        reply = answer(pair.question)
+        reply = answer(f"heldout{done}", pair.question)  # each question alone
         replies.append({"question": pair.question, "reference": pair.answer, "reply": reply,
                         "recall": round(key_token_recall(reply, pair.answer), 4)})  # fmt: skip
         if progress:
@@ -115,8 +111,8 @@ def gate_engine(settings: Settings) -> str:
 def serving_answerer(
     settings: Settings, files: Any, examples: Any, base_replies: Path | None
 ) -> Iterator[tuple[AnswerFn, UseFn]]:
-    """Yields (answer(question) -> text, use((version, path) | None)) on a fresh model, on the
-    engine that serves (`gate_engine`).
+    """Yields (an AnswerFn, use((version, path) | None)) on a fresh model, on the engine that serves
+    (`gate_engine`).
 
     Answers go through the bot's own Core (retrieval, prompt builder, generation worker), so the
     gate measures exactly what users would get; its exchanges go to a throwaway store. What the
@@ -125,7 +121,6 @@ def serving_answerer(
     """
     from bot.app import assemble_core, build_backend
     from bot.feedback import FeedbackStore
-    from bot.types import ALL_SCOPES, ConversationKey, Message
 
     current: list[tuple[str, Path] | None] = [None]
     engine = {"backend": gate_engine(settings)}
@@ -135,10 +130,7 @@ def serving_answerer(
     with tempfile.TemporaryDirectory(prefix="gate-") as scratch:
         core = assemble_core(settings, backend, examples, FeedbackStore(Path(scratch) / "feedback.sqlite3"))
 
-        def answer(question: str) -> str:
-            conversation = ConversationKey("gate", uuid.uuid4().hex)  # each question stands alone
-            # Training uses every scope's examples, so the gate does too.
-            return core.answer(Message(conversation, "gate", question, scope=ALL_SCOPES)).text
+        answer = core_answerer(core, "gate")  # every scope's examples, as training sees them
 
         def use(lora: tuple[str, Path] | None) -> None:
             current[0] = lora

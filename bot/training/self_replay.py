@@ -16,9 +16,8 @@ from __future__ import annotations
 from bot.config import Settings
 from bot.decoding import clean_reply
 from bot.evaluation import key_tokens
-from bot.prompt import build_prompt
 from bot.training.base_replies import BaseReplies
-from bot.training.dataset import Row
+from bot.training.dataset import Row, prompt_ids
 
 MAX_NEW_TOKENS = 96  # general answers are a sentence or two; a longer one is not kept anyway
 
@@ -40,11 +39,8 @@ class SelfAnswers:
     def __call__(self, row: Row) -> str:
         self.asked += 1
         s = self.settings
-        question = row.messages[-1]["content"]
-        budget = s.context_tokens - s.max_new_tokens  # the serving prompt, exactly
-        ids = build_prompt(
-            self.base.tokenizer, s.system_prompt, row.context or (), [], question, budget, s.example_layout
-        ).input_ids
+        question = row.question
+        ids = prompt_ids(self.base.tokenizer, row, s, s.context_tokens - s.max_new_tokens)  # as served
         pieces: list[str] = []
         limit = min(MAX_NEW_TOKENS, s.max_new_tokens)
         produced = self.base.generate(ids, limit, pieces.append)
