@@ -85,13 +85,17 @@ def run_eval(
     return report
 
 
-def eval_both_ways(core: Core, files: dict[str, Path], stage: str, downvote_misses: bool = False) -> dict[str, Any]:
+def eval_both_ways(
+    core: Core, files: dict[str, Path], stage: str, downvote_misses: bool = False, show_misses: bool = False
+) -> dict[str, Any]:
     """Each file alone and as one conversation (60 questions or so, no reset, in the shuffled order
     `bot eval --conversation` uses): accuracy, repeated replies and follow-ups of each."""
     out: dict[str, Any] = {}
     for name, path in files.items():
         for mode, reset_every in (("alone", ALONE), ("conversation", 0)):
             report = run_eval(core, path, f"{stage} {name} {mode}", downvote_misses and mode == "alone", reset_every)
+            for miss in report.misses if show_misses else []:
+                print(f"  miss {miss['question']!r} -> {miss['reply'][:120]!r}")
             out[f"{name} {mode}"] = {
                 "accuracy": report.accuracy,
                 "hits": report.hits,
@@ -185,7 +189,7 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
             core.command("console", "local", f"lora use {status.version}", ConversationKey("bench", "admin"))
         core.generation.request_sync().result(timeout=300)
         results["swap_s"] = core.generation.backend.last_swap_s
-        results["after_training"] = eval_both_ways(core, files, "3 after training")
+        results["after_training"] = eval_both_ways(core, files, "3 after training", show_misses=args.show_misses)
         if args.again:  # the next retrain: compared with the LoRA serving now, base replies kept
             again, again_manifest = retrain(core, data_dir)
             results["again"] = {"pipeline_s": pipeline_s(again), "promoted": again.promoted,

@@ -3,6 +3,7 @@ settings (`build_core`). The only place that knows every concrete class."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 
@@ -68,8 +69,23 @@ def choose_backend(settings: Settings) -> str:
         return "vllm"
     if settings.backend != "auto":
         return settings.backend
-    llama_ready = settings.model == DEFAULT_MODEL and importlib.util.find_spec("llama_cpp") is not None
-    return "llama.cpp" if llama_ready and pick_device(settings) == "cpu" else "transformers"
+    wanted = settings.model == DEFAULT_MODEL and pick_device(settings) == "cpu"
+    return "llama.cpp" if wanted and llama_cpp_problem() is None else "transformers"
+
+
+@functools.cache
+def llama_cpp_problem() -> str | None:
+    """Why llama.cpp cannot serve here (not installed, no CPU backend loads), or None when it can.
+    Asked once a process: `auto` then falls back to transformers and `bot doctor` says why."""
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (make install EXTRAS=llama)"
+    try:
+        from bot.llama_backend import _llama_cpp, cpu_backend
+
+        cpu_backend(_llama_cpp())
+    except Exception as exc:  # a half-installed or broken build: any error means "not here"
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def build_backend(settings: Settings, files: ModelFiles, lora_source: LoraSource) -> Backend:

@@ -98,8 +98,15 @@ def _retrain(core: Core, caller: Caller) -> CommandResult:
 
 
 def _teach(core: Core, caller: Caller, question: str, answer: str) -> CommandResult:
-    example = core.teach(caller.platform, caller.user_id, question, answer)
-    return CommandResult(f"Learned (example {example}): {question!r} => {answer!r}")
+    # `teach Q1 | Q2 => A`: each phrasing is a key retrieval can find the answer by, and a training row.
+    phrasings = list(dict.fromkeys(q.strip() for q in question.split("|") if q.strip()))
+    if not phrasings:
+        raise UserError("`teach` needs a question before `=>`")
+    examples = [core.teach(caller.platform, caller.user_id, q, answer) for q in phrasings]
+    if len(examples) == 1:
+        return CommandResult(f"Learned (example {examples[0]}): {phrasings[0]!r} => {answer!r}")
+    asked = " | ".join(repr(q) for q in phrasings)
+    return CommandResult(f"Learned {len(examples)} phrasings (examples {', '.join(examples)}): {asked} => {answer!r}")
 
 
 def _review(core: Core, caller: Caller) -> CommandResult:
@@ -172,7 +179,7 @@ COMMANDS: dict[str, Command] = {
         Command("lora rollback", "go back to the previous LoRA", _lora_rollback),
         Command(
             "teach",
-            "add a verified answer at once",
+            "add a verified answer at once (several phrasings: Q1 | Q2 => A)",
             _teach,
             (Arg("question", "The question", rest=True), Arg("answer", "The answer to give", rest=True)),
             separator="=>",

@@ -25,10 +25,18 @@ def doctor_table(s: Settings) -> Table:
 
     table.add_row("python", sys.version.split()[0])
     table.add_row("device", "cuda: " + torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu")
-    from bot.app import choose_backend
+    from bot.app import choose_backend, llama_cpp_problem
 
     table.add_row("model", s.model)
-    table.add_row("backend", f"{choose_backend(s)} (setting: {s.backend})")
+    engine = choose_backend(s)
+    detail = f"setting: {s.backend}"
+    if engine == "llama.cpp":
+        from bot.llama_backend import _llama_cpp, cpu_backend
+
+        detail += f"; CPU kernels: {cpu_backend(_llama_cpp())}"
+    elif s.backend == "auto" and (problem := llama_cpp_problem()) is not None:
+        detail += f"; not llama.cpp: {problem}"
+    table.add_row("engine", f"{engine} ({detail})")
     try:
         table.add_row("default model file", str(default_gguf_path()))
     except Exception as exc:

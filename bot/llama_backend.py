@@ -104,9 +104,31 @@ def serving_gguf(settings: Settings, source: Path) -> Path:
         if llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params)) != 0:
             staging.unlink(missing_ok=True)
             raise RuntimeError(f"llama.cpp cannot rewrite {source} as Q8_0")
+        staging.chmod(0o644)  # read by a bot running as another user than the one that built the cache
         staging.replace(target)
         log.info("wrote %s for llama.cpp in %.1f s (once)", target.name, time.monotonic() - started)
     return target
+
+
+def cpu_backend(llama_cpp: Any) -> str:
+    """Make sure ggml has its CPU backend, and say which: a build with GGML_BACKEND_DL (the image's,
+    one library per CPU generation) keeps those libraries in site-packages/bin, where ggml does not
+    look, and then had no device at all ("no backends are loaded"). Raises RuntimeError, naming the
+    folders tried, when none loads."""
+    lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
+    ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    folders = [lib_dir, lib_dir.parent.parent / "bin", lib_dir.parent / "bin"]
+    for folder in folders:
+        if ggml.ggml_backend_dev_count() > 0:
+            break
+        if folder.is_dir():
+            ggml.ggml_backend_load_all_from_path(str(folder).encode())
+    if ggml.ggml_backend_dev_count() == 0:
+        raise RuntimeError(f"llama.cpp loads no CPU backend (no libggml-cpu*.so that runs here in {folders})")
+    features = llama_cpp.llama_print_system_info().decode(errors="replace").replace("CPU : ", "")
+    return " ".join(f.split(" = ")[0].strip() for f in features.split("|") if f.strip().endswith("= 1"))
 
 
 def model_params_for_this_cpu(llama_cpp: Any, params: Any = None) -> Any:
@@ -156,10 +178,10 @@ class LlamaCppBackend(LoraFollower):
         self.settings = settings
         self.files = files
         self.slots = settings.parallel_replies
-        self.engine = f"llama.cpp, {gguf.name} on the CPU, {self.slots} replies at once"
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)
         self._model_config = json.loads((Path(files.path) / "config.json").read_text())
+        self.cpu = cpu_backend(llama_cpp)
         llama_cpp.llama_backend_init()
         model_params = model_params_for_this_cpu(llama_cpp)
         self._model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params)
@@ -190,6 +212,7 @@ class LlamaCppBackend(LoraFollower):
         self._adapters: dict[str, Any] = {}  # LoRA name -> llama.cpp adapter
         self._applied: str | None = None  # the LoRA name set on the context now
         self._rng = np.random.default_rng()
+        self.engine = f"llama.cpp, {gguf.name} on the CPU ({self.cpu}), {self.slots} replies at once"
         self.load_seconds = time.monotonic() - started
         self.memory_bytes = int(llama_cpp.llama_model_size(self._model))
         log.info(

@@ -68,6 +68,15 @@ def weights_fingerprint(directory: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def readable_by_all(directory: Path) -> None:
+    """Make a converted model readable by every user: safetensors and transformers write some files
+    0600, and an image builds its model cache as root for a bot that runs as another user (uid 10001
+    read nothing and fell back to converting into a read-only folder). Weights are no secret; the
+    data directory around a cache there is closed to others anyway (bot/config.py)."""
+    for path in [directory, *directory.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def prepare_model(settings: Settings) -> ModelFiles:
     """Resolve the configured model to loadable files, converting the default GGUF on first use."""
     if settings.model == DEFAULT_MODEL:
@@ -103,6 +112,7 @@ def _converted_default(target: Path) -> ModelFiles:
     tokenizer.save_pretrained(staging)
     fingerprint = weights_fingerprint(staging)
     (staging / _MARKER).write_text(json.dumps({"source": str(gguf), "fingerprint": fingerprint}))
+    readable_by_all(staging)
     shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, target)  # atomic: a crash mid-conversion leaves no half-converted cache
@@ -151,6 +161,7 @@ def load_4bit(settings: Settings, files: ModelFiles, compute_dtype: Any, device:
     staging = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
     try:
         model.save_pretrained(str(staging))
+        readable_by_all(staging)
         os.replace(staging, cached)  # whole or not at all; another process may have won the race
     except OSError as exc:  # a read-only cache (an image): the next start quantizes again
         log.info("cannot keep the 4-bit model in %s (%s)", cached, exc)

@@ -316,6 +316,7 @@ def _choose(
 ) -> list[Example]:
     chosen: list[Example] = []
     chosen_vectors: list[np.ndarray] = []
+    answers: set[str] = set()  # another phrasing of a chosen example's question gives the prompt nothing
     for ex_id, meta, distance, vector in candidates:
         similarity = 1.0 - float(distance)
         if similarity < min_similarity:
@@ -323,10 +324,12 @@ def _choose(
         if meta.get("label") != "good" or (allowed is not None and str(meta.get("scope", "")) not in allowed):
             continue
         vector = np.asarray(vector, dtype=np.float32)
-        if any(float(vector @ other) >= dedup_similarity for other in chosen_vectors):
+        answer = " ".join(str(meta["output"]).lower().split())
+        if answer in answers or any(float(vector @ other) >= dedup_similarity for other in chosen_vectors):
             continue
         chosen.append(_example(ex_id, meta, similarity))
         chosen_vectors.append(vector)
+        answers.add(answer)
         if len(chosen) == k:
             break
     return chosen

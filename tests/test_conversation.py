@@ -172,3 +172,18 @@ def test_a_short_conversation_answers_each_taught_fact_and_then_a_general_questi
     replies.append(general)
     assert len({" ".join(r.lower().split()) for r in replies}) == len(replies), replies  # none repeated
     assert len(core.store.history(CONV, 10)) == 4  # one conversation: the history rode along
+
+
+def test_teach_takes_several_phrasings_and_retrieval_gives_their_answer_once(make_core: MakeCore) -> None:
+    core = make_core()
+    result = core.command(
+        "console", "local", "teach Who approves travel expenses? | who signs off on my travel costs? => Mia Lind.", CONV
+    )
+    assert result.ok and "2 phrasings" in result.text, result.text
+    assert sorted(e.input for e in core.examples.list()) == ["Who approves travel expenses?",
+                                                             "who signs off on my travel costs?"]  # fmt: skip
+    found = core.examples.retrieve("who signs off on my travel costs?", 3, -1.0, 0.99)
+    assert [e.output for e in found] == ["Mia Lind."]  # one answer, by its nearest phrasing
+    assert found[0].input == "who signs off on my travel costs?"
+    assert not core.command("console", "local", "teach  |  => Mia Lind.", CONV).ok
+    assert core.examples.count() == 2

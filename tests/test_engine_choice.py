@@ -12,17 +12,36 @@ from bot.types import UserError
 from tests.conftest import test_settings as settings_for
 
 
-def test_auto_picks_llama_cpp_on_a_cpu_when_installed_and_transformers_otherwise(monkeypatch, tmp_path: Path) -> None:
+def test_auto_picks_llama_cpp_on_a_cpu_where_it_serves_and_transformers_otherwise(monkeypatch, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, device="cpu")
-    installed = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
+    monkeypatch.setattr(app, "llama_cpp_problem", lambda: None)
     assert app.choose_backend(settings) == "llama.cpp"
     assert app.choose_backend(settings.model_copy(update={"device": "cuda"})) == "transformers"
     assert app.choose_backend(settings.model_copy(update={"model": str(tmp_path)})) == "transformers"
     assert app.choose_backend(settings.model_copy(update={"backend": "transformers"})) == "transformers"
     assert app.choose_backend(settings.model_copy(update={"vllm_url": "http://gpu:8000"})) == "vllm"
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llama_cpp" else installed(name))
+    monkeypatch.setattr(app, "llama_cpp_problem", lambda: "llama-cpp-python is not installed")
     assert app.choose_backend(settings) == "transformers"
+
+
+def test_llama_cpp_that_is_missing_or_loads_no_cpu_backend_is_not_chosen(monkeypatch) -> None:
+    """The image's build kept its CPU libraries where ggml did not look: `auto` then said llama.cpp
+    (installed) while the bot fell back to transformers. Now the choice asks whether a CPU backend loads."""
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llama_cpp" else installed(name))
+    app.llama_cpp_problem.cache_clear()
+    assert "not installed" in app.llama_cpp_problem()
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
+    from bot import llama_backend
+
+    def no_backend(_llama_cpp: object) -> str:
+        raise RuntimeError("llama.cpp loads no CPU backend")
+
+    monkeypatch.setattr(llama_backend, "_llama_cpp", lambda: object())
+    monkeypatch.setattr(llama_backend, "cpu_backend", no_backend)
+    app.llama_cpp_problem.cache_clear()
+    assert app.llama_cpp_problem() == "RuntimeError: llama.cpp loads no CPU backend"
+    app.llama_cpp_problem.cache_clear()
 
 
 def test_llama_cpp_asked_for_but_not_there_says_how_to_get_it(monkeypatch, tmp_path: Path) -> None:

@@ -241,6 +241,7 @@ def build_training_data(
     words); without it a replay row answers with the written answer.
     """
     t = settings.training
+    nearest: Retrieve = retrieve or (lambda text: [])
     if retrieve is None:
 
         def retrieve(text: str) -> list[Example]:
@@ -249,16 +250,23 @@ def build_training_data(
                 text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, ALL_SCOPES
             )
 
+        def nearest(text: str) -> list[Example]:
+            return examples.retrieve(text, 1, -1.0, settings.dedup_similarity, ALL_SCOPES)
+
     good, duplicates = good_pairs(examples)
     train_pairs, heldout = split_holdout(good, t.holdout_fraction, t.seed)
     general = load_general(general_path) if t.replay_size else []
     replay = random.Random(t.seed).sample(general, min(t.replay_size, len(general)))
-    rows = [render(p, context_for(p, retrieve, settings.retrieval_k), settings) for p in train_pairs + replay]
-    if settings.lora_for == "examples":
-        # The base model writes every reply whose prompt holds no example: such rows teach the LoRA
-        # nothing it will use. Replay rows that retrieval gives an (unrelated) example stay: they teach
-        # it to answer a general question rather than copy whatever example is there.
-        rows = [r for r in rows if r.source != "replay" or r.context]
+    rows = [render(p, context_for(p, retrieve, settings.retrieval_k), settings) for p in train_pairs]
+    for pair in replay:
+        context = context_for(pair, retrieve, settings.retrieval_k)
+        if not context and settings.lora_for == "examples":
+            # The base model writes every reply whose prompt holds no example, so a replay row teaches
+            # the LoRA only beside an unrelated example: the nearest one, as a general question that
+            # retrieves one meets it (the LoRA must answer it, not copy the example: the regression gate).
+            context = nearest(pair.question)
+        if context or settings.lora_for != "examples":
+            rows.append(render(pair, context, settings))
     replay_rows = sum(r.source == "replay" for r in rows)
     if replay_answer is not None:
         rows = [replace(r, completion=replay_answer(r)) if r.source == "replay" else r for r in rows]
