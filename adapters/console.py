@@ -53,6 +53,7 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
 
     say(BANNER)
     last_reply: str | None = None  # the ref /good, /bad and /correct are about
+    training: list[Future[str]] = []  # runs started here: leaving waits for them, or stops them aloud
     for line in lines if lines is not None else _stdin_lines():
         text = line.strip()
         if not text:
@@ -69,6 +70,7 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
             elif isinstance(outcome, CommandResult):
                 say(outcome.text)
                 if outcome.followup is not None:
+                    training.append(outcome.followup)
                     outcome.followup.add_done_callback(lambda f: say(f"\n[training] {followup_text(f)}"))
                     _show_training_progress(core, outcome.followup, say)
         except UserError as exc:
@@ -78,6 +80,24 @@ def run_console(core: Core, lines: Iterable[str] | None = None, out: TextIO = sy
         except Exception as exc:  # a failing command or answer must not end the chat
             log.exception("console input %r failed", text)
             say(f"! that failed: {type(exc).__name__}: {exc}")
+    _finish_training(core, [run for run in training if not run.done()], say)
+
+
+def _finish_training(core: Core, running: list[Future[str]], say: Callable[..., None]) -> None:
+    """Leaving the chat ends the bot, and a training run it started with it: wait for the run (its
+    result is printed), or stop it on Ctrl-C, and say which."""
+    if not running or core.trainer is None:
+        return
+    say(f"A training run is still going ({core.trainer.progress_text()}); waiting for it before leaving. "
+        "Ctrl-C stops it.")  # fmt: skip
+    try:
+        for run in running:
+            run.result()
+    except KeyboardInterrupt:
+        core.trainer.kill()
+        say("\nStopped the training run; the serving LoRA is unchanged.")
+    except Exception:  # the run failed: its callback said so already
+        pass
 
 
 def _event(core: Core, text: str, last_reply: str | None) -> Incoming | Reaction:

@@ -6,8 +6,12 @@ import inspect
 import json
 import logging
 import os
+import select
+import signal
+import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +51,14 @@ CLI_USER = "cli:local"  # the CLI runs as the data directory's owner
 class _State:
     config: Path | None = None
     data_dir: Path | None = None
+    verbose: bool = False
+
+
+# Libraries that log their own progress at INFO (Alembic's nine lines at every start) or warn about
+# an optional package (bitsandbytes' `kernels`): quiet unless asked (--verbose, BOT_LOG_LEVEL=DEBUG).
+NOISY_LOGGERS = {"alembic": logging.WARNING, "httpx": logging.WARNING, "chromadb": logging.WARNING,
+                 "sentence_transformers": logging.WARNING, "urllib3": logging.WARNING,
+                 "bitsandbytes": logging.ERROR}  # fmt: skip
 
 
 state = _State()
@@ -56,21 +68,23 @@ state = _State()
 def main(
     config: Annotated[Path | None, typer.Option(help="TOML settings file (default $BOT_CONFIG or ./bot.toml)")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="data directory (default $BOT_DATA_DIR or ./data)")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log everything (BOT_LOG_LEVEL=DEBUG)")] = False,
 ) -> None:
     state.config = config
     state.data_dir = data_dir
+    state.verbose = verbose
 
 
 def settings() -> Settings:
     overrides: dict[str, Any] = {"data_dir": str(state.data_dir)} if state.data_dir else {}
+    if state.verbose:
+        overrides["log_level"] = "DEBUG"
     try:
         loaded = load_settings(state.config, **overrides)
     except ConfigError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     configure_logging(loaded)
-    for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     return loaded
 
 
@@ -85,6 +99,9 @@ def configure_logging(loaded: Settings) -> None:
         handler = RichHandler(console=console, show_path=False)
         handler.setFormatter(logging.Formatter("%(message)s"))
     logging.basicConfig(level=loaded.log_level.upper(), handlers=[handler], force=True)
+    debug = loaded.log_level.upper() == "DEBUG"
+    for name, level in NOISY_LOGGERS.items():
+        logging.getLogger(name).setLevel(logging.DEBUG if debug else level)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -127,17 +144,30 @@ def run() -> None:
         from adapters import discord_bot
 
         runners.append(("discord", discord_bot.run))
+    if not runners and not sys.stdin.isatty() and _stdin_at_end():
+        # A container or service with no token: the terminal chat would read end of input at once and
+        # exit 0, to be restarted forever. Say what is missing and fail, so the orchestrator shows it.
+        _fail("no chat platform is configured (set SLACK_BOT_TOKEN and SLACK_APP_TOKEN, or DISCORD_TOKEN) and "
+              "there is no terminal for the terminal chat", 2)  # fmt: skip
+    signal.signal(signal.SIGTERM, _stop)  # `docker stop`, Kubernetes: as PID 1 Python ignores it otherwise
     # Ready once the model is loaded and every configured platform is connected (/readyz).
     readiness = Readiness(["model", *(name for name, _ in runners)])
     if s.metrics_port:
         serve(readiness, s.metrics_port)
-    core = _core(s, own_data_dir=True)
+    try:
+        core = _core(s, own_data_dir=True)
+    except Stopped:
+        console.print("Stopped while loading.")
+        return
     readiness.up("model")
     if not runners:
         from adapters.console import run_console
 
         console.print("No SLACK_BOT_TOKEN or DISCORD_TOKEN set: starting the terminal chat.")
-        run_console(core)
+        try:
+            run_console(core)
+        except Stopped:
+            _exit_now(core)
         return
     threads = [threading.Thread(target=fn, args=(core, s, readiness), name=name, daemon=True) for name, fn in runners]
     for thread in threads:
@@ -146,22 +176,56 @@ def run() -> None:
     try:
         for thread in threads:
             thread.join()
-    except KeyboardInterrupt:
-        console.print("Stopping.")
+    except (KeyboardInterrupt, Stopped):
+        _exit_now(core)
+
+
+def _stdin_at_end() -> bool:
+    """True when standard input is already at its end (/dev/null, a closed pipe): nothing to chat with."""
+    try:
+        readable, _, _ = select.select([sys.stdin], [], [], 0)  # an open pipe with nothing yet: not at end
+        return bool(readable) and sys.stdin.buffer.peek(1) == b""  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _exit_now(core: Core) -> None:
+    """Stop: the generation worker ends the replies it is writing, and the process exits 0 without
+    waiting on the platform clients' and the pools' threads (joining them took `docker stop`'s 10 s).
+    Everything acknowledged is already written (every store commits before the bot answers)."""
+    console.print("Stopping.")
+    try:
+        if core.generation is not None:
+            core.generation.close()
+        core.store.close()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+
+
+class Stopped(BaseException):
+    """SIGTERM: not an Exception (nothing may catch it on the way) and not Ctrl-C (which in the
+    terminal chat only interrupts the answer being written)."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise Stopped(f"signal {signum}")
 
 
 @app.command()
 def ask(
     text: str,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
-    conversation: Annotated[str, typer.Option(help="conversation key platform:channel:thread")] = "cli:ask:",
+    conversation: Annotated[
+        str | None,
+        typer.Option(help="continue this conversation (any name; the same name again carries its history)"),
+    ] = None,
 ) -> None:
-    """Answer one message and exit."""
+    """Answer one message and exit: a conversation of its own unless --conversation names one."""
     core = _core(settings())
-    try:
-        key = ConversationKey.parse(conversation)
-    except ValueError:
-        _fail(f"conversation {conversation!r} must look like platform:channel:thread")
+    # One-shot by default: each call a fresh conversation, so no earlier `ask` rides along as history.
+    key = ConversationKey("cli", "ask", conversation if conversation is not None else uuid.uuid4().hex)
     try:
         reply = core.answer(Message(key, "local", text, scope=LOCAL_SCOPE))
     except UserError as exc:
@@ -276,12 +340,18 @@ def _chat_command(command: Command) -> Callable[..., None]:
         with console.status("Opening the data directory…"):
             core = build_core(s, with_model=False)
         caller = Caller("cli", "local", ConversationKey("cli", "local"), is_admin=True)
+        as_json = args.pop("as_json")
         result = commands.run(core, caller, commands.named(command.name, args))
         if result.followup is not None and core.trainer is not None:
             result = _follow_training(core.trainer, result)
+        # The result on stdout (`bot lora list | grep v0001`), diagnostics and progress on stderr.
+        if as_json:
+            print(json.dumps({"ok": result.ok, "text": result.text, "data": result.data}, ensure_ascii=False,
+                             default=str))  # fmt: skip
+        elif result.ok:
+            print(result.text)
         if not result.ok:
-            _fail(result.text, 2)
-        console.print(result.text)
+            _fail(result.text if not as_json else "see the JSON above", 2)
 
     # typer reads a command's arguments from its callback's signature: give it the declared ones.
     callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
@@ -290,6 +360,14 @@ def _chat_command(command: Command) -> Callable[..., None]:
                 a.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[a.type, typer.Argument(help=a.help)]
             )
             for a in command.args
+        ]
+        + [
+            inspect.Parameter(
+                "as_json",
+                inspect.Parameter.KEYWORD_ONLY,
+                default=False,
+                annotation=Annotated[bool, typer.Option("--json", help="print one JSON object: ok, text, data")],
+            )
         ]
     )
     return callback

@@ -89,7 +89,7 @@ def _reset(core: Core, caller: Caller) -> CommandResult:
 
 
 def _status(core: Core, caller: Caller) -> CommandResult:
-    return CommandResult(core.status_text())
+    return CommandResult(core.status_text(), data=core.status_data())
 
 
 def _retrain(core: Core, caller: Caller) -> CommandResult:
@@ -132,7 +132,11 @@ def _export(core: Core, caller: Caller, file: str) -> CommandResult:
 
 
 def _lora_list(core: Core, caller: Caller) -> CommandResult:
-    return CommandResult(_registry(core).describe())
+    registry = _registry(core)
+    versions = [{"version": v.version, "status": v.status, "created_at": v.created_at,
+                 "reason": v.manifest.get("reason", ""), "triggered_by": v.manifest.get("triggered_by", "")}
+                for v in registry.versions()]  # fmt: skip
+    return CommandResult(registry.describe(), data=versions)
 
 
 def _lora_use(core: Core, caller: Caller, version: str) -> CommandResult:

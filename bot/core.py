@@ -292,23 +292,40 @@ class Core(Learning):
         swap = getattr(generation.backend, "last_swap_s", None)
         return f"{text} (swap took {swap:.2f} s)" if swap is not None else text
 
-    def status_text(self) -> str:
-        lines = []
+    def status_data(self) -> dict[str, object]:
+        """What `status` shows, as values: for `bot status --json` and the text below."""
+        data: dict[str, object] = {}
         if self.generation is not None:
             backend = self.generation.backend
             files = getattr(backend, "files", None)
+            data.update(model=files.model_id if files else None, engine=getattr(backend, "engine", None),
+                        lora_serving=backend.lora_version, queued=self.generation.queued())  # fmt: skip
+        if self.registry is not None:
+            data["lora_active"] = self.registry.active_pointer()
+        data.update(examples=self.examples.count(), exchanges=self.store.count_exchanges(),
+                    pending_corrections=len(self.store.corrections("pending")))  # fmt: skip
+        if self.trainer is not None:
+            status = self.trainer.read_status()
+            data["training"] = None if status is None else status.model_dump(exclude={"manifest"})
+            data["training_text"] = self.trainer.status_text()
+        return data
+
+    def status_text(self) -> str:
+        data = self.status_data()
+        lines = []
+        if self.generation is not None:
             lines += [
-                f"Model: {files.model_id if files else 'unknown'} ({getattr(backend, 'engine', '?')})",
-                f"LoRA serving: {backend.lora_version or 'none (base model)'}",
+                f"Model: {data['model'] or 'unknown'} ({data['engine'] or '?'})",
+                f"LoRA serving: {data['lora_serving'] or 'none (base model)'}",
             ]
-        elif self.registry is not None:  # the CLI: no model here, the registry says what serves
-            lines.append(f"LoRA active in the registry: {self.registry.active_pointer() or 'none (base model)'}")
+        elif "lora_active" in data:  # the CLI: no model here, the registry says what serves
+            lines.append(f"LoRA active in the registry: {data['lora_active'] or 'none (base model)'}")
         lines.append(
-            f"Examples: {self.examples.count()}  Exchanges: {self.store.count_exchanges()}  "
-            f"Pending corrections: {len(self.store.corrections('pending'))}"
+            f"Examples: {data['examples']}  Exchanges: {data['exchanges']}  "
+            f"Pending corrections: {data['pending_corrections']}"
         )
         if self.generation is not None:
-            lines.append(f"Queue: {self.generation.queued()} waiting")
-        if self.trainer is not None:
-            lines.append(self.trainer.status_text())
+            lines.append(f"Queue: {data['queued']} waiting")
+        if "training_text" in data:
+            lines.append(str(data["training_text"]))
         return "\n".join(lines)

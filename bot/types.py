@@ -202,6 +202,7 @@ class CommandResult:
     ephemeral: bool = True
     ok: bool = True
     followup: Future[str] | None = field(default=None, compare=False)
+    data: Any = field(default=None, compare=False)  # the result for scripts (`bot status --json`)
 
 
 # What Core.handle decides for an event: nothing, an answer to stream, a command's or a
