@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from bot import metrics
 from bot.decoding import clean_reply
+from bot.lora_follow import LoraUnavailable
 from bot.queueing import FairQueue
 from bot.types import Queued, Token
 
@@ -247,6 +248,8 @@ class GenerationService:
     def _safely(self, action: Callable[[], Any]) -> None:
         try:
             action()
+        except LoraUnavailable:
+            pass  # said once, when it failed (bot/lora_follow.py)
         except Exception:
             log.exception("LoRA sync failed; the current LoRA keeps serving")
 

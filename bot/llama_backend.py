@@ -338,7 +338,9 @@ class LlamaCppBackend(LoraFollower):
     # LoRAs in memory (bot/lora_follow.py decides when; they apply per batch) ---------------------
 
     def _load_lora(self, name: str, version: str, path: Path) -> None:
-        converted = gguf_lora_path(path, model_cache_dir(self.settings) / "lora-gguf", self._model_config)
+        # In the data directory, not the model cache: that one is read-only in the image (every retrain
+        # failed there), and converted LoRAs belong to the registry's data, not to the base weights.
+        converted = gguf_lora_path(path, self.settings.cache_dir / "lora-gguf", self._model_config)
         adapter = self._llama.llama_adapter_lora_init(self._model, str(converted).encode())
         if not adapter:
             raise RuntimeError(f"llama.cpp cannot load the LoRA {version} ({converted})")

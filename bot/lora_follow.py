@@ -22,6 +22,11 @@ def lora_name(version: str, path: Path) -> str:
     return f"{version}{_ADAPTER_SEP}{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]}"
 
 
+class LoraUnavailable(RuntimeError):
+    """The registry's LoRA failed to load before: not tried again until the registry points elsewhere
+    (it was retried every second, each time with a traceback)."""
+
+
 class LoadedLoras(list[str]):
     """The LoRA names a model holds, least recently used first."""
 
@@ -53,6 +58,7 @@ class LoraFollower:
         self._loaded = LoadedLoras()
         self._active: tuple[str, str] | None = None  # (version, name) serving; None: the base model
         self.last_swap_s: float | None = None
+        self._failed: dict[str, str] = {}  # LoRA name -> why it did not load
 
     @property
     def lora_version(self) -> str | None:
@@ -61,6 +67,8 @@ class LoraFollower:
     def swap_pending(self) -> bool:
         """Whether the registry asks for another LoRA than the one serving (no swap made)."""
         wanted = self.lora_source() if self.lora_source else None
+        if wanted is not None and lora_name(*wanted) in self._failed:
+            return False  # nothing to wait for: it does not load
         return (wanted[0] if wanted else None) != self.lora_version
 
     def sync_lora(self) -> None:
@@ -73,8 +81,16 @@ class LoraFollower:
         else:
             version, path = wanted
             name = lora_name(version, path)
+            if name in self._failed:
+                raise LoraUnavailable(self._failed[name])
             if name not in self._loaded:
-                self._load_lora(name, version, path)
+                try:
+                    self._load_lora(name, version, path)
+                except Exception as exc:
+                    self._failed[name] = f"LoRA {version} cannot be loaded: {exc}"
+                    log.error("%s; %s keeps serving until the registry points elsewhere",
+                              self._failed[name], self.lora_version or "the base model")  # fmt: skip
+                    raise LoraUnavailable(self._failed[name]) from exc
             self._use_lora(name)
             self._active = (version, name)
             for oldest in self._loaded.use(name, self.settings.training.keep_loaded):
