@@ -118,11 +118,12 @@ def evaluate(
     hits = repeats = followup_hits = followups = 0
     misses: list[Miss] = []
     conversation, asked_in_it, previous = 0, 0, None
+    run = uuid.uuid4().hex[:8]  # two evaluations through one AnswerFn never share a conversation
     for done, item in enumerate(items, start=1):
         fresh = (reset_every is ALONE or (reset_every and asked_in_it >= reset_every)) and not item.followup
         if fresh and done > 1:
             conversation, asked_in_it, previous = conversation + 1, 0, None
-        reply = answer_fn(f"c{conversation}", item.question)
+        reply = answer_fn(f"{run}-{conversation}", item.question)
         asked_in_it += 1
         repeats += previous is not None and _same_reply(reply, previous)
         previous = reply
@@ -158,10 +159,9 @@ def core_answerer(core: _Answers, label: str, on_reply: Callable[[str, Reply], N
     """An AnswerFn on the bot's own serving path (a Core): each conversation id its own conversation,
     so history rides along exactly as it does in a chat. Every scope's examples are seen, as training
     sees them. `on_reply(question, reply)` sees each reply (its exchange id, LoRA, examples)."""
-    run = uuid.uuid4().hex[:8]  # two evaluations on one data directory never share a conversation
 
     def answer(conversation: str, question: str) -> str:
-        key = ConversationKey("eval", f"{label}-{run}", conversation)
+        key = ConversationKey("eval", label, conversation)
         reply = core.answer(Message(key, "eval", question, scope=ALL_SCOPES))
         if on_reply is not None:
             on_reply(question, reply)

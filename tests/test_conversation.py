@@ -187,3 +187,13 @@ def test_teach_takes_several_phrasings_and_retrieval_gives_their_answer_once(mak
     assert found[0].input == "who signs off on my travel costs?"
     assert not core.command("console", "local", "teach  |  => Mia Lind.", CONV).ok
     assert core.examples.count() == 2
+
+
+def test_two_evaluations_through_one_answerer_never_share_a_conversation() -> None:
+    """The gate asks the same questions of the serving LoRA, then of the candidate, through one
+    answerer: sharing conversation ids gave the candidate the baseline's replies as history."""
+    asked, answer = recorder({i.question: "x" for i in ITEMS})
+    evaluate(answer, ITEMS)
+    evaluate(answer, ITEMS)
+    first, second = {c for c, _ in asked[:4]}, {c for c, _ in asked[4:]}
+    assert first and second and not first & second
