@@ -253,3 +253,15 @@ def feedback_store(database_url: str, tmp_path: Path) -> Iterator[FeedbackStore]
     store = FeedbackStore(database_url or tmp_path / "feedback.sqlite3")
     yield store
     store.close()
+
+
+@pytest.fixture(scope="session")
+def bot_image() -> str:
+    """The CPU image (deploy/Dockerfile) built once a session; the container engine's name."""
+    from tests.containers import BOT_IMAGE, build_bot_image, require_engine, run
+
+    tool = require_engine()
+    seconds = build_bot_image(tool)
+    size = run(tool, "image", "inspect", BOT_IMAGE, "--format", "{{.Size}}").stdout.strip()
+    print(f"\nbuilt {BOT_IMAGE} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB")
+    return tool

@@ -12,19 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers import BOT_IMAGE, LOCKED_DOWN, build_bot_image, env, in_image, require_engine, run, volume
+from tests.containers import BOT_IMAGE, LOCKED_DOWN, env, in_image, run, volume
 
 pytestmark = pytest.mark.slow
 FACTS = Path(__file__).parent / "data" / "container_facts.jsonl"
 
 
 @pytest.fixture(scope="module")
-def image() -> Iterator[str]:
-    tool = require_engine()
-    seconds = build_bot_image(tool)
-    size = run(tool, "image", "inspect", BOT_IMAGE, "--format", "{{.Size}}").stdout.strip()
-    print(f"\nbuilt {BOT_IMAGE} in {seconds:.0f} s, {int(size) / 1e9:.2f} GB")
-    yield tool
+def image(bot_image: str) -> str:
+    return bot_image
 
 
 @pytest.fixture

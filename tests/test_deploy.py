@@ -139,7 +139,7 @@ def test_compose_wires_the_bot_to_postgres_and_chroma() -> None:
     services = compose()["services"]
     bot, chroma, postgres = services["bot"], services["chroma"], services["postgres"]
     assert (DEPLOY / bot["build"]["context"] / bot["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
-    assert bot["env_file"] == ".env"
+    assert bot["env_file"] == [{"path": ".env", "required": False}]
     # The bot waits for both stores to be healthy, and each of them has a health check to wait on.
     assert bot["depends_on"] == {name: {"condition": "service_healthy"} for name in ("postgres", "chroma")}
     assert "healthcheck" in chroma and "healthcheck" in postgres

@@ -105,7 +105,16 @@ _BODY = web.RequestKey("body", object)
 class DiscordEmulator:
     """A fake Discord with one bot, one guild (a text channel and a thread), and DMs."""
 
-    def __init__(self, token: str = "emulator-token", heartbeat_interval_ms: int = 41250) -> None:
+    def __init__(
+        self,
+        token: str = "emulator-token",
+        heartbeat_interval_ms: int = 41250,
+        bind: str = "127.0.0.1",
+        advertised_host: str = "127.0.0.1",
+    ) -> None:
+        # `bind`/`advertised_host`: where it listens and the name a client uses (a bot in a container
+        # reaches the host as host.containers.internal).
+        self.bind, self.advertised_host = bind, advertised_host
         self.token = token
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self._ids = itertools.count(1)
@@ -188,7 +197,7 @@ class DiscordEmulator:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.advertised_host}:{self.port}"
 
     @property
     def api_url(self) -> str:
@@ -198,7 +207,7 @@ class DiscordEmulator:
     @property
     def gateway_url(self) -> str:
         """What DiscordWebSocket.DEFAULT_GATEWAY should be (DISCORD_GATEWAY_URL)."""
-        return f"ws://127.0.0.1:{self.port}/gateway"
+        return f"ws://{self.advertised_host}:{self.port}/gateway"
 
     async def _start(self) -> None:
         app = web.Application(middlewares=[self._middleware])
@@ -206,7 +215,7 @@ class DiscordEmulator:
         app.router.add_route("*", "/{tail:.*}", self._rest)
         self._runner = web.AppRunner(app, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, self.bind, 0)
         await site.start()
         self.port = self._runner.addresses[0][1]
 
