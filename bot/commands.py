@@ -3,7 +3,7 @@
 Everything else is derived from `COMMANDS`: the help text, the text parser (Slack's
 `/assistant <command>`, the terminal's `/command`, any platform that sends commands as text),
 Discord's application commands (adapters/discord_bot.py), and the CLI's `bot lora ...` and
-`bot feedback ...` commands (bot/cli.py). Adding a command is one `Command(...)` entry and one
+`bot feedback ...` commands (bot/cli/manage.py). Adding a command is one `Command(...)` entry and one
 handler here. Admin rights are checked in `run`, whatever a platform already hides.
 """
 
