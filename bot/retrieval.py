@@ -75,13 +75,19 @@ _CONTINUES = re.compile(r"^\s*(and|or|but|also|so|then|what about|how about)\b",
 _POINTS_BACK = re.compile(r"\b(it|its|they|them|their|he|him|his|she|her|that|this|those|these|there|same)\b", re.I)
 
 
+def leans_on_history(text: str) -> bool:
+    """Whether a message reads as a follow-up of the one before it: it continues it, points back, or
+    is too short to stand alone ("Why?", "At what time?")."""
+    return bool(_CONTINUES.search(text) or _POINTS_BACK.search(text) or len(text.split()) <= 3)
+
+
 def retrieval_query(text: str, previous_question: str | None) -> str:
     """What retrieval looks up for a message: the message itself, or, when it reads as a follow-up of
     the previous question, both together. "And on Sundays?" alone finds nothing about opening hours
     (top match story time, 0.29); with "What are the opening hours?" before it, the hours (0.69). A
     message that stands alone ("Tell me a joke") is looked up alone: with the previous question it
     would retrieve that topic's answer, and the model would repeat it."""
-    if previous_question and (_CONTINUES.search(text) or _POINTS_BACK.search(text) or len(text.split()) <= 3):
+    if previous_question and leans_on_history(text):
         return f"{previous_question}\n{text}"
     return text
 
