@@ -192,8 +192,8 @@ class Settings(BaseSettings):
         2048, ge=128, description="prompt + reply budget; oldest history, then weakest examples are dropped to fit"
     )
     history_turns: int = Field(3, ge=0, le=200, description="exchanges of a conversation kept in the prompt")
-    standalone_history_turns: int = Field(
-        3, ge=0, le=200, description="of those, kept before a message that does not lean on them (docs/training.md)"
+    history_similarity: float = Field(
+        0.35, ge=-1, le=1, description="before a message that does not lean on them, only turns this similar are kept"
     )
     max_message_chars: int = Field(4000, ge=1, description="longer messages are refused with a message")
     max_waiting_per_user: int = Field(3, ge=1, description="questions one user may have in flight; more are refused")

@@ -20,7 +20,7 @@ from bot.generation import Generated, GenerationService, ReplyHints
 from bot.learning import Learning
 from bot.prompt import build_prompt
 from bot.queueing import PerOwnerLimit
-from bot.retrieval import ExampleStore, leans_on_history, retrieval_query
+from bot.retrieval import ExampleStore, leans_on_history, related_turns, retrieval_query
 from bot.types import (
     LOCAL_SCOPE,
     Answering,
@@ -187,10 +187,8 @@ class Core(Learning):
         settings = self.settings
         history = self.store.history(message.conversation, settings.history_turns)
         query = retrieval_query(text, history[-1].user if history else None)
-        if not leans_on_history(text):  # a new question: older turns only distract the small model
-            history = (
-                history[len(history) - settings.standalone_history_turns :] if settings.standalone_history_turns else []
-            )
+        if not leans_on_history(text):  # a new question: unrelated turns only distract the small model
+            history = related_turns(self.examples.embedder, text, history, settings.history_similarity)
         examples = self.examples.retrieve(
             query, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, message.scope
         )

@@ -23,6 +23,7 @@ import numpy as np
 
 from bot.config import DEFAULT_EMBEDDER
 from bot.jsonl import read_jsonl
+from bot.prompt import Turn
 from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example, UserError
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,11 @@ class SentenceEmbedder:
 # about DVDs?") or points back with a pronoun ("is it free?", "what is her email?"). English only,
 # as the default model is.
 _CONTINUES = re.compile(r"^\s*(and|or|but|also|so|then|what about|how about)\b", re.I)
-_POINTS_BACK = re.compile(r"\b(it|its|they|them|their|he|him|his|she|her|that|this|those|these|there|same)\b", re.I)
+_POINTS_BACK = re.compile(
+    r"\b(it|its|they|them|their|he|him|his|she|her|that|this|those|these|there|same|we|earlier|previous|again"
+    r"|summari[sz]e)\b",
+    re.I,
+)
 
 
 def leans_on_history(text: str) -> bool:
@@ -90,6 +95,18 @@ def retrieval_query(text: str, previous_question: str | None) -> str:
     if previous_question and leans_on_history(text):
         return f"{previous_question}\n{text}"
     return text
+
+
+def related_turns(embedder: Embedder, text: str, history: Sequence[Turn], floor: float) -> list[Turn]:
+    """The turns of `history` whose exchange is at least `floor` similar to `text` (-1 keeps all).
+
+    In a conversation the small model copies the turn nearest its reply: one unrelated turn of
+    history before a general question made 16 of 56 replies repeats (docs/training.md). "What is my
+    name?" after "My name is Ada." keeps that turn; "Tell me a joke" after the wifi password drops it."""
+    if not history or floor <= -1:
+        return list(history)
+    vectors = embedder.embed([text, *(f"{t.user}\n{t.assistant}" for t in history)])
+    return [turn for turn, vector in zip(history, vectors[1:], strict=True) if float(vector @ vectors[0]) >= floor]
 
 
 def example_id(input_text: str, output_text: str, scope: str = GLOBAL_SCOPE) -> str:
