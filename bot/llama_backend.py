@@ -15,6 +15,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -34,6 +35,7 @@ from bot.tokenizer_lock import tokenizer_lock
 
 log = logging.getLogger(__name__)
 _LLAMA_LOG: Any = None
+AMX_VARIANTS = {"sapphirerapids"}  # GGML_CPU_ALL_VARIANTS builds with AMX kernels
 
 
 def _forward_log(level: int, text: bytes, _user_data: Any) -> None:
@@ -127,8 +129,22 @@ def cpu_backend(llama_cpp: Any) -> str:
             ggml.ggml_backend_load_all_from_path(str(folder).encode())
     if ggml.ggml_backend_dev_count() == 0:
         raise RuntimeError(f"llama.cpp loads no CPU backend (no libggml-cpu*.so that runs here in {folders})")
+    variant = loaded_cpu_variant()
+    if variant:
+        return f"the {variant} build"  # of GGML_CPU_ALL_VARIANTS, the best this CPU runs
     features = llama_cpp.llama_print_system_info().decode(errors="replace").replace("CPU : ", "")
     return " ".join(f.split(" = ")[0].strip() for f in features.split("|") if f.strip().endswith("= 1"))
+
+
+def loaded_cpu_variant() -> str | None:
+    """Which libggml-cpu-<variant>.so ggml loaded (a GGML_BACKEND_DL build), read from this process's
+    memory map; None for a build with its CPU kernels linked in (or off Linux)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    found = re.search(r"libggml-cpu-([a-z0-9_]+)\.so", maps)
+    return found.group(1) if found else None
 
 
 def model_params_for_this_cpu(llama_cpp: Any, params: Any = None) -> Any:
@@ -141,7 +157,7 @@ def model_params_for_this_cpu(llama_cpp: Any, params: Any = None) -> Any:
     program runs there, so the fault is ggml's. The weights then stay in plain buffers (AVX512 kernels).
     """
     params = llama_cpp.llama_model_default_params() if params is None else params
-    if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info():
+    if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info() or loaded_cpu_variant() in AMX_VARIANTS:
         params.use_extra_bufts = False
     return params
 
