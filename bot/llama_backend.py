@@ -118,7 +118,7 @@ def cpu_backend(llama_cpp: Any) -> str:
     look, and then had no device at all ("no backends are loaded"). Raises RuntimeError, naming the
     folders tried, when none loads."""
     lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
-    ggml = ctypes.CDLL(str(lib_dir / "libggml.so"))
+    ggml = ctypes.CDLL(_mapped("libggml") or str(lib_dir / "libggml.so"))
     ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
     ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
     folders = [lib_dir, lib_dir.parent.parent / "bin", lib_dir.parent / "bin"]
@@ -137,13 +137,23 @@ def cpu_backend(llama_cpp: Any) -> str:
 
 
 def loaded_cpu_variant() -> str | None:
-    """Which libggml-cpu-<variant>.so ggml loaded (a GGML_BACKEND_DL build), read from this process's
-    memory map; None for a build with its CPU kernels linked in (or off Linux)."""
+    """Which libggml-cpu-<variant>.so ggml loaded (a GGML_BACKEND_DL build); None for a build with
+    its CPU kernels linked in."""
+    found = _mapped("libggml-cpu-")
+    return re.sub(r"^libggml-cpu-|\.so.*$", "", Path(found).name) if found else None
+
+
+def _mapped(prefix: str) -> str | None:
+    """The path of a library this process has loaded whose name starts with `prefix` and has no other
+    dash after it, from its memory map (None off Linux). A wheel holds copies, not links: libggml.so
+    and libggml.so.0 are two libraries with a backend registry each, and only the one libllama loaded
+    (libggml.so.0) is the one that counts."""
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return None
-    found = re.search(r"libggml-cpu-([a-z0-9_]+)\.so", maps)
+    pattern = re.escape(prefix) + (r"[a-z0-9_]+\.so" if prefix.endswith("-") else r"\.so[.0-9]*")
+    found = re.search(rf"(/\S*/{pattern})$", maps, re.M)
     return found.group(1) if found else None
 
 
