@@ -75,7 +75,7 @@ class SentenceEmbedder:
 _CONTINUES = re.compile(r"^\s*(and|or|but|also|so|then|what about|how about)\b", re.I)
 _POINTS_BACK = re.compile(
     r"\b(it|its|they|them|their|he|him|his|she|her|that|this|those|these|there|same|we|earlier|previous|again"
-    r"|summari[sz]e)\b",
+    r"|just|said|told|mentioned|remember|summari[sz]e)\b",
     re.I,
 )
 
