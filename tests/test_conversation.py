@@ -95,7 +95,8 @@ def test_the_nearest_layout_puts_the_verified_answers_between_the_history_and_th
 @pytest.mark.parametrize(
     ("text", "follows"),
     [("And on Sundays?", True), ("what about DVDs?", True), ("Is it free?", True), ("At what time?", True),
-     ("What is her email address?", True), ("what did I just tell you ?", True), ("Tell me a joke", False), ("Where can I park my car?", False),
+     ("What is her email address?", True), ("what did I just tell you ?", True), ("Tell me a joke", False),
+     ("Where can I park my car?", False),
      ("How many books can I borrow at once?", False)],
 )  # fmt: skip
 def test_a_followup_is_looked_up_with_the_question_before_it(text: str, follows: bool) -> None:
