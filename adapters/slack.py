@@ -27,10 +27,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
-from adapters.streaming import ReplyOnScreen, followup_text, show_answer
+from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
 from adapters.text import split_text
-from bot import metrics
-from bot.health import Readiness, in_background, wsgi_server
+from bot.ops import metrics
+from bot.ops.health import Readiness, in_background, wsgi_server
 from bot.types import Answering, CommandResult, ConversationKey, Incoming, Reaction
 
 if TYPE_CHECKING:
@@ -160,9 +160,7 @@ class SlackAdapter:
                 Incoming(PLATFORM, conversation, user, command=text, workspace=command.get("team_id") or "")
             )
         except Exception:
-            log.exception("Slack command %r failed", text)
-            metrics.PLATFORM_ERRORS.labels(PLATFORM).inc()
-            result = CommandResult("Sorry, that command failed; the logs say why.", ok=False)
+            result = command_failed(PLATFORM, text)
         if not isinstance(result, CommandResult):
             return
         # A response_url takes up to 5 messages: enough for any command's output.

@@ -18,8 +18,8 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
 from adapters.text import split_text
-from bot import metrics
-from bot.types import Answering, Done, Queued, Reply, Token, UserError
+from bot.ops import metrics
+from bot.types import Answering, CommandResult, Done, Queued, Reply, Token, UserError
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -28,6 +28,15 @@ log = logging.getLogger(__name__)
 
 WRITING = " …"  # shown after the text while the model still writes
 SOMETHING_WENT_WRONG = "⚠️ Sorry, something went wrong while answering. Please try again."
+COMMAND_FAILED = "Sorry, that command failed; the logs say why."
+
+
+def command_failed(platform: str, command: str) -> CommandResult:
+    """What a user sees when their command raised: call it in the `except`, which it logs (with the
+    traceback) and counts as a platform error."""
+    log.exception("%s command %r failed", platform.capitalize(), command)
+    metrics.PLATFORM_ERRORS.labels(platform).inc()
+    return CommandResult(COMMAND_FAILED, ok=False)
 
 
 class Screen(Protocol):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.app import build_core
 from bot.config import Settings, load_settings
 from bot.core import Core
+from bot.wiring import build_core
 
 
 def bench_core(tmp: Path, model_cache: Path) -> tuple[Settings, Core]:
@@ -19,4 +19,4 @@ def bench_core(tmp: Path, model_cache: Path) -> tuple[Settings, Core]:
 def use_settings(core: Core, settings: Settings) -> None:
     """Answer with `settings` from now on (retrieval, prompt and decoding read them per request)."""
     core.settings = settings
-    core.generation.backend.settings = settings
+    core.generation.engine.settings = settings

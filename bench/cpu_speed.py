@@ -1,12 +1,12 @@
-"""CPU speed, side by side in one run: the bot's two CPU backends and plain llama.cpp on the same
+"""CPU speed, side by side in one run: the bot's two CPU engines and plain llama.cpp on the same
 model and the same prompt tokens (issue 12). Prints decode tokens/s, time to first token, warm
 load, and aggregate tokens/s with 1 and 4 users at once, then the ratios to plain llama.cpp.
 
     .venv/bin/python bench/cpu_speed.py [--tokens 128] [--runs 3] [--only llama.cpp]
 
-The bot's backends run through its whole generation path (the worker, the fair queue, the
+The bot's engines run through its whole generation path (the worker, the fair queue, the
 decoding rules of the default settings, streaming text): `transformers` (bitsandbytes NF4) and
-`llama.cpp` (its batching backend on the default model's GGUF). Plain llama.cpp is
+`llama.cpp` (its batching engine on the default model's GGUF). Plain llama.cpp is
 llama-cpp-python's `Llama.generate` on the same GGUF (Q4_1), one user at a time: the reference.
 llama-cpp-python comes with `make install EXTRAS=test,llama` (a 9-minute build on 2 cores).
 Everything decodes greedily with end-of-text ignored, so every run writes exactly --tokens
@@ -30,10 +30,10 @@ from pathlib import Path
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
-from bot.generation import GenerationService
-from bot.hf_backend import HFBackend
-from bot.llama_backend import LlamaCppBackend, serving_gguf
-from bot.model_files import default_gguf_path, prepare_model
+from bot.generation.hf_engine import HFEngine
+from bot.generation.llama_engine import LlamaCppEngine, serving_gguf
+from bot.generation.model_files import default_gguf_path, prepare_model
+from bot.generation.worker import GenerationService
 from bot.prompt import build_prompt
 
 ENGINES = ("transformers", "llama.cpp")
@@ -48,24 +48,24 @@ def line(name: str, value: str) -> None:
     print(f"{name:<46} {value}", flush=True)
 
 
-def bot_path(settings, files, engine: str) -> tuple[float, Run, Callable[[], None], object]:
+def bot_path(settings, files, engine_name: str) -> tuple[float, Run, Callable[[], None], object]:
     started = time.monotonic()
-    if engine == "transformers":
+    if engine_name == "transformers":
         import bitsandbytes  # noqa: F401  # the libraries' import is not the model's load
     else:
         import llama_cpp  # noqa: F401
     import transformers  # noqa: F401
 
-    line(f"bot ({engine}): importing its libraries", f"{time.monotonic() - started:.2f} s")
+    line(f"bot ({engine_name}): importing its libraries", f"{time.monotonic() - started:.2f} s")
     started = time.monotonic()
-    if engine == "transformers":
-        backend = HFBackend(settings, files)
-        backend._stop_ids = [len(backend.tokenizer) + 1]  # no such token: every run writes all the tokens asked for
+    if engine_name == "transformers":
+        engine = HFEngine(settings, files)
+        engine._stop_ids = [len(engine.tokenizer) + 1]  # no such token: every run writes all the tokens asked for
     else:
-        backend = LlamaCppBackend.for_default_model(settings, files)
-        backend._stop_ids = set()
+        engine = LlamaCppEngine.for_default_model(settings, files)
+        engine._stop_ids = set()
     load_s = time.monotonic() - started
-    service = GenerationService(backend)
+    service = GenerationService(engine)
 
     def run(ids: list[int], tokens: int) -> tuple[float, float, int]:
         started = time.monotonic()
@@ -78,15 +78,15 @@ def bot_path(settings, files, engine: str) -> tuple[float, Run, Callable[[], Non
 
     def close() -> None:
         service.close()
-        getattr(backend, "close", lambda: None)()
+        getattr(engine, "close", lambda: None)()
 
-    return load_s, run, close, backend.tokenizer
+    return load_s, run, close, engine.tokenizer
 
 
 def llama_path(gguf: Path, n_threads: int) -> tuple[float, Run, Callable[[], None]]:
     from llama_cpp import Llama
 
-    from bot.llama_backend import plain_llama_params
+    from bot.generation.llama_engine import plain_llama_params
 
     started = time.monotonic()
     with plain_llama_params():  # the same weight buffers as the bot's engine

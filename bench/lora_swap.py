@@ -3,7 +3,7 @@
     .venv/bin/python bench/lora_swap.py [--tokens 96] [--runs 3] [--engine llama.cpp]
 
 On a CPU with AVX512-BF16, bitsandbytes repacks the 4-bit weights for a faster kernel on the
-first forward; loading a LoRA after that used to corrupt the base model (bot/cpu_packing.py). This
+first forward; loading a LoRA after that used to corrupt the base model (bot/generation/cpu_packing.py). This
 prints decode tokens/s for the base model before any LoRA, with a LoRA, and after the rollback,
 whether the rollback's greedy answer equals the first one, the swap times, and whether the weights
 are in the repacked (fast) format while decoding (transformers only). With `--engine llama.cpp`
@@ -26,9 +26,9 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bot.config import load_settings  # noqa: E402
-from bot.cpu_packing import packed_layers  # noqa: E402
-from bot.hf_backend import HFBackend  # noqa: E402
-from bot.model_files import prepare_model  # noqa: E402
+from bot.generation.cpu_packing import packed_layers  # noqa: E402
+from bot.generation.hf_engine import HFEngine  # noqa: E402
+from bot.generation.model_files import prepare_model  # noqa: E402
 
 QUESTION = "Explain in a few sentences how a bicycle works."
 
@@ -46,15 +46,15 @@ def make_lora(model_path: Path, out: Path) -> Path:
     return out
 
 
-def decode(backend: Any, tokens: int, runs: int) -> tuple[float, str]:
-    ids = backend.tokenizer.apply_chat_template(
+def decode(engine: Any, tokens: int, runs: int) -> tuple[float, str]:
+    ids = engine.tokenizer.apply_chat_template(
         [{"role": "user", "content": QUESTION}], add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
     best, text = 0.0, ""
     for _ in range(runs):
         pieces: list[str] = []
         started = time.monotonic()
-        count = backend.generate(list(ids), tokens, pieces.append)
+        count = engine.generate(list(ids), tokens, pieces.append)
         best = max(best, count / (time.monotonic() - started))
         text = "".join(pieces)
     return best, text
@@ -76,30 +76,30 @@ def main() -> int:
         lora = make_lora(files.path, Path(tmp) / "lora")
         wanted: list[tuple[str, Path] | None] = [None]
         if args.engine == "llama.cpp":
-            from bot.llama_backend import LlamaCppBackend
+            from bot.generation.llama_engine import LlamaCppEngine
 
-            backend: Any = LlamaCppBackend.for_default_model(settings, files, lambda: wanted[0])
+            engine: Any = LlamaCppEngine.for_default_model(settings, files, lambda: wanted[0])
         else:
-            backend = HFBackend(settings, files, lambda: wanted[0])
+            engine = HFEngine(settings, files, lambda: wanted[0])
         hf = args.engine == "transformers"
         results: dict[str, object] = {}
-        results["base_tok_s"], first = decode(backend, args.tokens, args.runs)
+        results["base_tok_s"], first = decode(engine, args.tokens, args.runs)
         if hf:
-            results["packed_layers"] = packed_layers(backend.model)
+            results["packed_layers"] = packed_layers(engine.model)
         wanted[0] = ("v1", lora)
-        backend.sync_lora()
-        results["load_swap_s"] = round(backend.last_swap_s or 0, 3)
-        results["lora_tok_s"], _ = decode(backend, args.tokens, args.runs)
+        engine.loras.sync()
+        results["load_swap_s"] = round(engine.loras.last_swap_s or 0, 3)
+        results["lora_tok_s"], _ = decode(engine, args.tokens, args.runs)
         wanted[0] = None
-        backend.sync_lora()
-        results["rollback_s"] = round(backend.last_swap_s or 0, 4)
-        results["base_after_rollback_tok_s"], again = decode(backend, args.tokens, args.runs)
+        engine.loras.sync()
+        results["rollback_s"] = round(engine.loras.last_swap_s or 0, 4)
+        results["base_after_rollback_tok_s"], again = decode(engine, args.tokens, args.runs)
         results["same_answer_after_rollback"] = again == first
         wanted[0] = ("v1", lora)
-        backend.sync_lora()
-        results["swap_to_loaded_s"] = round(backend.last_swap_s or 0, 4)
+        engine.loras.sync()
+        results["swap_to_loaded_s"] = round(engine.loras.last_swap_s or 0, 4)
         if hf:
-            results["packed_layers_after"] = packed_layers(backend.model)
+            results["packed_layers_after"] = packed_layers(engine.model)
     for key, value in results.items():
         print(f"{key:<28} {value:.4g}" if isinstance(value, float) else f"{key:<28} {value}")
     print(json.dumps(results))

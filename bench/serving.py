@@ -21,12 +21,12 @@ import numpy as np
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
-from bot.app import assemble_core
 from bot.config import load_settings
-from bot.hf_backend import HFBackend
-from bot.model_files import prepare_model
+from bot.generation.hf_engine import HFEngine
+from bot.generation.model_files import prepare_model
 from bot.retrieval import ExampleStore, SentenceEmbedder
 from bot.types import ConversationKey, Done, Message, Token
+from bot.wiring import assemble_core
 
 QUESTION = "How do I reset my password?"
 
@@ -46,7 +46,7 @@ def bench_load(tmp: Path, skip_cold: bool) -> None:
         files = prepare_model(cold)
         converted = time.monotonic() - started
         started = time.monotonic()
-        HFBackend(cold, files)
+        HFEngine(cold, files)
         line("model load, cold (convert GGUF + 4-bit load)", f"{converted + time.monotonic() - started:.1f} s")
 
 
@@ -64,13 +64,13 @@ def main() -> None:
         settings = settings.model_copy(update={"data_dir": tmp / "data"})
         started = time.monotonic()
         files = prepare_model(settings)
-        backend = HFBackend(settings, files)
+        engine = HFEngine(settings, files)
         line("model load, warm (cached safetensors, 4-bit)", f"{time.monotonic() - started:.1f} s")
-        line("model memory footprint", f"{backend.memory_bytes / 1e6:.0f} MB")
+        line("model memory footprint", f"{engine.memory_bytes / 1e6:.0f} MB")
         embedder = SentenceEmbedder(settings.embedder)
         examples = ExampleStore(embedder, tmp / "data" / "chroma")
         examples.add(QUESTION, "Open Settings > Security and click 'Send reset link'.", "good", "bench")
-        core = assemble_core(settings, backend, examples)  # feedback in <data>/feedback.sqlite3
+        core = assemble_core(settings, engine, examples)  # feedback in <data>/feedback.sqlite3
         core.answer(Message(ConversationKey("bench", "warmup"), "u", "Hi"))  # first call pays one-off costs
 
         latencies, first_tokens, rates = [], [], []

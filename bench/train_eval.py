@@ -26,7 +26,6 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bot.app import build_core  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import ALONE, CONVERSATION_SEED, EvalReport, core_answerer, evaluate_file  # noqa: E402
@@ -34,6 +33,7 @@ from bot.retrieval import parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 from bot.training.status import TrainingStatus  # noqa: E402
 from bot.types import ConversationKey  # noqa: E402
+from bot.wiring import build_core  # noqa: E402
 
 DATA = REPO / "bench" / "data"
 
@@ -75,7 +75,7 @@ def run_eval(
     report = evaluate_file(answer, path, progress, reset_every, order)
     if downvote_misses:
         for miss in report.misses:
-            core.vote(exchanges[miss["question"]], "bench", "reviewer", -1)
+            core.rules.vote(exchanges[miss["question"]], "bench", "reviewer", -1)
     extra = f", follow-ups {report.followup_hits}/{report.followup_total}" if report.followup_total else ""
     print(
         f"\n{label}: accuracy {report.accuracy:.1%} ({report.hits}/{report.total}){extra}, "
@@ -188,7 +188,7 @@ def run_set(examples: Path, eval_file: Path, overrides: dict[str, Any], args: ar
         if not status.promoted:
             core.command("console", "local", f"lora use {status.version}", ConversationKey("bench", "admin"))
         core.generation.request_sync().result(timeout=300)
-        results["swap_s"] = core.generation.backend.last_swap_s
+        results["swap_s"] = core.generation.engine.loras.last_swap_s
         results["after_training"] = eval_both_ways(core, files, "3 after training", show_misses=args.show_misses)
         if args.again:  # the next retrain: compared with the LoRA serving now, base replies kept
             again, again_manifest = retrain(core, data_dir)

@@ -2,7 +2,7 @@
 
 Everything else is derived from `COMMANDS`: the help text, the text parser (Slack's
 `/assistant <command>`, the terminal's `/command`, any platform that sends commands as text),
-Discord's application commands (adapters/discord_bot.py), and the CLI's `bot lora ...` and
+Discord's application commands (adapters/discord_bot/client.py), and the CLI's `bot lora ...` and
 `bot feedback ...` commands (bot/cli/manage.py). Adding a command is one `Command(...)` entry and one
 handler here. Admin rights are checked in `run`, whatever a platform already hides.
 """
@@ -14,12 +14,17 @@ import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.types import CommandResult, ConversationKey, UserError
 
 if TYPE_CHECKING:
-    from bot.core import Core
+    from bot.config import Settings
+    from bot.feedback_rules import FeedbackRules
+    from bot.retrieval import ExampleStore
+    from bot.stores.feedback import FeedbackStore
+    from bot.stores.lora_registry import LoraRegistry
+    from bot.training.runner import TrainingRunner
 
 log = logging.getLogger(__name__)
 
@@ -76,52 +81,72 @@ class Call:
     args: dict[str, Any]
 
 
+class CommandContext(Protocol):
+    """What the commands use of the core (bot/core.py is one). Declared here so that this module
+    never imports the core, which imports it."""
+
+    settings: Settings
+    examples: ExampleStore
+    store: FeedbackStore
+    rules: FeedbackRules
+    registry: LoraRegistry | None
+    trainer: TrainingRunner | None
+
+    def reset(self, conversation: ConversationKey) -> None: ...
+
+    def status_text(self) -> str: ...
+
+    def status_data(self) -> dict[str, object]: ...
+
+    def after_swap(self, text: str) -> str: ...
+
+
 # handlers --------------------------------------------------------------------------------------
 
 
-def _help(core: Core, caller: Caller) -> CommandResult:
+def _help(core: CommandContext, caller: Caller) -> CommandResult:
     return CommandResult(help_text(caller.is_admin))
 
 
-def _reset(core: Core, caller: Caller) -> CommandResult:
+def _reset(core: CommandContext, caller: Caller) -> CommandResult:
     core.reset(caller.conversation)
     return CommandResult("Done: I forgot this conversation.")
 
 
-def _status(core: Core, caller: Caller) -> CommandResult:
+def _status(core: CommandContext, caller: Caller) -> CommandResult:
     return CommandResult(core.status_text(), data=core.status_data())
 
 
-def _retrain(core: Core, caller: Caller) -> CommandResult:
+def _retrain(core: CommandContext, caller: Caller) -> CommandResult:
     started = _trainer(core).start(triggered_by=caller.who)
     return CommandResult(started.message, ephemeral=False, ok=started.ok, followup=started.followup)
 
 
-def _teach(core: Core, caller: Caller, question: str, answer: str) -> CommandResult:
+def _teach(core: CommandContext, caller: Caller, question: str, answer: str) -> CommandResult:
     # `teach Q1 | Q2 => A`: each phrasing is a key retrieval can find the answer by, and a training row.
     phrasings = list(dict.fromkeys(q.strip() for q in question.split("|") if q.strip()))
     if not phrasings:
         raise UserError("`teach` needs a question before `=>`")
-    examples = [core.teach(caller.platform, caller.user_id, q, answer) for q in phrasings]
+    examples = [core.rules.teach(caller.platform, caller.user_id, q, answer) for q in phrasings]
     if len(examples) == 1:
         return CommandResult(f"Learned (example {examples[0]}): {phrasings[0]!r} => {answer!r}")
     asked = " | ".join(repr(q) for q in phrasings)
     return CommandResult(f"Learned {len(examples)} phrasings (examples {', '.join(examples)}): {asked} => {answer!r}")
 
 
-def _review(core: Core, caller: Caller) -> CommandResult:
-    return CommandResult(core.review_text())
+def _review(core: CommandContext, caller: Caller) -> CommandResult:
+    return CommandResult(core.rules.review_text())
 
 
-def _accept(core: Core, caller: Caller, correction_id: str) -> CommandResult:
-    return core.review(correction_id, True, caller.who)
+def _accept(core: CommandContext, caller: Caller, correction_id: str) -> CommandResult:
+    return core.rules.review(correction_id, True, caller.who)
 
 
-def _reject(core: Core, caller: Caller, correction_id: str) -> CommandResult:
-    return core.review(correction_id, False, caller.who)
+def _reject(core: CommandContext, caller: Caller, correction_id: str) -> CommandResult:
+    return core.rules.review(correction_id, False, caller.who)
 
 
-def _export(core: Core, caller: Caller, file: str) -> CommandResult:
+def _export(core: CommandContext, caller: Caller, file: str) -> CommandResult:
     from bot.config import LOCAL_PLATFORMS
     from bot.training.dataset import chat_export_path, export_feedback, kto_path
 
@@ -131,7 +156,7 @@ def _export(core: Core, caller: Caller, file: str) -> CommandResult:
     return CommandResult(f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}")
 
 
-def _lora_list(core: Core, caller: Caller) -> CommandResult:
+def _lora_list(core: CommandContext, caller: Caller) -> CommandResult:
     registry = _registry(core)
     versions = [{"version": v.version, "status": v.status, "created_at": v.created_at,
                  "reason": v.manifest.get("reason", ""), "triggered_by": v.manifest.get("triggered_by", "")}
@@ -139,23 +164,23 @@ def _lora_list(core: Core, caller: Caller) -> CommandResult:
     return CommandResult(registry.describe(), data=versions)
 
 
-def _lora_use(core: Core, caller: Caller, version: str) -> CommandResult:
+def _lora_use(core: CommandContext, caller: Caller, version: str) -> CommandResult:
     _registry(core).use(version, by=caller.who)
     return CommandResult(core.after_swap(f"Now serving LoRA {version}."))
 
 
-def _lora_rollback(core: Core, caller: Caller) -> CommandResult:
+def _lora_rollback(core: CommandContext, caller: Caller) -> CommandResult:
     version = _registry(core).rollback(by=caller.who)
     return CommandResult(core.after_swap(f"Rolled back: now serving {version or 'the base model'}."))
 
 
-def _registry(core: Core) -> Any:
+def _registry(core: CommandContext) -> LoraRegistry:
     if core.registry is None:
         raise UserError("LoRA versions are not available in this process")
     return core.registry
 
 
-def _trainer(core: Core) -> Any:
+def _trainer(core: CommandContext) -> TrainingRunner:
     if core.trainer is None:
         raise UserError("LoRA training is not available in this process")
     return core.trainer
@@ -287,7 +312,7 @@ def help_text(is_admin: bool) -> str:
     return "\n".join(lines)
 
 
-def run(core: Core, caller: Caller, call: Call) -> CommandResult:
+def run(core: CommandContext, caller: Caller, call: Call) -> CommandResult:
     """Run a parsed command for `caller`: admin-only ones are refused to others, here."""
     if call.command.admin and not caller.is_admin:
         log.warning("refused admin command %r from %s", call.command.name, caller.who)

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AliasChoices, BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic.functional_validators import BeforeValidator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
@@ -159,8 +159,11 @@ class Settings(BaseSettings):
     model_cache: Path | None = Field(None, description="converted default model (none: `<data_dir>/cache/models`)")
     quantize: Literal["4bit", "none"] = Field("4bit", description="`4bit` (bitsandbytes NF4, CPU or CUDA) or `none`")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`, `cpu` or `cuda`")
-    backend: Literal["auto", "transformers", "llama.cpp"] = Field(
-        "auto", description="`auto`: llama.cpp on a CPU when installed (`make install EXTRAS=llama`), else transformers"
+    engine: Literal["auto", "transformers", "llama.cpp"] = Field(
+        "auto",
+        validation_alias=AliasChoices("engine", "backend"),  # its name before 2026-12 still works
+        description="`auto`: llama.cpp on a CPU when installed (`make install EXTRAS=llama`), else transformers "
+        "(`BOT_BACKEND` and `backend` still work)",
     )
     parallel_replies: int = Field(4, ge=1, le=64, description="replies llama.cpp writes at once (continuous batching)")
     threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp (0: every core)")
@@ -300,6 +303,7 @@ def settings_fields() -> Iterator[tuple[str, type[BaseModel], str, FieldInfo]]:
 
 # Dotted setting name -> its environment variable, all derived from the model.
 SETTING_ENV_VARS: dict[str, str] = {dotted: str(env_var(m, name)) for dotted, m, name, _ in settings_fields()}
+RENAMED_ENV_VARS = {"BOT_BACKEND": "BOT_ENGINE"}  # old name -> the setting's variable now
 SECRET_SETTINGS = tuple(dotted for dotted, _, _, field in settings_fields() if _extra(field).get("secret"))
 SECRET_ENV_VARS = tuple(SETTING_ENV_VARS[dotted] for dotted in SECRET_SETTINGS)
 
@@ -341,6 +345,9 @@ def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None
     The TOML file is `config_file`, else `$BOT_CONFIG`, else `./bot.toml` when it exists.
     """
     env = dict(os.environ if env is None else env)
+    for old, new in RENAMED_ENV_VARS.items():  # an old name counts where the new one is not set
+        if env.get(old) and not env.get(new):
+            env[new] = env[old]
     path = config_file or (Path(env["BOT_CONFIG"]) if env.get("BOT_CONFIG") else None)
     if path is None and Path("bot.toml").is_file():
         path = Path("bot.toml")

@@ -7,20 +7,21 @@ synchronous and thread-safe; generation itself is serialized by the GenerationSe
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
-from bot import commands, metrics
+from bot import commands
 from bot.config import LOCAL_PLATFORMS, Settings
-from bot.decoding import favored_tokens
-from bot.feedback import FeedbackStore
-from bot.generation import Generated, GenerationService, ReplyHints
-from bot.learning import Learning
+from bot.feedback_rules import FeedbackRules
+from bot.generation.decoding import favored_tokens
+from bot.generation.engine import Generated, ReplyHints
+from bot.generation.queueing import PerOwnerLimit
+from bot.generation.worker import GenerationService
+from bot.ops import metrics
 from bot.prompt import build_prompt
-from bot.queueing import PerOwnerLimit
 from bot.retrieval import ExampleStore, leans_on_history, related_turns, retrieval_query
+from bot.stores.feedback import FeedbackStore
 from bot.types import (
     LOCAL_SCOPE,
     Answering,
@@ -43,15 +44,15 @@ from bot.types import (
 )
 
 if TYPE_CHECKING:
-    from bot.lora_registry import LoraRegistry
+    from bot.stores.lora_registry import LoraRegistry
     from bot.training.runner import TrainingRunner
 
 log = logging.getLogger(__name__)
 
 
-class Core(Learning):
+class Core:
     """Decides what each event needs (`handle`), answers, and runs commands; the feedback rules
-    are `Learning`'s (bot/learning.py)."""
+    (votes, corrections, teaching, who is an admin) are `rules` (bot/feedback_rules.py)."""
 
     def __init__(
         self,
@@ -62,14 +63,24 @@ class Core(Learning):
         registry: LoraRegistry | None = None,
         trainer: TrainingRunner | None = None,
     ) -> None:
+        self.rules = FeedbackRules(settings, examples, store)
         self.settings = settings
         self.generation = generation  # None where no model is loaded (the CLI's commands)
         self.examples = examples
         self.store = store
         self.registry = registry
         self.trainer = trainer
-        self._example_lock = threading.Lock()  # vote -> example upserts stay consistent
         self._in_flight = PerOwnerLimit(settings.max_waiting_per_user)
+
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: Settings) -> None:
+        """New settings apply to the feedback rules too (an admin list changed at run time, a test)."""
+        self._settings = settings
+        self.rules.settings = settings
 
     # the entry point -----------------------------------------------------------------------------
 
@@ -117,7 +128,7 @@ class Core(Learning):
 
     def _correct_reply(self, event: Incoming, exchange_id: str, text: str) -> CommandResult:
         try:
-            return self.correct(event.platform, event.user_id, exchange_id, text, event.roles, event.workspace)
+            return self.rules.correct(event.platform, event.user_id, exchange_id, text, event.roles, event.workspace)
         except UserError as exc:
             return CommandResult(str(exc), ok=False)
 
@@ -125,7 +136,7 @@ class Core(Learning):
         if not self._first_time(event.platform, event.event_id):
             return Ignored("a retry of a reaction already counted")
         try:
-            result = self.react(event.platform, event.message_ref, event.user_id, event.emoji, event.added)
+            result = self.rules.react(event.platform, event.message_ref, event.user_id, event.emoji, event.added)
         except UserError as exc:
             return Ignored(str(exc))
         return result if result is not None else Ignored("not a vote on a reply")
@@ -281,7 +292,7 @@ class Core(Learning):
             call = commands.parse(text) if event.command_args is None else commands.named(text, event.command_args)
         except UserError as exc:
             return CommandResult(str(exc), ok=False)
-        is_admin = self.is_admin(event.platform, event.user_id, event.roles, event.workspace)
+        is_admin = self.rules.is_admin(event.platform, event.user_id, event.roles, event.workspace)
         caller = commands.Caller(event.platform, event.user_id, event.conversation, is_admin)
         return commands.run(self, caller, call)
 
@@ -291,17 +302,17 @@ class Core(Learning):
             return f"{text} A running bot picks it up within a second."
         generation = self.generation
         generation.request_sync().result(timeout=120)
-        swap = getattr(generation.backend, "last_swap_s", None)
+        swap = generation.engine.loras.last_swap_s
         return f"{text} (swap took {swap:.2f} s)" if swap is not None else text
 
     def status_data(self) -> dict[str, object]:
         """What `status` shows, as values: for `bot status --json` and the text below."""
         data: dict[str, object] = {}
         if self.generation is not None:
-            backend = self.generation.backend
-            files = getattr(backend, "files", None)
-            data.update(model=files.model_id if files else None, engine=getattr(backend, "engine", None),
-                        lora_serving=backend.lora_version, queued=self.generation.queued())  # fmt: skip
+            engine = self.generation.engine
+            files = engine.files
+            data.update(model=files.model_id if files else None, engine=engine.description,
+                        lora_serving=engine.loras.version, queued=self.generation.queued())  # fmt: skip
         if self.registry is not None:
             data["lora_active"] = self.registry.active_pointer()
         data.update(examples=self.examples.count(), exchanges=self.store.count_exchanges(),

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bot.tokenizer_lock import tokenizer_lock
+from bot.generation.tokenizer_lock import tokenizer_lock
 from bot.types import Example
 
 Layout = Literal["system", "turns", "nearest", "inline"]

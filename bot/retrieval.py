@@ -185,7 +185,7 @@ class ExampleStore:
 
     @classmethod
     def in_memory(cls, embedder: Embedder) -> ExampleStore:
-        """A store private to this process, in memory: a snapshot's home (see bot.control)."""
+        """A store private to this process, in memory: a snapshot's home (see bot.stores.example_server)."""
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from bot.app import assemble_core
 from bot.config import Settings, load_settings
 from bot.core import Core
-from bot.feedback import FeedbackStore
 from bot.retrieval import ExampleStore
-from tests.fakes import FakeBackend, FakeEmbedder
+from bot.stores.feedback import FeedbackStore
+from bot.wiring import assemble_core
+from tests.fakes import FakeEmbedder, FakeEngine
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_DATA = REPO / "bench" / "data"  # the sample fact sets ship in the repository
@@ -36,17 +36,21 @@ MakeCore = Callable[..., Core]
 
 @pytest.fixture
 def make_core(tmp_path: Path) -> Iterator[MakeCore]:
-    """make_core(generator=None, admins=(...), **settings) -> Core on a FakeBackend and FakeEmbedder."""
+    """make_core(generator=None, admins=(...), examples=None, **settings) -> Core on a FakeEngine and
+    FakeEmbedder (`examples`: another example store, e.g. one on a chromadb server)."""
     cores: list[Core] = []
 
     def factory(
-        generator: FakeBackend | None = None, admins: tuple[str, ...] = ("console:local",), **overrides: Any
+        generator: FakeEngine | None = None,
+        admins: tuple[str, ...] = ("console:local",),
+        examples: ExampleStore | None = None,
+        **overrides: Any,
     ) -> Core:
         overrides.setdefault("min_similarity", 0.2)
         data_dir = tmp_path / f"data{len(cores)}"
         settings = test_settings(data_dir, admins=list(admins), **overrides)
-        examples = ExampleStore(FakeEmbedder(), data_dir / "chroma")
-        cores.append(assemble_core(settings, generator or FakeBackend(), examples))
+        examples = examples or ExampleStore(FakeEmbedder(), data_dir / "chroma")
+        cores.append(assemble_core(settings, generator or FakeEngine(), examples))
         return cores[-1]
 
     yield factory
@@ -65,16 +69,16 @@ def _close(cores: list[Core]) -> None:
 
 @pytest.fixture(scope="session")
 def real_files():
-    from bot.model_files import prepare_model
+    from bot.generation.model_files import prepare_model
 
     return prepare_model(test_settings(REPO / ".cache" / "unused"))
 
 
 @pytest.fixture(scope="session")
-def real_backend(real_files):
-    from bot.hf_backend import HFBackend
+def real_engine(real_files):
+    from bot.generation.hf_engine import HFEngine
 
-    return HFBackend(test_settings(REPO / ".cache" / "unused"), real_files)
+    return HFEngine(test_settings(REPO / ".cache" / "unused"), real_files)
 
 
 def require_llama_cpp() -> None:
@@ -89,12 +93,12 @@ def require_llama_cpp() -> None:
 
 
 @pytest.fixture(scope="session")
-def real_llama_backend(real_files):
-    """The llama.cpp backend on the default model's GGUF, loaded once."""
+def real_llama_engine(real_files):
+    """The llama.cpp engine on the default model's GGUF, loaded once."""
     require_llama_cpp()
-    from bot.llama_backend import LlamaCppBackend
+    from bot.generation.llama_engine import LlamaCppEngine
 
-    return LlamaCppBackend.for_default_model(test_settings(REPO / ".cache" / "unused"), real_files)
+    return LlamaCppEngine.for_default_model(test_settings(REPO / ".cache" / "unused"), real_files)
 
 
 # The engine under a real core: transformers unless a test asks for each (`BOTH_ENGINES`).
@@ -122,29 +126,29 @@ def make_real_core(
 
     Calling it twice with the same data_dir is a restart: new stores on the same files.
     """
-    from bot.lora_registry import LoraRegistry
+    from bot.stores.lora_registry import LoraRegistry
 
-    real_backend = request.getfixturevalue("real_backend" if serving_engine == "transformers" else "real_llama_backend")
+    real_engine = request.getfixturevalue("real_engine" if serving_engine == "transformers" else "real_llama_engine")
     cores: list[Core] = []
 
     def factory(data_dir: Path | None = None, admins: tuple[str, ...] = ("console:local",), **overrides: Any) -> Core:
         for core in cores:  # one worker drives the shared model at a time
             core.generation.close()
         data_dir = data_dir or tmp_path / "data"
-        # The training process answers its gate on the same engine (bot/training/gate.py).
-        settings = test_settings(data_dir, admins=list(admins), **{"backend": serving_engine, **overrides})
+        # The training process answers its gate on the same engine (bot/trainer/gate.py).
+        settings = test_settings(data_dir, admins=list(admins), **{"engine": serving_engine, **overrides})
         registry = LoraRegistry.open(settings, real_files.fingerprint)
-        real_backend.settings = settings
-        real_backend.lora_source = registry.active_lora
+        real_engine.settings = settings
+        real_engine.loras.source = registry.active_lora
         examples = ExampleStore(real_embedder, data_dir / "chroma")
-        cores.append(assemble_core(settings, real_backend, examples, registry=registry))
+        cores.append(assemble_core(settings, real_engine, examples, registry=registry))
         cores[-1].generation.request_sync().result(timeout=120)
         return cores[-1]
 
     yield factory
     _close(cores)
-    real_backend.lora_source = None
-    real_backend.sync_lora()
+    real_engine.loras.source = None
+    real_engine.loras.sync()
 
 
 @pytest.fixture
@@ -220,7 +224,7 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log.close()
 
 
-# The feedback store on each backend -----------------------------------------------------------
+# The feedback store on each engine -----------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -243,7 +247,7 @@ def pg_url(postgres_server: str) -> Iterator[str]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest) -> str:
-    """The `database_url` setting, once per backend: "" (SQLite in the data directory) or PostgreSQL."""
+    """The `database_url` setting, once per engine: "" (SQLite in the data directory) or PostgreSQL."""
     return "" if request.param == "sqlite" else request.getfixturevalue("pg_url")
 
 

@@ -1,6 +1,6 @@
 """Fast stand-ins for the model and the embedder, for tests that are not about them.
 
-They implement the same protocols as the real classes (bot.generation.Backend,
+They implement the same protocols as the real classes (bot.generation.engine.Engine,
 bot.retrieval.Embedder), so the real GenerationService, stores and core run around them.
 """
 
@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from bot.generation import NO_HINTS, ReplyHints
+from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.lora_follow import LoraFollower
 
 SPECIAL = ("<|im_start|>", "<|im_end|>")
 
@@ -44,7 +45,7 @@ class FakeTokenizer:
         return {"input_ids": ids}
 
 
-class FakeBackend:
+class FakeEngine:
     """Streams a fixed reply word by word. `reply` may be a function of the prompt ids.
 
     `gate`, when given, holds every generation until it is set: a test can keep requests
@@ -62,15 +63,14 @@ class FakeBackend:
         self.reply = reply
         self.delay_s = delay_s
         self.gate = gate
-        self.lora_source = lora_source
-        self._active: str | None = None
+        self.files = None
+        self.description = "a fake engine"
+        self.slots = 1
+        self.loads: list[str] = []  # LoRA versions loaded, in order
+        self.loras = LoraFollower(lora_source, lambda: 3, lambda name, version, path: self.loads.append(version),
+                                  lambda name: None)  # fmt: skip
         self.calls: list[list[int]] = []
         self.hints: list[ReplyHints] = []
-        self.last_swap_s: float | None = None
-
-    @property
-    def lora_version(self) -> str | None:
-        return self._active
 
     def generate(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
@@ -86,14 +86,6 @@ class FakeBackend:
                 time.sleep(self.delay_s)
             on_text(word if i == 0 else " " + word)
         return len(words)
-
-    def sync_lora(self) -> None:
-        wanted = self.lora_source() if self.lora_source else None
-        version = wanted[0] if wanted else None
-        if version != self._active:
-            started = time.monotonic()
-            self._active = version
-            self.last_swap_s = time.monotonic() - started
 
 
 class FakeEmbedder:
@@ -121,8 +113,8 @@ class _FakeReply(dict):
     __hash__ = object.__hash__  # a handle: one reply, by identity
 
 
-class FakeBatchingBackend(FakeBackend):
-    """A BatchingBackend (bot.generation): every step writes one word of each reply begun, like
+class FakeBatchingEngine(FakeEngine):
+    """A BatchingEngine (bot.generation.worker): every step writes one word of each reply begun, like
     llama.cpp's continuous batching. It records each step's batch and refuses to mix LoRA groups,
     as llama.cpp cannot; `fail_at_step` makes that step raise."""
 
@@ -134,7 +126,7 @@ class FakeBatchingBackend(FakeBackend):
         self._begun: list[_FakeReply] = []
 
     def group(self, hints: ReplyHints) -> object:
-        return None if hints.base_only else self._active
+        return None if hints.base_only else self.loras.version
 
     def start(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
@@ -169,7 +161,3 @@ class FakeBatchingBackend(FakeBackend):
 
     def abort(self) -> None:
         self._begun.clear()
-
-    def swap_pending(self) -> bool:
-        wanted = self.lora_source() if self.lora_source else None
-        return (wanted[0] if wanted else None) != self._active

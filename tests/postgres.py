@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bot.feedback_db import database_url
+from bot.stores.database import database_url
 
 ENV = "BOT_TEST_DATABASE_URL"  # a server of your own: `postgresql://user@host:port/db`
 LOCAL = ("postgresql://postgres@127.0.0.1:5432/test", "postgresql://root@127.0.0.1:5432/test")

@@ -25,7 +25,7 @@ from bot.types import (
     VoteResult,
     workspace_scope,
 )
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 PLATFORM = "memory"
 ANSWER = "The office opens at 8."
@@ -91,7 +91,7 @@ class MemoryChat:
 
 
 def chat(make_core) -> MemoryChat:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     # A real platform adds its name to bot.config.PLATFORMS, so that BOT_ADMINS accepts its users
     # (and catches typos); this test's platform stays out of that list.
     core.settings = core.settings.model_copy(update={"admins": ["memory:boss"]})
@@ -112,7 +112,7 @@ def test_answers_stream_onto_the_platform_and_link_every_message(make_core) -> N
 
 def test_a_long_reply_is_split_at_the_platforms_limit(make_core) -> None:
     long_answer = "One sentence here. " * 6
-    platform = MemoryChat(make_core(FakeBackend(long_answer)))
+    platform = MemoryChat(make_core(FakeEngine(long_answer)))
     platform.say("ann", "tell me everything", mention=True)
     parts = list(platform.messages.values())
     assert len(parts) > 1 and all(len(p.text) <= 40 for p in parts)

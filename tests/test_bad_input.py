@@ -11,7 +11,7 @@ import discord
 import pytest
 
 from adapters.console import run_console
-from adapters.discord_bot import plain_text
+from adapters.discord_bot.client import plain_text
 from bot.commands import parse
 from bot.config import MIN_PROMPT_TOKENS, ConfigError, Settings, load_settings
 from bot.retrieval import ExampleStore

@@ -1,5 +1,5 @@
-"""The generation service with a batching backend: replies decoded together, fairness, LoRA
-groups and swaps only between replies (a fake engine here; llama.cpp in test_llama_backend.py)."""
+"""The generation service with a batching engine: replies decoded together, fairness, LoRA
+groups and swaps only between replies (a fake engine here; llama.cpp in test_llama_engine.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.generation import NO_HINTS, Generated, GenerationService, ReplyHints
+from bot.generation.engine import NO_HINTS, Generated, ReplyHints
+from bot.generation.worker import GenerationService
 from bot.types import Queued, Token
-from tests.fakes import FakeBatchingBackend
+from tests.fakes import FakeBatchingEngine
 
 
 def collect(service: GenerationService, owner: str, hints: ReplyHints = NO_HINTS, out: list | None = None) -> list:
@@ -44,22 +45,22 @@ def ended_at(events: list) -> float:
 
 
 def test_four_users_are_written_together_each_starting_while_the_others_decode() -> None:
-    backend = FakeBatchingBackend(reply=" ".join(["word"] * 20), delay_s=0.01)
-    service = GenerationService(backend)
+    engine = FakeBatchingEngine(reply=" ".join(["word"] * 20), delay_s=0.01)
+    service = GenerationService(engine)
     try:
         results = run_together(service, ["a", "b", "c", "d"])
     finally:
         service.close()
     assert all(isinstance(r[-1][1], Generated) and r[-1][1].text == " ".join(["word"] * 20) for r in results)
     assert max(first_text_at(r) for r in results) < min(ended_at(r) for r in results), "nobody waited for a reply"
-    assert max(len(step) for step in backend.steps) == 4
-    assert len(backend.steps) < 4 * 20, "decoded together, not one after another"
+    assert max(len(step) for step in engine.steps) == 4
+    assert len(engine.steps) < 4 * 20, "decoded together, not one after another"
 
 
 def test_past_the_slots_users_queue_fairly_and_see_their_position() -> None:
     gate = threading.Event()
-    backend = FakeBatchingBackend(reply="one two three", slots=2, gate=gate, delay_s=0.02)
-    service = GenerationService(backend)
+    engine = FakeBatchingEngine(reply="one two three", slots=2, gate=gate, delay_s=0.02)
+    service = GenerationService(engine)
     try:
         threading.Timer(0.3, gate.set).start()
         results = run_together(service, ["a", "a", "a", "b"])
@@ -72,8 +73,8 @@ def test_past_the_slots_users_queue_fairly_and_see_their_position() -> None:
 
 
 def test_a_base_model_reply_never_shares_a_batch_with_a_lora_reply(tmp_path: Path) -> None:
-    backend = FakeBatchingBackend(reply="one two three four", delay_s=0.01, lora_source=lambda: ("v0001", tmp_path))
-    service = GenerationService(backend)
+    engine = FakeBatchingEngine(reply="one two three four", delay_s=0.01, lora_source=lambda: ("v0001", tmp_path))
+    service = GenerationService(engine)
     try:
         service.request_sync().result(timeout=10)
         hints = [ReplyHints(), ReplyHints(base_only=True), ReplyHints(), ReplyHints(base_only=True)]
@@ -82,13 +83,13 @@ def test_a_base_model_reply_never_shares_a_batch_with_a_lora_reply(tmp_path: Pat
         service.close()
     versions = [r[-1][1].lora_version for r in results]
     assert versions == ["v0001", None, "v0001", None]
-    assert all(len({group for _, group in step}) == 1 for step in backend.steps)  # the fake asserts it too
+    assert all(len({group for _, group in step}) == 1 for step in engine.steps)  # the fake asserts it too
 
 
 def test_a_swap_waits_for_the_replies_being_written_and_drops_none(tmp_path: Path) -> None:
     wanted: list[tuple[str, Path] | None] = [("v0001", tmp_path)]
-    backend = FakeBatchingBackend(reply=" ".join(["w"] * 30), delay_s=0.01, lora_source=lambda: wanted[0])
-    service = GenerationService(backend, sync_interval_s=0.05)
+    engine = FakeBatchingEngine(reply=" ".join(["w"] * 30), delay_s=0.01, lora_source=lambda: wanted[0])
+    service = GenerationService(engine, sync_interval_s=0.05)
     try:
         service.request_sync().result(timeout=10)
         first: list = []
@@ -108,8 +109,8 @@ def test_a_swap_waits_for_the_replies_being_written_and_drops_none(tmp_path: Pat
 
 
 def test_a_failed_step_fails_its_replies_clearly_and_the_next_ones_are_served() -> None:
-    backend = FakeBatchingBackend(reply="one two three", fail_at_step=2)
-    service = GenerationService(backend)
+    engine = FakeBatchingEngine(reply="one two three", fail_at_step=2)
+    service = GenerationService(engine)
     try:
         with pytest.raises(RuntimeError, match="generation failed: the engine broke"):
             collect(service, "a")
@@ -125,22 +126,22 @@ def test_the_registry_is_read_once_a_sync_interval_not_at_every_step(tmp_path: P
         reads.append(time.monotonic())
         return ("v0001", tmp_path)
 
-    backend = FakeBatchingBackend(reply=" ".join(["w"] * 40), delay_s=0.01, lora_source=source)
-    service = GenerationService(backend, sync_interval_s=0.1)
+    engine = FakeBatchingEngine(reply=" ".join(["w"] * 40), delay_s=0.01, lora_source=source)
+    service = GenerationService(engine, sync_interval_s=0.1)
     try:
         service.request_sync().result(timeout=10)
         reads.clear()
         collect(service, "a")
     finally:
         service.close()
-    assert len(backend.steps) == 40
-    assert len(reads) <= len(backend.steps) // 4, f"{len(reads)} registry reads for {len(backend.steps)} steps"
+    assert len(engine.steps) == 40
+    assert len(reads) <= len(engine.steps) // 4, f"{len(reads)} registry reads for {len(engine.steps)} steps"
 
 
 def test_closing_mid_reply_leaves_nothing_in_the_engine() -> None:
     gate = threading.Event()
-    backend = FakeBatchingBackend(reply="one two three", gate=gate)
-    service = GenerationService(backend)
+    engine = FakeBatchingEngine(reply="one two three", gate=gate)
+    service = GenerationService(engine)
     events: list = []
     failed: list = []
 
@@ -152,9 +153,9 @@ def test_closing_mid_reply_leaves_nothing_in_the_engine() -> None:
 
     asker = threading.Thread(target=ask)
     asker.start()
-    while not backend.calls:
+    while not engine.calls:
         time.sleep(0.005)
     threading.Timer(0.2, gate.set).start()
     service.close()
     asker.join(timeout=10)
-    assert backend._begun == [] and failed and "closed" in failed[0]
+    assert engine._begun == [] and failed and "closed" in failed[0]

@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import text
 
 from bot.config import load_settings
-from bot.feedback import FeedbackStore
-from bot.feedback_records import SEEN_EVENTS_KEEP_S
-from bot.generation import GenerationService
-from bot.lora_registry import MANIFEST, LoraRegistry
+from bot.generation.worker import GenerationService
+from bot.stores.feedback import FeedbackStore
+from bot.stores.lora_registry import MANIFEST, LoraRegistry
+from bot.stores.records import SEEN_EVENTS_KEEP_S
 from bot.types import ConversationKey, Message, UserError
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 
 def _events(store: FeedbackStore) -> set[str]:
@@ -52,16 +52,16 @@ def test_pending_corrections_are_capped_per_user(make_core, database_url: str) -
     admins = ("console:local", "slack:ADMIN")
     core = make_core(max_pending_corrections_per_user=2, admins=admins, database_url=database_url)
     exchange = core.answer(Message(ConversationKey("slack", "C1"), "U1", "What is the VPN address?")).exchange_id
-    core.correct("slack", "U1", exchange, "correct: vpn.example.com")
-    core.correct("slack", "U1", exchange, "correct: vpn2.example.com")
+    core.rules.correct("slack", "U1", exchange, "correct: vpn.example.com")
+    core.rules.correct("slack", "U1", exchange, "correct: vpn2.example.com")
     with pytest.raises(UserError, match="already have 2 corrections waiting"):
-        core.correct("slack", "U1", exchange, "correct: vpn3.example.com")
+        core.rules.correct("slack", "U1", exchange, "correct: vpn3.example.com")
     assert len(core.store.corrections("pending")) == 2  # the refused one wrote nothing
-    core.correct("slack", "U2", exchange, "correct: another user's is welcome")
-    core.correct("slack", "ADMIN", exchange, "correct: admins are not capped")
+    core.rules.correct("slack", "U2", exchange, "correct: another user's is welcome")
+    core.rules.correct("slack", "ADMIN", exchange, "correct: admins are not capped")
     first = core.store.corrections("pending")[0].id
     assert core.command("slack", "ADMIN", f"feedback reject {first}", ConversationKey("slack", "C1")).ok
-    core.correct("slack", "U1", exchange, "correct: room again after a review")
+    core.rules.correct("slack", "U1", exchange, "correct: room again after a review")
     assert len([c for c in core.store.corrections("pending") if c.user_id == "U1"]) == 2
 
 
@@ -81,20 +81,20 @@ def test_the_lora_poll_reads_the_pointer_not_every_manifest(tmp_path: Path, monk
         return read_text(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Path, "read_text", counting_read_text)
-    backend = FakeBackend(lora_source=registry.active_lora)
-    service = GenerationService(backend, sync_interval_s=0.01)  # the worker's poll, sped up
+    engine = FakeEngine(lora_source=registry.active_lora)
+    service = GenerationService(engine, sync_interval_s=0.01)  # the worker's poll, sped up
     try:
         deadline = time.monotonic() + 5
-        while backend.lora_version != "v0030" and time.monotonic() < deadline:
+        while engine.loras.version != "v0030" and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)  # about 30 more polls
-        assert backend.lora_version == "v0030"
+        assert engine.loras.version == "v0030"
         assert reads == ["v0030"]  # validated once, then only the pointer file
         registry.promote("v0007", by="admin")
-        while backend.lora_version != "v0007" and time.monotonic() < deadline:
+        while engine.loras.version != "v0007" and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.3)
-        assert backend.lora_version == "v0007"
+        assert engine.loras.version == "v0007"
         assert reads.count("v0007") == 2 and set(reads) == {"v0030", "v0007"}  # promote's check + the poll's
     finally:
         service.close()

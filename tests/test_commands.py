@@ -10,7 +10,7 @@ import pytest
 import typer.main
 from discord import app_commands
 
-from adapters.discord_commands import ADMIN_PERMISSIONS, add_commands
+from adapters.discord_bot.commands import ADMIN_PERMISSIONS, add_commands
 from bot.cli import app as cli_app
 from bot.commands import COMMANDS, Command, help_text, parse
 from bot.types import UserError

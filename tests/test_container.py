@@ -46,7 +46,7 @@ def test_doctor_names_llama_cpp_with_the_cpu_kernels_it_loaded(image: str, data:
 
 def test_ask_answers_through_llama_cpp_as_the_image_user(image: str, data: str) -> None:
     """It crashed as uid 10001 (model files written 0600 by root) and, with that fixed, quietly
-    answered through transformers (llama.cpp found no CPU backend)."""
+    answered through transformers (llama.cpp found no CPU engine)."""
     result = in_image(image, data, "bot", "ask", "Say hello in one short sentence.", "--json")
     assert result.returncode == 0, result.stderr
     reply = json.loads(result.stdout)

@@ -107,8 +107,8 @@ def test_a_followup_is_looked_up_with_the_question_before_it(text: str, follows:
 
 def test_a_followup_retrieves_the_example_its_opener_was_about(make_core: MakeCore) -> None:
     core = make_core()
-    core.teach("console", "local", "What are the opening hours?", "Mon-Fri 9:00-20:00; closed on Sundays.")
-    core.teach("console", "local", "When is story time?", "Story time is on Wednesdays at 10:30.")
+    core.rules.teach("console", "local", "What are the opening hours?", "Mon-Fri 9:00-20:00; closed on Sundays.")
+    core.rules.teach("console", "local", "When is story time?", "Story time is on Wednesdays at 10:30.")
     core.answer(Message(CONV, "local", "What are the opening hours?"))
     reply = core.answer(Message(CONV, "local", "And on Sundays?"))
     hours = core.examples.list()[0]
@@ -121,10 +121,10 @@ def test_rows_in_a_conversation_are_the_prompts_serving_builds(make_core: MakeCo
     facts = [(f"What is fact number {i}?", f"Fact {i} is {i * 7} units.") for i in range(8)]
     core = make_core()
     for question, answer in facts:
-        core.teach("console", "local", question, answer)
+        core.rules.teach("console", "local", question, answer)
     core.answer(Message(CONV, "local", facts[1][0]))
     reply = core.answer(Message(CONV, "local", facts[0][0]))
-    served = core.generation.backend.calls[-1]
+    served = core.generation.engine.calls[-1]
     history = [Turn(t.user, t.assistant) for t in core.store.history(CONV, 3)[:-1]]
     context = core.examples.get(list(reply.example_ids))
     row = render(Pair(facts[0][0], facts[0][1], "import", "x"), context, core.settings, history=history)

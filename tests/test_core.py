@@ -8,7 +8,7 @@ import time
 import pytest
 
 from bot.types import ConversationKey, Done, Message, Queued, Token, UserError
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 CONV = ConversationKey("console", "local")
 
@@ -30,15 +30,15 @@ def test_answer_stores_exchange_with_provenance(make_core, database_url: str) ->
 
 
 def test_stream_yields_tokens_then_done(make_core) -> None:
-    core = make_core(FakeBackend("one two three"))
+    core = make_core(FakeEngine("one two three"))
     events = list(core.answer_stream(Message(CONV, "u", "hi")))
     assert [e.text for e in events if isinstance(e, Token)] == ["one", " two", " three"]
     assert isinstance(events[-1], Done) and events[-1].reply.text == "one two three"
 
 
 def test_history_is_per_conversation_and_reset(make_core, database_url: str) -> None:
-    backend = FakeBackend("ok")
-    core = make_core(backend, database_url=database_url)
+    engine = FakeEngine("ok")
+    core = make_core(engine, database_url=database_url)
     ask(core, "first question")
     other = ConversationKey("console", "other")
     ask(core, "unrelated", conv=other)
@@ -63,12 +63,12 @@ def test_votes_last_wins_and_threshold_makes_example(make_core, database_url: st
     core = make_core(database_url=database_url)
     reply = ask(core, "What is the refund window?")
     assert core.examples.count() == 0
-    result = core.vote(reply.exchange_id, "console", "a", 1)
+    result = core.rules.vote(reply.exchange_id, "console", "a", 1)
     assert result.score == 1 and result.is_example and core.examples.count() == 1
-    result = core.vote(reply.exchange_id, "console", "a", -1)  # the same user changes their mind
+    result = core.rules.vote(reply.exchange_id, "console", "a", -1)  # the same user changes their mind
     assert result.score == -1 and not result.is_example and core.examples.count() == 0
-    core.vote(reply.exchange_id, "console", "a", 1)
-    result = core.vote(reply.exchange_id, "console", "a", 0)  # retraction
+    core.rules.vote(reply.exchange_id, "console", "a", 1)
+    result = core.rules.vote(reply.exchange_id, "console", "a", 0)  # retraction
     assert result.score == 0 and core.examples.count() == 0
 
 
@@ -76,18 +76,18 @@ def test_react_maps_emoji_and_removal_retracts_only_the_same_vote(make_core, dat
     core = make_core(database_url=database_url)
     reply = ask(core, "hello there")
     core.link_message(reply.exchange_id, "slack", "C1:1.0")
-    assert core.react("slack", "C1:1.0", "U1", "+1::skin-tone-2", added=True).score == 1
-    assert core.react("slack", "C1:1.0", "U1", "-1", added=True).score == -1
-    assert core.react("slack", "C1:1.0", "U1", "+1", added=False).score == -1  # 👍 was not theirs
-    assert core.react("slack", "C1:1.0", "U1", "-1", added=False).score == 0
-    assert core.react("slack", "C1:1.0", "U1", "tada", added=True) is None
-    assert core.react("slack", "C9:9.9", "U1", "+1", added=True) is None
+    assert core.rules.react("slack", "C1:1.0", "U1", "+1::skin-tone-2", added=True).score == 1
+    assert core.rules.react("slack", "C1:1.0", "U1", "-1", added=True).score == -1
+    assert core.rules.react("slack", "C1:1.0", "U1", "+1", added=False).score == -1  # 👍 was not theirs
+    assert core.rules.react("slack", "C1:1.0", "U1", "-1", added=False).score == 0
+    assert core.rules.react("slack", "C1:1.0", "U1", "tada", added=True) is None
+    assert core.rules.react("slack", "C9:9.9", "U1", "+1", added=True) is None
 
 
 def test_correction_from_user_waits_for_admin_review(make_core, database_url: str) -> None:
     core = make_core(admins=("console:admin",), database_url=database_url)
     reply = ask(core, "Which regions do you run in?")
-    result = core.correct("console", "someone", reply.exchange_id, "correct: Frankfurt and Oregon")
+    result = core.rules.correct("console", "someone", reply.exchange_id, "correct: Frankfurt and Oregon")
     assert "waiting" in result.text and core.examples.count() == 0
     pending = core.store.corrections("pending")
     assert len(pending) == 1 and pending[0].answer == "Frankfurt and Oregon"
@@ -124,7 +124,7 @@ def test_claim_event_dedups_durably(make_core, database_url: str) -> None:
 
 
 def test_concurrent_requests_are_queued_and_see_their_position(make_core, database_url: str) -> None:
-    core = make_core(FakeBackend("a b c d e f", delay_s=0.05), database_url=database_url)
+    core = make_core(FakeEngine("a b c d e f", delay_s=0.05), database_url=database_url)
     results: dict[str, list] = {}
 
     def run(user: str) -> None:
@@ -149,8 +149,8 @@ def wait_for(check, timeout: float = 10.0) -> None:
 
 def test_a_user_over_the_waiting_cap_is_refused_before_anything_happens(make_core) -> None:
     gate = threading.Event()  # holds generation: the first question runs, the second waits
-    backend = FakeBackend("ok", gate=gate)
-    core = make_core(backend, max_waiting_per_user=2)
+    engine = FakeEngine("ok", gate=gate)
+    core = make_core(engine, max_waiting_per_user=2)
     retrieved: list[str] = []
     real_retrieve = core.examples.retrieve
     core.examples.retrieve = lambda text, *a, **kw: retrieved.append(text) or real_retrieve(text, *a, **kw)
@@ -158,7 +158,7 @@ def test_a_user_over_the_waiting_cap_is_refused_before_anything_happens(make_cor
     try:
         for t in threads:
             t.start()
-        wait_for(lambda: len(backend.calls) == 1 and core.generation.queued() == 1)
+        wait_for(lambda: len(engine.calls) == 1 and core.generation.queued() == 1)
 
         with pytest.raises(UserError, match="You already have 2 questions waiting; I'll get to them"):
             next(core.answer_stream(Message(CONV, "flood", "one more")))  # without the cap: Queued

@@ -1,7 +1,7 @@
 """LoRA loads, swaps and rollbacks give exactly the answers of a fresh process, on every CPU.
 
 On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights on the first forward, and a peft load
-after that used to corrupt the base model (bot/cpu_packing.py says how). The first test runs the
+after that used to corrupt the base model (bot/generation/cpu_packing.py says how). The first test runs the
 real path wherever it is; the second forces the repacking on any CPU and checks the weights.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.cpu_packing import pack_now, packed_layers
+from bot.generation.cpu_packing import pack_now, packed_layers
 from bot.types import ConversationKey, Message, Reply
 from tests.conftest import commit_lora
 from tests.conftest import test_settings as settings_for
@@ -21,12 +21,12 @@ pytestmark = pytest.mark.slow
 QUESTION = "What is the capital of France?"
 
 
-def _greedy(backend, question: str = QUESTION, tokens: int = 24) -> str:
-    ids = backend.tokenizer.apply_chat_template(
+def _greedy(engine, question: str = QUESTION, tokens: int = 24) -> str:
+    ids = engine.tokenizer.apply_chat_template(
         [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=True, return_dict=True
     )["input_ids"]
     pieces: list[str] = []
-    backend.generate(list(ids), tokens, pieces.append)
+    engine.generate(list(ids), tokens, pieces.append)
     return "".join(pieces)
 
 
@@ -39,10 +39,10 @@ def _has_avx512_bf16() -> bool:
 def test_base_lora_rollback_base_returns_the_same_answers_token_for_token(
     make_real_core, random_loras, real_files, tmp_path: Path
 ) -> None:
-    from bot.hf_backend import HFBackend
+    from bot.generation.hf_engine import HFEngine
 
     core = make_real_core(max_new_tokens=24, retrieval_k=0, history_turns=0, lora_for="all")
-    backend = core.generation.backend
+    engine = core.generation.engine
     version = commit_lora(core.registry, random_loras[0])
 
     def ask() -> Reply:
@@ -50,7 +50,7 @@ def test_base_lora_rollback_base_returns_the_same_answers_token_for_token(
 
     base = ask()
     if _has_avx512_bf16():  # the path that used to corrupt the model is really taken here
-        assert packed_layers(backend.model) > 0
+        assert packed_layers(engine.model) > 0
     core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
     with_lora = ask()
     core.command("console", "local", "lora rollback", ConversationKey("t", "a"))
@@ -63,15 +63,15 @@ def test_base_lora_rollback_base_returns_the_same_answers_token_for_token(
     assert with_lora.text != base.text and with_lora_again.text == with_lora.text
 
     # A fresh model that loads the LoRA before its first forward, as a new process would.
-    fresh = HFBackend(settings_for(tmp_path / "fresh"), real_files, lambda: (version, Path(random_loras[0])))
-    fresh.sync_lora()
+    fresh = HFEngine(settings_for(tmp_path / "fresh"), real_files, lambda: (version, Path(random_loras[0])))
+    fresh.loras.sync()
     assert _greedy(fresh) == _greedy_in(core, version)
 
 
 def _greedy_in(core, version: str) -> str:
-    """The same greedy continuation of QUESTION as `_greedy`, from the core's live backend."""
-    backend = core.generation.backend
-    return core.generation.run_exclusive(lambda: _greedy(backend)).result(timeout=120)
+    """The same greedy continuation of QUESTION as `_greedy`, from the core's live engine."""
+    engine = core.generation.engine
+    return core.generation.run_exclusive(lambda: _greedy(engine)).result(timeout=120)
 
 
 def test_forced_repacking_survives_lora_load_swap_and_unload_on_any_cpu(
@@ -83,40 +83,40 @@ def test_forced_repacking_survives_lora_load_swap_and_unload_on_any_cpu(
     from bitsandbytes.functional import dequantize_4bit
     from bitsandbytes.nn import Linear4bit
 
-    from bot.hf_backend import HFBackend
+    from bot.generation.hf_engine import HFEngine
 
     wanted: list[tuple[str, Path] | None] = [None]
-    backend = HFBackend(settings_for(tmp_path, training__keep_loaded=2), real_files, lambda: wanted[0])
-    layers = [m for m in backend.model.modules() if isinstance(m, Linear4bit)]
+    engine = HFEngine(settings_for(tmp_path, training__keep_loaded=2), real_files, lambda: wanted[0])
+    layers = [m for m in engine.model.modules() if isinstance(m, Linear4bit)]
     original = [dequantize_4bit(m.weight.data, m.weight.quant_state).clone() for m in layers]
 
     def assert_original_weights() -> None:
-        assert packed_layers(backend.model) == 0
+        assert packed_layers(engine.model) == 0
         for layer, weights in zip(layers, original, strict=True):
             assert torch.equal(dequantize_4bit(layer.weight.data, layer.weight.quant_state), weights)
 
     loras = [("v1", random_loras[0]), ("v2", random_loras[1]), ("v3", random_loras[0])]
-    for lora in loras:  # v3 makes the backend unload v1 (keep_loaded=2)
-        assert pack_now(backend.model) == len(layers)  # what the first forward after a swap does
+    for lora in loras:  # v3 makes the engine unload v1 (keep_loaded=2)
+        assert pack_now(engine.model) == len(layers)  # what the first forward after a swap does
         wanted[0] = lora
-        backend.sync_lora()
+        engine.loras.sync()
         assert_original_weights()
-    assert backend.loaded_loras() == ["v2", "v3"]
-    pack_now(backend.model)
+    assert engine.loras.loaded() == ["v2", "v3"]
+    pack_now(engine.model)
     wanted[0] = None  # rollback to the base model touches no weights: they stay packed, consistently
-    backend.sync_lora()
-    assert packed_layers(backend.model) == len(layers)
+    engine.loras.sync()
+    assert packed_layers(engine.model) == len(layers)
 
 
 def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
     real_files, random_loras, tmp_path: Path
 ) -> None:
     from bot.retrieval import ExampleStore
-    from bot.training.gate import serving_answerer
+    from bot.trainer.gate import serving_answerer
     from tests.fakes import FakeEmbedder
 
     # Every reply generated (no kept base replies) and written by the candidate (no examples here).
-    settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0, lora_for="all", backend="transformers")
+    settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0, lora_for="all", engine="transformers")
     examples = ExampleStore(FakeEmbedder(), tmp_path / "chroma")
     with serving_answerer(settings, real_files, examples, None) as (answer, use):
         base = answer("1", QUESTION)  # each in a conversation of its own
@@ -134,22 +134,22 @@ def test_each_cpu_path_swaps_exactly(path: str, real_files, random_loras, tmp_pa
     CPU with the repacking turned off) take, and on the repacked one where this CPU has it."""
     from bitsandbytes.nn import Linear4bit
 
-    from bot.hf_backend import HFBackend
+    from bot.generation.hf_engine import HFEngine
 
     if path == "repacked" and not _has_avx512_bf16():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes has no repacked kernel here")
     wanted: list[tuple[str, Path] | None] = [None]
-    backend = HFBackend(settings_for(tmp_path), real_files, lambda: wanted[0])
-    for layer in backend.model.modules():
+    engine = HFEngine(settings_for(tmp_path), real_files, lambda: wanted[0])
+    for layer in engine.model.modules():
         if isinstance(layer, Linear4bit):
             layer.support_avx512bf16_for_cpu = path == "repacked"
 
-    base = _greedy(backend)
-    assert (packed_layers(backend.model) > 0) == (path == "repacked")
+    base = _greedy(engine)
+    assert (packed_layers(engine.model) > 0) == (path == "repacked")
     wanted[0] = ("v1", Path(random_loras[0]))
-    backend.sync_lora()
-    with_lora = _greedy(backend)
+    engine.loras.sync()
+    with_lora = _greedy(engine)
     wanted[0] = None
-    backend.sync_lora()
-    assert _greedy(backend) == base != with_lora
-    assert (packed_layers(backend.model) > 0) == (path == "repacked")
+    engine.loras.sync()
+    assert _greedy(engine) == base != with_lora
+    assert (packed_layers(engine.model) > 0) == (path == "repacked")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bot.decoding import ReplyRules, banned_next_tokens, clean_reply, favored_tokens
+from bot.generation.decoding import ReplyRules, banned_next_tokens, clean_reply, favored_tokens
 from bot.types import ConversationKey, Message
 from tests.conftest import MakeCore
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 
 def test_an_ngram_the_reply_already_has_cannot_be_completed_again() -> None:
@@ -22,7 +22,7 @@ def _torch_rules(rules: ReplyRules):
 
 
 def _numpy_rules(rules: ReplyRules):
-    """The same rules as llama.cpp's backend applies them: on each row, as numpy."""
+    """The same rules as llama.cpp's engine applies them: on each row, as numpy."""
     import numpy as np
     import torch
 
@@ -81,27 +81,27 @@ def test_no_rules_means_no_processing() -> None:
 
 def test_the_best_examples_answer_is_favored_only_when_the_bias_is_on(make_core: MakeCore) -> None:
     for bias in (0.0, 2.0):
-        backend = FakeBackend()
-        core = make_core(backend, answer_bias=bias)
+        engine = FakeEngine()
+        core = make_core(engine, answer_bias=bias)
         core.examples.add("How long do refunds take?", "Refunds take 14 days.", "good", "taught")
         core.examples.add("Where is the office?", "The office is in Leeds.", "good", "taught")
         core.answer(Message(ConversationKey("t", "c"), "u", "How long do refunds take to arrive?"))
         core.answer(Message(ConversationKey("t", "d"), "u", "Tell me a joke about penguins."))  # nothing retrieved
-        wanted = favored_tokens(backend.tokenizer, "Refunds take 14 days.") if bias else []
-        assert [list(h.favored) for h in backend.hints] == [wanted, []]
+        wanted = favored_tokens(engine.tokenizer, "Refunds take 14 days.") if bias else []
+        assert [list(h.favored) for h in engine.hints] == [wanted, []]
 
 
 @pytest.mark.parametrize(("lora_for", "base_only"), [("examples", [False, True]), ("all", [False, False])])
 def test_a_reply_without_a_verified_answer_is_written_by_the_base_model(
     make_core: MakeCore, tmp_path, lora_for: str, base_only: list[bool]
 ) -> None:
-    backend = FakeBackend(lora_source=lambda: ("v0001", tmp_path))
-    core = make_core(backend, lora_for=lora_for)
+    engine = FakeEngine(lora_source=lambda: ("v0001", tmp_path))
+    core = make_core(engine, lora_for=lora_for)
     core.generation.request_sync().result(timeout=10)
     core.examples.add("How long do refunds take?", "Refunds take 14 days.", "good", "taught")
     team = core.answer(Message(ConversationKey("t", "c"), "u", "How long do refunds take to arrive?"))
     general = core.answer(Message(ConversationKey("t", "d"), "u", "Tell me a joke about penguins."))
-    assert [h.base_only for h in backend.hints] == base_only
+    assert [h.base_only for h in engine.hints] == base_only
     assert team.lora_version == "v0001"
     assert general.lora_version == (None if base_only[1] else "v0001")  # what wrote it, on the record
     assert core.store.exchange(general.exchange_id).lora_version == general.lora_version

@@ -26,7 +26,7 @@ import kubernetes_validate
 import yaml
 
 from bot.config import SECRET_ENV_VARS, SETTING_ENV_VARS
-from bot.health import Readiness, serve
+from bot.ops.health import Readiness, serve
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"

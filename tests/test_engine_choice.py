@@ -1,4 +1,4 @@
-"""Which engine writes the replies (`BOT_BACKEND`), and what happens when the chosen one is missing."""
+"""Which engine writes the replies (`BOT_ENGINE`, once `BOT_BACKEND`), and what happens when it is missing."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import app
+from bot.generation import engines as app
 from bot.types import UserError
 from tests.conftest import test_settings as settings_for
 
@@ -15,13 +15,13 @@ from tests.conftest import test_settings as settings_for
 def test_auto_picks_llama_cpp_on_a_cpu_where_it_serves_and_transformers_otherwise(monkeypatch, tmp_path: Path) -> None:
     settings = settings_for(tmp_path, device="cpu")
     monkeypatch.setattr(app, "llama_cpp_problem", lambda: None)
-    assert app.choose_backend(settings) == "llama.cpp"
-    assert app.choose_backend(settings.model_copy(update={"device": "cuda"})) == "transformers"
-    assert app.choose_backend(settings.model_copy(update={"model": str(tmp_path)})) == "transformers"
-    assert app.choose_backend(settings.model_copy(update={"backend": "transformers"})) == "transformers"
-    assert app.choose_backend(settings.model_copy(update={"vllm_url": "http://gpu:8000"})) == "vllm"
+    assert app.choose_engine(settings) == "llama.cpp"
+    assert app.choose_engine(settings.model_copy(update={"device": "cuda"})) == "transformers"
+    assert app.choose_engine(settings.model_copy(update={"model": str(tmp_path)})) == "transformers"
+    assert app.choose_engine(settings.model_copy(update={"engine": "transformers"})) == "transformers"
+    assert app.choose_engine(settings.model_copy(update={"vllm_url": "http://gpu:8000"})) == "vllm"
     monkeypatch.setattr(app, "llama_cpp_problem", lambda: "llama-cpp-python is not installed")
-    assert app.choose_backend(settings) == "transformers"
+    assert app.choose_engine(settings) == "transformers"
 
 
 def test_llama_cpp_that_is_missing_or_loads_no_cpu_backend_is_not_chosen(monkeypatch) -> None:
@@ -32,13 +32,13 @@ def test_llama_cpp_that_is_missing_or_loads_no_cpu_backend_is_not_chosen(monkeyp
     app.llama_cpp_problem.cache_clear()
     assert "not installed" in app.llama_cpp_problem()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
-    from bot import llama_backend
+    from bot.generation import llama_engine
 
-    def no_backend(_llama_cpp: object) -> str:
+    def no_cpu_backend(_llama_cpp: object) -> str:
         raise RuntimeError("llama.cpp loads no CPU backend")
 
-    monkeypatch.setattr(llama_backend, "_llama_cpp", lambda: object())
-    monkeypatch.setattr(llama_backend, "cpu_backend", no_backend)
+    monkeypatch.setattr(llama_engine, "_llama_cpp", lambda: object())
+    monkeypatch.setattr(llama_engine, "ggml_cpu_backend", no_cpu_backend)
     app.llama_cpp_problem.cache_clear()
     assert app.llama_cpp_problem() == "RuntimeError: llama.cpp loads no CPU backend"
     app.llama_cpp_problem.cache_clear()
@@ -48,24 +48,24 @@ def test_llama_cpp_asked_for_but_not_there_says_how_to_get_it(monkeypatch, tmp_p
     installed = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llama_cpp" else installed(name))
     with pytest.raises(UserError, match="make install EXTRAS=llama"):
-        app.build_backend(settings_for(tmp_path, backend="llama.cpp"), None, None)  # type: ignore[arg-type]
+        app.build_engine(settings_for(tmp_path, engine="llama.cpp"), None, None)  # type: ignore[arg-type]
     with pytest.raises(UserError, match="default model's GGUF only"):
-        app.build_backend(settings_for(tmp_path, backend="llama.cpp", model=str(tmp_path)), None, None)  # type: ignore[arg-type]
+        app.build_engine(settings_for(tmp_path, engine="llama.cpp", model=str(tmp_path)), None, None)  # type: ignore[arg-type]
 
 
 def test_auto_falls_back_to_transformers_when_llama_cpp_does_not_start(monkeypatch, tmp_path: Path) -> None:
     """A background build still copying its files, or a broken one, must not stop the bot."""
-    from bot import hf_backend, llama_backend
+    from bot.generation import hf_engine, llama_engine
 
-    monkeypatch.setattr(app, "choose_backend", lambda settings: "llama.cpp")
+    monkeypatch.setattr(app, "choose_engine", lambda settings: "llama.cpp")
 
     def broken(*args, **kwargs):
         raise OSError("libllama.so: cannot open shared object file")
 
-    monkeypatch.setattr(llama_backend.LlamaCppBackend, "for_default_model", classmethod(lambda cls, *a, **k: broken()))
-    monkeypatch.setattr(hf_backend.HFBackend, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(llama_engine.LlamaCppEngine, "for_default_model", classmethod(lambda cls, *a, **k: broken()))
+    monkeypatch.setattr(hf_engine.HFEngine, "__init__", lambda self, *a, **k: None)
     installed = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
-    assert isinstance(app.build_backend(settings_for(tmp_path), None, None), hf_backend.HFBackend)  # type: ignore[arg-type]
+    assert isinstance(app.build_engine(settings_for(tmp_path), None, None), hf_engine.HFEngine)  # type: ignore[arg-type]
     with pytest.raises(OSError, match="libllama"):
-        app.build_backend(settings_for(tmp_path, backend="llama.cpp"), None, None)  # type: ignore[arg-type]
+        app.build_engine(settings_for(tmp_path, engine="llama.cpp"), None, None)  # type: ignore[arg-type]

@@ -11,8 +11,8 @@ from typing import Any, cast
 import pytest
 
 from bot.config import Settings, load_settings, settings_without_secrets_json
-from bot.lora_registry import LoraRegistry
-from bot.training import __main__ as training
+from bot.stores.lora_registry import LoraRegistry
+from bot.trainer import __main__ as training
 from bot.training.runner import TrainingRunner, training_dir
 from bot.types import ConversationKey
 from tests.conftest import MakeCore
@@ -29,7 +29,7 @@ def _export(core: Any, name: str, platform: str = "slack", user: str = "UADMIN")
 
 def test_chat_export_cannot_overwrite_the_feedback_database(make_core: MakeCore, tmp_path: Path) -> None:
     core = make_core(admins=ADMIN)
-    core.teach("console", "local", "How do I reset?", "Open Settings.")
+    core.rules.teach("console", "local", "How do I reset?", "Open Settings.")
     db = core.settings.data_dir / "feedback.sqlite3"
     before = db.read_bytes()
     for name, why in [
@@ -47,7 +47,7 @@ def test_chat_export_cannot_overwrite_the_feedback_database(make_core: MakeCore,
 
 def test_chat_export_writes_a_new_file_under_exports_only(make_core: MakeCore) -> None:
     core = make_core(admins=ADMIN)
-    core.teach("console", "local", "How do I reset?", "Open Settings.")
+    core.rules.teach("console", "local", "How do I reset?", "Open Settings.")
     exports = core.settings.data_dir / "exports"
     result = _export(core, "week1.jsonl")
     assert result.ok, result.text
@@ -80,7 +80,7 @@ def test_chat_export_cannot_escape_through_a_link(make_core: MakeCore, tmp_path:
 
 def test_terminal_export_keeps_full_paths(make_core: MakeCore, tmp_path: Path) -> None:
     core = make_core(admins=ADMIN)
-    core.teach("console", "local", "How do I reset?", "Open Settings.")
+    core.rules.teach("console", "local", "How do I reset?", "Open Settings.")
     target = tmp_path / "anywhere.jsonl"
     result = _export(core, str(target), platform="console", user="local")
     assert result.ok, result.text

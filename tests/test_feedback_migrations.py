@@ -1,5 +1,5 @@
 """The feedback store's schema: migrations bring an old SQLite file up to date with its rows, and
-give both backends exactly the tables that the store's code declares."""
+give both engines exactly the tables that the store's code declares."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from bot.feedback import FeedbackStore
-from bot.feedback_db import MIGRATIONS
-from bot.feedback_records import metadata
+from bot.stores.database import MIGRATIONS
+from bot.stores.feedback import FeedbackStore
+from bot.stores.records import metadata
 from bot.types import ConversationKey
 
 # The store's schema before scopes (and before the example-sync queue and two indexes), as such a

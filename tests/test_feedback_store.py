@@ -1,4 +1,4 @@
-"""The feedback store on both backends (SQLite and a real PostgreSQL): what goes in comes back,
+"""The feedback store on both engines (SQLite and a real PostgreSQL): what goes in comes back,
 votes stay one per user, and a platform retry is claimed once however many processes race for it."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from bot.feedback import FeedbackStore
-from bot.feedback_records import example_sync, votes
 from bot.prompt import Turn
+from bot.stores.feedback import FeedbackStore
+from bot.stores.records import example_sync, votes
 from bot.types import ConversationKey
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,12 +96,12 @@ def test_a_failed_write_leaves_nothing_behind(feedback_store: FeedbackStore, mon
     def broken_sum(*_: object) -> None:
         raise RuntimeError("the database went away")
 
-    monkeypatch.setattr("bot.feedback._sum_of", broken_sum)
+    monkeypatch.setattr("bot.stores.feedback._sum_of", broken_sum)
     with pytest.raises(RuntimeError):
         feedback_store.set_vote(exchange_id, "slack", "U2", 1)
     monkeypatch.undo()
     assert feedback_store.pending_example_syncs() == [] and feedback_store.user_vote(exchange_id, "slack", "U2") == 0
-    with pytest.raises(IntegrityError):  # the database checks the reference itself, on both backends
+    with pytest.raises(IntegrityError):  # the database checks the reference itself, on both engines
         feedback_store.set_vote("no-such-exchange", "slack", "U2", 1)
     assert feedback_store.score("no-such-exchange") == 0
 
@@ -177,7 +177,7 @@ def test_claim_event_is_atomic_across_connections(feedback_store: FeedbackStore)
 
 CLAIMER = """
 import sys
-from bot.feedback import FeedbackStore
+from bot.stores.feedback import FeedbackStore
 
 store = FeedbackStore(sys.argv[1])
 print("ready", flush=True)

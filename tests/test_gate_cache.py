@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from bot.evaluation import EvalReport
+from bot.trainer.gate import gate_scores
+from bot.trainer.gate_cache import cached_regression, regression_key
 from bot.training.dataset import REGRESSION_FILE, Pair
-from bot.training.gate import gate_scores
-from bot.training.gate_cache import cached_regression, regression_key
 from tests.conftest import test_settings as settings_for
 
 

@@ -94,7 +94,7 @@ def test_teach_retrain_promote_and_the_answer_changes(make_real_core) -> None:
 
 def test_kill_during_training_leaves_the_previous_lora_serving(make_real_core, random_loras) -> None:
     core = make_real_core(**{**TINY, "training__epochs": 200})  # long enough to be killed mid-run
-    core.teach("console", "local", QUESTION, ANSWER)
+    core.rules.teach("console", "local", QUESTION, ANSWER)
     registry = core.registry
     # A random LoRA stands in for "the LoRA serving before" without a second training run.
     previous = commit_lora(registry, random_loras[0])

@@ -4,45 +4,42 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from bot.lora_follow import LoraFollower, LoraUnavailable
+from bot.generation.lora_follow import LoraFollower, LoraUnavailable
 
 
 class Follower(LoraFollower):
+    """A follower whose engine cannot load v0002 (a read-only cache, say)."""
+
     def __init__(self, source) -> None:
-        self.settings = SimpleNamespace(training=SimpleNamespace(keep_loaded=3))
-        self._init_lora_following(source)
+        super().__init__(source, lambda: 3, self._load, lambda name: None)
         self.loads: list[str] = []
 
-    def _load_lora(self, name: str, version: str, path: Path) -> None:
+    def _load(self, name: str, version: str, path: Path) -> None:
         self.loads.append(version)
         if version == "v0002":
             raise OSError("Permission denied: /opt/bot/models/lora-gguf")
-
-    def _unload_lora(self, name: str) -> None:
-        pass
 
 
 def test_a_lora_that_does_not_load_is_reported_once_and_not_retried(tmp_path: Path, caplog) -> None:
     wanted = [("v0001", tmp_path / "v0001")]
     follower = Follower(lambda: wanted[0])
-    follower.sync_lora()
-    assert follower.lora_version == "v0001"
+    follower.sync()
+    assert follower.version == "v0001"
     wanted[0] = ("v0002", tmp_path / "v0002")
     with caplog.at_level(logging.ERROR), pytest.raises(LoraUnavailable, match="v0002 cannot be loaded"):
-        follower.sync_lora()
+        follower.sync()
     for _ in range(5):  # the generation worker looks every second
         assert not follower.swap_pending()
         with pytest.raises(LoraUnavailable):
-            follower.sync_lora()
-    assert follower.loads == ["v0001", "v0002"] and follower.lora_version == "v0001"
+            follower.sync()
+    assert follower.loads == ["v0001", "v0002"] and follower.version == "v0001"
     assert len([r for r in caplog.records if "cannot be loaded" in r.getMessage()]) == 1
     wanted[0] = ("v0001", tmp_path / "v0001")  # a rollback is followed as ever
     assert not follower.swap_pending()
     wanted[0] = None
     assert follower.swap_pending()
-    follower.sync_lora()
-    assert follower.lora_version is None
+    follower.sync()
+    assert follower.version is None

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bot.lora_registry import LoraRegistry
+from bot.stores.lora_registry import LoraRegistry
 from bot.types import ConversationKey, Message
 from tests.conftest import BOTH_ENGINES, commit_lora
 
@@ -27,7 +27,7 @@ def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras)
             try:
                 reply = core.answer(Message(ConversationKey("t", f"c{n}-{i}"), f"user{n}", "Say hello."))
                 replies.append(reply)
-                votes.append(core.vote(reply.exchange_id, "t", f"voter{n}", 1))
+                votes.append(core.rules.vote(reply.exchange_id, "t", f"voter{n}", 1))
             except Exception as exc:  # any failure in flight is the bug this test is for
                 errors.append(exc)
 
@@ -49,7 +49,7 @@ def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras)
     assert all(core.store.score(r.exchange_id) == 1 for r in replies)  # no vote lost during swaps
     after = core.answer(Message(ConversationKey("t", "after"), "u", "Say hello."))
     assert after.lora_version == v1
-    assert core.generation.backend.loaded_loras() == [v2, v1]  # both stay loaded for fast rollback
+    assert core.generation.engine.loras.loaded() == [v2, v1]  # both stay loaded for fast rollback
 
 
 def test_old_versions_are_unloaded_but_kept_on_disk(make_real_core, random_loras) -> None:
@@ -58,10 +58,10 @@ def test_old_versions_are_unloaded_but_kept_on_disk(make_real_core, random_loras
     versions = [commit_lora(registry, random_loras[i % 2]) for i in range(3)]
     for version in versions:
         core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
-    assert core.generation.backend.loaded_loras() == versions[1:]
+    assert core.generation.engine.loras.loaded() == versions[1:]
     assert [v.version for v in registry.versions()] == versions
     rolled = core.command("console", "local", "lora rollback", ConversationKey("t", "a"))
-    assert rolled.ok and core.generation.backend.lora_version == versions[1]
+    assert rolled.ok and core.generation.engine.loras.version == versions[1]
 
 
 def test_lora_for_another_base_model_is_refused(make_real_core, random_loras) -> None:
@@ -73,7 +73,7 @@ def test_lora_for_another_base_model_is_refused(make_real_core, random_loras) ->
     version = foreign.commit(staging, {}).version
     result = core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
     assert not result.ok and "cannot be used" in result.text
-    assert core.registry.active_lora() is None and core.generation.backend.lora_version is None
+    assert core.registry.active_lora() is None and core.generation.engine.loras.version is None
 
 
 def test_the_lora_writes_only_replies_whose_prompt_holds_a_verified_answer(make_real_core, random_loras) -> None:

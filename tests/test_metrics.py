@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.health import Readiness, serve
+from bot.ops.health import Readiness, serve
 from bot.types import ConversationKey, Incoming, Reaction
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 CONV = ConversationKey("slack", "C1", "t1")
 
@@ -60,7 +60,7 @@ def test_ready_only_when_every_part_is_up(endpoint) -> None:
 def test_metrics_are_scraped_while_the_bot_answers(endpoint, make_core) -> None:
     base, _ = endpoint
     hold = threading.Event()
-    core = make_core(FakeBackend("Paris is the capital.", gate=hold), admins=("slack:ADMIN",))
+    core = make_core(FakeEngine("Paris is the capital.", gate=hold), admins=("slack:ADMIN",))
     before = scrape(base)
 
     def ask(user: str) -> None:
@@ -92,7 +92,7 @@ def test_metrics_are_scraped_while_the_bot_answers(endpoint, make_core) -> None:
     exchange = core.store.exchanges()[0]
     core.link_message(exchange.id, "slack", "C1:1.0")
     core.handle(Reaction("slack", "C1:1.0", "U9", "+1", added=True))
-    core.correct("slack", "ADMIN", exchange.id, "correct: Paris.")
+    core.rules.correct("slack", "ADMIN", exchange.id, "correct: Paris.")
     after = scrape(base)
     assert grew("bot_votes_total", (("value", "up"),)) == 1
     assert grew("bot_corrections_total", (("status", "accepted"),)) == 1

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from bot.config import load_settings
-from bot.cpu_packing import packed_layers
-from bot.model_files import load_4bit
+from bot.generation.cpu_packing import packed_layers
+from bot.generation.model_files import load_4bit
 from tests.test_cpu_packing import _has_avx512_bf16
 
 
@@ -56,10 +56,10 @@ def test_the_process_that_fills_the_cache_can_train_on_its_model(path: str, tmp_
     there ('Invalid device string: float32'): saving had left the model's config changed. As in the
     training pipeline, the model has answered first (on this bitsandbytes path) and been unpacked.
     Without AVX512-BF16 the repacked layout is forced after the answer, as that CPU's forward would
-    have left it (bot/cpu_packing.py: pack_now), so both paths run on every CPU."""
+    have left it (bot/generation/cpu_packing.py: pack_now), so both paths run on every CPU."""
     import torch
 
-    from bot.cpu_packing import PackingGuard, pack_now
+    from bot.generation.cpu_packing import PackingGuard, pack_now
 
     kernel = path == "repacked" and _has_avx512_bf16()
     settings = load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(tmp_path / "cache"))

@@ -16,10 +16,17 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
-from bot.control import LOCK_FILE, SOCKET_FILE, DataDirOwner, RemoteExamples, examples_access, snapshot
-from bot.lora_registry import LoraRegistry
 from bot.retrieval import ExampleStore, example_id
-from bot.training import worker
+from bot.stores.example_server import (
+    LOCK_FILE,
+    SOCKET_FILE,
+    DataDirOwner,
+    RemoteExamples,
+    examples_access,
+    snapshot,
+)
+from bot.stores.lora_registry import LoraRegistry
+from bot.training import remote
 from bot.training.runner import TrainingRunner
 from bot.training.status import StatusFile, TrainingStatus, read_status
 from bot.types import UserError
@@ -155,7 +162,7 @@ _COMMITTER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from bot.lora_registry import LoraRegistry
+    from bot.stores.lora_registry import LoraRegistry
     registry = LoraRegistry(Path(sys.argv[1]), "base", "fp1")
     time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # start together
     for _ in range(4):
@@ -206,11 +213,11 @@ def test_promote_if_active_only_when_the_compared_version_still_serves(tmp_path:
 def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import bot.model_files
-    import bot.training.pipeline
+    import bot.generation.model_files
+    import bot.trainer.pipeline
 
     settings = conftest.test_settings(tmp_path / "data")
-    monkeypatch.setattr(bot.model_files, "prepare_model", lambda s: SimpleNamespace(fingerprint="fp1"))
+    monkeypatch.setattr(bot.generation.model_files, "prepare_model", lambda s: SimpleNamespace(fingerprint="fp1"))
     registry = LoraRegistry.open(settings, "fp1")
     v1, v2 = _committed(registry), _committed(registry)
     registry.promote(v1, by="t")
@@ -225,9 +232,9 @@ def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
         return {"promote": True, "reason": "no worse than the serving model", "timings": {"train_s": 1.0},
                 "losses": [{"step": 1, "loss": 0.5}], "final_loss": 0.5}  # fmt: skip
 
-    monkeypatch.setattr(bot.training.pipeline, "train_candidate", train_candidate)
+    monkeypatch.setattr(bot.trainer.pipeline, "train_candidate", train_candidate)
     status_file = tmp_path / "status.json"
-    bot.training.pipeline.run_pipeline(settings, registry.new_staging(), StatusFile(status_file), "slack:U1")
+    bot.trainer.pipeline.run_pipeline(settings, registry.new_staging(), StatusFile(status_file), "slack:U1")
 
     assert compared == [(v2, registry.root / v2)]
     assert registry.active_pointer() == v1  # the rollback stands
@@ -241,11 +248,11 @@ def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
 
 # one training run at a time, held by the training process ---------------------------------------
 
-# `python -m bot.training` as it runs, with a pipeline that trains until the test writes <data>/stop.
+# `python -m bot.trainer` as it runs, with a pipeline that trains until the test writes <data>/stop.
 _TRAINING = textwrap.dedent(
     """
     import sys, time
-    import bot.training.__main__ as training
+    import bot.trainer.__main__ as training
 
     def pipeline(settings, staging, status, by):
         while not (settings.data_dir / "stop").exists():
@@ -351,7 +358,7 @@ def test_a_retrain_asked_on_a_replica_runs_on_the_trainer_and_reports_back(tmp_p
         assert trainer.wait(timeout=60) == 0
     finally:
         trainer.kill()
-    assert not worker.requested(serving.dir) and not serving.running()
+    assert not remote.requested(serving.dir) and not serving.running()
 
 
 # `bot trainer --once` with the stand-in pipeline.
@@ -359,8 +366,8 @@ _TRAINER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from bot.training import worker
+    from bot.training import remote
     from tests.test_processes import stand_in_runner
-    sys.exit(worker.serve(stand_in_runner(Path(sys.argv[1])), once=True, poll_s=0.05))
+    sys.exit(remote.serve(stand_in_runner(Path(sys.argv[1])), once=True, poll_s=0.05))
     """
 )

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from bot.config import load_settings
-from bot.feedback import FeedbackStore
-from bot.lora_registry import LoraRegistry
+from bot.stores.feedback import FeedbackStore
+from bot.stores.lora_registry import LoraRegistry
 from tests.conftest import MODEL_CACHE, REPO, commit_lora
 
 FOLLOW_S = 15.0  # "within a few seconds": the worker polls the registry every second

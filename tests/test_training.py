@@ -12,6 +12,7 @@ import pytest
 
 from bot.evaluation import evaluate_file, key_token_recall, load_eval_file
 from bot.prompt import examples_block
+from bot.trainer.gate import GateScores, decide
 from bot.training.dataset import (
     GENERAL_FILE,
     REGRESSION_FILE,
@@ -22,7 +23,6 @@ from bot.training.dataset import (
     split_holdout,
     tokenize_row,
 )
-from bot.training.gate import GateScores, decide
 from bot.types import ConversationKey, Message, UserError
 from tests.conftest import MODEL_CACHE, REPO, MakeCore
 from tests.fakes import FakeTokenizer
@@ -38,7 +38,7 @@ CONV = ConversationKey("console", "test")
 
 def teach_all(core, facts=FACTS) -> None:
     for question, answer in facts:
-        core.teach("console", "local", question, answer)
+        core.rules.teach("console", "local", question, answer)
 
 
 def no_holdout(core, **training) -> None:
@@ -105,7 +105,7 @@ def test_rows_are_rendered_exactly_as_serving_with_loss_on_the_answer_only(make_
     no_holdout(core, replay_size=0)
     question, answer = FACTS[0]
     core.answer(Message(CONV, "u", question))
-    served_ids = core.generation.backend.calls[-1]  # what the model got at serving time
+    served_ids = core.generation.engine.calls[-1]  # what the model got at serving time
 
     data = build_training_data(core.settings, core.examples, core.store)
     row = next(r for r in data.train if r.messages[-1]["content"] == question)
@@ -143,8 +143,8 @@ def test_prompt_is_fitted_to_max_seq_len_by_dropping_examples(make_core: MakeCor
 
 def test_dedup_newest_answer_wins_and_counts(make_core: MakeCore) -> None:
     core = make_core()
-    core.teach("console", "local", "What is the refund window?", "7 days.")
-    core.teach("console", "local", "What is the  refund window?", "You can get a refund within 14 days.")
+    core.rules.teach("console", "local", "What is the refund window?", "7 days.")
+    core.rules.teach("console", "local", "What is the  refund window?", "You can get a refund within 14 days.")
     no_holdout(core, replay_size=0)
     data = build_training_data(core.settings, core.examples, core.store)
     assert [r.completion for r in data.train] == ["You can get a refund within 14 days."]
@@ -190,7 +190,7 @@ def test_downvoted_replies_become_undesirable_rows_only_with_kto(make_core: Make
     core = make_core()
     teach_all(core)
     reply = core.answer(Message(CONV, "u", "Tell me the refund window"))
-    core.vote(reply.exchange_id, "console", "u", -1)
+    core.rules.vote(reply.exchange_id, "console", "u", -1)
     no_holdout(core, replay_size=0)
     assert build_training_data(core.settings, core.examples, core.store).undesirable == []
     no_holdout(core, replay_size=0, use_kto=True)
@@ -209,7 +209,7 @@ def test_export_writes_trl_readable_sft_and_kto_files(make_core: MakeCore, tmp_p
     core = make_core()
     teach_all(core)
     reply = core.answer(Message(CONV, "u", "Tell me the refund window"))
-    core.vote(reply.exchange_id, "console", "u", -1)
+    core.rules.vote(reply.exchange_id, "console", "u", -1)
     path = tmp_path / "feedback.jsonl"
     counts = export_feedback(core.settings, core.examples, core.store, path)
     assert counts == {"sft": len(FACTS), "kto": len(FACTS) + 1}
@@ -283,11 +283,11 @@ def test_gate_promotes_only_when_no_worse_within_margins(make_core: MakeCore) ->
 
 @pytest.mark.slow
 def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
-    """`python -m bot.training` on the default model: a few steps, a loss curve, a status file, a version."""
-    from bot.app import build_examples
+    """`python -m bot.trainer` on the default model: a few steps, a loss curve, a status file, a version."""
     from bot.config import load_settings
-    from bot.lora_registry import LoraRegistry
-    from bot.model_files import prepare_model
+    from bot.generation.model_files import prepare_model
+    from bot.stores.lora_registry import LoraRegistry
+    from bot.stores.opening import build_examples
     from bot.training.runner import training_dir
 
     data_dir = tmp_path / "data"
@@ -306,7 +306,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     status_file = training_dir(data_dir) / "status.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     run = subprocess.run(
-        [sys.executable, "-m", "bot.training", "--data-dir", str(data_dir), "--status-file", str(status_file),
+        [sys.executable, "-m", "bot.trainer", "--data-dir", str(data_dir), "--status-file", str(status_file),
          "--staging-dir", str(staging), "--triggered-by", "console:local", "--config", str(config)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -340,10 +340,10 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
 def test_kto_trains_on_good_and_downvoted_rows_and_saves_a_lora(tmp_path: Path, real_files) -> None:
     """`training.use_kto`: a few KTO steps on the default model through TRL, in the serving layout."""
     from bot.config import load_settings
-    from bot.hf_backend import HFBackend
+    from bot.generation.hf_engine import HFEngine
+    from bot.trainer.qlora import train_lora
     from bot.training.dataset import Row, TrainingData
     from bot.training.status import StatusFile
-    from bot.training.trainer import train_lora
 
     settings = load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(MODEL_CACHE),
                              training__batch_size=2, training__use_kto=True)  # fmt: skip
@@ -354,9 +354,9 @@ def test_kto_trains_on_good_and_downvoted_rows_and_saves_a_lora(tmp_path: Path, 
     good = [row(q, a, True) for q, a in FACTS[:3]]
     bad = [row(FACTS[0][0], "I do not know.", False)]
     data = TrainingData(train=good, undesirable=bad, heldout=[], fingerprint="test")
-    backend = HFBackend(settings, real_files)  # its own copy: training dequantizes the model it gets
+    engine = HFEngine(settings, real_files)  # its own copy: training dequantizes the model it gets
     status = StatusFile(tmp_path / "status.json")
-    losses = train_lora(settings, backend.model, backend.tokenizer, data, tmp_path / "lora", status)
+    losses = train_lora(settings, engine.model, engine.tokenizer, data, tmp_path / "lora", status)
     assert losses and all(loss["loss"] == loss["loss"] for loss in losses), "finite losses, one per step"
     assert (tmp_path / "lora" / "adapter_config.json").is_file()
     assert status.current.total_steps == 2  # 4 rows, batch 2, 1 epoch

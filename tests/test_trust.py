@@ -9,7 +9,7 @@ import pytest
 from bot.core import Core
 from bot.retrieval import example_id
 from bot.types import ALL_SCOPES, ConversationKey, Message, dm_scope, workspace_scope
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 QUESTION = "How do I rotate the VPN certificate?"
 ANSWER = "Run vpnctl rotate and restart the client."
@@ -29,16 +29,16 @@ def retrieved(core: Core, scope: str, text: str = QUESTION) -> list[str]:
 
 
 def test_votes_on_a_reply_that_repeats_a_taught_answer_leave_the_taught_example_alone(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
-    core.teach("console", "local", QUESTION, ANSWER)
+    core = make_core(FakeEngine(ANSWER))
+    core.rules.teach("console", "local", QUESTION, ANSWER)
     taught_id = example_id(QUESTION, ANSWER)
     reply = ask(core, "U1", workspace_scope("slack", "T1"))
     assert reply.text == ANSWER  # the model repeated the taught answer word for word
 
-    core.vote(reply.exchange_id, "slack", "U2", 1)
+    core.rules.vote(reply.exchange_id, "slack", "U2", 1)
     assert [(e.id, e.source) for e in core.examples.list()] == [(taught_id, "taught")]  # nothing relabelled
-    core.vote(reply.exchange_id, "slack", "U2", -1)
-    core.vote(reply.exchange_id, "slack", "U3", -1)
+    core.rules.vote(reply.exchange_id, "slack", "U2", -1)
+    core.rules.vote(reply.exchange_id, "slack", "U3", -1)
 
     [taught] = core.examples.get([taught_id])
     assert (taught.source, taught.label, taught.scope) == ("taught", "good", "")
@@ -46,11 +46,11 @@ def test_votes_on_a_reply_that_repeats_a_taught_answer_leave_the_taught_example_
 
 
 def test_votes_cannot_turn_an_imported_bad_example_into_a_good_one(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     core.examples.add(QUESTION, ANSWER, "bad", "import")
     reply = ask(core, "U1", workspace_scope("slack", "T1"))
-    core.vote(reply.exchange_id, "slack", "U2", 1)
-    core.vote(reply.exchange_id, "slack", "U3", 1)
+    core.rules.vote(reply.exchange_id, "slack", "U2", 1)
+    core.rules.vote(reply.exchange_id, "slack", "U3", 1)
     [imported] = core.examples.get([example_id(QUESTION, ANSWER)])
     assert (imported.label, imported.source) == ("bad", "import")
     assert core.examples.count() == 1
@@ -58,13 +58,13 @@ def test_votes_cannot_turn_an_imported_bad_example_into_a_good_one(make_core) ->
 
 
 def test_a_vote_made_example_leaves_again_when_its_votes_do(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     scope = workspace_scope("slack", "T1")
     reply = ask(core, "U1", scope)
-    assert core.vote(reply.exchange_id, "slack", "U2", 1).is_example
+    assert core.rules.vote(reply.exchange_id, "slack", "U2", 1).is_example
     [made] = core.examples.get([example_id(QUESTION, ANSWER, scope)])
     assert (made.source, made.exchange_id, made.scope) == ("vote", reply.exchange_id, scope)
-    assert not core.vote(reply.exchange_id, "slack", "U2", 0).is_example
+    assert not core.rules.vote(reply.exchange_id, "slack", "U2", 0).is_example
     assert core.examples.count() == 0
 
 
@@ -72,28 +72,28 @@ def test_a_vote_made_example_leaves_again_when_its_votes_do(make_core) -> None:
 
 
 def test_the_askers_own_upvote_does_not_make_an_example(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     scope = workspace_scope("slack", "T1")
     reply = ask(core, "U1", scope)
-    result = core.vote(reply.exchange_id, "slack", "U1", 1)
+    result = core.rules.vote(reply.exchange_id, "slack", "U1", 1)
     assert result.score == 1 and not result.is_example
     assert core.examples.count() == 0
-    assert core.vote(reply.exchange_id, "slack", "U2", 1).is_example  # one other person suffices
+    assert core.rules.vote(reply.exchange_id, "slack", "U2", 1).is_example  # one other person suffices
 
 
 def test_the_askers_downvote_still_counts_against(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     reply = ask(core, "U1", workspace_scope("slack", "T1"))
-    core.vote(reply.exchange_id, "slack", "U2", 1)
-    assert not core.vote(reply.exchange_id, "slack", "U1", -1).is_example
+    core.rules.vote(reply.exchange_id, "slack", "U2", 1)
+    assert not core.rules.vote(reply.exchange_id, "slack", "U1", -1).is_example
     assert core.examples.count() == 0
 
 
 def test_a_vote_in_one_server_changes_nothing_another_server_sees(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     here, there = workspace_scope("discord", "111"), workspace_scope("discord", "222")
     reply = ask(core, "A", here)
-    core.vote(reply.exchange_id, "discord", "B", 1)
+    core.rules.vote(reply.exchange_id, "discord", "B", 1)
     assert retrieved(core, here) == [ANSWER]
     assert retrieved(core, there) == []
     other = ask(core, "C", there, channel="C9")
@@ -103,30 +103,30 @@ def test_a_vote_in_one_server_changes_nothing_another_server_sees(make_core) -> 
 
 
 def test_a_dm_vote_stays_in_that_dm(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     dm = dm_scope("slack", "D1")
     reply = ask(core, "U1", dm, channel="D1")
-    core.vote(reply.exchange_id, "slack", "U2", 1)
+    core.rules.vote(reply.exchange_id, "slack", "U2", 1)
     assert retrieved(core, dm) == [ANSWER]
     assert retrieved(core, workspace_scope("slack", "T1")) == []
     assert retrieved(core, dm_scope("slack", "D2")) == []
 
 
 def test_corrections_are_scoped_and_taught_answers_are_global(make_core) -> None:
-    core = make_core(FakeBackend("I don't know."), admins=("console:local", "slack:ADMIN"))
+    core = make_core(FakeEngine("I don't know."), admins=("console:local", "slack:ADMIN"))
     here = workspace_scope("slack", "T1")
     reply = ask(core, "U1", here)
-    core.correct("slack", "ADMIN", reply.exchange_id, f"correct: {ANSWER}")
+    core.rules.correct("slack", "ADMIN", reply.exchange_id, f"correct: {ANSWER}")
     assert retrieved(core, here) == [ANSWER]
     assert retrieved(core, workspace_scope("slack", "T2")) == []
-    core.teach("console", "local", "What is the office wifi?", "guest-net, password on the fridge.")
+    core.rules.teach("console", "local", "What is the office wifi?", "guest-net, password on the fridge.")
     assert retrieved(core, workspace_scope("slack", "T2"), "What is the office wifi?") == [
         "guest-net, password on the fridge."
     ]
 
 
 def test_many_other_scopes_cannot_crowd_out_this_scopes_examples(make_core) -> None:
-    core = make_core(FakeBackend(ANSWER))
+    core = make_core(FakeEngine(ANSWER))
     for n in range(20):  # near-identical examples learned in twenty other servers
         core.examples.add(QUESTION, f"{ANSWER} ({n})", "good", "vote", f"x{n}", workspace_scope("discord", str(n)))
     core.examples.add(QUESTION + " please", "Ours.", "good", "vote", "mine", workspace_scope("discord", "999"))
@@ -147,11 +147,11 @@ def test_many_other_scopes_cannot_crowd_out_this_scopes_examples(make_core) -> N
 )
 def test_admin_role_counts_by_id_in_the_configured_server_only(make_core, roles, server, admin) -> None:
     core = make_core(discord__admin_role="555", discord__guild_id=42)
-    assert core.is_admin("discord", "U9", roles, server) is admin
+    assert core.rules.is_admin("discord", "U9", roles, server) is admin
     conversation = ConversationKey("discord", "C1")
     assert core.command("discord", "U9", "lora list", conversation, roles, server).text.startswith("Sorry") is not admin
     reply = ask(core, "U1", workspace_scope("discord", server))
-    result = core.correct("discord", "U9", reply.exchange_id, "correct: the better answer", roles, server)
+    result = core.rules.correct("discord", "U9", reply.exchange_id, "correct: the better answer", roles, server)
     assert ("waiting for an admin" in result.text) is not admin
     help_text = core.command("discord", "U9", "help", conversation, roles, server).text
     assert ("lora rollback" in help_text) is admin
@@ -175,7 +175,7 @@ class FailingEmbedder:
 def _restart(core: Core) -> Core:
     """A new core on the same files, as after a crash and a restart of the bot (build_core repairs)."""
     restarted = Core(core.settings, core.generation, core.examples, core.store)
-    restarted.repair_examples()
+    restarted.rules.repair_examples()
     return restarted
 
 
@@ -183,23 +183,23 @@ def _restart(core: Core) -> Core:
 def test_feedback_stored_before_an_example_store_failure_gets_its_example_at_restart(
     make_core, kind, database_url: str
 ) -> None:
-    core = make_core(FakeBackend(ANSWER), admins=("console:local", "slack:ADMIN"), database_url=database_url)
+    core = make_core(FakeEngine(ANSWER), admins=("console:local", "slack:ADMIN"), database_url=database_url)
     failing = FailingEmbedder(core.examples.embedder)
     core.examples.embedder = failing
     scope = workspace_scope("slack", "T1")
     reply = ask(core, "U1", scope)
-    pending = core.correct("slack", "U2", reply.exchange_id, "correct: A pending better answer.")
+    pending = core.rules.correct("slack", "U2", reply.exchange_id, "correct: A pending better answer.")
     failing.failing = True
     with pytest.raises(OSError):
         if kind == "vote":
-            core.vote(reply.exchange_id, "slack", "U2", 1)
+            core.rules.vote(reply.exchange_id, "slack", "U2", 1)
         elif kind == "admin correction":
-            core.correct("slack", "ADMIN", reply.exchange_id, "correct: The admin's answer.")
+            core.rules.correct("slack", "ADMIN", reply.exchange_id, "correct: The admin's answer.")
         elif kind == "accepted correction":
             correction_id = pending.text.split()[3]
-            core.review(correction_id, True, "console:local")
+            core.rules.review(correction_id, True, "console:local")
         else:
-            core.teach("console", "local", "What is the office wifi?", "guest-net.")
+            core.rules.teach("console", "local", "What is the office wifi?", "guest-net.")
     assert core.examples.count() == 0  # the feedback is stored, its example is not
     assert core.store.pending_example_syncs()
 

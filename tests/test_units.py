@@ -12,11 +12,11 @@ import pytest
 
 from bot.commands import parse
 from bot.config import ConfigError, load_settings
+from bot.generation.queueing import FairQueue
 from bot.jsonl import JsonlFileError
-from bot.lora_registry import LoraRegistry
 from bot.prompt import Turn, build_prompt
-from bot.queueing import FairQueue
 from bot.retrieval import parse_examples_file
+from bot.stores.lora_registry import LoraRegistry
 from bot.types import Example, UserError
 from tests.fakes import FakeTokenizer
 

@@ -18,13 +18,7 @@ if TYPE_CHECKING:
     pass
 
 
-from bot.cli.base import (
-    app,
-    console,
-    fail,
-    load_core,
-    settings,
-)
+from bot.cli.base import app, console, fail, load_core, settings
 
 
 @app.command()

@@ -94,9 +94,9 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def load_core(s: Settings, own_data_dir: bool = False) -> Core:
-    """`own_data_dir`: this process is the bot, the one that writes the example store (bot.control)."""
-    from bot.app import build_core
-    from bot.model_files import ModelNotFound
+    """`own_data_dir`: this process is the bot, the one that writes the example store (bot.stores.example_server)."""
+    from bot.generation.model_files import ModelNotFound
+    from bot.wiring import build_core
 
     try:
         with console.status("Loading the model…"):

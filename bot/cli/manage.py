@@ -21,20 +21,12 @@ from bot.config import Settings
 from bot.types import CommandResult, ConversationKey, UserError
 
 if TYPE_CHECKING:
-    from bot.control import ExampleWriter
+    from bot.stores.example_server import ExampleWriter
     from bot.training.runner import TrainingRunner
     from bot.training.status import TrainingStatus
 
 
-from bot.cli.base import (
-    app,
-    console,
-    examples_app,
-    fail,
-    feedback_app,
-    lora_app,
-    settings,
-)
+from bot.cli.base import app, console, examples_app, fail, feedback_app, lora_app, settings
 
 
 @examples_app.command("import")
@@ -63,8 +55,8 @@ def examples_import(file: Path) -> None:
 @contextmanager
 def _writable_examples(s: Settings) -> Iterator[ExampleWriter]:
     """The store to write: a running bot's, through its socket, else the store itself, locked."""
-    from bot.app import build_examples
-    from bot.control import examples_access
+    from bot.stores.example_server import examples_access
+    from bot.stores.opening import build_examples
 
     try:
         with examples_access(s.data_dir, lambda: build_examples(s)) as store:
@@ -79,7 +71,7 @@ def examples_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List examples, oldest first."""
-    from bot.app import build_examples
+    from bot.stores.opening import build_examples
 
     found = build_examples(settings()).list(limit=limit)
     if as_json:
@@ -104,7 +96,7 @@ def examples_remove(ids: list[str]) -> None:
 @app.command()
 def doctor() -> None:
     """Show what is installed, which model and device, and where the data lives."""
-    from bot.doctor import doctor_table
+    from bot.cli.doctor import doctor_table
 
     Console().print(doctor_table(settings()))
 
@@ -124,7 +116,7 @@ def _add_chat_commands() -> None:
 
 def _chat_command(command: Command) -> Callable[..., None]:
     def callback(**args: Any) -> None:
-        from bot.app import build_core
+        from bot.wiring import build_core
 
         s = settings()
         with console.status("Opening the data directory…"):
@@ -198,15 +190,15 @@ def trainer(
     once: Annotated[bool, typer.Option(help="run the first request, then exit (a Kubernetes Job)")] = False,
 ) -> None:
     """Run the training requests of bots with `training.runner = "worker"` here (a GPU node, a Job)."""
-    from bot.app import build_core
-    from bot.training import worker
+    from bot.training import remote
+    from bot.wiring import build_core
 
     s = settings()
     local = s.model_copy(update={"training": s.training.model_copy(update={"runner": "here"})})
     core = build_core(local, with_model=False)
     assert core.trainer is not None
     console.print(f"Waiting for training requests in {core.trainer.dir}…")
-    raise typer.Exit(worker.serve(core.trainer, once=once) if once else worker.serve(core.trainer))
+    raise typer.Exit(remote.serve(core.trainer, once=once) if once else remote.serve(core.trainer))
 
 
 _add_chat_commands()

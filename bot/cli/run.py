@@ -14,13 +14,7 @@ if TYPE_CHECKING:
     from bot.core import Core
 
 
-from bot.cli.base import (
-    app,
-    console,
-    fail,
-    load_core,
-    settings,
-)
+from bot.cli.base import app, console, fail, load_core, settings
 
 
 @app.command()
@@ -34,7 +28,7 @@ def chat() -> None:
 @app.command()
 def run() -> None:
     """Start the configured chat platforms (Slack, Discord), or the terminal chat when none is set."""
-    from bot.health import Readiness, serve
+    from bot.ops.health import Readiness, serve
 
     s = settings()
     runners = []
@@ -43,7 +37,7 @@ def run() -> None:
 
         runners.append(("slack", slack.run))
     if s.discord.enabled:
-        from adapters import discord_bot
+        from adapters.discord_bot import client as discord_bot
 
         runners.append(("discord", discord_bot.run))
     if not runners and not sys.stdin.isatty() and _stdin_at_end():

@@ -1,2 +1,4 @@
-"""Training, in its own process: dataset, trainer (TRL), eval gate, status, pipeline; and the runner
-that starts it from the bot. Import the module you need: this package imports nothing heavy."""
+"""What the bot does about training: start a run in its own process (runner.py) or leave it to a
+trainer elsewhere (remote.py), follow its status (status.py), and render training rows exactly as
+serving renders prompts (dataset.py, shared with `feedback export`). The training process itself is
+bot/trainer/. Import the module you need: this package imports nothing heavy."""

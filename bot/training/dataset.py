@@ -27,8 +27,8 @@ from bot.training.paraphrase import question_variants
 from bot.types import ALL_SCOPES, Example, UserError
 
 if TYPE_CHECKING:
-    from bot.feedback import FeedbackStore
     from bot.retrieval import ExampleStore
+    from bot.stores.feedback import FeedbackStore
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # bot/data
 GENERAL_FILE = DATA_DIR / "general.jsonl"  # replay: general questions with short correct answers
@@ -237,7 +237,7 @@ def build_training_data(
 ) -> TrainingData:
     """Everything a run trains and gates on, deterministic for a given store and settings.
 
-    `replay_answer` gives each replay row its target (bot/training/self_replay.py: the base model's own
+    `replay_answer` gives each replay row its target (bot/trainer/self_replay.py: the base model's own
     words); without it a replay row answers with the written answer.
     """
     t = settings.training

@@ -1,4 +1,4 @@
-"""Starts the training pipeline (python -m bot.training) in its own process and follows its progress.
+"""Starts the training pipeline (python -m bot.trainer) in its own process and follows its progress.
 
 The bot keeps answering while a LoRA trains: training never shares the serving process's model
 or threads. One run at a time, across processes: the training process holds <data_dir>/loras/training/lock
@@ -26,10 +26,10 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from bot import metrics
 from bot.config import SECRET_ENV_VARS, Settings, settings_without_secrets_json
-from bot.lora_registry import LoraRegistry
-from bot.training import worker
+from bot.ops import metrics
+from bot.stores.lora_registry import LoraRegistry
+from bot.training import remote
 from bot.training.status import TrainingStatus, read_status
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class StartResult:
 
 class TrainingRunner:
     # What the interpreter runs for a run: tests put a stand-in pipeline here.
-    entry: tuple[str, ...] = ("-m", "bot.training")
+    entry: tuple[str, ...] = ("-m", "bot.trainer")
 
     def __init__(
         self,
@@ -131,12 +131,12 @@ class TrainingRunner:
         return StartResult(True, f"Training started (pid {process.pid}); I'll report here when it is done.", followup)
 
     def _request(self, triggered_by: str) -> StartResult:
-        """Leave the run to a trainer elsewhere (`bot trainer`, bot/training/worker.py) that shares
+        """Leave the run to a trainer elsewhere (`bot trainer`, bot/training/remote.py) that shares
         this directory; the followup completes when its run ends."""
         if self.running():
             return StartResult(False, f"A training run is already going. {self.progress_text()}")
         requested_at = time.time()
-        if not worker.request_run(self.dir, triggered_by):
+        if not remote.request_run(self.dir, triggered_by):
             return StartResult(False, "A training run is already requested; a trainer will start it.")
         followup: Future[str] = Future()
         threading.Thread(
@@ -259,7 +259,7 @@ class TrainingRunner:
     def status_text(self) -> str:
         if self.running():
             return self.progress_text()
-        if worker.requested(self.dir):
+        if remote.requested(self.dir):
             return "Training: requested, waiting for a trainer (`bot trainer`)."
         status = self.read_status()
         if status is None:

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from adapters.discord_bot import build_client
+from adapters.discord_bot.client import build_client
 from bot.core import Core
 from tests.discord_adapter.helpers import ADMIN_ID, BotThread
 from tests.emulators.discord_api import DiscordEmulator
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def fast_core(make_core: Callable[..., Core], emulator: DiscordEmulator) -> Call
         overrides.setdefault("discord__stream_interval_s", 0.1)
         overrides.setdefault("discord__guild_id", int(emulator.guild_id))
         return make_core(
-            FakeBackend(reply=reply, delay_s=delay_s, gate=gate),
+            FakeEngine(reply=reply, delay_s=delay_s, gate=gate),
             admins=(f"discord:{ADMIN_ID}",),
             discord__api_url=emulator.api_url,
             discord__gateway_url=emulator.gateway_url,

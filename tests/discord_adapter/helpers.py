@@ -6,7 +6,7 @@ import asyncio
 import threading
 from typing import Any
 
-from adapters.discord_bot import DiscordBot
+from adapters.discord_bot.client import DiscordBot
 from bot.core import Core
 from bot.types import Incoming
 from tests.emulators.discord_api import DiscordEmulator, wait_until

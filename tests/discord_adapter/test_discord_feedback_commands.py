@@ -53,7 +53,7 @@ def test_correction_reply(
     assert "review" in ack["content"]
     [pending] = core.store.corrections("pending")
     assert pending.answer == "The office opens at 9."
-    assert len(core.generation.backend.calls) == 1, "a correction is not a question"  # type: ignore[attr-defined]
+    assert len(core.generation.engine.calls) == 1, "a correction is not a question"  # type: ignore[attr-defined]
 
 
 # ----------------------------------------------------------------------------- slash commands

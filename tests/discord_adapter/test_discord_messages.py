@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import discord
 
-from adapters.discord_bot import split_message
+from adapters.discord_bot.client import split_message
 from bot.core import Core
 from bot.types import ConversationKey
 from tests.discord_adapter.helpers import TIMEOUT, BotThread, final_reply, token_id
 from tests.emulators.discord_api import DiscordEmulator, wait_until
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 
 # ----------------------------------------------------------------------------- messages
 
@@ -91,14 +91,14 @@ def test_bare_mention_gets_the_cores_message(
     asked = emulator.send_message(user, emulator.mention())
     [answer] = wait_until(lambda: emulator.replies_to(asked["id"]), TIMEOUT, what="the bot's message")
     assert answer["content"] == "⚠️ the message is empty"
-    assert core.generation.backend.calls == []  # type: ignore[attr-defined]
+    assert core.generation.engine.calls == []  # type: ignore[attr-defined]
 
 
 def test_reply_chain_continues_the_conversation(
     emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
 ) -> None:
     core = fast_core(reply="Noted.")
-    backend: FakeBackend = core.generation.backend  # type: ignore[assignment]
+    engine: FakeEngine = core.generation.engine  # type: ignore[assignment]
     bot = start_bot(core)
     user = emulator.add_user("carol")
     first = emulator.send_message(user, f"{emulator.mention()} my favourite fruit is pineapple")
@@ -107,19 +107,19 @@ def test_reply_chain_continues_the_conversation(
     # A reply without a mention (ping off) still reaches the bot, with the history.
     second = emulator.send_message(user, "what did I just tell you ?", reply_to=answer1["id"], ping=False)
     [answer2] = final_reply(emulator, second)
-    assert token_id("pineapple") in backend.calls[1], "the reply chain's history is in the prompt"
+    assert token_id("pineapple") in engine.calls[1], "the reply chain's history is in the prompt"
 
     # A fresh mention is a new conversation.
     third = emulator.send_message(user, f"{emulator.mention()} what did I just tell you ?")
     final_reply(emulator, third)
-    assert token_id("pineapple") not in backend.calls[2]
+    assert token_id("pineapple") not in engine.calls[2]
 
     # After a restart the bot has no memory of its messages: it walks the chain over REST.
     bot.stop()
     start_bot(core)
     fourth = emulator.send_message(user, "and again ?", reply_to=answer2["id"], ping=False)
     final_reply(emulator, fourth)
-    assert token_id("pineapple") in backend.calls[3]
+    assert token_id("pineapple") in engine.calls[3]
     assert emulator.calls_to("GET", rf"/channels/{emulator.channel_id}/messages/\d+")
     chain = ConversationKey("discord", str(emulator.channel_id), first["id"])
     assert core.store.has_history(chain)

@@ -10,7 +10,7 @@ import pytest
 from adapters.slack import Running, build_app, start_http, start_socket_mode
 from bot.core import Core
 from tests.emulators.slack_api import SlackEmulator
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 from tests.slack_adapter.helpers import ADMIN, ALICE, BOB, REPLY, StartBot, slack_overrides
 
 
@@ -29,8 +29,8 @@ def socket_bot(slack: SlackEmulator, make_core: Callable[..., Core]) -> Iterator
     `wrap` puts a thin layer around the core (to slow or script its commands)."""
     running: list[Running] = []
 
-    def start(generator: FakeBackend | None = None, wrap: Callable[[Core], Any] | None = None, **extra: Any) -> Core:
-        core = make_core(generator or FakeBackend(REPLY), admins=(f"slack:{ADMIN}",), **slack_overrides(slack, **extra))
+    def start(generator: FakeEngine | None = None, wrap: Callable[[Core], Any] | None = None, **extra: Any) -> Core:
+        core = make_core(generator or FakeEngine(REPLY), admins=(f"slack:{ADMIN}",), **slack_overrides(slack, **extra))
         running.append(start_socket_mode(build_app(wrap(core) if wrap else core, core.settings), core.settings))
         slack.wait_connected()
         return core
@@ -43,7 +43,7 @@ def socket_bot(slack: SlackEmulator, make_core: Callable[..., Core]) -> Iterator
 @pytest.fixture
 def http_bot(slack: SlackEmulator, make_core: Callable[..., Core]) -> Iterator[tuple[Core, str]]:
     """A core served in HTTP mode; yields (core, the events URL)."""
-    core = make_core(FakeBackend(REPLY), admins=(f"slack:{ADMIN}",), **slack_overrides(slack, slack__mode="http"))
+    core = make_core(FakeEngine(REPLY), admins=(f"slack:{ADMIN}",), **slack_overrides(slack, slack__mode="http"))
     running = start_http(build_app(core, core.settings), core.settings, host="127.0.0.1", port=0)
     yield core, running.url
     running.stop()

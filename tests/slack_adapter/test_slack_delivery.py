@@ -16,7 +16,7 @@ from bot.config import Settings, SlackSettings
 from bot.core import Core
 from tests.conftest import REPO
 from tests.emulators.slack_api import SlackEmulator
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 from tests.slack_adapter.helpers import (
     ADMIN,
     ALICE,
@@ -34,7 +34,7 @@ from tests.slack_adapter.helpers import (
 
 
 def test_a_retried_event_gets_one_reply(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    core = socket_bot(FakeBackend(REPLY, delay_s=0.02))
+    core = socket_bot(FakeEngine(REPLY, delay_s=0.02))
     mention = slack.user_message(CHANNEL, ALICE, "<@UBOT> once please", mention=True)
     slack.send_event(mention, event_id="EvONCE")
     final_reply(slack, CHANNEL, REPLY)
@@ -103,7 +103,7 @@ def test_run_explains_a_bad_token_instead_of_crashing(
 ) -> None:
     from adapters.slack import run
 
-    core = make_core(FakeBackend(REPLY), **slack_overrides(slack, slack__app_token="xapp-revoked"))
+    core = make_core(FakeEngine(REPLY), **slack_overrides(slack, slack__app_token="xapp-revoked"))
     run(core, core.settings)  # returns: Socket Mode could not open a connection
     assert "Slack could not start" in caplog.text and "SLACK_APP_TOKEN" in caplog.text
     assert [c.method for c in slack.calls()] == ["auth.test", "apps.connections.open"]

@@ -11,7 +11,7 @@ from typing import Any
 from bot.core import Core
 from bot.types import CommandResult, ConversationKey
 from tests.emulators.slack_api import SlackEmulator
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 from tests.slack_adapter.helpers import (
     ADMIN,
     ALICE,
@@ -69,7 +69,7 @@ def test_correction_in_the_thread(slack: SlackEmulator, socket_bot: StartBot) ->
     )
     assert "learned" in answer[0]["text"]
     assert [(c.exchange_id, c.answer) for c in core.store.corrections()] == [(exchange, "Paris, obviously.")]
-    assert len(core.generation.backend.calls) == 1, "a correction is not answered as a question"
+    assert len(core.generation.engine.calls) == 1, "a correction is not answered as a question"
 
 
 # -- the slash command -------------------------------------------------------------------------
@@ -159,7 +159,7 @@ def test_slash_command_followup_is_posted_in_the_channel(slack: SlackEmulator, s
 def test_a_flood_from_one_user_stalls_no_one_else(slack: SlackEmulator, socket_bot: StartBot) -> None:
     gate = threading.Event()  # open for the first answer, then closed to hold the flood
     gate.set()
-    core = socket_bot(FakeBackend(REPLY, gate=gate), max_waiting_per_user=6)
+    core = socket_bot(FakeEngine(REPLY, gate=gate), max_waiting_per_user=6)
     asked = slack.user_message(CHANNEL, ADMIN, "<@UBOT> capital of France?", mention=True)
     slack.send_event(asked)
     reply = final_reply(slack, CHANNEL, REPLY)

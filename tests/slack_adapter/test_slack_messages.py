@@ -14,7 +14,7 @@ from typing import Any
 
 from bot.types import ConversationKey
 from tests.emulators.slack_api import MAX_TEXT, SlackEmulator
-from tests.fakes import FakeBackend
+from tests.fakes import FakeEngine
 from tests.slack_adapter.helpers import (
     ADMIN,
     ALICE,
@@ -34,7 +34,7 @@ from tests.slack_adapter.helpers import (
 
 
 def test_mention_streams_a_reply_in_the_thread(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    core = socket_bot(FakeBackend(REPLY, delay_s=0.05))
+    core = socket_bot(FakeEngine(REPLY, delay_s=0.05))
     mention = slack.user_message(CHANNEL, ALICE, "<@UBOT> what is the capital of France?", mention=True)
     # Slack delivers a mention twice: as app_mention and as message.channels.
     acks = [slack.send_event(mention), slack.send_event(mention | {"type": "message", "channel_type": "channel"})]
@@ -117,7 +117,7 @@ def test_bots_edits_and_joins_are_ignored(slack: SlackEmulator, socket_bot: Star
 def test_long_reply_is_split_cleanly_and_every_part_is_linked(slack: SlackEmulator, socket_bot: StartBot) -> None:
     paragraph = " ".join(f"Sentence {i} of this paragraph says something useful." for i in range(20))
     long_reply = "\n\n".join(paragraph for _ in range(9))  # about 9,900 characters
-    core = socket_bot(FakeBackend(long_reply), max_new_tokens=4000, context_tokens=8192)
+    core = socket_bot(FakeEngine(long_reply), max_new_tokens=4000, context_tokens=8192)
     mention = slack.user_message(CHANNEL, ALICE, "<@UBOT> tell me everything", mention=True)
     slack.send_event(mention)
 
@@ -132,7 +132,7 @@ def test_long_reply_is_split_cleanly_and_every_part_is_linked(slack: SlackEmulat
 
 
 def test_a_queued_request_says_so(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    socket_bot(FakeBackend(REPLY, delay_s=0.08))  # slow enough that the second request must wait
+    socket_bot(FakeEngine(REPLY, delay_s=0.08))  # slow enough that the second request must wait
     for user, channel in ((ALICE, CHANNEL), (BOB, "C0OTHER")):
         slack.send_event(slack.user_message(channel, user, "<@UBOT> question", mention=True))
     for channel in (CHANNEL, "C0OTHER"):
@@ -142,7 +142,7 @@ def test_a_queued_request_says_so(slack: SlackEmulator, socket_bot: StartBot) ->
 
 
 def test_slack_markup_is_escaped_both_ways(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    core = socket_bot(FakeBackend("Ping <!channel> & <@UADMIN> => now"))
+    core = socket_bot(FakeEngine("Ping <!channel> & <@UADMIN> => now"))
     # Slack escapes &, < and > in what users type; the core must get the plain text.
     slack.send_event(slack.user_message(DM, ALICE, "is 1 &lt; 2 &amp;&amp; 3 &gt; 2?", channel_type="im"))
     final_reply(slack, DM, "Ping &lt;!channel&gt; &amp; &lt;@UADMIN&gt; =&gt; now")  # no @channel, no mention

@@ -1,0 +1,210 @@
+"""What feedback teaches, and whose counts: votes, corrections, taught answers, the examples they
+make, and who is an admin. The core holds them (`core.rules`); adapters reach them through `Core.handle`.
+
+Nobody can make the bot say something to other people on their own: the asker's own 👍 doesn't
+count (unless they are an admin), a vote never touches a taught, imported or accepted example,
+and a non-admin's correction waits for an admin's review.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Sequence
+
+from bot.config import Settings
+from bot.ops import metrics
+from bot.retrieval import ExampleStore, example_id
+from bot.stores.feedback import FeedbackStore
+from bot.stores.records import Exchange
+from bot.types import CommandResult, UserError, VoteResult
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UP = ("+1", "thumbsup", "👍")  # platforms without their own lists: the terminal
+DEFAULT_DOWN = ("-1", "thumbsdown", "👎")
+# Skin tones and the emoji presentation selector: 👍🏽 is still 👍 (Slack writes it +1::skin-tone-2).
+_EMOJI_MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
+
+
+def vote_value(emoji: str, up: Sequence[str], down: Sequence[str]) -> int:
+    """+1, -1 or 0 for an emoji as any platform names it."""
+    name = _EMOJI_MODIFIERS.sub("", emoji.strip(":").split("::")[0])
+    return 1 if name in up else -1 if name in down else 0
+
+
+class FeedbackRules:
+    """The feedback rules over the two stores; the core holds one (`core.rules`)."""
+
+    def __init__(self, settings: Settings, examples: ExampleStore, store: FeedbackStore) -> None:
+        self.settings = settings
+        self.examples = examples
+        self.store = store
+        self._example_lock = threading.Lock()  # vote -> example upserts stay consistent
+
+    def is_admin(self, platform: str, user_id: str, roles: Sequence[str] = (), server: str = "") -> bool:
+        """A configured admin id, or (Discord) a holder of the admin role id in the configured server.
+
+        `roles` are the caller's role ids in `server`, the server the request came from. A role
+        elsewhere means nothing: anyone can create a role in a server of their own.
+        """
+        if f"{platform}:{user_id}" in self.settings.admins:
+            return True
+        section = getattr(self.settings, platform, None)
+        admin_role = getattr(section, "admin_role", "")
+        home = getattr(section, "guild_id", None)
+        return bool(admin_role) and home is not None and server == str(home) and admin_role in roles
+
+    def vote(self, exchange_id: str, platform: str, user_id: str, value: int) -> VoteResult:
+        """+1, -1, or 0 to retract. The reply becomes an example of its scope at the threshold.
+
+        The asker's own 👍 counts only if they are listed in BOT_ADMINS (who could teach it anyway),
+        so no user can make the bot repeat something to others on their own.
+        """
+        if self.store.exchange(exchange_id) is None:
+            raise UserError(f"no exchange {exchange_id!r}")
+        with self._example_lock:
+            score = self.store.set_vote(exchange_id, platform, user_id, value)  # queues the example sync
+            metrics.VOTES.labels({1: "up", -1: "down"}.get(value, "retracted")).inc()
+            is_example = self._sync_vote_example(exchange_id)
+        return VoteResult(exchange_id, score, is_example)
+
+    def _sync_vote_example(self, exchange_id: str) -> bool:
+        """Make the example store agree with the exchange's votes; True when it is an example.
+
+        A vote only ever adds a new example or removes one its own exchange's votes added:
+        taught, imported and accepted examples keep their label and provenance whatever users vote.
+        """
+        exchange = self.store.exchange(exchange_id)
+        if exchange is None:
+            self.store.example_synced("exchange", exchange_id)
+            return False
+        promoted = self._promoted(exchange)
+        if promoted:
+            self.examples.add_if_new(exchange.user_text, exchange.reply, "vote", exchange.id, exchange.scope)
+        else:
+            found = self.examples.get([example_id(exchange.user_text, exchange.reply, exchange.scope)])
+            if found and found[0].source == "vote" and found[0].exchange_id == exchange.id:
+                self.examples.remove([found[0].id])
+        self.store.example_synced("exchange", exchange.id)
+        return promoted
+
+    def _promoted(self, exchange: Exchange) -> bool:
+        asker_counts = self.is_admin(exchange.platform, exchange.user_id)
+        score = self.store.promotion_score(exchange.id, exchange.platform, exchange.user_id, asker_counts)
+        return score >= self.settings.vote_threshold
+
+    def _sync_correction_example(self, correction_id: str) -> None:
+        """Put an accepted correction (or a taught answer) into the example store; idempotent."""
+        correction = self.store.correction(correction_id)
+        if correction is not None and correction.status == "accepted":
+            exchange = self.store.exchange(correction.exchange_id) if correction.exchange_id else None
+            if exchange is None:  # taught by an admin: seen everywhere
+                self.examples.add(correction.question, correction.answer, "good", "taught", correction.id)
+            else:  # a correction of a reply: seen where the reply was
+                self.examples.add(
+                    correction.question, correction.answer, "good", "correction", exchange.id, exchange.scope
+                )
+        self.store.example_synced("correction", correction_id)
+
+    def repair_examples(self) -> int:
+        """Write the examples that feedback stored durably but a crash or an example-store failure
+        kept from the example store (the feedback store records them until done). Returns how many."""
+        repaired = 0
+        for kind, ref in self.store.pending_example_syncs():
+            try:
+                with self._example_lock:
+                    if kind == "exchange":
+                        self._sync_vote_example(ref)
+                    else:
+                        self._sync_correction_example(ref)
+                repaired += 1
+            except Exception:
+                log.exception("could not repair the example of %s %s; will retry at the next start", kind, ref)
+        if repaired:
+            log.info("repaired %d example(s) that feedback had recorded", repaired)
+        return repaired
+
+    def react(self, platform: str, message_ref: str, user_id: str, emoji: str, added: bool) -> VoteResult | None:
+        """A reaction on a platform message; None when it is not a vote on a bot reply."""
+        value = self._vote_value(platform, emoji)
+        if value == 0:
+            return None
+        exchange_id = self.store.exchange_for_message(platform, message_ref)
+        if exchange_id is None:
+            return None
+        if not added:
+            # Removing 👍 retracts only a 👍: a user who switched to 👎 keeps their 👎.
+            if self.store.user_vote(exchange_id, platform, user_id) != value:
+                exchange = self.store.exchange(exchange_id)
+                promoted = exchange is not None and self._promoted(exchange)
+                return VoteResult(exchange_id, self.store.score(exchange_id), promoted)
+            value = 0
+        return self.vote(exchange_id, platform, user_id, value)
+
+    def _vote_value(self, platform: str, emoji: str) -> int:
+        section = getattr(self.settings, platform, None)
+        up = getattr(section, "up_emoji", DEFAULT_UP)
+        down = getattr(section, "down_emoji", DEFAULT_DOWN)
+        return vote_value(emoji, up, down)
+
+    def correct(
+        self, platform: str, user_id: str, exchange_id: str, text: str, roles: Sequence[str] = (), server: str = ""
+    ) -> CommandResult:
+        """A better answer for a reply: counts at once from an admin, waits for review otherwise."""
+        answer = text.strip()
+        prefix = self.settings.correction_prefix
+        if answer.lower().startswith(prefix.lower()):
+            answer = answer[len(prefix) :].strip()
+        if not answer:
+            raise UserError(f"the correction is empty; write `{prefix} <the better answer>`")
+        exchange = self.store.exchange(exchange_id)
+        if exchange is None:
+            raise UserError(f"no exchange {exchange_id!r}")
+        is_admin = self.is_admin(platform, user_id, roles, server)
+        cap = self.settings.max_pending_corrections_per_user
+        if not is_admin and self.store.count_pending_corrections(platform, user_id) >= cap:
+            raise UserError(
+                f"You already have {cap} correction{'s' if cap > 1 else ''} waiting for an admin's review; "
+                "please wait until they are reviewed before sending more."
+            )
+        correction = self.store.add_correction(
+            exchange_id, platform, user_id, exchange.user_text, answer, accepted_by=user_id if is_admin else None
+        )
+        metrics.CORRECTIONS.labels("accepted" if is_admin else "pending").inc()
+        if is_admin:
+            with self._example_lock:
+                self._sync_correction_example(correction.id)
+            return CommandResult(
+                f"Thanks, learned: the answer to {exchange.user_text!r} is now yours.", ephemeral=False
+            )
+        return CommandResult(
+            f"Thanks, your correction {correction.id} is waiting for an admin's review.", ephemeral=False
+        )
+
+    def teach(self, platform: str, user_id: str, question: str, answer: str) -> str:
+        correction = self.store.add_correction(None, platform, user_id, question, answer, accepted_by=user_id)
+        metrics.CORRECTIONS.labels("taught").inc()
+        with self._example_lock:
+            self._sync_correction_example(correction.id)
+        return example_id(question, answer)
+
+    def review_text(self) -> str:
+        pending = self.store.corrections("pending")
+        if not pending:
+            return "No corrections are waiting for review."
+        lines = [f"{len(pending)} correction(s) waiting (accept with `feedback accept ID`):"]
+        for c in pending:
+            lines.append(f"  {c.id}  by {c.platform}:{c.user_id}\n    Q: {c.question}\n    A: {c.answer}")
+        return "\n".join(lines)
+
+    def review(self, correction_id: str, accept: bool, reviewer: str) -> CommandResult:
+        correction = self.store.review_correction(correction_id, accept, reviewer)
+        if correction is None:
+            raise UserError(f"no pending correction {correction_id!r}; see `feedback review`")
+        if accept:
+            with self._example_lock:
+                self._sync_correction_example(correction.id)
+            return CommandResult(f"Accepted {correction.id}: it is now an example.")
+        return CommandResult(f"Rejected {correction.id}.")

@@ -1,0 +1,395 @@
+"""The fast CPU engine: llama.cpp (llama-cpp-python) on the default model's own GGUF file.
+
+Several replies are decoded together in one llama.cpp context (continuous batching: a reply joins
+at the next step and leaves when it ends, each in its own sequence of the KV cache). The bot keeps
+its own decoding: each step's logits come back here and go through the same `ReplyRules` as the
+transformers engine (answer bias, reply-only repetition rules), so greedy replies follow the same
+rules on both. LoRAs are the pipeline's peft adapters, converted to GGUF once (bot/generation/lora_gguf.py),
+loaded next to the base weights and applied per batch: a LoRA reply and a base-model reply never
+share a batch, and a swap happens only between replies, as on the other engines.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.config import Settings
+from bot.generation.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
+from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.lora_follow import LoraFollower, LoraSource
+from bot.generation.lora_gguf import gguf_lora_path
+from bot.generation.model_files import ModelFiles, default_gguf_path, model_cache_dir
+from bot.generation.tokenizer_lock import tokenizer_lock
+
+log = logging.getLogger(__name__)
+_LLAMA_LOG: Any = None
+AMX_VARIANTS = {"sapphirerapids"}  # GGML_CPU_ALL_VARIANTS builds with AMX kernels
+
+
+def _forward_log(level: int, text: bytes, _user_data: Any) -> None:
+    """llama.cpp's log lines: errors as errors, the rest (load details, tuning notes) as debug."""
+    message = text.decode("utf-8", "replace").rstrip()
+    if message:
+        log.log(logging.ERROR if level == 3 else logging.DEBUG, "llama.cpp: %s", message)
+
+
+def _llama_cpp() -> Any:
+    """llama_cpp, with its log lines routed to ours (the callback is kept: C code calls it)."""
+    global _LLAMA_LOG
+    import llama_cpp
+
+    if _LLAMA_LOG is None:
+        _LLAMA_LOG = llama_cpp.llama_log_callback(_forward_log)
+        llama_cpp.llama_log_set(_LLAMA_LOG, None)
+    return llama_cpp
+
+
+class TextStream:
+    """Token ids in, new text out: decodes the whole reply each time (so that multi-byte characters
+    split over tokens come out whole) and hands on only what is new."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.tokens: list[int] = []
+        self.text = ""
+
+    def push(self, token: int) -> str:
+        self.tokens.append(token)
+        with tokenizer_lock(self.tokenizer):
+            text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # half a character: wait for the rest
+            return ""
+        new, self.text = text[len(self.text) :], text
+        return new
+
+
+@dataclass(eq=False)
+class _Sequence:
+    seq_id: int
+    pending: list[int]  # tokens to feed at the next step: the prompt, then each new token
+    max_new_tokens: int
+    rules: ReplyRules | None
+    on_text: Callable[[str], None]
+    text: TextStream
+    position: int = 0
+    reply: list[int] = field(default_factory=list)
+
+
+def serving_gguf(settings: Settings, source: Path) -> Path:
+    """The GGUF llama.cpp serves: the default model's Q4_1 file rewritten once as Q8_0 in the model
+    cache (half a second). Q8_0 holds Q4_1's values almost exactly (a 256-level grid per block of
+    32 instead of 16 levels), and llama.cpp reads a prompt about twice as fast from it on a CPU
+    with the same decode speed (docs/cpu_speed.md has the figures)."""
+    llama_cpp = _llama_cpp()
+
+    target = model_cache_dir(settings) / f"{source.stem}.q8_0.gguf"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.with_suffix(f".{os.getpid()}.tmp")
+        params = llama_cpp.llama_model_quantize_default_params()
+        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
+        params.allow_requantize = True
+        params.nthread = settings.threads or os.cpu_count() or 1
+        started = time.monotonic()
+        if llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params)) != 0:
+            staging.unlink(missing_ok=True)
+            raise RuntimeError(f"llama.cpp cannot rewrite {source} as Q8_0")
+        staging.chmod(0o644)  # read by a bot running as another user than the one that built the cache
+        staging.replace(target)
+        log.info("wrote %s for llama.cpp in %.1f s (once)", target.name, time.monotonic() - started)
+    return target
+
+
+def ggml_cpu_backend(llama_cpp: Any) -> str:
+    """Make sure ggml has its CPU backend, and say which: a build with GGML_BACKEND_DL (the image's,
+    one library per CPU generation) keeps those libraries in site-packages/bin, where ggml does not
+    look, and then had no device at all ("no backends are loaded"). Raises RuntimeError, naming the
+    folders tried, when none loads."""
+    lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
+    ggml = ctypes.CDLL(_mapped("libggml") or str(lib_dir / "libggml.so"))
+    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
+    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
+    folders = [lib_dir, lib_dir.parent.parent / "bin", lib_dir.parent / "bin"]
+    for folder in folders:
+        if ggml.ggml_backend_dev_count() > 0:
+            break
+        if folder.is_dir():
+            ggml.ggml_backend_load_all_from_path(str(folder).encode())
+    if ggml.ggml_backend_dev_count() == 0:
+        raise RuntimeError(f"llama.cpp loads no CPU backend (no libggml-cpu*.so that runs here in {folders})")
+    variant = loaded_cpu_variant()
+    if variant:
+        return f"the {variant} build"  # of GGML_CPU_ALL_VARIANTS, the best this CPU runs
+    features = llama_cpp.llama_print_system_info().decode(errors="replace").replace("CPU : ", "")
+    return " ".join(f.split(" = ")[0].strip() for f in features.split("|") if f.strip().endswith("= 1"))
+
+
+def loaded_cpu_variant() -> str | None:
+    """Which libggml-cpu-<variant>.so ggml loaded (a GGML_BACKEND_DL build); None for a build with
+    its CPU kernels linked in."""
+    found = _mapped("libggml-cpu-")
+    return re.sub(r"^libggml-cpu-|\.so.*$", "", Path(found).name) if found else None
+
+
+def _mapped(prefix: str) -> str | None:
+    """The path of a library this process has loaded whose name starts with `prefix` and has no other
+    dash after it, from its memory map (None off Linux). A wheel holds copies, not links: libggml.so
+    and libggml.so.0 are two libraries with a backend registry each, and only the one libllama loaded
+    (libggml.so.0) is the one that counts."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return None
+    pattern = re.escape(prefix) + (r"[a-z0-9_]+\.so" if prefix.endswith("-") else r"\.so[.0-9]*")
+    found = re.search(rf"(/\S*/{pattern})$", maps, re.M)
+    return found.group(1) if found else None
+
+
+def model_params_for_this_cpu(llama_cpp: Any, params: Any = None) -> Any:
+    """llama.cpp's default model parameters (or `params`), without its AMX weight buffers where the
+    build has them.
+
+    A build made with native flags on a CPU with AMX moves Q8_0 weights into AMX buffers, and on the
+    Sapphire Rapids VMs these machines run on, its AMX matrix product dies of SIGILL (`tileloadd`) at
+    the first prompt of more than a few tokens: seen with llama-cpp-python 0.3.36, while a plain AMX
+    program runs there, so the fault is ggml's. The weights then stay in plain buffers (AVX512 kernels).
+    """
+    params = llama_cpp.llama_model_default_params() if params is None else params
+    if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info() or loaded_cpu_variant() in AMX_VARIANTS:
+        params.use_extra_bufts = False
+    return params
+
+
+@contextmanager
+def plain_llama_params() -> Iterator[None]:
+    """While it lasts, llama-cpp-python's high-level `Llama` loads with `model_params_for_this_cpu`
+    (it takes no argument for it): the benchmark's and the tests' plain llama.cpp."""
+    import llama_cpp.llama as high_level
+
+    low_level = high_level.llama_cpp
+    default = low_level.llama_model_default_params
+    low_level.llama_model_default_params = lambda: model_params_for_this_cpu(low_level, default())
+    try:
+        yield
+    finally:
+        low_level.llama_model_default_params = default
+
+
+class LlamaCppEngine:
+    """A BatchingEngine (bot.generation.worker) on llama.cpp; every method runs on the generation worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        files: ModelFiles,
+        gguf: Path,
+        lora_source: LoraSource | None = None,
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        llama_cpp = _llama_cpp()
+        self._llama = llama_cpp
+        self.settings = settings
+        self.files = files
+        self.slots = settings.parallel_replies
+        started = time.monotonic()
+        self.tokenizer = AutoTokenizer.from_pretrained(files.path)
+        self._model_config = json.loads((Path(files.path) / "config.json").read_text())
+        self.cpu = ggml_cpu_backend(llama_cpp)
+        llama_cpp.llama_backend_init()
+        model_params = model_params_for_this_cpu(llama_cpp)
+        self._model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params)
+        if not self._model:
+            raise RuntimeError(f"llama.cpp cannot load {gguf}")
+        params = llama_cpp.llama_context_default_params()
+        params.n_seq_max = self.slots
+        self._context = settings.context_tokens  # each reply's own cache holds this many tokens
+        params.n_ctx = self._context * self.slots
+        params.n_batch = max(self._context, self.slots)  # a whole prompt in one call
+        params.n_ubatch = 512
+        # A cache of its own per reply, read by its attention alone: with one shared cache the same
+        # reply took a different float path depending on who else was asking (measured: greedy
+        # replies diverged).
+        params.kv_unified = False
+        params.n_threads = params.n_threads_batch = settings.threads or os.cpu_count() or 1
+        params.no_perf = True
+        self._ctx = llama_cpp.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            raise RuntimeError("llama.cpp cannot create a context (memory?)")
+        self._memory = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
+        self._vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
+        self._stop_ids = set(end_of_turn_ids(self.tokenizer))
+        self._free_ids = list(range(self.slots))
+        self._sequences: list[_Sequence] = []
+        self.loras = LoraFollower(lora_source, lambda: self.settings.training.keep_loaded, self._load_lora,
+                                 self._unload_lora)  # fmt: skip
+        self._adapters: dict[str, Any] = {}  # LoRA name -> llama.cpp adapter
+        self._applied: str | None = None  # the LoRA name set on the context now
+        self._rng = np.random.default_rng()
+        self.description = f"llama.cpp, {gguf.name} on the CPU ({self.cpu}), {self.slots} replies at once"
+        self.load_seconds = time.monotonic() - started
+        self.memory_bytes = int(llama_cpp.llama_model_size(self._model))
+        log.info(
+            "model %s loaded in llama.cpp in %.1f s (%d replies at once)", gguf.name, self.load_seconds, self.slots
+        )
+
+    @classmethod
+    def for_default_model(
+        cls, settings: Settings, files: ModelFiles, lora_source: LoraSource | None = None
+    ) -> LlamaCppEngine:
+        """On the default model's GGUF (as Q8_0: `serving_gguf`), the one llama.cpp can serve."""
+        return cls(settings, files, serving_gguf(settings, default_gguf_path()), lora_source=lora_source)
+
+    # Decoding ------------------------------------------------------------------------------------
+
+    def group(self, hints: ReplyHints) -> object:
+        return None if hints.base_only else self.loras.name
+
+    def start(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> object:
+        if not input_ids:
+            raise ValueError("an empty prompt")
+        if len(input_ids) + max_new_tokens > self._context:
+            raise ValueError(f"{len(input_ids)} prompt tokens and {max_new_tokens} to write exceed {self._context}")
+        wanted = self.group(hints)
+        if wanted != self._applied:
+            assert not self._sequences, "the LoRA changes only between batches"
+            self._apply_lora(wanted)  # type: ignore[arg-type]
+        rules = ReplyRules.for_reply(self.settings, len(input_ids), hints.favored)
+        sequence = _Sequence(self._free_ids.pop(0), list(input_ids), max_new_tokens, rules, on_text,
+                             TextStream(self.tokenizer))  # fmt: skip
+        self._sequences.append(sequence)
+        return sequence
+
+    def step(self) -> list[tuple[object, int]]:
+        """Read each new reply's prompt, each in a call of its own, then write one token of every
+        reply in one batch. Prompts are never batched together: how a prompt is split into matrix
+        tiles changes the float sums, so a prompt read beside others could start another reply
+        (measured); a batch of one token per reply gives each the sums it would get alone."""
+        ended: list[tuple[object, int]] = []
+        for sequence in [s for s in self._sequences if not s.reply]:
+            ended += self._decode([sequence])
+        writing = [s for s in self._sequences if s.reply]  # (those that ended have left)
+        if writing:
+            ended += self._decode(writing)
+        return ended
+
+    def _decode(self, sequences: list[_Sequence]) -> list[tuple[object, int]]:
+        """Feed the sequences' pending tokens in one llama.cpp call and choose each next token;
+        returns the sequences that ended (their KV cache freed)."""
+        batch = self._batch
+        batch.n_tokens = 0
+        last: list[int] = []
+        for sequence in sequences:
+            for offset, token in enumerate(sequence.pending):
+                index = batch.n_tokens
+                batch.token[index] = token
+                batch.pos[index] = sequence.position + offset
+                batch.n_seq_id[index] = 1
+                batch.seq_id[index][0] = sequence.seq_id
+                batch.logits[index] = offset == len(sequence.pending) - 1
+                batch.n_tokens += 1
+            last.append(batch.n_tokens - 1)
+            sequence.position += len(sequence.pending)
+            sequence.pending.clear()
+        status = self._llama.llama_decode(self._ctx, batch)
+        if status != 0:
+            raise RuntimeError(f"llama.cpp decode failed (status {status})")
+        ended: list[tuple[object, int]] = []
+        for sequence, index in zip(sequences, last, strict=True):
+            logits = np.ctypeslib.as_array(self._llama.llama_get_logits_ith(self._ctx, index), shape=(self._vocab,))
+            if self._next(sequence, logits.copy()):
+                ended.append((sequence, len(sequence.reply)))
+        for sequence, _count in ended:
+            self._end(sequence)  # type: ignore[arg-type]
+        return ended
+
+    def _next(self, sequence: _Sequence, logits: np.ndarray) -> bool:
+        """Choose the next token; True when the reply has ended."""
+        if sequence.rules is not None:
+            sequence.rules.apply(logits, sequence.reply)
+        token = self._choose(logits)
+        sequence.reply.append(token)
+        if token in self._stop_ids:
+            return True
+        sequence.on_text(sequence.text.push(token))
+        if any(stop in sequence.text.text for stop in STOP_STRINGS):
+            return True
+        sequence.pending.append(token)
+        return len(sequence.reply) >= sequence.max_new_tokens
+
+    def _choose(self, logits: np.ndarray) -> int:
+        temperature = self.settings.temperature
+        if temperature <= 0:
+            return int(np.argmax(logits))
+        scaled = (logits - logits.max()) / temperature
+        probabilities = np.exp(scaled)
+        return int(self._rng.choice(len(logits), p=probabilities / probabilities.sum()))
+
+    def _end(self, sequence: _Sequence) -> None:
+        self._llama.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+        self._sequences.remove(sequence)
+        self._free_ids.append(sequence.seq_id)
+
+    def abort(self) -> None:
+        for sequence in list(self._sequences):
+            self._end(sequence)
+
+    def generate(
+        self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
+    ) -> int:
+        """One reply on its own (nothing else decoding), for callers outside the generation service."""
+        handle = self.start(input_ids, max_new_tokens, on_text, hints)
+        try:
+            while True:
+                for ended, count in self.step():
+                    if ended is handle:
+                        return count
+        finally:
+            self.abort()
+
+    # LoRAs in memory (bot/generation/lora_follow.py decides when; they apply per batch) ---------------------
+
+    def _load_lora(self, name: str, version: str, path: Path) -> None:
+        # In the data directory, not the model cache: that one is read-only in the image (every retrain
+        # failed there), and converted LoRAs belong to the registry's data, not to the base weights.
+        converted = gguf_lora_path(path, self.settings.cache_dir / "lora-gguf", self._model_config)
+        adapter = self._llama.llama_adapter_lora_init(self._model, str(converted).encode())
+        if not adapter:
+            raise RuntimeError(f"llama.cpp cannot load the LoRA {version} ({converted})")
+        self._adapters[name] = adapter
+
+    def _unload_lora(self, name: str) -> None:
+        if self._applied == name:
+            self._apply_lora(None)
+        self._llama.llama_adapter_lora_free(self._adapters.pop(name))
+
+    def _apply_lora(self, name: str | None) -> None:
+        if name is None:
+            status = self._llama.llama_set_adapters_lora(self._ctx, None, 0, None)
+        else:
+            adapters = (self._llama.llama_adapter_lora_p_ctypes * 1)(self._adapters[name])
+            scales = (ctypes.c_float * 1)(1.0)
+            status = self._llama.llama_set_adapters_lora(self._ctx, adapters, 1, scales)
+        if status != 0:
+            raise RuntimeError(f"llama.cpp cannot apply the LoRA {name} (status {status})")
+        self._applied = name
+
+    def close(self) -> None:
+        self._llama.llama_batch_free(self._batch)
+        self._llama.llama_free(self._ctx)
+        self._llama.llama_model_free(self._model)

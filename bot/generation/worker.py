@@ -1,0 +1,251 @@
+"""Streaming generation on one worker, whatever the engine, and live LoRA swaps.
+
+One model lives in memory and one worker thread runs it (the engines: bot/generation/hf_engine.py,
+bot/generation/llama_engine.py, bot/generation/vllm_engine.py). Requests wait in a fair queue and see their position.
+A batching engine (llama.cpp) writes several replies at once, each joining at the next step. LoRA
+swaps run on the same worker while no reply is being written, so a swap can never change the
+weights under a reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from bot.generation.decoding import clean_reply
+from bot.generation.engine import NO_HINTS, BatchingEngine, Engine, Generated, ReplyHints
+from bot.generation.lora_follow import LoraUnavailable
+from bot.generation.queueing import FairQueue
+from bot.ops import metrics
+from bot.types import Queued, Token
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class _Job:
+    owner: str
+    input_ids: list[int]
+    max_new_tokens: int
+    hints: ReplyHints
+    events: queue.Queue[Any]
+    submitted: float
+    started: threading.Event
+
+
+class _Run:
+    """One job being written: its text goes to the waiting caller as it comes."""
+
+    def __init__(self, job: _Job, lora_version: str | None) -> None:
+        job.started.set()
+        self.job = job
+        self.version = None if job.hints.base_only else lora_version
+        self.start = time.monotonic()
+        self.first: float | None = None
+        self.pieces: list[str] = []
+
+    def on_text(self, text: str) -> None:
+        if text:
+            if self.first is None:
+                self.first = time.monotonic() - self.start
+            self.pieces.append(text)
+            self.job.events.put(Token(text))
+
+    def finish(self, count: int) -> None:
+        self.job.events.put(
+            Generated(
+                text=clean_reply("".join(self.pieces)),
+                lora_version=self.version,
+                prompt_tokens=len(self.job.input_ids),
+                completion_tokens=count,
+                first_token_s=self.first,
+                started_after_s=self.start - self.job.submitted,
+            )
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        self.job.events.put(RuntimeError(f"generation failed: {exc}"))
+
+
+class GenerationService:
+    """Runs an Engine on one worker thread; thread-safe for any number of callers. A batching
+    engine decodes up to `slots` replies together; LoRA swaps and other exclusive actions still
+    run only while no reply is being written (new replies wait until the running ones end)."""
+
+    def __init__(self, engine: Engine, sync_interval_s: float = 1.0) -> None:
+        self.engine = engine
+        self._queue: FairQueue[_Job] = FairQueue()
+        self._control: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._closing = threading.Event()
+        self._busy = threading.Event()  # every slot is writing a reply
+        self._sync_interval_s = sync_interval_s
+        self._next_sync = 0.0
+        self._batching: BatchingEngine | None = engine if engine.slots > 1 else None  # type: ignore[assignment]
+        self._running: dict[object, _Run] = {}  # a batching engine's replies in progress, by handle
+        self._group: object = None
+        self._worker = threading.Thread(target=self._run, name="generation", daemon=True)
+        metrics.watch_queue(self.queued)
+        metrics.serving(engine.loras.version)
+        self._worker.start()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.engine.tokenizer
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def stream(
+        self, owner: str, input_ids: list[int], max_new_tokens: int, hints: ReplyHints = NO_HINTS
+    ) -> Iterator[Queued | Token | Generated]:
+        """Queued(position) while waiting, Token(delta) as text comes, then Generated."""
+        job = _Job(owner, input_ids, max_new_tokens, hints, queue.Queue(), time.monotonic(), threading.Event())
+        self._queue.put(owner, job)
+        last_position = 0
+        while not job.started.is_set():
+            position = self._queue.position(job)
+            if position is None:
+                break
+            waiting_behind = position + (1 if self._busy.is_set() else 0)
+            if waiting_behind != last_position and waiting_behind > 0:
+                last_position = waiting_behind
+                yield Queued(waiting_behind)
+            self._queue.wait_changed(0.25)
+        while True:
+            event = job.events.get()
+            if isinstance(event, BaseException):
+                raise event
+            yield event
+            if isinstance(event, Generated):
+                return
+
+    def run_exclusive(self, action: Callable[[], T]) -> Future[T]:
+        """Run `action` on the worker while no reply is being written (LoRA loads and swaps)."""
+        future: Future[T] = Future()
+        self._control.put((action, future))
+        return future
+
+    def request_sync(self) -> Future[None]:
+        return self.run_exclusive(self._sync_lora)
+
+    def _sync_lora(self) -> None:
+        before = self.engine.loras.version
+        self.engine.loras.sync()
+        if self.engine.loras.version != before:
+            metrics.serving(self.engine.loras.version)
+            if (swap_s := self.engine.loras.last_swap_s) is not None:
+                metrics.SWAP_SECONDS.observe(swap_s)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._worker.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            if not self._running:  # between replies: the only time the weights may change
+                self._run_control()
+                if time.monotonic() >= self._next_sync:
+                    # Watching the registry lets another process (a trainer, an admin CLI) swap us.
+                    self._safely(self._sync_lora)
+                    self._next_sync = time.monotonic() + self._sync_interval_s
+            if self._batching is not None:
+                self._step(self._batching)
+            elif (job := self._queue.get(timeout=0.05)) is not None:
+                self._serve(job)
+        if self._running and self._batching is not None:  # closed mid-reply: nothing left behind in the engine
+            self._batching.abort()
+            for run in self._running.values():
+                run.fail(RuntimeError("the generation service was closed"))
+            self._running.clear()
+
+    def _run_control(self) -> None:
+        while True:
+            try:
+                action, future = self._control.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(action())
+                except BaseException as exc:
+                    future.set_exception(exc)
+
+    def _safely(self, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except LoraUnavailable:
+            pass  # said once, when it failed (bot/generation/lora_follow.py)
+        except Exception:
+            log.exception("LoRA sync failed; the current LoRA keeps serving")
+
+    def _serve(self, job: _Job) -> None:
+        self._busy.set()
+        run = _Run(job, self.engine.loras.version)
+        try:
+            run.finish(self.engine.generate(job.input_ids, job.max_new_tokens, run.on_text, job.hints))
+        except BaseException as exc:
+            log.exception("generation failed")
+            run.fail(exc)
+        finally:
+            self._busy.clear()
+
+    def _draining(self, engine: BatchingEngine) -> bool:
+        """New replies wait while an exclusive action or a due LoRA swap waits for the running ones.
+        The registry is read once a sync interval, not at every step: a step takes milliseconds."""
+        if not self._control.empty():
+            return True
+        if time.monotonic() < self._next_sync:
+            return False
+        if self._safe_swap_pending(engine):
+            return True  # the swap runs (and the next look is set) once the running replies end
+        self._next_sync = time.monotonic() + self._sync_interval_s
+        return False
+
+    def _safe_swap_pending(self, engine: BatchingEngine) -> bool:
+        try:
+            return engine.loras.swap_pending()
+        except Exception:
+            log.exception("cannot read the registry; the current LoRA keeps serving")
+            return False
+
+    def _step(self, engine: BatchingEngine) -> None:
+        """Admit waiting replies into free slots (fair-queue order; a reply that needs another LoRA
+        waits for the batch to end), then decode one step for all of them."""
+        while len(self._running) < engine.slots and not self._draining(engine):
+            job = self._queue.take(
+                lambda j: not self._running or engine.group(j.hints) == self._group,
+                timeout=0 if self._running else 0.05,
+            )
+            if job is None:
+                break
+            run = _Run(job, engine.loras.version)
+            try:
+                handle = engine.start(job.input_ids, job.max_new_tokens, run.on_text, job.hints)
+            except Exception as exc:  # a prompt the engine refuses fails that reply only
+                log.exception("generation failed")
+                run.fail(exc)
+                continue
+            self._group = engine.group(job.hints)
+            self._running[handle] = run
+        if len(self._running) >= engine.slots:
+            self._busy.set()
+        else:
+            self._busy.clear()
+        if not self._running:
+            return
+        try:
+            for handle, count in engine.step():
+                self._running.pop(handle).finish(count)
+        except BaseException as exc:
+            log.exception("generation failed")
+            engine.abort()
+            for run in self._running.values():
+                run.fail(exc)
+            self._running.clear()
