@@ -197,7 +197,7 @@ def main() -> None:
         close()
         # The same on the file the bot's llama.cpp engine serves: what the bot's own layer costs.
         load_s, run, close = llama_path(serving_gguf(settings, default_gguf_path()), threads)
-        same_file = measure("plain llama.cpp (Q8_0, the bot's file)", load_s, run, ids, args.tokens, args.runs)
+        same_file = measure("plain llama.cpp (F16, the bot's file)", load_s, run, ids, args.tokens, args.runs)
         close()
     line("bot (llama.cpp) / plain llama.cpp on its file: decode",
          f"{results['llama.cpp']['decode'] / same_file['decode']:.2f}x" if "llama.cpp" in results else "-")  # fmt: skip

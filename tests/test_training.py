@@ -313,13 +313,14 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
     status = json.loads(status_file.read_text())
-    # 2 examples, 1 other phrasing each; the 2 replay questions retrieve no example, so the base
-    # model answers them (lora_for = "examples") and they are left out: 4 rows, batch 2, 1 epoch.
-    assert status["phase"] == "done" and status["total_steps"] == 2 and status["step"] == 2
+    # 2 examples, 1 other phrasing each, and the 2 replay questions beside the nearest (unrelated)
+    # example, as a general question that retrieves one meets it (lora_for = "examples": the LoRA
+    # writes only such replies): 6 rows, batch 2, 1 epoch.
+    assert status["phase"] == "done" and status["total_steps"] == 3 and status["step"] == 3
     manifest = status["manifest"]
-    assert [p["step"] for p in manifest["losses"]] == [1, 2]
+    assert [p["step"] for p in manifest["losses"]] == [1, 2, 3]
     counts = manifest["dataset"]["counts"]
-    assert counts["heldout"] == 1 and counts["train"] == 2 and counts["paraphrases"] == 2 and counts["replay"] == 0
+    assert counts["heldout"] == 1 and counts["train"] == 2 and counts["paraphrases"] == 2 and counts["replay"] == 2
     assert set(manifest["eval"]) == {"candidate", "baseline"}
     assert manifest["eval"]["baseline"]["regression_total"] == len(load_eval_file(REGRESSION_FILE))
     assert status["summary"].startswith(f"LoRA {status['version']}")
