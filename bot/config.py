@@ -138,6 +138,13 @@ class TrainingSettings(_Section):
     missing_share: float = Field(
         0.15, ge=0, le=1, description="share of rephrased rows whose own example is left out of the prompt"
     )
+    vote_scopes: CommaList = Field(
+        [], description="scopes whose vote-made examples train the shared LoRA, e.g. `discord:123,slack:T1` "
+        "(none: the Discord home server, the allowed Slack workspaces, the terminal; DMs with admins always)"
+    )
+    vote_min_voters: int = Field(
+        3, ge=0, description="distinct upvoters (not the asker) that let a vote from any other scope train (0: never)"
+    )
     use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
     seed: int = Field(7, description="seed of the holdout split, the replay sample and training")
     # The eval gate promotes a new LoRA when neither score falls by more than its margin.
