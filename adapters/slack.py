@@ -148,7 +148,8 @@ class SlackAdapter:
             return
         ref = message_ref(item["channel"], item["ts"])
         added = event["type"] == "reaction_added"
-        self.core.handle(Reaction(PLATFORM, ref, event["user"], event["reaction"], added, body["event_id"]))
+        workspace = context.team_id or body.get("team_id") or ""
+        self.core.handle(Reaction(PLATFORM, ref, event["user"], event["reaction"], added, body["event_id"], workspace))
 
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()  # first, always: Slack shows an error after 3 s; the answer follows via respond()
@@ -225,6 +226,8 @@ def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> N
     traceback.
     """
     readiness = readiness or Readiness()
+    if not settings.slack.allowed_teams:
+        log.warning("answering in every Slack workspace that installs the app: SLACK_ALLOWED_TEAMS limits it")
     try:
         app = build_app(core, settings)  # auth.test checks SLACK_BOT_TOKEN
         if settings.slack.mode == "http":

@@ -153,7 +153,11 @@ def _export(core: CommandContext, caller: Caller, file: str) -> CommandResult:
     # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
     path = Path(file) if caller.platform in LOCAL_PLATFORMS else chat_export_path(core.settings.data_dir, file)
     counts = export_feedback(core.settings, core.examples, core.store, path)
-    return CommandResult(f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}")
+    text = f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}"
+    if counts["left_out"]:  # the files hold what a retrain would train on, nothing else
+        text += (f"; {counts['left_out']} good example(s) left out, as a retrain leaves them out "
+                 "(votes from scopes that do not train, or outranked by a taught answer)")  # fmt: skip
+    return CommandResult(text)
 
 
 def _lora_list(core: CommandContext, caller: Caller) -> CommandResult:

@@ -64,6 +64,7 @@ class SlackSettings(_Section):
     mode: Literal["socket", "http"] = Field("socket", description="`socket` (Socket Mode) or `http` (docs/slack.md)")
     port: int = Field(3000, ge=1, le=65535, description="HTTP mode: port of the events endpoint `/slack/events`")
     command: str = Field("/assistant", description="the slash command's name (must match the app manifest)")
+    allowed_teams: CommaList = Field([], description="workspace (team) ids the bot answers in (none: every one)")
     up_emoji: CommaList = Field(["+1", "thumbsup"], description="comma-separated reaction names that count as 👍")
     down_emoji: CommaList = Field(["-1", "thumbsdown"], description="comma-separated reaction names that count as 👎")
     # chat.update is rate tier 3 (about 50 a minute).
@@ -90,6 +91,7 @@ class DiscordSettings(_Section):
     gateway_url: str = Field("", description="gateway websocket URL for a proxy (none: Discord's own)")
     guild_id: int | None = Field(None, description="sync slash commands to this server only (instant), not globally")
     admin_role: str = Field("", description="a role id (digits) whose members are admins too, in discord.guild_id only")
+    allowed_guilds: CommaList = Field([], description="server ids the bot answers in (none: every one); DMs always")
     seed_reactions: bool = Field(True, description="add 👍 and 👎 under each finished answer: voting is one click")
     up_emoji: CommaList = Field(["👍"], description="comma-separated vote emoji (a custom emoji by its name)")
     down_emoji: CommaList = Field(["👎"], description="comma-separated vote emoji (a custom emoji by its name)")
@@ -138,6 +140,11 @@ class TrainingSettings(_Section):
     missing_share: float = Field(
         0.15, ge=0, le=1, description="share of rephrased rows whose own example is left out of the prompt"
     )
+    vote_scopes: CommaList = Field(
+        [], description="scopes whose vote-made examples train the shared LoRA, e.g. `discord:123,slack:T1` "
+        "(none: the Discord home server, the allowed Slack workspaces, the terminal; DMs with admins always)"
+    )
+    vote_min_voters: int = Field(3, ge=0, description="distinct upvoters (not the asker) that let any vote train")
     use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
     seed: int = Field(7, description="seed of the holdout split, the replay sample and training")
     # The eval gate promotes a new LoRA when neither score falls by more than its margin.

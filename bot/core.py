@@ -88,6 +88,8 @@ class Core:
         """Decide what an adapter's event needs: Ignored, Answering (a stream to show), a
         CommandResult (a command, a correction), or a VoteResult. Quick: nothing here waits for
         the model (an answer is generated while its `events` are iterated)."""
+        if not self.rules.invited(event.platform, event.workspace):
+            return Ignored("a workspace the bot is not invited to")  # before anything is stored
         if isinstance(event, Reaction):
             return self._reaction(event)
         if event.command is not None:

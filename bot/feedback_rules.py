@@ -1,5 +1,6 @@
 """What feedback teaches, and whose counts: votes, corrections, taught answers, the examples they
-make, and who is an admin. The core holds them (`core.rules`); adapters reach them through `Core.handle`.
+make, who is an admin, and which workspaces the bot serves at all. The core holds them
+(`core.rules`); adapters reach them through `Core.handle`.
 
 Nobody can make the bot say something to other people on their own: the asker's own 👍 doesn't
 count (unless they are an admin), a vote never touches a taught, imported or accepted example,
@@ -42,6 +43,22 @@ class FeedbackRules:
         self.examples = examples
         self.store = store
         self._example_lock = threading.Lock()  # vote -> example upserts stay consistent
+        self._refused: set[tuple[str, str]] = set()  # workspaces not invited, each logged once
+
+    def invited(self, platform: str, workspace: str) -> bool:
+        """Whether the bot serves this Slack workspace or Discord server (`slack.allowed_teams`,
+        `discord.allowed_guilds`; unset: every one). A Discord DM has no server and is served;
+        Slack names the workspace of a DM too. Elsewhere nothing is answered, stored or counted,
+        and the first event of each such workspace is logged."""
+        allowed = {"slack": self.settings.slack.allowed_teams, "discord": self.settings.discord.allowed_guilds}
+        listed = allowed.get(platform)
+        if not listed or (platform == "discord" and not workspace) or workspace in listed:
+            return True
+        if (platform, workspace) not in self._refused:
+            self._refused.add((platform, workspace))
+            log.warning("ignoring %s workspace %s: not in its allow-list (%s)", platform, workspace or "(none)",
+                        "SLACK_ALLOWED_TEAMS" if platform == "slack" else "DISCORD_ALLOWED_GUILDS")  # fmt: skip
+        return False
 
     def is_admin(self, platform: str, user_id: str, roles: Sequence[str] = (), server: str = "") -> bool:
         """A configured admin id, or (Discord) a holder of the admin role id in the configured server.

@@ -110,6 +110,7 @@ class Reaction:
     emoji: str  # as the platform names it: "+1::skin-tone-2", "👍🏽", a custom emoji's name
     added: bool
     event_id: str = ""
+    workspace: str = ""  # Slack team, Discord server; '' in a DM
 
 
 @dataclass(frozen=True)

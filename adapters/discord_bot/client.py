@@ -203,7 +203,8 @@ class DiscordBot(discord.Client):
             return  # our own seeded 👍/👎
         if payload.member is not None and payload.member.bot:
             return
-        reaction = Reaction(PLATFORM, str(payload.message_id), str(payload.user_id), payload.emoji.name or "", added)
+        reaction = Reaction(PLATFORM, str(payload.message_id), str(payload.user_id), payload.emoji.name or "", added,
+                            workspace=str(payload.guild_id or ""))  # fmt: skip
         outcome = await self._core(self.core.handle, reaction)
         log.info("reaction on %s: %s", payload.message_id, outcome)
 
@@ -263,6 +264,8 @@ def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> N
     if not settings.discord.token:
         log.error("DISCORD_TOKEN is not set; see docs/discord.md")
         return
+    if not settings.discord.allowed_guilds:
+        log.warning("answering in every Discord server the bot is invited to: DISCORD_ALLOWED_GUILDS limits it")
     client = build_client(core, settings, readiness)
     try:
         client.run(settings.discord.token, log_handler=None)  # the CLI configures logging

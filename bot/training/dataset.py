@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Settings
 from bot.prompt import Turn, build_prompt, layout_messages, tokenize_messages
 from bot.training.paraphrase import question_variants
+from bot.training.trust import LeftOut, training_examples
 from bot.types import ALL_SCOPES, Example, UserError
 
 if TYPE_CHECKING:
@@ -81,21 +82,23 @@ class TrainingData:
     heldout: list[Pair]  # good examples kept out of training, for the gate
     fingerprint: str
     counts: dict[str, int] = field(default_factory=dict)
+    left_out: list[LeftOut] = field(default_factory=list)  # good examples that do not train, and why
 
 
 def _norm(text: str) -> str:
     return " ".join(text.lower().split())
 
 
-def good_pairs(examples: ExampleStore) -> tuple[list[Pair], int]:
-    """Every good example, one per question (the newest answer wins); returns (pairs, duplicates)."""
-    newest: dict[str, Example] = {}
-    for example in examples.list(label="good"):  # oldest first, so later ones replace earlier
-        newest[_norm(example.input)] = example
-    pairs = [Pair(e.input, e.output, e.source or "import", e.id) for e in newest.values()]
+def good_pairs(
+    examples: ExampleStore, settings: Settings, store: FeedbackStore | None
+) -> tuple[list[Pair], int, list[LeftOut]]:
+    """One good example per question, ranked by trust (bot/training/trust.py); returns (pairs,
+    duplicates replaced by a newer answer of the same rank, examples left out and why)."""
+    good = examples.list(label="good")  # oldest first
+    chosen, left_out = training_examples(good, settings, store)
+    pairs = [Pair(e.input, e.output, e.source or "import", e.id) for e in chosen]
     pairs.sort(key=lambda p: p.ref)  # independent of insertion order: the same store, the same split
-    total = len(examples.list(label="good"))
-    return pairs, total - len(pairs)
+    return pairs, len(good) - len(pairs) - len(left_out), left_out
 
 
 def bad_pairs(examples: ExampleStore, store: FeedbackStore | None) -> list[tuple[Pair, list[dict[str, str]] | None]]:
@@ -253,7 +256,7 @@ def build_training_data(
         def nearest(text: str) -> list[Example]:
             return examples.retrieve(text, 1, -1.0, settings.dedup_similarity, ALL_SCOPES)
 
-    good, duplicates = good_pairs(examples)
+    good, duplicates, left_out = good_pairs(examples, settings, store)
     train_pairs, heldout = split_holdout(good, t.holdout_fraction, t.seed)
     general = load_general(general_path) if t.replay_size else []
     replay = random.Random(t.seed).sample(general, min(t.replay_size, len(general)))
@@ -287,6 +290,7 @@ def build_training_data(
     counts = {
         "good_examples": len(good),
         "duplicates_removed": duplicates,
+        "left_out_by_trust": len(left_out),
         "train": len(train_pairs),
         "heldout": len(heldout),
         "replay": replay_rows,
@@ -296,7 +300,7 @@ def build_training_data(
         "without_own_example": sum(r.source == "paraphrase" and not _has_own(r) for r in rows),
         "rows": len(rows),
     }
-    return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts)
+    return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts, left_out)
 
 
 # export ------------------------------------------------------------------------------------------
@@ -348,7 +352,7 @@ def export_feedback(settings: Settings, examples: ExampleStore, store: FeedbackS
     data = build_training_data(settings.model_copy(update={"training": everything}), examples, store)
     kto = [r.as_trl(with_label=True) for r in data.train + data.undesirable]
     _write_jsonl_atomically({path: [r.as_trl(with_label=False) for r in data.train], kto_path(path): kto})
-    return {"sft": len(data.train), "kto": len(kto)}
+    return {"sft": len(data.train), "kto": len(kto), "left_out": len(data.left_out)}
 
 
 def _write_jsonl_atomically(files: dict[Path, list[dict[str, Any]]]) -> None:

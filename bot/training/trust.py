@@ -1,0 +1,89 @@
+"""Which good examples train the shared LoRA, ranked by who vouched for them.
+
+One LoRA serves every workspace, so what it learns must not be decided by whoever happens to vote
+in any of them. Per question, an answer somebody trusted gave (taught by an admin, imported by the
+operator, a correction an admin made or accepted) outranks any vote-made one, whatever its age;
+among answers of the same rank the newest wins. A vote-made example trains only when it comes
+from a scope the operator lets train (`training.vote_scopes`; by default the Discord home server,
+the allowed Slack workspaces, the terminal, and DMs with admins) or when enough distinct people
+other than the asker upvoted it (`training.vote_min_voters`). Retrieval is not affected: each
+workspace still sees its own voted examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from bot.types import LOCAL_SCOPE, Example
+
+if TYPE_CHECKING:
+    from bot.config import Settings
+    from bot.stores.feedback import FeedbackStore
+
+# Sources whose answer a trusted person gave; every other source ("vote") was made by users' votes.
+VOUCHED = ("taught", "import", "correction")
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A good example that does not train, and why (shown by `feedback export` and in the counts)."""
+
+    example: Example
+    why: str
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def home_scopes(settings: Settings) -> set[str]:
+    """The scopes whose votes train when `training.vote_scopes` is not set."""
+    scopes = {LOCAL_SCOPE}
+    if settings.discord.guild_id is not None:
+        scopes.add(f"discord:{settings.discord.guild_id}")
+    scopes.update(f"slack:{team}" for team in getattr(settings.slack, "allowed_teams", ()))
+    return scopes
+
+
+def vote_trains(example: Example, settings: Settings, store: FeedbackStore | None) -> str | None:
+    """None when a vote-made example may train the shared LoRA, else why not."""
+    allowed = set(settings.training.vote_scopes) or home_scopes(settings)
+    if example.scope in allowed:
+        return None
+    exchange = store.exchange(example.exchange_id) if store is not None and example.exchange_id else None
+    if exchange is None:
+        return f"voted in {example.scope or 'an unknown scope'}, not a scope that trains (training.vote_scopes)"
+    asker = f"{exchange.platform}:{exchange.user_id}"
+    if example.scope.startswith(f"{exchange.platform}:dm:") and asker in settings.admins:
+        return None  # a DM with an admin: an admin could have taught it
+    voters = store.upvoters(exchange.id) - {(exchange.platform, exchange.user_id)} if store is not None else set()
+    needed = settings.training.vote_min_voters
+    if needed and len(voters) >= needed:
+        return None
+    return (f"voted in {example.scope}, not a scope that trains (training.vote_scopes), by {len(voters)} "
+            f"voter(s) (training.vote_min_voters = {needed})")  # fmt: skip
+
+
+def training_examples(
+    good: Sequence[Example], settings: Settings, store: FeedbackStore | None
+) -> tuple[list[Example], list[LeftOut]]:
+    """One example per question: the vouched-for answer over any vote-made one, the newest of the
+    same rank; vote-made ones only where `vote_trains`. `good` is oldest first."""
+    chosen: dict[str, Example] = {}
+    left_out: list[LeftOut] = []
+    rank: Callable[[Example], int] = lambda e: 1 if e.source in VOUCHED else 0  # noqa: E731
+    for example in good:
+        if example.source not in VOUCHED and (why := vote_trains(example, settings, store)) is not None:
+            left_out.append(LeftOut(example, why))
+            continue
+        key = _norm(example.input)
+        held = chosen.get(key)
+        if held is None or rank(example) >= rank(held):
+            if held is not None and rank(example) > rank(held):
+                left_out.append(LeftOut(held, f"a vouched-for answer to the same question ({example.source})"))
+            chosen[key] = example
+        else:
+            left_out.append(LeftOut(example, f"a vouched-for answer to the same question ({held.source})"))
+    return list(chosen.values()), left_out
