@@ -47,6 +47,14 @@ def test_two_accounts_in_a_strangers_server_cannot_replace_a_taught_answer(make_
     assert data.counts["left_out_by_trust"] == 1
 
 
+def test_examples_imported_from_a_file_train_and_outrank_votes(make_core) -> None:
+    """`bot examples import FILE` stores them with the source "import:FILE"."""
+    core = make_core(FakeEngine(INJECTED), **settings())
+    core.examples.add(QUESTION, TAUGHT, "good", "import:facts.jsonl")
+    voted(core, HOME, ["u1", "u2", "u3"])
+    assert trained_answers(core) == [TAUGHT]
+
+
 def test_a_taught_answer_outranks_votes_from_the_home_server_too(make_core) -> None:
     core = make_core(FakeEngine(INJECTED), **settings())
     core.rules.teach("discord", "admin", QUESTION, TAUGHT)

@@ -22,8 +22,12 @@ if TYPE_CHECKING:
     from bot.config import Settings
     from bot.stores.feedback import FeedbackStore
 
-# Sources whose answer a trusted person gave; every other source ("vote") was made by users' votes.
+# Sources whose answer a trusted person gave ("import:FILE" too); every other ("vote") users' votes made.
 VOUCHED = ("taught", "import", "correction")
+
+
+def vouched(example: Example) -> bool:
+    return example.source.split(":")[0] in VOUCHED
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,9 @@ def training_examples(
     same rank; vote-made ones only where `vote_trains`. `good` is oldest first."""
     chosen: dict[str, Example] = {}
     left_out: list[LeftOut] = []
-    rank: Callable[[Example], int] = lambda e: 1 if e.source in VOUCHED else 0  # noqa: E731
+    rank: Callable[[Example], int] = lambda e: 1 if vouched(e) else 0  # noqa: E731
     for example in good:
-        if example.source not in VOUCHED and (why := vote_trains(example, settings, store)) is not None:
+        if not vouched(example) and (why := vote_trains(example, settings, store)) is not None:
             left_out.append(LeftOut(example, why))
             continue
         key = _norm(example.input)
