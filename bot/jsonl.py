@@ -29,7 +29,9 @@ def read_jsonl(path: Path, parse: Callable[[dict[str, Any]], T], what: str = "no
     listing every bad line, so callers never act on half a file.
     """
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # Lines end at \n only: str.splitlines() also splits at U+2028, U+2029 and U+0085, which
+        # are legal inside a JSON string (a valid file was refused, with wrong line numbers).
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
     except FileNotFoundError:
         raise JsonlFileError(path, ["file not found"], what) from None
     except (IsADirectoryError, UnicodeDecodeError) as exc:
@@ -43,6 +45,9 @@ def read_jsonl(path: Path, parse: Callable[[dict[str, Any]], T], what: str = "no
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             problems.append(f"line {number}: not valid JSON ({exc.msg})")
+            continue
+        except RecursionError:  # a line nested thousands deep
+            problems.append(f"line {number}: nested too deeply to read")
             continue
         if not isinstance(record, dict):
             problems.append(f"line {number}: expected a JSON object")

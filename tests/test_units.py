@@ -118,6 +118,22 @@ def test_parse_examples_file_reports_every_bad_line(tmp_path: Path) -> None:
         parse_examples_file(tmp_path / "missing.jsonl")
 
 
+def test_a_jsonl_line_ends_at_newline_only_and_deep_nesting_is_reported_by_line(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 are legal inside JSON strings: str.splitlines() cut such a line in
+    two (a valid file refused, the next line numbers wrong). A line nested thousands deep was a
+    RecursionError traceback."""
+    file = tmp_path / "examples.jsonl"
+    ls, ps, nel = chr(0x2028), chr(0x2029), chr(0x85)
+    file.write_text(json.dumps({"input": f"two{ls}lines", "output": f"A{ps}B{nel}C"}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")  # fmt: skip
+    [example] = parse_examples_file(file)
+    assert (example.input, example.output) == (f"two{ls}lines", f"A{ps}B{nel}C")
+    file.write_text('{"input": "q", "output": "a"}\n' + "[" * 100_000 + "]" * 100_000 + "\n", encoding="utf-8")
+    with pytest.raises(JsonlFileError) as info:
+        parse_examples_file(file)
+    assert info.value.problems == ["line 2: nested too deeply to read"]
+
+
 # fair queue -------------------------------------------------------------------------------------
 
 
