@@ -4,7 +4,6 @@ test_lora_swap.py, test_learning_loop.py.)"""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -112,9 +111,6 @@ def ask_together(service: GenerationService, engine, questions: tuple[str, ...])
     return [together[n] for n in range(len(questions))]
 
 
-# Words each reply must hold if it answers its own question, not another's (a mixed-up cache would).
-ON_TOPIC = ({"paris"}, {"red", "blue", "green", "yellow"}, {"hello", "hi"}, {"two", "four", "4"})
-
 
 @contextmanager
 def first_step_logits(engine) -> Iterator[dict[tuple[int, ...], list[np.ndarray]]]:
@@ -161,9 +157,12 @@ def test_replies_are_written_together_each_in_its_own_cache(real_llama_engine) -
         moved = float(np.abs(beside_others - by_itself).max())
         assert moved < 1e-3 and np.argmax(beside_others) == np.argmax(by_itself), f"{question!r}: moved {moved}"
     # The rest is written in batches whose float sums may differ from one row's in a near tie
-    # (docs/cpu_speed.md), so each reply must still answer its own question.
-    texts = [events[-1][1].text.lower() for events in mixed]
-    assert all(words & set(re.findall(r"[a-z0-9]+", text)) for words, text in zip(ON_TOPIC, texts, strict=True)), texts
+    # (docs/cpu_speed.md), so each reply must still be the one its question gets alone, at least at
+    # its start (what the model says alone depends on its weights: "Name three colours." is not
+    # answered with colours on F16, so the words are compared with its own reply, not a list).
+    texts = [events[-1][1].text.lower().split() for events in mixed]
+    by_itself = [events[-1][1].text.lower().split() for events in alone]
+    assert all(text[:3] == own[:3] for text, own in zip(texts, by_itself, strict=True)), (texts, by_itself)
     first_texts = sorted(next(at for at, e in events if isinstance(e, Token)) for events in mixed)
     ends = [events[-1][0] for events in mixed]
     assert first_texts[-1] < max(ends) and first_texts[1] < min(ends), "later users started mid-reply"
