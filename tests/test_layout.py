@@ -30,41 +30,34 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_by(node: ast.AST, path: Path) -> set[str]:
+    """The modules (and `module.name`s) one import statement in `path` imports; empty for other nodes."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    if not isinstance(node, ast.ImportFrom):
+        return set()
+    base = node.module or ""
+    if node.level:  # relative: from the package, `level - 1` packages up
+        package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
+        parts = package.split(".")
+        base = ".".join([*parts[: len(parts) - node.level + 1], base]).strip(".")
+    return {base, *(f"{base}.{alias.name}" for alias in node.names)}
+
+
 def runtime_imports(path: Path) -> set[str]:
     """Modules imported when `path` is imported: module level, outside `if TYPE_CHECKING:`."""
     found: set[str] = set()
-    package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
     for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
         for inner in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
-            if isinstance(inner, ast.Import):
-                found.update(alias.name for alias in inner.names)
-            elif isinstance(inner, ast.ImportFrom):
-                base = inner.module or ""
-                if inner.level:  # relative: from the package, `level - 1` packages up
-                    parts = package.split(".")
-                    base = ".".join([*parts[: len(parts) - inner.level + 1], base]).strip(".")
-                found.add(base)
-                found.update(f"{base}.{alias.name}" for alias in inner.names)
+            found |= imported_by(inner, path)
     return found
 
 
 def all_imports(path: Path) -> set[str]:
     """Every module `path` imports, wherever the import statement is (functions and TYPE_CHECKING too)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-                parts = package.split(".")
-                base = ".".join([*parts[: len(parts) - node.level + 1], base]).strip(".")
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
+    return set().union(*(imported_by(node, path) for node in ast.walk(ast.parse(path.read_text()))))
 
 
 def import_graph() -> dict[str, list[str]]:

@@ -12,7 +12,7 @@ workspace still sees its own voted examples.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,7 +47,7 @@ def home_scopes(settings: Settings) -> set[str]:
     scopes = {LOCAL_SCOPE}
     if settings.discord.guild_id is not None:
         scopes.add(f"discord:{settings.discord.guild_id}")
-    scopes.update(f"slack:{team}" for team in getattr(settings.slack, "allowed_teams", ()))
+    scopes.update(f"slack:{team}" for team in settings.slack.allowed_teams)
     return scopes
 
 
@@ -77,17 +77,16 @@ def training_examples(
     same rank; vote-made ones only where `vote_trains`. `good` is oldest first."""
     chosen: dict[str, Example] = {}
     left_out: list[LeftOut] = []
-    rank: Callable[[Example], int] = lambda e: 1 if vouched(e) else 0  # noqa: E731
     for example in good:
         if not vouched(example) and (why := vote_trains(example, settings, store)) is not None:
             left_out.append(LeftOut(example, why))
             continue
         key = _norm(example.input)
         held = chosen.get(key)
-        if held is None or rank(example) >= rank(held):
-            if held is not None and rank(example) > rank(held):
-                left_out.append(LeftOut(held, f"a vouched-for answer to the same question ({example.source})"))
-            chosen[key] = example
-        else:
-            left_out.append(LeftOut(example, f"a vouched-for answer to the same question ({held.source})"))
+        if held is not None and vouched(held) != vouched(example):  # the vouched-for one stays, whatever its age
+            loser, winner = (example, held) if vouched(held) else (held, example)
+            left_out.append(LeftOut(loser, f"a vouched-for answer to the same question ({winner.source})"))
+            if loser is example:
+                continue
+        chosen[key] = example
     return list(chosen.values()), left_out
