@@ -12,13 +12,14 @@ import os
 import tomllib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
-from pydantic.functional_validators import BeforeValidator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource, TomlConfigSettingsSource
+
+from bot.setting_sections import SECRET, CommaList, Section, TrainingSettings
 
 # The platforms a message can come from (Core.is_admin matches admins as "platform:user_id").
 PLATFORMS = ("console", "cli", "slack", "discord")
@@ -32,30 +33,13 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant for a team. Answer briefly and accurately. "
     "When a verified answer is given, use its facts."
 )
-# Platform credentials: never written to disk, never handed to the training process (it needs none).
-SECRET = {"secret": True}
 
 
 class ConfigError(ValueError):
     """A setting has a bad value; the message says which, where it came from, and why."""
 
 
-def _split_commas(value: Any) -> Any:
-    if isinstance(value, str):  # "a, b" from an environment variable
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return value  # anything but a string or a list of strings is refused by the type check
-
-
-# NoDecode: the env source would otherwise parse a list variable as JSON, not as "a,b".
-CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split_commas)]
-
-
-class _Section(BaseModel):
-    # A plain model, not BaseSettings: building a section (a default included) never reads env.
-    model_config = SettingsConfigDict(extra="forbid", validate_assignment=True)
-
-
-class SlackSettings(_Section):
+class SlackSettings(Section):
     model_config = SettingsConfigDict(env_prefix="SLACK_")
     bot_token: str = Field("", description="bot token, `xoxb-…`; Slack starts when it is set", json_schema_extra=SECRET)
     app_token: str = Field("", description="app-level token, `xapp-…` (Socket Mode)", json_schema_extra=SECRET)
@@ -84,7 +68,7 @@ class SlackSettings(_Section):
         return self
 
 
-class DiscordSettings(_Section):
+class DiscordSettings(Section):
     model_config = SettingsConfigDict(env_prefix="DISCORD_")
     token: str = Field("", description="the bot token; Discord starts when it is set", json_schema_extra=SECRET)
     api_url: str = Field("", description="REST base URL for a proxy (none: Discord's own; `/api/v10` is added)")
@@ -112,48 +96,6 @@ class DiscordSettings(_Section):
         if self.admin_role and self.guild_id is None:
             raise ValueError(f"{role} needs {guild}: the role counts in that server only")
         return self
-
-
-class TrainingSettings(_Section):
-    # Defaults measured on SmolLM2-135M (4-bit, CPU) with bench/train_eval.py; figures in docs/training.md.
-    model_config = SettingsConfigDict(env_prefix="BOT_TRAIN_")
-    epochs: float = Field(1.0, gt=0, description="passes over the training rows")
-    learning_rate: float = Field(2e-4, gt=0, lt=1, description="LoRA learning rate")
-    lora_r: int = Field(16, ge=1, le=256, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scaling)")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA layers")
-    target_modules: CommaList = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="comma-separated names of the modules the LoRA wraps",
-    )
-    batch_size: int = Field(4, ge=1, description="training rows per step")
-    max_seq_len: int = Field(768, ge=64, description="tokens per training row; a longer prompt loses its start")
-    holdout_fraction: float = Field(0.15, ge=0, lt=1, description="share of good examples held out for the gate")
-    replay_size: int = Field(16, ge=0, description="rows of bot/data/general.jsonl mixed in against forgetting")
-    replay_answers: Literal["self", "written"] = Field(
-        "self", description="replay targets: `self` (the base model's own answers that state the facts) or `written`"
-    )
-    paraphrases: int = Field(2, ge=0, le=6, description="extra rows per example, its question rephrased by rule")
-    history_share: float = Field(
-        0.5, ge=0, le=1, description="share of rows asked after earlier, unrelated exchanges, as in a conversation"
-    )
-    missing_share: float = Field(
-        0.15, ge=0, le=1, description="share of rephrased rows whose own example is left out of the prompt"
-    )
-    vote_scopes: CommaList = Field(
-        [], description="scopes whose vote-made examples train the shared LoRA, e.g. `discord:123,slack:T1` "
-        "(none: the Discord home server, the allowed Slack workspaces, the terminal; DMs with admins always)"
-    )
-    vote_min_voters: int = Field(3, ge=0, description="distinct upvoters (not the asker) that let any vote train")
-    use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
-    seed: int = Field(7, description="seed of the holdout split, the replay sample and training")
-    # The eval gate promotes a new LoRA when neither score falls by more than its margin.
-    gate_heldout_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the held-out score")
-    gate_regression_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the regression score")
-    keep_loaded: int = Field(3, ge=2, description="LoRA versions kept in memory (the active and previous at least)")
-    runner: Literal["here", "worker"] = Field(
-        "here", description="`here`: a child process of the bot asked; `worker`: a request `bot trainer` takes"
-    )
 
 
 class Settings(BaseSettings):
@@ -228,7 +170,10 @@ class Settings(BaseSettings):
     # Not a platform secret: the training process reads the same store (it gets it on stdin, never on disk).
     database_url: str = Field("", description="feedback store on PostgreSQL, `postgresql://…` (none: SQLite)")
     chroma_url: str = Field("", description="example store on a chromadb server, `http://host:8000` (none: embedded)")
+    # chroma_token, vllm_api_key: credentials, but not a platform's; like database_url, training needs them.
+    chroma_token: str = Field("", description="bearer token for the chromadb server's auth proxy (none: no header)")
     vllm_url: str = Field("", description="generate on a vLLM server, `http://host:8000` (none: in process)")
+    vllm_api_key: str = Field("", description="the vLLM server's `--api-key`, sent as a bearer token (none: no header)")
     slack: SlackSettings = Field(default_factory=SlackSettings, description="docs/slack.md")
     discord: DiscordSettings = Field(default_factory=DiscordSettings, description="docs/discord.md")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="docs/training.md")
@@ -287,8 +232,8 @@ def _extra(field: FieldInfo) -> dict[str, Any]:
     return field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
 
 
-def _section(field: FieldInfo) -> type[_Section] | None:
-    return field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, _Section) else None
+def _section(field: FieldInfo) -> type[Section] | None:
+    return field.annotation if isinstance(field.annotation, type) and issubclass(field.annotation, Section) else None
 
 
 def env_var(model: type[BaseModel], name: str) -> str | None:

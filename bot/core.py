@@ -16,7 +16,7 @@ from bot.config import LOCAL_PLATFORMS, Settings
 from bot.feedback_rules import FeedbackRules
 from bot.generation.decoding import favored_tokens
 from bot.generation.engine import Generated, ReplyHints
-from bot.generation.queueing import PerOwnerLimit
+from bot.generation.queueing import HeldStream, InFlightLimit
 from bot.generation.worker import GenerationService
 from bot.ops import metrics
 from bot.prompt import build_prompt
@@ -70,7 +70,7 @@ class Core:
         self.store = store
         self.registry = registry
         self.trainer = trainer
-        self._in_flight = PerOwnerLimit(settings.max_waiting_per_user)
+        self._in_flight = InFlightLimit(settings.max_waiting_per_user, settings.answer_threads)
 
     @property
     def settings(self) -> Settings:
@@ -126,11 +126,16 @@ class Core:
         if not self._first_time(event.platform, event.event_id):
             return Ignored("a retry of a message already answered")
         message = Message(event.conversation, event.user_id, text, event.user_name, self.scope_of(event))
-        return Answering(message, self.answer_stream(message))
+        try:  # a flood is refused here, at once: nothing is queued in an adapter's pool or the model's
+            return Answering(message, self.answer_stream(message))
+        except UserError as exc:
+            return CommandResult(str(exc), ok=False)
 
     def _correct_reply(self, event: Incoming, exchange_id: str, text: str) -> CommandResult:
         try:
-            return self.rules.correct(event.platform, event.user_id, exchange_id, text, event.roles, event.workspace)
+            return self.rules.correct(
+                event.platform, event.user_id, exchange_id, text, self.scope_of(event), event.roles, event.workspace
+            )
         except UserError as exc:
             return CommandResult(str(exc), ok=False)
 
@@ -153,6 +158,8 @@ class Core:
             return LOCAL_SCOPE
         if event.is_dm:
             return dm_scope(event.platform, event.conversation.channel)
+        if event.private_to:
+            return dm_scope(event.platform, event.private_to)
         return workspace_scope(event.platform, event.workspace or event.conversation.channel)
 
     # answering ---------------------------------------------------------------------------------
@@ -160,20 +167,23 @@ class Core:
     def answer_stream(self, message: Message) -> Iterator[StreamEvent]:
         """Queued(position)*, Token(delta)*, then Done(reply) once the exchange is stored.
 
-        A user who already has `max_waiting_per_user` requests waiting or running gets a
-        UserError before anything is retrieved, queued or stored.
+        Raises UserError at once, before anything is retrieved, queued or stored, when the user
+        already has `max_waiting_per_user` questions in flight or the bot `answer_threads`.
         """
         owner = f"{message.platform}:{message.user_id}"
-        if not self._in_flight.acquire(owner):
-            waiting = self._in_flight.limit
+        admitted = self._in_flight.acquire(owner)
+        if admitted != "admitted":
+            metrics.REFUSED.labels(admitted).inc()
+        if admitted == "owner busy":
+            waiting = self._in_flight.per_owner
             raise UserError(
                 f"You already have {waiting} question{'s' if waiting > 1 else ''} waiting; I'll get to them"
                 " — please wait for an answer before asking more."
             )
-        try:
-            yield from self._answer_stream(message, owner)
-        finally:  # also when the caller abandons the stream
-            self._in_flight.release(owner)
+        if admitted == "all busy":
+            raise UserError(f"I'm answering {self._in_flight.total} questions right now; please ask again in a minute.")
+        # Released when the answer ends, fails, or is dropped by its adapter.
+        return HeldStream(self._answer_stream(message, owner), lambda: self._in_flight.release(owner))
 
     def _reply_hints(
         self, generation: GenerationService, retrieved: Sequence[Example], in_prompt: tuple[str, ...]

@@ -167,9 +167,19 @@ class FeedbackRules:
         return vote_value(emoji, up, down)
 
     def correct(
-        self, platform: str, user_id: str, exchange_id: str, text: str, roles: Sequence[str] = (), server: str = ""
+        self,
+        platform: str,
+        user_id: str,
+        exchange_id: str,
+        text: str,
+        scope: str,
+        roles: Sequence[str] = (),
+        server: str = "",
     ) -> CommandResult:
-        """A better answer for a reply: counts at once from an admin, waits for review otherwise."""
+        """A better answer for a reply: counts at once from an admin, waits for review otherwise.
+
+        `scope` is the caller's (Core.scope_of): a reply reached from elsewhere (a forwarded message,
+        a reference across servers) is not theirs to correct."""
         answer = text.strip()
         prefix = self.settings.correction_prefix
         if answer.lower().startswith(prefix.lower()):
@@ -177,8 +187,8 @@ class FeedbackRules:
         if not answer:
             raise UserError(f"the correction is empty; write `{prefix} <the better answer>`")
         exchange = self.store.exchange(exchange_id)
-        if exchange is None:
-            raise UserError(f"no exchange {exchange_id!r}")
+        if exchange is None or exchange.scope != scope:
+            raise UserError("I can't find that answer here; reply to one of my answers in this conversation.")
         is_admin = self.is_admin(platform, user_id, roles, server)
         cap = self.settings.max_pending_corrections_per_user
         if not is_admin and self.store.count_pending_corrections(platform, user_id) >= cap:

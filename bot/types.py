@@ -43,7 +43,7 @@ def workspace_scope(platform: str, workspace: str) -> str:
 
 
 def dm_scope(platform: str, channel: str) -> str:
-    """What a DM learns stays in that DM."""
+    """What a DM (or a private channel or thread) learns stays there."""
     return f"{platform}:dm:{channel}"
 
 
@@ -91,6 +91,9 @@ class Incoming:
     workspace: str = ""  # Slack team, Discord server; '' in a DM
     roles: tuple[str, ...] = ()  # the caller's role ids in `workspace` (Discord)
     is_dm: bool = False
+    # In a place only some of the workspace can read (a private channel, a group DM, a private
+    # thread): its id. What a message there teaches stays there, as a DM's does.
+    private_to: str = ""
     mentions_bot: bool = False
     in_thread: bool = False  # a thread the platform keeps (Slack, Discord threads)
     replies_to: str | None = None

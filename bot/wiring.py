@@ -18,6 +18,7 @@ from bot.stores.example_server import DataDirOwner
 from bot.stores.feedback import FeedbackStore
 from bot.stores.lora_registry import LoraRegistry
 from bot.stores.opening import build_examples, build_feedback
+from bot.stores.private_dir import make_private
 from bot.training.runner import TrainingRunner
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def build_core(settings: Settings, own_data_dir: bool = False, with_model: bool 
     model (`bot lora ...`, `bot feedback export`); the embedder loads only if something embeds."""
     if LOCAL_ADMIN not in settings.admins:
         settings = settings.model_copy(update={"admins": [*settings.admins, LOCAL_ADMIN]})
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings.data_dir, skip=[settings.cache_dir])
     files = prepare_model(settings)
     registry = LoraRegistry.open(settings, files.fingerprint)
     if not with_model:

@@ -141,7 +141,10 @@ class DiscordBot(discord.Client):
             return
         replied_bot_id = await self._conversations.replied_bot_message(message)
         conversation = await self._conversations.of(message, replied_bot_id)
-        ref = message.reference
+        ref = message.reference  # a reply, or a forward (a copy of a message from anywhere: not a reply)
+        replies_to = ref.message_id if ref is not None and ref.type is discord.MessageReferenceType.reply else None
+        channel = message.channel
+        private_thread = isinstance(channel, discord.Thread) and channel.type is discord.ChannelType.private_thread
         incoming = Incoming(
             PLATFORM,
             conversation,
@@ -152,8 +155,9 @@ class DiscordBot(discord.Client):
             roles=role_ids(message.author),
             is_dm=message.guild is None,
             mentions_bot=any(user.id == me.id for user in message.mentions),
-            in_thread=isinstance(message.channel, discord.Thread),
-            replies_to=str(ref.message_id) if ref is not None and ref.message_id is not None else None,
+            private_to=str(channel.id) if private_thread else "",
+            in_thread=isinstance(channel, discord.Thread),
+            replies_to=str(replies_to) if replies_to is not None else None,
             replies_to_bot=replied_bot_id is not None,
             event_id=str(message.id),  # a MESSAGE_CREATE replayed after a gateway RESUME
         )

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -73,26 +73,30 @@ def _position(lanes: list[deque[T]], item: T) -> int | None:
     return None
 
 
-class PerOwnerLimit:
-    """Counts each owner's requests in flight (waiting or running) and refuses one past `limit`.
+class InFlightLimit:
+    """Counts requests in flight (waiting or running), per owner and in all, and refuses one past
+    either limit.
 
-    The fair queue stops one user from delaying others' turns; this stops one user from holding
-    every thread that waits on it (an adapter's answer pool has a fixed size).
+    The fair queue stops one user from delaying others' turns; this stops one user, or a crowd,
+    from holding every thread that waits on an answer (an adapter's answer pool has `total` threads:
+    an admitted answer always gets one at once, so nothing waits in a pool's own queue).
     """
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, per_owner: int, total: int) -> None:
+        self.per_owner, self.total = per_owner, total
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, owner: str) -> bool:
-        """Count one more request for `owner`; False (nothing counted) when it is at the limit."""
+    def acquire(self, owner: str) -> Literal["admitted", "owner busy", "all busy"]:
+        """Count one more request for `owner`, or say which limit refuses it (nothing counted)."""
         with self._lock:
             count = self._counts.get(owner, 0)
-            if count >= self.limit:
-                return False
+            if count >= self.per_owner:
+                return "owner busy"
+            if sum(self._counts.values()) >= self.total:
+                return "all busy"
             self._counts[owner] = count + 1
-            return True
+            return "admitted"
 
     def release(self, owner: str) -> None:
         with self._lock:
@@ -105,3 +109,32 @@ class PerOwnerLimit:
     def count(self, owner: str) -> int:
         with self._lock:
             return self._counts.get(owner, 0)
+
+
+class HeldStream(Iterator[T]):
+    """A stream that holds a slot until it ends, fails, is closed or is dropped unstarted (an
+    adapter that never iterates an answer must not keep its user's slot)."""
+
+    def __init__(self, items: Iterator[T], release: Callable[[], None]) -> None:
+        self._items, self._release = items, release
+        self._held = True
+
+    def __next__(self) -> T:
+        try:
+            return next(self._items)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        held, self._held = self._held, False
+        if held:
+            try:
+                close = getattr(self._items, "close", None)
+                if close is not None:
+                    close()
+            finally:
+                self._release()
+
+    def __del__(self) -> None:
+        self.close()

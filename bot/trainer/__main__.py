@@ -17,6 +17,7 @@ from pathlib import Path
 from filelock import Timeout
 
 from bot.config import Settings, load_settings
+from bot.stores.private_dir import create_files_privately
 from bot.trainer.pipeline import run_pipeline
 from bot.training.runner import claim_run
 from bot.training.status import StatusFile
@@ -60,4 +61,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    create_files_privately()  # here, not in main(): tests call main() inside pytest's process
     sys.exit(main())

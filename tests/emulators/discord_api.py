@@ -158,6 +158,14 @@ class DiscordEmulator:
                 },
             },
         }
+        # A private thread: only its members (invited) can read it.
+        self.private_thread_id = self.snowflake()
+        self.channels[str(self.private_thread_id)] = {
+            **self.channels[str(self.thread_id)],
+            "id": str(self.private_thread_id),
+            "type": 12,
+            "name": "private",
+        }
         self.messages: dict[str, dict[str, Any]] = {}
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.calls: list[Call] = []
@@ -336,11 +344,21 @@ class DiscordEmulator:
             self.messages[msg["id"]] = msg
         return msg
 
+    def _forward(self, message_id: str) -> dict[str, Any]:
+        original = self.messages[message_id]
+        kept = ("content", "timestamp", "edited_timestamp", "type", "flags", "mentions", "mention_roles",
+                "attachments", "embeds", "components")  # fmt: skip
+        snapshot = {k: original[k] for k in kept}
+        reference = {"type": 1, "message_id": message_id, "channel_id": original["channel_id"]}
+        if original.get("guild_id"):
+            reference["guild_id"] = original["guild_id"]
+        return {"message_reference": reference, "message_snapshots": [{"message": snapshot}], "flags": 1 << 14}
+
     def _with_reference(self, msg: dict[str, Any]) -> dict[str, Any]:
         """A message as Discord serves it: a reply carries the message it replies to (one level)."""
         out = dict(msg)
         ref = msg.get("message_reference")
-        if ref is not None:
+        if ref is not None and ref["type"] == 0:  # a forward carries its snapshot instead
             parent = self.messages.get(ref["message_id"])
             out["referenced_message"] = {k: v for k, v in parent.items()} if parent else None
         return out
@@ -356,18 +374,22 @@ class DiscordEmulator:
         reply_to: str | None = None,
         ping: bool = True,
         msg_type: int | None = None,
+        forward_of: str | None = None,
     ) -> dict[str, Any]:
         """A user posts a message: it is stored and dispatched as MESSAGE_CREATE.
 
         `reply_to` makes it a reply; `ping=False` is a reply with the mention toggled off.
-        `msg_type` other than 0/19 makes a system message (7: a member joined).
+        `msg_type` other than 0/19 makes a system message (7: a member joined). `forward_of` forwards
+        that message here: a reference of type 1 (FORWARD) and a snapshot of it, no content.
         """
         cid = channel_id or str(self.channel_id)
 
         async def go() -> dict[str, Any]:
+            extra = None if forward_of is None else self._forward(forward_of)
             msg = self._message_payload(
-                channel_id=cid, author=author, content=content, reply_to=reply_to, ping=ping, msg_type=msg_type
-            )
+                channel_id=cid, author=author, content=content, reply_to=reply_to, ping=ping, msg_type=msg_type,
+                extra=extra,
+            )  # fmt: skip
             await self._dispatch("MESSAGE_CREATE", self._with_reference(msg))
             return msg
 
@@ -607,7 +629,7 @@ class DiscordEmulator:
         channels = [
             {k: v for k, v in ch.items() if k != "guild_id"} for ch in self.channels.values() if ch["type"] == 0
         ]
-        threads = [ch for ch in self.channels.values() if ch["type"] == 11]
+        threads = [ch for ch in self.channels.values() if ch["type"] in (11, 12)]
         return {
             "id": str(self.guild_id),
             "name": "Emulated Guild",

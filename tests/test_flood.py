@@ -1,0 +1,77 @@
+"""A flood is refused in `Core.handle`, at once: one user's 40 questions become 3 answers in flight
+and 37 refusals, nothing of them waits in an adapter's pool or the model's queue, and another user
+is answered next. In all, no more answers are admitted than an adapter has threads."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from bot.types import Answering, CommandResult, ConversationKey, Done, Incoming
+from tests.fakes import FakeEngine
+
+
+def question(user: str, n: int) -> Incoming:
+    conversation = ConversationKey("slack", f"D{user}")
+    return Incoming("slack", conversation, user, f"question {n} from {user}", is_dm=True, event_id=f"{user}-{n}")
+
+
+def finish(answering: Answering, done_order: list[str], lock: threading.Lock) -> None:
+    for event in answering.events:
+        if isinstance(event, Done):
+            with lock:
+                done_order.append(answering.message.user_id)
+
+
+def test_forty_from_one_user_are_refused_at_once_and_another_user_is_answered_next(make_core) -> None:
+    core = make_core(FakeEngine("one two three four", delay_s=0.05), max_waiting_per_user=3, answer_threads=8)
+    pool = ThreadPoolExecutor(8)  # as an adapter's answer pool
+    done_order: list[str] = []
+    lock = threading.Lock()
+    outcomes = [core.handle(question("flood", n)) for n in range(40)]
+    admitted = [o for o in outcomes if isinstance(o, Answering)]
+    refused = [o for o in outcomes if isinstance(o, CommandResult)]
+    assert len(admitted) == 3 and len(refused) == 37, "decided in handle(), before any pool thread runs"
+    assert all(not r.ok and "You already have 3 questions waiting" in r.text for r in refused)
+    futures = [pool.submit(finish, a, done_order, lock) for a in admitted]
+    started = time.monotonic()
+    other = core.handle(question("other", 0))
+    assert isinstance(other, Answering)
+    futures.append(pool.submit(finish, other, done_order, lock))
+    for future in futures:
+        future.result(timeout=30)
+    print(f"\nthe other user's answer took {time.monotonic() - started:.2f} s beside the flood")
+    pool.shutdown()
+    # The model's fair queue takes turns: the other user waits for the flood's answer in progress
+    # and at most one more, never for all of the flood's.
+    assert done_order.index("other") <= 2 and done_order[-1] == "flood", done_order
+    assert "question 0 from other" in {e.user_text for e in core.store.exchanges()}
+    assert core.store.count_exchanges() == 4, "the refused questions stored nothing"
+
+
+def test_no_more_answers_are_admitted_than_an_adapter_has_threads(make_core) -> None:
+    gate = threading.Event()
+    core = make_core(FakeEngine("ok", gate=gate), answer_threads=4)
+    held = [core.handle(question(f"user{n}", 0)) for n in range(4)]
+    assert all(isinstance(o, Answering) for o in held)
+    busy = core.handle(question("user9", 0))
+    assert isinstance(busy, CommandResult) and not busy.ok
+    assert busy.text == "I'm answering 4 questions right now; please ask again in a minute."
+    gate.set()
+    for answering in held:
+        assert isinstance(answering, Answering)
+        assert isinstance(list(answering.events)[-1], Done)
+    assert isinstance(core.handle(question("user9", 1)), Answering), "finished answers free their slots"
+
+
+def test_an_answer_its_adapter_drops_unread_frees_its_slot(make_core) -> None:
+    core = make_core(FakeEngine("ok"), max_waiting_per_user=1)
+    dropped = core.handle(question("u", 0))
+    assert isinstance(dropped, Answering)
+    assert isinstance(core.handle(question("u", 1)), CommandResult), "the slot is held while the answer is owed"
+    del dropped
+    gc.collect()
+    assert isinstance(core.handle(question("u", 2)), Answering)
+    assert core.store.count_exchanges() == 0, "the dropped answer was never generated"
