@@ -166,8 +166,9 @@ class ExampleStore:
         )
 
     @classmethod
-    def remote(cls, embedder: Embedder, url: str, collection: str = "examples") -> ExampleStore:
-        """The store on a chromadb server (`chroma run`, its Docker image), shared by every replica."""
+    def remote(cls, embedder: Embedder, url: str, collection: str = "examples", token: str = "") -> ExampleStore:
+        """The store on a chromadb server (`chroma run`, its Docker image), shared by every replica;
+        `token` goes as `Authorization: Bearer` on every request (the server's auth proxy checks it)."""
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
@@ -179,6 +180,7 @@ class ExampleStore:
             host=parts.hostname,
             port=port,
             ssl=parts.scheme == "https",
+            headers={"Authorization": f"Bearer {token}"} if token else None,
             settings=ChromaSettings(anonymized_telemetry=False),
         )
         return cls(embedder, client=client, collection=collection)

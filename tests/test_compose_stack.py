@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from secrets import token_hex
 
 import pytest
 import yaml
@@ -63,8 +64,12 @@ def stack(
     if tool == "docker":
         bot["extra_hosts"] = [f"{host}:host-gateway"]
     override.write_text(yaml.safe_dump({"services": {"bot": bot}}))
+    # compose.yaml requires the password (no default to forget): a fresh one, never in the checkout.
+    passwords = override.with_name("test.env")
+    passwords.write_text(f"POSTGRES_PASSWORD={token_hex(16)}\n")
     project = f"botstack{uuid.uuid4().hex[:6]}"
-    compose = [*compose_command(tool), "-p", project, "-f", str(COMPOSE), "-f", str(override)]
+    files = ["-f", str(COMPOSE), "-f", str(override)]
+    compose = [*compose_command(tool), "--env-file", str(passwords), "-p", project, *files]
     started = time.monotonic()
     run(compose[0], *compose[1:], "up", "-d", timeout=600)
     container = f"{project}_bot_1" if tool == "podman" else f"{project}-bot-1"

@@ -27,6 +27,7 @@ import yaml
 
 from bot.config import SECRET_ENV_VARS, SETTING_ENV_VARS
 from bot.ops.health import Readiness, serve
+from tests.test_deploy_access import documented_secrets
 
 REPO = Path(__file__).resolve().parent.parent
 DEPLOY = REPO / "deploy"
@@ -144,15 +145,14 @@ def test_compose_wires_the_bot_to_postgres_and_chroma() -> None:
     assert bot["depends_on"] == {name: {"condition": "service_healthy"} for name in ("postgres", "chroma")}
     assert "healthcheck" in chroma and "healthcheck" in postgres
     assert postgres["healthcheck"]["test"][-1].startswith("pg_isready")
-    # Its database URL names the postgres service with that service's own user, password and database.
+    # Its database URL names the postgres service with that service's own user and database; the
+    # password is postgres's own, as libpq's PGPASSWORD, required from deploy/.env (no default).
     url = urlsplit(bot["environment"]["BOT_DATABASE_URL"])
     pg = postgres["environment"]
     assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
-    assert (url.username, url.password, url.path) == (
-        pg["POSTGRES_USER"],
-        pg["POSTGRES_PASSWORD"],
-        "/" + pg["POSTGRES_DB"],
-    )
+    assert (url.username, url.password, url.path) == (pg["POSTGRES_USER"], None, "/" + pg["POSTGRES_DB"])
+    assert bot["environment"]["PGPASSWORD"] == pg["POSTGRES_PASSWORD"]
+    assert pg["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?"), "required, with the error saying so"
     assert urlsplit(bot["environment"]["BOT_CHROMA_URL"]).hostname == "chroma"
     assert postgres["image"] == "postgres:17"
     assert re.fullmatch(r"chromadb/chroma:1\.\d+\.\d+", chroma["image"]), "chroma pinned to a 1.x release"
@@ -168,8 +168,8 @@ def test_compose_wires_the_bot_to_postgres_and_chroma() -> None:
 
 
 def test_compose_hands_the_bot_only_settings_it_knows() -> None:
-    environment = compose()["services"]["bot"]["environment"]
-    assert set(environment) <= KNOWN_VARS, set(environment) - KNOWN_VARS
+    environment = set(compose()["services"]["bot"]["environment"]) - {"PGPASSWORD"}  # libpq's own
+    assert environment <= KNOWN_VARS, environment - KNOWN_VARS
 
 
 def env_example() -> list[tuple[str, str, str]]:
@@ -312,7 +312,8 @@ def test_manifests_match_the_kubernetes_schemas() -> None:
 
 def test_manifest_references_resolve() -> None:
     documents = [doc for _, doc in manifests()]
-    defined = {(doc["kind"], doc["metadata"]["name"]) for doc in documents}
+    secrets = documented_secrets()
+    defined = {(doc["kind"], doc["metadata"]["name"]) for doc in documents} | {("Secret", n) for n in secrets}
     claims = {doc["metadata"]["name"] for doc in documents if doc["kind"] == "PersistentVolumeClaim"}
     pod_labels = [pod_labels_of(doc) for doc in documents if pod_spec(doc) is not None]
     for doc in documents:
@@ -324,7 +325,7 @@ def test_manifest_references_resolve() -> None:
                     assert ("Secret", source["secretRef"]["name"]) in defined
             for var in container.get("env", []):
                 if ref := var.get("valueFrom", {}).get("secretKeyRef"):
-                    assert ref["key"] in data_keys(find("Secret", ref["name"]))
+                    assert ref["key"] in secrets.get(ref["name"], set()), f"docs/deploy.md makes {ref}"
             image = container["image"]
             assert re.search(r":[\w.-]+$", image) and not image.endswith(":latest"), f"pinned: {image}"
         for volume in (pod_spec(doc) or {}).get("volumes", []):
@@ -333,9 +334,8 @@ def test_manifest_references_resolve() -> None:
         if doc["kind"] == "Service":
             selector = doc["spec"]["selector"].items()
             assert any(selector <= labels.items() for labels in pod_labels), doc["metadata"]["name"]
-    for doc in documents:
-        if doc["kind"] == "Secret":
-            assert set(data_keys(doc).values()) == {""}, "placeholders only: no secret in the repository"
+    # No Secret is shipped: `kubectl apply -k` would overwrite the one the operator made.
+    assert [doc["metadata"]["name"] for doc in documents if doc["kind"] == "Secret"] == []
 
 
 def pod_labels_of(doc: dict[str, Any]) -> dict[str, str]:
@@ -346,12 +346,12 @@ def pod_labels_of(doc: dict[str, Any]) -> dict[str, str]:
 def test_bot_config_and_secret_hold_only_settings() -> None:
     (bot,) = containers(find("Deployment", "bot"))
     config = find("ConfigMap", bot["envFrom"][0]["configMapRef"]["name"])
-    secret = find("Secret", bot["envFrom"][1]["secretRef"]["name"])
-    for doc in (config, secret):
-        assert set(data_keys(doc)) <= KNOWN_VARS, set(data_keys(doc)) - KNOWN_VARS
-    # Tokens are in the Secret, all of them, and nowhere else.
-    assert set(data_keys(secret)) == set(SECRET_ENV_VARS)
-    assert set(data_keys(config)) & set(SECRET_ENV_VARS) == set()
+    secret = documented_secrets()[bot["envFrom"][1]["secretRef"]["name"]]
+    assert set(data_keys(config)) <= KNOWN_VARS, set(data_keys(config)) - KNOWN_VARS
+    # Platform tokens go in the Secret the docs make, and no credential is in the ConfigMap.
+    assert secret and secret <= set(SECRET_ENV_VARS)
+    credentials = {*SECRET_ENV_VARS, "BOT_CHROMA_TOKEN", "BOT_VLLM_API_KEY"}
+    assert set(data_keys(config)) & credentials == set()
 
 
 def test_bot_deployment_probes_volumes_and_scrape() -> None:

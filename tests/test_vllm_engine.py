@@ -108,6 +108,22 @@ def test_a_server_error_is_the_replys_failure_and_the_next_reply_works(make_core
     assert core.answer(Message(CONV, "U1", "second")).text == f"Answer from {BASE}."
 
 
+def test_a_server_with_an_api_key_refuses_a_bot_without_it_and_serves_one_with_it(
+    make_core, server, tmp_path: Path
+) -> None:
+    emulator, url = server
+    emulator.api_key = "k3y"
+    with pytest.raises(RuntimeError, match="/v1/models answered 401"):
+        VLLMEngine(settings_for(tmp_path / "nokey", vllm_url=url), SimpleNamespace(path=None),
+                   tokenizer=FakeTokenizer())  # fmt: skip
+    active: list[tuple[str, Path] | None] = [("v0001", saved_lora(tmp_path, "v0001"))]
+    core, _ = core_on(make_core, url, active, tmp_path, lora_for="all", vllm_api_key="k3y")
+    core.generation.request_sync().result(timeout=10)  # the LoRA load, a /v1 call that needs the key too
+    reply = core.answer(Message(CONV, "U1", "Hi"))
+    assert reply.lora_version == "v0001" and reply.text.startswith("Answer from v0001__")
+    assert [c["lora_name"] for c in emulator.calls("/v1/load_lora_adapter")] == [reply.text.split()[-1].rstrip(".")]
+
+
 @pytest.fixture(scope="module")
 def openai_compatible_server() -> Iterator[str]:
     """llama.cpp's OpenAI-compatible server (llama-cpp-python) on the default GGUF, on loopback."""

@@ -7,6 +7,7 @@ the registry like the in-process one: each new version is loaded under its own n
 (`/v1/load_lora_adapter`, which needs the server started with `--enable-lora` and
 `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`, and the registry's directory mounted at the same path),
 each request names the version that serves, and old versions are unloaded.
+With `vllm_api_key` set, every request sends it as a bearer token (the server's `--api-key`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ class VLLMEngine:
         self.files = files
         self.slots = 1  # one reply at a time
         self.description = f"vLLM at {settings.vllm_url}"
-        self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT)
+        # Every call goes through this client, so each one (completions, LoRA loads) carries the key.
+        auth = {"Authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}
+        self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT, headers=auth)
         self.base_model = self._served_model()
         self.loras = LoraFollower(lora_source, lambda: self.settings.training.keep_loaded, self._load_lora,
                                  self._unload_lora)  # fmt: skip  (the LoRAs loaded: those on the server)

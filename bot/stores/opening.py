@@ -13,7 +13,7 @@ def build_examples(settings: Settings, embedder: Embedder | None = None) -> Exam
     """The example store: on the chromadb server at `chroma_url`, else embedded in the data directory."""
     embedder = embedder or SentenceEmbedder(settings.embedder)
     if settings.chroma_url:
-        return ExampleStore.remote(embedder, settings.chroma_url)
+        return ExampleStore.remote(embedder, settings.chroma_url, token=settings.chroma_token)
     return ExampleStore(embedder, settings.data_dir / "chroma")
 
 

@@ -24,6 +24,7 @@ class VLLMEmulator:
     loras: dict[str, str] = field(default_factory=dict)  # name -> path
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     fail_completions: int = 0  # answer this many completions with a 500
+    api_key: str = ""  # as vLLM's --api-key: when set, every /v1 request without it gets a 401
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> str:
@@ -35,7 +36,18 @@ class VLLMEmulator:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
+            def _refused(self) -> bool:
+                """vLLM checks the key on /v1 paths only (its /health stays open for probes)."""
+                if not emulator.api_key or not self.path.startswith("/v1"):
+                    return False
+                if self.headers.get("Authorization") == f"Bearer {emulator.api_key}":
+                    return False
+                self._json(401, {"error": "Unauthorized"})
+                return True
+
             def do_GET(self) -> None:
+                if self._refused():
+                    return
                 if self.path != "/v1/models":
                     return self._json(404, {"error": {"message": "Not Found"}})
                 models = [{"id": emulator.base_model, "object": "model", "parent": None}]
@@ -45,6 +57,8 @@ class VLLMEmulator:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if self._refused():
+                    return
                 with emulator.lock:
                     emulator.requests.append((self.path, body))
                 if self.path == "/v1/completions":
