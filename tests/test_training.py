@@ -361,3 +361,23 @@ def test_kto_trains_on_good_and_downvoted_rows_and_saves_a_lora(tmp_path: Path, 
     assert losses and all(loss["loss"] == loss["loss"] for loss in losses), "finite losses, one per step"
     assert (tmp_path / "lora" / "adapter_config.json").is_file()
     assert status.current.total_steps == 2  # 4 rows, batch 2, 1 epoch
+
+
+def test_the_gate_never_answers_on_the_users_vllm_server(monkeypatch, tmp_path: Path) -> None:
+    """With BOT_VLLM_URL set, the gate's model is its own (transformers): loading a candidate LoRA
+    into the server that serves users would show it to them before the gate decided."""
+    import bot.generation.engines as engines
+    from bot.trainer.gate import serving_answerer
+    from tests.conftest import test_settings
+
+    built: list[tuple[str, str]] = []
+
+    def record(settings, files, lora_source):
+        built.append((settings.engine, settings.vllm_url))
+        raise RuntimeError("recorded")
+
+    monkeypatch.setattr(engines, "build_engine", record)
+    settings = test_settings(tmp_path / "data", vllm_url="http://vllm:8000")
+    with pytest.raises(RuntimeError, match="recorded"), serving_answerer(settings, None, None, None):
+        pass
+    assert built == [("transformers", "")]

@@ -125,7 +125,8 @@ def serving_answerer(
     from bot.trainer.parts import answering_core
 
     current: list[tuple[str, Path] | None] = [None]
-    on_gate_engine = settings.model_copy(update={"engine": gate_engine(settings)})
+    # Never the vLLM server at BOT_VLLM_URL: it serves users, and a candidate is not theirs to see.
+    on_gate_engine = settings.model_copy(update={"engine": gate_engine(settings), "vllm_url": ""})
     engine: Any = build_engine(on_gate_engine, files, lambda: current[0])
     if base_replies is not None:
         engine = BaseReplies(engine, settings, files.fingerprint, base_replies)
