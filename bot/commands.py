@@ -35,6 +35,7 @@ class Arg:
     help: str
     type: type = str  # what a typed platform (Discord) offers as the option's type
     rest: bool = False  # free text to the end of the line (or to the command's separator)
+    optional: bool = False  # may be left out (last arguments only); the handler's default applies
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class Command:
 
     @property
     def usage(self) -> str:
-        names = [a.name.upper() for a in self.args]
+        names = [f"[{a.name.upper()}]" if a.optional else a.name.upper() for a in self.args]
         joiner = f" {self.separator} " if self.separator else " "
         return " ".join([self.name, joiner.join(names)]) if names else self.name
 
@@ -134,8 +135,8 @@ def _teach(core: CommandContext, caller: Caller, question: str, answer: str) -> 
     return CommandResult(f"Learned {len(examples)} phrasings (examples {', '.join(examples)}): {asked} => {answer!r}")
 
 
-def _review(core: CommandContext, caller: Caller) -> CommandResult:
-    return CommandResult(core.rules.review_text())
+def _review(core: CommandContext, caller: Caller, page: int = 1) -> CommandResult:
+    return CommandResult(core.rules.review_text(page))
 
 
 def _accept(core: CommandContext, caller: Caller, correction_id: str) -> CommandResult:
@@ -218,7 +219,12 @@ COMMANDS: dict[str, Command] = {
             separator="=>",
             cli=False,
         ),
-        Command("feedback review", "list corrections waiting for review", _review),
+        Command(
+            "feedback review",
+            "list corrections waiting for review, a page at a time",
+            _review,
+            (Arg("page", "Which page of the list (default: the first)", int, optional=True),),
+        ),
         Command("feedback accept", "accept a pending correction", _accept, (_CORRECTION_ID,), cli=False),
         Command("feedback reject", "reject a pending correction", _reject, (_CORRECTION_ID,), cli=False),
         Command(
@@ -272,18 +278,22 @@ def read_args(command: Command, text: str) -> dict[str, Any]:
         values = text.split(maxsplit=len(args) - 1)
     else:
         values = _words(text, command)
-    if len(values) != len(args) or not all(values):
+    required = sum(not a.optional for a in args)
+    if not required <= len(values) <= len(args) or not all(values):
         raise UserError(f"`{command.name}` needs `{command.usage}`{_example(command)}")
-    return typed_args(command, dict(zip((a.name for a in args), values, strict=True)))
+    # strict=False: trailing optional arguments may be left out.
+    return typed_args(command, dict(zip((a.name for a in args), values, strict=False)))
 
 
 def typed_args(command: Command, values: Mapping[str, Any]) -> dict[str, Any]:
     """Check and convert arguments given by name (text form or a platform's typed options)."""
-    expected = {a.name for a in command.args}
-    if set(values) != expected:
+    optional = {a.name for a in command.args if a.optional}
+    # A typed platform (Discord) or the CLI sends an optional argument left out as None.
+    values = {name: value for name, value in values.items() if not (name in optional and value is None)}
+    if not {a.name for a in command.args} - optional <= set(values) <= {a.name for a in command.args}:
         raise UserError(f"`{command.name}` needs `{command.usage}`")
     converted: dict[str, Any] = {}
-    for arg in command.args:
+    for arg in (a for a in command.args if a.name in values):
         value = values[arg.name]
         try:
             converted[arg.name] = arg.type(value.strip() if isinstance(value, str) else value)

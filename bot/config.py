@@ -19,7 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource, TomlConfigSettingsSource
 
-from bot.setting_sections import SECRET, CommaList, Section, TrainingSettings
+from bot.setting_sections import SECRET, CommaList, RetentionSettings, Section, TrainingSettings
 
 # The platforms a message can come from (Core.is_admin matches admins as "platform:user_id").
 PLATFORMS = ("console", "cli", "slack", "discord")
@@ -150,12 +150,13 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(4000, ge=1, description="longer messages are refused with a message")
     max_waiting_per_user: int = Field(3, ge=1, description="questions one user may have in flight; more are refused")
     answer_threads: int = Field(
-        32, ge=1, le=1024, description="threads per chat adapter for answers; votes and commands never wait behind them"
+        32, ge=1, le=1024, description="answers in flight at most (each adapter has this many threads); more refused"
     )
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="what every conversation starts with")
     admins: CommaList = Field([], description="comma-separated `platform:user_id`, e.g. `slack:U0123,discord:4567`")
     vote_threshold: int = Field(1, ge=1, description="net 👍 score at which a reply becomes an example")
     correction_prefix: str = Field("correct:", description="a reply to the bot starting with this is a correction")
+    max_correction_chars: int = Field(2000, ge=1, description="longer corrections and taught answers are refused")
     max_pending_corrections_per_user: int = Field(
         5,
         ge=1,
@@ -177,6 +178,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings, description="docs/slack.md")
     discord: DiscordSettings = Field(default_factory=DiscordSettings, description="docs/discord.md")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="docs/training.md")
+    retention: RetentionSettings = Field(default_factory=RetentionSettings, description="bounds on growth")
 
     @classmethod
     def settings_customise_sources(

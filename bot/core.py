@@ -39,6 +39,7 @@ from bot.types import (
     StreamEvent,
     Token,
     UserError,
+    Vote,
     dm_scope,
     workspace_scope,
 )
@@ -84,7 +85,7 @@ class Core:
 
     # the entry point -----------------------------------------------------------------------------
 
-    def handle(self, event: Incoming | Reaction) -> Outcome:
+    def handle(self, event: Incoming | Reaction | Vote) -> Outcome:
         """Decide what an adapter's event needs: Ignored, Answering (a stream to show), a
         CommandResult (a command, a correction), or a VoteResult. Quick: nothing here waits for
         the model (an answer is generated while its `events` are iterated)."""
@@ -92,6 +93,8 @@ class Core:
             return Ignored("a workspace the bot is not invited to")  # before anything is stored
         if isinstance(event, Reaction):
             return self._reaction(event)
+        if isinstance(event, Vote):
+            return self._button_vote(event)
         if event.command is not None:
             if not self._first_time(event.platform, event.event_id):
                 return Ignored("a retry of a command already run")
@@ -147,6 +150,18 @@ class Core:
         except UserError as exc:
             return Ignored(str(exc))
         return result if result is not None else Ignored("not a vote on a reply")
+
+    def _button_vote(self, event: Vote) -> Outcome:
+        if event.value not in (1, -1):
+            return Ignored("not a vote")
+        exchange = self.store.exchange(event.exchange_id)
+        if exchange is None or exchange.platform != event.platform:
+            return Ignored("not a reply of this platform")
+        if exchange.scope.count(":") == 1 and exchange.scope != workspace_scope(event.platform, event.workspace):
+            return Ignored("a reply in another workspace")  # a button names its exchange: check where
+        if not self._first_time(event.platform, event.event_id):
+            return Ignored("a retry of a vote already counted")
+        return self.rules.vote(event.exchange_id, event.platform, event.user_id, event.value)
 
     def _first_time(self, platform: str, event_id: str) -> bool:
         return not event_id or self.store.claim_event(platform, event_id)
@@ -329,6 +344,7 @@ class Core:
             data["lora_active"] = self.registry.active_pointer()
         data.update(examples=self.examples.count(), exchanges=self.store.count_exchanges(),
                     pending_corrections=len(self.store.corrections("pending")))  # fmt: skip
+        data["retention"] = self.settings.retention.model_dump()
         if self.trainer is not None:
             status = self.trainer.read_status()
             data["training"] = None if status is None else status.model_dump(exclude={"manifest"})
@@ -349,6 +365,10 @@ class Core:
             f"Examples: {data['examples']}  Exchanges: {data['exchanges']}  "
             f"Pending corrections: {data['pending_corrections']}"
         )
+        kept = self.settings.retention
+        prompts = f"{kept.prompt_days} days" if kept.prompt_days else "forever"
+        lines.append(f"Retention: prompts {prompts}, {kept.keep_candidates} LoRA candidates, "
+                     f"{kept.log_backups} earlier train.log(s)")  # fmt: skip
         if self.generation is not None:
             lines.append(f"Queue: {data['queued']} waiting")
         if "training_text" in data:

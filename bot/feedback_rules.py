@@ -27,6 +27,8 @@ DEFAULT_UP = ("+1", "thumbsup", "👍")  # platforms without their own lists: th
 DEFAULT_DOWN = ("-1", "thumbsdown", "👎")
 # Skin tones and the emoji presentation selector: 👍🏽 is still 👍 (Slack writes it +1::skin-tone-2).
 _EMOJI_MODIFIERS = re.compile("[\U0001f3fb-\U0001f3ff\ufe0f]")
+REVIEW_PAGE = 10  # corrections per `feedback review` page: a page fits one Slack or Discord message
+REVIEW_CHARS = 200  # a question or answer longer than this is shortened in the list
 
 
 def vote_value(emoji: str, up: Sequence[str], down: Sequence[str]) -> int:
@@ -186,6 +188,7 @@ class FeedbackRules:
             answer = answer[len(prefix) :].strip()
         if not answer:
             raise UserError(f"the correction is empty; write `{prefix} <the better answer>`")
+        self._check_length(answer)
         exchange = self.store.exchange(exchange_id)
         if exchange is None or exchange.scope != scope:
             raise UserError("I can't find that answer here; reply to one of my answers in this conversation.")
@@ -210,20 +213,39 @@ class FeedbackRules:
             f"Thanks, your correction {correction.id} is waiting for an admin's review.", ephemeral=False
         )
 
+    def _check_length(self, answer: str) -> None:
+        """Refuse an answer over `max_correction_chars`: one user's long ones would fill every review."""
+        limit = self.settings.max_correction_chars
+        if len(answer) > limit:
+            raise UserError(
+                f"That answer is {len(answer)} characters; answers are limited to {limit} "
+                "(`max_correction_chars`). Please shorten it."
+            )
+
     def teach(self, platform: str, user_id: str, question: str, answer: str) -> str:
+        self._check_length(answer)
         correction = self.store.add_correction(None, platform, user_id, question, answer, accepted_by=user_id)
         metrics.CORRECTIONS.labels("taught").inc()
         with self._example_lock:
             self._sync_correction_example(correction.id)
         return example_id(question, answer)
 
-    def review_text(self) -> str:
+    def review_text(self, page: int = 1) -> str:
+        """One page of the pending corrections, oldest first, each shortened to fit a chat message."""
         pending = self.store.corrections("pending")
         if not pending:
             return "No corrections are waiting for review."
+        pages = -(-len(pending) // REVIEW_PAGE)
+        if not 1 <= page <= pages:
+            raise UserError(f"there is no page {page}: {len(pending)} correction(s) fit on {pages} page(s)")
+        shown = pending[(page - 1) * REVIEW_PAGE : page * REVIEW_PAGE]
         lines = [f"{len(pending)} correction(s) waiting (accept with `feedback accept ID`):"]
-        for c in pending:
-            lines.append(f"  {c.id}  by {c.platform}:{c.user_id}\n    Q: {c.question}\n    A: {c.answer}")
+        for c in shown:
+            lines.append(f"  {c.id}  by {c.platform}:{c.user_id}")
+            lines.append(f"    Q: {_short(c.question)}\n    A: {_short(c.answer)}")
+        if pages > 1:
+            more = f"; `feedback review {page + 1}` for the next" if page < pages else ""
+            lines.append(f"Page {page} of {pages}{more}.")
         return "\n".join(lines)
 
     def review(self, correction_id: str, accept: bool, reviewer: str) -> CommandResult:
@@ -235,3 +257,7 @@ class FeedbackRules:
                 self._sync_correction_example(correction.id)
             return CommandResult(f"Accepted {correction.id}: it is now an example.")
         return CommandResult(f"Rejected {correction.id}.")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= REVIEW_CHARS else text[: REVIEW_CHARS - 1].rstrip() + "…"

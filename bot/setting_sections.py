@@ -1,5 +1,5 @@
 """The settings' building blocks and the sections that need nothing from bot/config.py: a plain
-section model, comma-separated lists, the secret marker, and the training section."""
+section model, comma-separated lists, the secret marker, and the training and retention sections."""
 
 from __future__ import annotations
 
@@ -69,3 +69,18 @@ class TrainingSettings(Section):
     runner: Literal["here", "worker"] = Field(
         "here", description="`here`: a child process of the bot asked; `worker`: a request `bot trainer` takes"
     )
+    # A trainer that died (or never started) must not leave the asking admin waiting forever.
+    worker_timeout_s: float = Field(
+        3 * 3600.0, gt=0, description="`worker`: seconds a retrain waits for `bot trainer` to run it before giving up"
+    )
+
+
+class RetentionSettings(Section):
+    # What stays bounded over months of use; the rows that trace a reply (exchange, reply, example
+    # ids, LoRA version) are kept whatever these say.
+    model_config = SettingsConfigDict(env_prefix="BOT_RETENTION_")
+    prompt_days: int = Field(30, ge=0, description="days an exchange keeps its full prompt, then cleared (0: forever)")
+    keep_candidates: int = Field(
+        5, ge=0, description="LoRA candidates kept after a run besides the active, previous and loaded ones"
+    )
+    log_backups: int = Field(1, ge=0, description="earlier runs' train.log kept (train.log.1, …) beside the last run's")

@@ -117,6 +117,20 @@ class Reaction:
 
 
 @dataclass(frozen=True)
+class Vote:
+    """A feedback button under a reply (👍 +1, 👎 -1): its exchange is named by the button itself
+    (Slack: the action's value; Discord: the component's custom id), so it needs no message lookup
+    and survives a restart. Counted as reactions are: one vote per user per reply, the last wins."""
+
+    platform: str
+    exchange_id: str
+    user_id: str
+    value: int
+    event_id: str = ""
+    workspace: str = ""  # Slack team, Discord server; '' in a DM
+
+
+@dataclass(frozen=True)
 class Ignored:
     """The core's decision that an event needs nothing from the bot."""
 

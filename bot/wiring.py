@@ -6,6 +6,7 @@ own wiring (bot/trainer/parts.py)."""
 from __future__ import annotations
 
 import logging
+import threading
 
 from bot.config import Settings
 from bot.core import Core
@@ -23,6 +24,7 @@ from bot.training.runner import TrainingRunner
 
 log = logging.getLogger(__name__)
 LOCAL_ADMIN = "console:local"  # whoever sits at the terminal owns the data directory
+PRUNE_INTERVAL_S = 86400.0  # old prompts are cleared at start, then daily
 
 
 def assemble_core(
@@ -64,9 +66,30 @@ def build_core(settings: Settings, own_data_dir: bool = False, with_model: bool 
         # Only the store's one writer repairs it: examples owed by feedback a crash interrupted.
         core.rules.repair_examples()
         owner.serve(examples)
+        keep_pruning(core)
     try:
         assert core.generation is not None
         core.generation.request_sync().result()  # serve the active LoRA from the first reply on
     except Exception as exc:  # a bad LoRA must not stop the bot: the base model serves
         log.error("cannot serve the active LoRA, serving the base model: %s", exc)
     return core
+
+
+def keep_pruning(core: Core, interval_s: float = PRUNE_INTERVAL_S) -> threading.Event:
+    """Clear the prompts of exchanges older than retention.prompt_days now, then every `interval_s`,
+    in a daemon thread (the store is thread-safe; replicas on one database may all do it: clearing
+    is idempotent). Returns the event that stops it."""
+    stop = threading.Event()
+
+    def prune() -> None:
+        while not stop.is_set():
+            if days := core.settings.retention.prompt_days:  # read each time: settings can change
+                try:
+                    if cleared := core.store.clear_old_prompts(days):
+                        log.info("cleared the prompts of %d exchange(s) older than %d days", cleared, days)
+                except Exception:  # housekeeping: try again at the next interval
+                    log.exception("could not clear old prompts")
+            stop.wait(interval_s)
+
+    threading.Thread(target=prune, daemon=True, name="retention").start()
+    return stop

@@ -37,6 +37,9 @@ def test_results_go_to_stdout_as_text_or_json_and_third_party_logs_stay_quiet(tm
     assert json.loads(bot(tmp_path, "lora", "list", "--json").stdout)["data"] == []
     failed = bot(tmp_path, "lora", "use", "v0042")
     assert failed.returncode == 2 and not failed.stdout and "v0042" in failed.stderr
+    assert bot(tmp_path, "feedback", "review").stdout.strip() == "No corrections are waiting for review."
+    paged = bot(tmp_path, "feedback", "review", "2")  # the optional page, given
+    assert paged.returncode == 0 and "No corrections" in paged.stdout, paged.stderr
     verbose = bot(tmp_path / "fresh", "--verbose", "status")
     assert "Running upgrade" in verbose.stderr  # asked for, the libraries' own logs come back
 

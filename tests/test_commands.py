@@ -16,7 +16,8 @@ from bot.commands import COMMANDS, Command, help_text, parse
 from bot.types import UserError
 
 SAMPLE = {"version": "v0003", "question": "Is a => b a valid arrow?", "answer": "Yes.", "correction_id": "c1",
-          "file": "out.jsonl"}  # fmt: skip
+          "file": "out.jsonl", "page": "2"}  # fmt: skip
+OPTION_TYPES = {str: discord.AppCommandOptionType.string, int: discord.AppCommandOptionType.integer}
 
 
 def sample_line(command: Command) -> str:
@@ -38,9 +39,13 @@ def test_every_command_parses_from_its_text_form(name: str) -> None:
 
 def test_missing_or_extra_arguments_are_refused_with_the_usage() -> None:
     for command in COMMANDS.values():
-        if command.args:
+        if any(not a.optional for a in command.args):
             with pytest.raises(UserError, match=command.usage.split()[0]):
                 parse(command.name)
+        elif command.args:  # optional arguments only: may be left out, not exceeded
+            assert parse(command.name).args == {}
+            with pytest.raises(UserError, match=r"needs `.*\["):
+                parse(f"{sample_line(command)} surplus")
         else:
             with pytest.raises(UserError, match="takes no arguments"):
                 parse(f"{command.name} surplus")
@@ -73,7 +78,7 @@ def test_the_discord_command_tree_is_the_registry() -> None:
     for name, (app_command, permissions) in found.items():
         command = COMMANDS[name]
         assert [(p.name, p.type, p.required) for p in app_command.parameters] == [
-            (a.name, discord.AppCommandOptionType.string, True) for a in command.args
+            (a.name, OPTION_TYPES[a.type], not a.optional) for a in command.args
         ], name
         assert [p.description for p in app_command.parameters] == [a.help for a in command.args]
         # Hidden by default exactly when every command under the same name is for admins.

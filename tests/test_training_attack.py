@@ -34,7 +34,7 @@ def injected_by_votes(core: Core) -> None:
 
 
 def test_a_strangers_votes_leave_the_taught_answer_in_the_promoted_lora(make_real_core) -> None:
-    core = make_real_core(**TINY, discord__guild_id=int(HOME))
+    core = make_real_core(**{**TINY, "max_new_tokens": 24}, discord__guild_id=int(HOME))
     assert core.command("console", "local", f"teach {QUESTION} => {TAUGHT}", CONV).ok
     injected_by_votes(core)
     assert INJECTED in [e.output for e in core.examples.list(label="good")], "the stranger's server sees it"

@@ -51,7 +51,12 @@ def _app_command(command: Command, name: str, run_command: RunCommand) -> app_co
 
     # discord.py reads a command's options from its callback's signature: give it the declared ones.
     parameters = [inspect.Parameter("interaction", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-    parameters += [inspect.Parameter(a.name, inspect.Parameter.KEYWORD_ONLY, annotation=a.type) for a in command.args]
+    parameters += [
+        # A default makes the option optional in Discord; None reaches the core as "left out".
+        inspect.Parameter(a.name, inspect.Parameter.KEYWORD_ONLY, annotation=a.type,
+                          default=None if a.optional else inspect.Parameter.empty)
+        for a in command.args
+    ]  # fmt: skip
     callback.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
     callback.__discord_app_commands_param_description__ = {a.name: a.help for a in command.args}  # type: ignore[attr-defined]
     return app_commands.Command(name=name, description=command.help[:100], callback=callback)

@@ -139,7 +139,10 @@ def _chat_command(command: Command) -> Callable[..., None]:
     callback.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         [
             inspect.Parameter(
-                a.name, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[a.type, typer.Argument(help=a.help)]
+                a.name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=None if a.optional else inspect.Parameter.empty,  # `feedback review [PAGE]`
+                annotation=Annotated[a.type, typer.Argument(help=a.help)],
             )
             for a in command.args
         ]

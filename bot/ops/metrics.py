@@ -22,6 +22,7 @@ TOKENS_PER_SECOND = Histogram(
     "bot_decode_tokens_per_second", "Reply tokens per second of generation", buckets=(1, 2, 5, 10, 20, 40, 80, 160, 320)
 )
 REPLY_TOKENS = Counter("bot_reply_tokens_total", "Tokens written in replies")
+RATE_LIMITED = Counter("bot_rate_limited_total", "Platform 429s met while showing a reply (it is still delivered)")
 REFUSED = Counter("bot_refused_total", "Questions refused at once, before anything was queued", ["reason"])
 QUEUE_LENGTH = Gauge("bot_queue_length", "Replies waiting for the model")
 VOTES = Counter("bot_votes_total", "Votes on replies", ["value"])

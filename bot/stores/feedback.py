@@ -38,6 +38,8 @@ from bot.stores.records import (
 from bot.types import ConversationKey
 
 log = logging.getLogger(__name__)
+# A cleared prompt reads back as none recorded: training then rebuilds it as serving would.
+CLEARED_PROMPT = "[]"
 
 
 def storable(text: str) -> str:
@@ -162,6 +164,18 @@ class FeedbackStore:
             .order_by(exchanges.c.created_at.desc())
             .limit(1)
         )
+
+    def clear_old_prompts(self, older_than_days: float) -> int:
+        """Clear the full prompt of exchanges older than `older_than_days` (retention.prompt_days);
+        the row, its reply, example ids and LoRA version stay: they trace the reply. Returns how many."""
+        cutoff = time.time() - older_than_days * 86400
+        with self._tx() as db:
+            result = db.execute(
+                update(exchanges)
+                .where(exchanges.c.created_at < cutoff, exchanges.c.prompt_json != CLEARED_PROMPT)
+                .values(prompt_json=CLEARED_PROMPT)
+            )
+        return int(result.rowcount)
 
     def reset(self, conversation: ConversationKey) -> None:
         with self._tx() as db:

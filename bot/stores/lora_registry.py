@@ -216,6 +216,23 @@ class LoraRegistry:
                     removed += 1
         return removed
 
+    def prune_candidates(self, keep: int, keep_loaded: int) -> list[str]:
+        """Delete all but the newest `keep` candidates (retention.keep_candidates); returns the versions
+        deleted. The active and previous versions are never candidates, and the last `keep_loaded`
+        versions served are kept too: an engine may hold them (training.keep_loaded)."""
+        with self._locked():  # never while a version is promoted or committed
+            pointers = self._pointers()
+            served = [entry["active"] for entry in reversed(pointers.get("history", [])) if entry.get("active")]
+            protected = {pointers.get("active"), pointers.get("previous"), *list(dict.fromkeys(served))[:keep_loaded]}
+            candidates = [v.version for v in self.versions() if v.version not in protected]
+            doomed = candidates[: max(0, len(candidates) - keep)]  # oldest first
+            for version in doomed:
+                # Out of the listing at once; a crash mid-delete leaves a staging leftover clean_staging removes.
+                trash = self.root / f".staging-pruned-{version}-{uuid.uuid4().hex[:8]}"
+                os.replace(self.root / version, trash)
+                shutil.rmtree(trash, ignore_errors=True)
+        return doomed
+
     def describe(self) -> str:
         versions = self.versions()
         if not versions:

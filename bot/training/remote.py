@@ -33,6 +33,8 @@ class Runs(Protocol):
     def wait(self, poll_s: float = 0.5, on_progress: Callable[..., None] | None = None) -> int: ...
 
     def result_text(self, exit_code: int) -> str: ...
+
+
 REQUEST = "request.json"
 TAKEN = "request.taken.json"
 
@@ -51,6 +53,15 @@ def request_run(directory: Path, triggered_by: str) -> bool:
 
 def requested(directory: Path) -> bool:
     return (directory / REQUEST).exists() or (directory / TAKEN).exists()
+
+
+def withdraw_request(directory: Path) -> bool:
+    """Remove a request no trainer has taken; False when one took it first (or none waits)."""
+    try:
+        (directory / REQUEST).unlink()
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def take_request(directory: Path) -> str | None:

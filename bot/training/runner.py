@@ -63,6 +63,18 @@ def _lock_held(path: Path) -> bool:
     return False
 
 
+def rotate(path: Path, backups: int) -> None:
+    """Before a run: `path` becomes path.1 (path.1 becomes path.2, …), keeping `backups` earlier
+    logs, so the log holds this run alone and the disk the last few (retention.log_backups)."""
+    for number in range(backups, 0, -1):
+        older = path.with_name(f"{path.name}.{number - 1}") if number > 1 else path
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{number}"))
+    if backups == 0:
+        path.unlink(missing_ok=True)
+    path.with_name(f"{path.name}.{backups + 1}").unlink(missing_ok=True)  # left when the setting was lowered
+
+
 def claim_run(data_dir: Path) -> FileLock:
     """The training process's hold on the one-run lock, to keep for its life. Raises Timeout when
     another run holds it. (The operating system drops it when the process ends, however it ends.)"""
@@ -148,17 +160,29 @@ class TrainingRunner:
         )
 
     def _await_trainer(self, requested_at: float, followup: Future[str]) -> None:
-        while True:
+        timeout_s = self.settings.training.worker_timeout_s
+        deadline = time.monotonic() + timeout_s
+        while (remaining := deadline - time.monotonic()) > 0:
             status = self.read_status()
             if status is not None and status.started_at >= requested_at and status.phase in ("done", "failed"):
-                break
-            time.sleep(1.0)
-        self._after_run()
-        followup.set_result(self.result_text(0 if status.phase == "done" else 1))
+                self._after_run()
+                followup.set_result(self.result_text(0 if status.phase == "done" else 1))
+                return
+            time.sleep(min(1.0, remaining))
+        # A trainer that died or never ran: say so rather than wait forever. A request no trainer
+        # took is withdrawn, so that the next `retrain` can ask again.
+        taken = not remote.withdraw_request(self.dir)
+        log.warning("training request not %s within %.0f s", "finished" if taken else "picked up", timeout_s)
+        waited = f"{timeout_s / 60:g} minutes" if timeout_s >= 60 else f"{timeout_s:g} seconds"
+        followup.set_result(
+            f"The trainer has not {'finished' if taken else 'picked up'} the training request in {waited}; "
+            "check `bot trainer`'s logs." + ("" if taken else " The request is withdrawn: `retrain` asks again.")
+        )
 
     def _spawn(self, triggered_by: str) -> subprocess.Popen[bytes]:
         """Start the training process; the caller holds the start lock and no run holds the run lock."""
         self.registry.clean_staging()  # leftovers of crashed runs: no run is going
+        rotate(self.log_file, self.settings.retention.log_backups)
         staging = self.registry.new_staging()
         self.status_file.unlink(missing_ok=True)
         # Older versions wrote the settings, tokens included, here: remove what they left.
@@ -219,8 +243,21 @@ class TrainingRunner:
         if status is not None:  # the run's own clock: from its start to its last word
             result = "failed" if code != 0 or status.phase == "failed" else "promoted" if status.promoted else "kept"
             metrics.TRAINING_SECONDS.labels(result).observe(status.updated_at - status.started_at)
+        self._prune_candidates()
         self._after_run()
         followup.set_result(self.result_text(code))
+
+    def _prune_candidates(self) -> None:
+        """The run may have added a candidate: keep retention.keep_candidates of them."""
+        try:
+            pruned = self.registry.prune_candidates(
+                self.settings.retention.keep_candidates, self.settings.training.keep_loaded
+            )
+        except Exception:  # housekeeping: the run's result still reaches the admin
+            log.exception("could not prune old LoRA candidates (next run)")
+            return
+        if pruned:
+            log.info("deleted old LoRA candidates %s (retention.keep_candidates)", ", ".join(pruned))
 
     def _after_run(self) -> None:
         try:
