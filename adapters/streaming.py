@@ -17,6 +17,7 @@ import time
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
+from adapters.edit_budget import EditBudget
 from adapters.text import split_text
 from bot.ops import metrics
 from bot.types import Answering, CommandResult, Done, Queued, Reply, Token, UserError
@@ -62,11 +63,29 @@ def followup_text(done: Future[str]) -> str:
     return done.result()
 
 
-class ReplyOnScreen:
-    """The messages that show one reply: posted as the text grows, edited, deleted when it shrinks."""
+class RateLimited(Exception):
+    """What a Screen raises when the platform answered 429 (after its SDK's own retries)."""
 
-    def __init__(self, screen: Screen, limit: int, interval_s: float) -> None:
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__(f"rate limited for {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
+
+
+FINAL_TRIES = 8  # a final edit rate-limited this often in a row is a platform outage, not a limit
+
+
+class ReplyOnScreen:
+    """The messages that show one reply: posted as the text grows, edited, deleted when it shrinks.
+
+    Edits spend `budget` under `key` (the workspace or channel route, shared by every reply): an
+    intermediate one is skipped when it is spent or rate-limited, the final one always goes.
+    """
+
+    def __init__(
+        self, screen: Screen, limit: int, interval_s: float, budget: EditBudget | None = None, key: str = ""
+    ) -> None:
         self.screen, self.limit, self.interval_s = screen, limit, interval_s
+        self.budget, self.key = budget, key
         self.parts: list[tuple[str, str]] = []  # (message ref, text shown)
         self.last = 0.0
 
@@ -75,14 +94,38 @@ class ReplyOnScreen:
         return [ref for ref, _ in self.parts]
 
     def show(self, text: str, *, wait: bool) -> list[str]:
-        """Show `text`; too soon after the last edit, skip it or, with `wait`, wait. Returns the
-        refs of messages posted now."""
+        """Show `text`; too soon after the last edit, or with the edit budget spent, skip it or,
+        with `wait`, wait (and retry through rate limits). Returns the refs of messages posted now."""
         pause = self.last + self.interval_s - time.monotonic()
-        if pause > 0:
-            if not wait:
+        if not wait:
+            if pause > 0 or (self.parts and self.budget is not None and not self.budget.take(self.key)):
                 return []
-            time.sleep(pause)
-        posted: list[str] = []
+            posted: list[str] = []
+            try:
+                self._apply(text, posted)
+            except RateLimited as limited:
+                self._rate_limited(limited)
+            return posted
+        time.sleep(max(pause, self.budget.spend(self.key) if self.budget is not None else 0.0))
+        posted = []
+        for attempt in range(FINAL_TRIES):
+            try:
+                self._apply(text, posted)
+                return posted
+            except RateLimited as limited:
+                if attempt == FINAL_TRIES - 1:
+                    raise
+                self._rate_limited(limited)
+                time.sleep(limited.retry_after_s)
+        raise AssertionError("unreachable")
+
+    def _rate_limited(self, limited: RateLimited) -> None:
+        metrics.RATE_LIMITED.inc()
+        if self.budget is not None:
+            self.budget.rate_limited(self.key, limited.retry_after_s)
+
+    def _apply(self, text: str, posted: list[str]) -> None:
+        """Make the messages show `text`; `posted` collects what is posted, even when a later call fails."""
         chunks = split_text(text, self.limit)
         for i, chunk in enumerate(chunks):
             if i < len(self.parts):
@@ -97,7 +140,6 @@ class ReplyOnScreen:
         while len(self.parts) > len(chunks):  # the final text can be shorter than the stream
             self.screen.delete(self.parts.pop()[0])
         self.last = time.monotonic()
-        return posted
 
 
 def show_answer(
