@@ -3,10 +3,13 @@
 Convert Slack events into the core's values (`Incoming`, `Reaction`), hand them to
 `core.handle`, show what comes back. Whether to answer, corrections, votes, admin rights, dedup
 and history are the core's; streaming is adapters/streaming.py's; this file only speaks Slack.
-Bolt acks every event before the listener runs (listeners run on its thread pool), so the
-3-second deadline holds however long an answer takes. That pool is small (5 threads) and slash
-commands are acked from inside it, so answers, which wait for the model, leave it for the
-adapter's own pool: a flood of questions never delays a vote, a correction or a command.
+The app runs with bolt's `process_before_response`: a listener returns before its event is acked
+(in Socket Mode and HTTP mode alike), so a vote, a correction or a `teach` is written durably
+before Slack hears it arrived (Slack never redelivers an acked event). Listeners therefore only
+decide and write, which takes milliseconds of Slack's 3 seconds: answers, which wait for the
+model, go to the adapter's answer pool, and what is posted back (command output, confirmations)
+to its reply pool, so a flood of questions never delays a vote, a correction or a command.
+HTTP serving and its guards are adapters/slack_http.py's.
 """
 
 from __future__ import annotations
@@ -14,23 +17,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIServer
 
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from adapters.slack_http import EVENTS_PATH, Running, http_server
 from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
 from adapters.text import split_text
 from bot.ops import metrics
-from bot.ops.health import Readiness, in_background, wsgi_server
+from bot.ops.health import Readiness
 from bot.types import Answering, CommandResult, ConversationKey, Incoming, Reaction
 
 if TYPE_CHECKING:
@@ -41,9 +42,13 @@ log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
 MAX_CHARS = 3900  # Slack advises at most 4,000 characters a message; keep a margin
-EVENTS_PATH = "/slack/events"
 # Message subtypes that are still a person writing; edits, deletions, joins, bots are not.
 USER_SUBTYPES = {None, "thread_broadcast", "file_share"}
+PRIVATE_KINDS = {"group", "mpim"}  # channel_type of a private channel and of a group DM
+# How long a command may run before its ack goes out anyway (Slack shows an error after 3 s);
+# its writes take milliseconds, so they are durable before the ack unless something is stuck.
+ACK_WAIT_S = 2.0
+REPLY_THREADS = 8
 
 
 def to_slack(text: str) -> str:
@@ -78,24 +83,20 @@ class _SlackScreen:
         self.client.chat_delete(channel=self.channel, ts=ref.split(":", 1)[1])
 
 
-@dataclass
-class Running:
-    """A started Slack app: `stop()` ends it; `url` is the events endpoint in HTTP mode."""
-
-    stop: Callable[[], None]
-    url: str = ""
-
-
 class SlackAdapter:
     def __init__(self, core: Core, settings: Settings) -> None:
         self.core = core
         self.slack = settings.slack
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="slack-answer")
+        self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
+        self._channel_kinds: dict[str, str] = {}  # channel id -> channel_type, for app_mention
         client = WebClient(token=self.slack.bot_token, base_url=_with_slash(self.slack.api_url))
         # slack_sdk retries connection errors by default but 429s only when asked to.
         client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
         # Bolt calls auth.test here (through `client`, so through SLACK_API_URL too).
-        self.app = App(client=client, signing_secret=self.slack.signing_secret, name="assistant")
+        self.app = App(
+            client=client, signing_secret=self.slack.signing_secret, name="assistant", process_before_response=True
+        )
         self.app.event("app_mention")(self.on_message)
         self.app.event("message")(self.on_message)
         self.app.event("reaction_added")(self.on_reaction)
@@ -110,7 +111,8 @@ class SlackAdapter:
         raw = event.get("text") or ""
         mention = f"<@{context.bot_user_id or ''}>"
         in_thread = event.get("thread_ts")
-        is_dm = event.get("channel_type") == "im"
+        kind = self._channel_kind(client, channel, event.get("channel_type"))
+        is_dm = kind == "im"
         # In a DM the channel is the conversation unless the user opened a thread; elsewhere the
         # thread (or the message that starts one) is.
         thread = in_thread or ("" if is_dm else ts)
@@ -122,24 +124,37 @@ class SlackAdapter:
                 text=from_slack(raw.replace(mention, " ")).strip(),
                 workspace=context.team_id or event.get("team") or "",
                 is_dm=is_dm,
+                private_to=channel if kind in PRIVATE_KINDS else "",
                 mentions_bot=event["type"] == "app_mention" or mention in raw,
                 in_thread=bool(in_thread),
                 # app_mention and message.* both deliver a mention, and Slack retries: one reply.
                 event_id=f"msg:{message_ref(channel, ts)}",
             )
         )
-        if isinstance(outcome, Answering):  # the listener thread returns at once
-            self._answers.submit(self._answer, client, outcome, channel, thread or None)
-        elif isinstance(outcome, CommandResult):  # a correction
-            self._post_result(client, outcome, channel, user, in_thread)
+        if isinstance(outcome, Answering):  # the listener returns at once: the ack never waits for it
+            _later(self._answers, self._answer, client, outcome, channel, thread or None)
+        elif isinstance(outcome, CommandResult):  # a correction, already stored
+            _later(self._replies, self._post_result, client, outcome, channel, user, in_thread)
+
+    def _channel_kind(self, client: WebClient, channel: str, kind: str | None) -> str:
+        """The channel_type of `channel`. app_mention events lack it: then what a message event
+        said, or else conversations.info (once a channel); if Slack won't say, private."""
+        if kind is None:
+            kind = self._channel_kinds.get(channel)
+        if kind is None:
+            try:
+                info = client.conversations_info(channel=channel)["channel"]
+                kind = "mpim" if info.get("is_mpim") else "group" if info.get("is_private") else "channel"
+            except SlackApiError as exc:  # e.g. missing_scope: learn here only rather than leak
+                log.warning("Slack: conversations.info(%s) failed (%s): treating it as private", channel, exc)
+                kind = "group"
+        self._channel_kinds[channel] = kind
+        return kind
 
     def _answer(self, client: WebClient, answering: Answering, channel: str, thread_ts: str | None) -> None:
         """On the answers pool: a placeholder at once, then the answer streamed into it."""
-        try:
-            screen = ReplyOnScreen(_SlackScreen(client, channel, thread_ts), MAX_CHARS, self.slack.stream_interval_s)
-            show_answer(self.core, answering, screen, PLATFORM, placeholder="…")
-        except Exception:  # a pool keeps errors in a Future nobody reads: log them here
-            log.exception("answering in %s failed", answering.message.conversation.as_str())
+        screen = ReplyOnScreen(_SlackScreen(client, channel, thread_ts), MAX_CHARS, self.slack.stream_interval_s)
+        show_answer(self.core, answering, screen, PLATFORM, placeholder="…")
 
     def on_reaction(self, event: dict[str, Any], body: dict[str, Any], context: BoltContext) -> None:
         item = event.get("item", {})
@@ -152,14 +167,22 @@ class SlackAdapter:
         self.core.handle(Reaction(PLATFORM, ref, event["user"], event["reaction"], added, body["event_id"], workspace))
 
     def on_command(self, ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
-        ack()  # first, always: Slack shows an error after 3 s; the answer follows via respond()
+        """Acked once the command has run (its writes durable), or after ACK_WAIT_S whatever it does."""
+        wait([_later(self._replies, self._run_command, command, respond, client)], timeout=ACK_WAIT_S)
+        ack()
+
+    def _run_command(self, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         user, channel = command["user_id"], command["channel_id"]
         text = from_slack(command.get("text") or "").strip() or "help"
         conversation = ConversationKey(PLATFORM, channel, "")
+        # Slack's trigger_id names one invocation: a replayed signed request runs nothing again.
+        trigger = command.get("trigger_id")
+        incoming = Incoming(
+            PLATFORM, conversation, user, command=text, workspace=command.get("team_id") or "",
+            event_id=f"cmd:{trigger}" if trigger else "",
+        )  # fmt: skip
         try:
-            result = self.core.handle(
-                Incoming(PLATFORM, conversation, user, command=text, workspace=command.get("team_id") or "")
-            )
+            result = self.core.handle(incoming)
         except Exception:
             result = command_failed(PLATFORM, text)
         if not isinstance(result, CommandResult):
@@ -192,6 +215,18 @@ def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def _later(pool: ThreadPoolExecutor, work: Callable[..., None], *args: Any) -> Future[None]:
+    """Run `work` on `pool`; a pool keeps errors in a Future nobody reads, so log them here."""
+
+    def logged() -> None:
+        try:
+            work(*args)
+        except Exception:
+            log.exception("Slack: %s failed", getattr(work, "__name__", work))
+
+    return pool.submit(logged)
+
+
 # -- starting and running -------------------------------------------------------------------
 
 
@@ -200,23 +235,11 @@ def build_app(core: Core, settings: Settings) -> App:
     return SlackAdapter(core, settings).app
 
 
-def _http_server(app: App, host: str, port: int) -> WSGIServer:
-    return wsgi_server(SlackRequestHandler(app, EVENTS_PATH), host, port)
-
-
 def start_socket_mode(app: App, settings: Settings) -> Running:
     """Connect over Socket Mode (apps.connections.open goes through app.client) without blocking."""
     handler = SocketModeHandler(app, settings.slack.app_token)
     handler.connect()
     return Running(stop=handler.close)
-
-
-def start_http(app: App, settings: Settings, host: str = "0.0.0.0", port: int | None = None) -> Running:
-    """Serve Slack's signed requests on `port` (default settings.slack.port; 0 picks a free one) without blocking."""
-    server = _http_server(app, host, settings.slack.port if port is None else port)
-    stop = in_background(server, "slack-http")
-    shown = "127.0.0.1" if host == "0.0.0.0" else host
-    return Running(stop=stop, url=f"http://{shown}:{server.server_port}{EVENTS_PATH}")
 
 
 def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> None:
@@ -231,7 +254,7 @@ def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> N
     try:
         app = build_app(core, settings)  # auth.test checks SLACK_BOT_TOKEN
         if settings.slack.mode == "http":
-            server = _http_server(app, "0.0.0.0", settings.slack.port)
+            server = http_server(app, "0.0.0.0", settings.slack.port)
             log.info("Slack HTTP mode: listening on :%d%s", settings.slack.port, EVENTS_PATH)
             readiness.up(PLATFORM)
             try:

@@ -8,7 +8,11 @@ It speaks Slack's wire protocol, so the real slack_sdk/bolt code runs unchanged 
   their latency);
 - HTTP mode: signed requests (`v0` HMAC-SHA256, `X-Slack-Request-Timestamp`) posted to the app's
   endpoint, optionally as retries (`X-Slack-Retry-Num`, `X-Slack-Retry-Reason`);
-- `response_url`s for slash commands, which record what `respond()` posts.
+- `response_url`s for slash commands, which record what `respond()` posts;
+- channels of every kind for `conversations.info` (public unless `add_channel` says otherwise).
+
+`on_ack`, when set, is called on the emulator's thread the moment an ack arrives (a test can kill
+the app right then).
 
 It can answer the next N calls of a method with 429 + Retry-After. The aiohttp server runs in a
 background thread with its own event loop; every public method is safe to call from test threads.
@@ -132,6 +136,8 @@ class SlackEmulator:
         self._sent_at: dict[str, float] = {}
         self._responses: list[Responded] = []
         self._messages: dict[tuple[str, str], _Posted] = {}
+        self._channel_kinds: dict[str, str] = {}
+        self.on_ack: Callable[[Ack], None] | None = None
         self._rate_limits: dict[str, tuple[int, int]] = {}
         self._sockets: list[web.WebSocketResponse] = []
         self._connections = 0
@@ -255,6 +261,11 @@ class SlackEmulator:
     def add_user(self, user_id: str, name: str) -> None:
         with self._cond:
             self.users[user_id] = {"id": user_id, "name": name, "real_name": name.title(), "is_bot": False}
+
+    def add_channel(self, channel: str, kind: str) -> None:
+        """Make `channel` a `group` (private channel), an `mpim` (group DM) or an `im`."""
+        with self._cond:
+            self._channel_kinds[channel] = kind
 
     def next_ts(self) -> str:
         return f"1700000000.{next(self._ts):06d}"
@@ -393,9 +404,12 @@ class SlackEmulator:
                 envelope_id = data.get("envelope_id")
                 with self._cond:
                     sent, now = self._sent_at.get(envelope_id), time.monotonic()
+                    ack = None
                     if sent is not None and envelope_id not in self._acks:
-                        self._acks[envelope_id] = Ack(envelope_id, data.get("payload"), now - sent, now)
+                        ack = self._acks[envelope_id] = Ack(envelope_id, data.get("payload"), now - sent, now)
                         self._cond.notify_all()
+                if ack is not None and self.on_ack is not None:
+                    self.on_ack(ack)
         finally:
             pinger.cancel()
             with self._cond:
@@ -538,6 +552,20 @@ class SlackEmulator:
             return {"ok": True, "message_ts": self.next_ts()}
         if method == "reactions.add":
             return {"ok": True}
+        if method == "conversations.info":
+            channel = str(p.get("channel"))
+            kind = self._channel_kinds.get(channel, "channel")
+            return {
+                "ok": True,
+                "channel": {
+                    "id": channel,
+                    "is_channel": kind == "channel",
+                    "is_group": kind == "group",
+                    "is_im": kind == "im",
+                    "is_mpim": kind == "mpim",
+                    "is_private": kind != "channel",
+                },
+            }
         if method == "users.info":
             user = self.users.get(str(p.get("user")))
             return {"ok": True, "user": user} if user else {"ok": False, "error": "user_not_found"}

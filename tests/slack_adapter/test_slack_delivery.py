@@ -117,10 +117,12 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == [SlackSettings().command]
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
-        "app_mention", "message.im", "message.channels", "message.groups", "reaction_added", "reaction_removed"
+        "app_mention", "message.im", "message.channels", "message.groups", "message.mpim", "reaction_added",
+        "reaction_removed",
     }  # fmt: skip
+    # conversations.info (is this channel private?) needs the :read scopes of each kind.
     needed = {"app_mentions:read", "chat:write", "im:history", "channels:history", "groups:history",
-              "reactions:read", "commands"}  # fmt: skip
+              "mpim:history", "channels:read", "groups:read", "mpim:read", "reactions:read", "commands"}  # fmt: skip
     assert needed <= set(manifest["oauth_config"]["scopes"]["bot"])
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True, "people must be able to DM the bot"
 
