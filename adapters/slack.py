@@ -9,7 +9,10 @@ before Slack hears it arrived (Slack never redelivers an acked event). Listeners
 decide and write, which takes milliseconds of Slack's 3 seconds: answers, which wait for the
 model, go to the adapter's answer pool, and what is posted back (command output, confirmations)
 to its reply pool, so a flood of questions never delays a vote, a correction or a command.
-HTTP serving and its guards are adapters/slack_http.py's.
+HTTP serving and its guards are adapters/slack_http.py's; what is written (escaping, Markdown,
+the buttons) adapters/slack_format.py's; showing a reply adapters/slack_screen.py's (chat.update)
+and adapters/slack_stream.py's (chat.startStream); the buttons' clicks and the correction modal
+adapters/slack_feedback.py's; the AI app side panel adapters/slack_assistant.py's.
 """
 
 from __future__ import annotations
@@ -21,18 +24,23 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
 from slack_bolt import Ack, App, BoltContext, Respond
-from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from adapters.edit_budget import EditBudget
+from adapters.slack_assistant import build_assistant
+from adapters.slack_feedback import FeedbackButtons
+from adapters.slack_format import from_slack, message_ref, to_slack
 from adapters.slack_http import EVENTS_PATH, Running, http_server
+from adapters.slack_screen import MAX_CHARS, SdkRetries, SlackScreen, announcing_final, ensure_buttons
+from adapters.slack_socket import connect_socket_mode
+from adapters.slack_stream import StreamChoice, Target, show_natively
 from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
 from adapters.text import split_text
 from bot.ops import metrics
 from bot.ops.health import Readiness
-from bot.types import Answering, CommandResult, ConversationKey, Incoming, Reaction
+from bot.types import Answering, CommandResult, ConversationKey, Incoming, Outcome, Reaction
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -41,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLATFORM = "slack"
-MAX_CHARS = 3900  # Slack advises at most 4,000 characters a message; keep a margin
 # Message subtypes that are still a person writing; edits, deletions, joins, bots are not.
 USER_SUBTYPES = {None, "thread_broadcast", "file_share"}
 PRIVATE_KINDS = {"group", "mpim"}  # channel_type of a private channel and of a group DM
@@ -49,38 +56,12 @@ PRIVATE_KINDS = {"group", "mpim"}  # channel_type of a private channel and of a 
 # its writes take milliseconds, so they are durable before the ack unless something is stuck.
 ACK_WAIT_S = 2.0
 REPLY_THREADS = 8
-
-
-def to_slack(text: str) -> str:
-    """Escape &, < and >, Slack's control characters: a reply must never ping @channel or forge
-    a link or a mention, whatever the model writes."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def from_slack(text: str) -> str:
-    """Slack sends &, < and > escaped in message and command text; the core gets plain text."""
-    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
-
-
-def message_ref(channel: str, ts: str) -> str:
-    return f"{channel}:{ts}"
-
-
-class _SlackScreen:
-    """A reply's messages in one channel or thread (streaming.Screen)."""
-
-    def __init__(self, client: WebClient, channel: str, thread_ts: str | None) -> None:
-        self.client, self.channel, self.thread_ts = client, channel, thread_ts
-
-    def post(self, text: str) -> str:
-        posted = self.client.chat_postMessage(channel=self.channel, thread_ts=self.thread_ts, text=to_slack(text))
-        return message_ref(self.channel, posted["ts"])
-
-    def edit(self, ref: str, text: str) -> None:
-        self.client.chat_update(channel=self.channel, ts=ref.split(":", 1)[1], text=to_slack(text))
-
-    def delete(self, ref: str) -> None:
-        self.client.chat_delete(channel=self.channel, ts=ref.split(":", 1)[1])
+# chat.update is rate tier 3, about 50 a minute per workspace per app; the burst leaves room for
+# the final edits, which always go (they overdraw the budget and later intermediate edits wait).
+EDITS_PER_MINUTE, EDIT_BURST = 50, 10
+# chat.appendStream is tier 4, about 100 a minute per workspace.
+APPENDS_PER_MINUTE, APPEND_BURST = 100, 10
+__all__ = ["ACK_WAIT_S", "SlackAdapter", "build_app", "run", "start_socket_mode", "to_slack"]
 
 
 class SlackAdapter:
@@ -90,9 +71,13 @@ class SlackAdapter:
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="slack-answer")
         self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
         self._channel_kinds: dict[str, str] = {}  # channel id -> channel_type, for app_mention
+        # One budget per workspace, shared by every reply this process shows.
+        self.edits = EditBudget(EDITS_PER_MINUTE, EDIT_BURST)
+        self.appends = EditBudget(APPENDS_PER_MINUTE, APPEND_BURST)
+        self.streams = StreamChoice(self.slack.streaming)
         client = WebClient(token=self.slack.bot_token, base_url=_with_slash(self.slack.api_url))
         # slack_sdk retries connection errors by default but 429s only when asked to.
-        client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=3))
+        client.retry_handlers.append(SdkRetries(max_retry_count=3))
         # Bolt calls auth.test here (through `client`, so through SLACK_API_URL too).
         self.app = App(
             client=client, signing_secret=self.slack.signing_secret, name="assistant", process_before_response=True
@@ -102,11 +87,17 @@ class SlackAdapter:
         self.app.event("reaction_added")(self.on_reaction)
         self.app.event("reaction_removed")(self.on_reaction)
         self.app.command(self.slack.command)(self.on_command)
+        FeedbackButtons(core, lambda *args: _later(self._replies, *args)).register(self.app)
+        if self.slack.assistant:
+            self.app.assistant(build_assistant(core, self.handle_message))
 
     def on_message(self, event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         """app_mention and message.* events: the core decides whether and how to answer."""
+        self.handle_message(event, context, client)
+
+    def handle_message(self, event: dict[str, Any], context: BoltContext, client: WebClient) -> Outcome | None:
         if event.get("subtype") not in USER_SUBTYPES or event.get("bot_id") or not event.get("user"):
-            return  # edits, deletions, joins, bots (bolt already drops the bot's own messages)
+            return None  # edits, deletions, joins, bots (bolt already drops the bot's own messages)
         user, channel, ts = event["user"], event["channel"], event["ts"]
         raw = event.get("text") or ""
         mention = f"<@{context.bot_user_id or ''}>"
@@ -116,13 +107,14 @@ class SlackAdapter:
         # In a DM the channel is the conversation unless the user opened a thread; elsewhere the
         # thread (or the message that starts one) is.
         thread = in_thread or ("" if is_dm else ts)
+        team = context.team_id or event.get("team") or ""
         outcome = self.core.handle(
             Incoming(
                 PLATFORM,
                 ConversationKey(PLATFORM, channel, thread),
                 user,
                 text=from_slack(raw.replace(mention, " ")).strip(),
-                workspace=context.team_id or event.get("team") or "",
+                workspace=team,
                 is_dm=is_dm,
                 private_to=channel if kind in PRIVATE_KINDS else "",
                 mentions_bot=event["type"] == "app_mention" or mention in raw,
@@ -132,9 +124,11 @@ class SlackAdapter:
             )
         )
         if isinstance(outcome, Answering):  # the listener returns at once: the ack never waits for it
-            _later(self._answers, self._answer, client, outcome, channel, thread or None)
+            _later(self._answers, self._answer, client, outcome, Target(
+                client, channel, thread, team, user, self.slack.stream_interval_s, self.appends))  # fmt: skip
         elif isinstance(outcome, CommandResult):  # a correction, already stored
             _later(self._replies, self._post_result, client, outcome, channel, user, in_thread)
+        return outcome
 
     def _channel_kind(self, client: WebClient, channel: str, kind: str | None) -> str:
         """The channel_type of `channel`. app_mention events lack it: then what a message event
@@ -151,10 +145,20 @@ class SlackAdapter:
         self._channel_kinds[channel] = kind
         return kind
 
-    def _answer(self, client: WebClient, answering: Answering, channel: str, thread_ts: str | None) -> None:
-        """On the answers pool: a placeholder at once, then the answer streamed into it."""
-        screen = ReplyOnScreen(_SlackScreen(client, channel, thread_ts), MAX_CHARS, self.slack.stream_interval_s)
-        show_answer(self.core, answering, screen, PLATFORM, placeholder="…")
+    def _answer(self, client: WebClient, answering: Answering, to: Target) -> None:
+        """On the answers pool: streamed natively where the workspace can, else a placeholder at
+        once and the answer edited into it; the buttons under the finished reply either way."""
+        events = answering.events
+        if self.streams.native(to.team, to.thread_ts):
+            replay = show_natively(self.core, answering, to, self.streams)
+            if replay is None:
+                return
+            events = replay
+        screen = SlackScreen(client, to.channel, to.thread_ts or None)
+        on_screen = ReplyOnScreen(screen, MAX_CHARS, self.slack.stream_interval_s, budget=self.edits, key=to.team)
+        shown = Answering(answering.message, announcing_final(events, screen))
+        if show_answer(self.core, shown, on_screen, PLATFORM, placeholder="…") is not None:
+            ensure_buttons(on_screen, screen)
 
     def on_reaction(self, event: dict[str, Any], body: dict[str, Any], context: BoltContext) -> None:
         item = event.get("item", {})
@@ -235,11 +239,10 @@ def build_app(core: Core, settings: Settings) -> App:
     return SlackAdapter(core, settings).app
 
 
-def start_socket_mode(app: App, settings: Settings) -> Running:
-    """Connect over Socket Mode (apps.connections.open goes through app.client) without blocking."""
-    handler = SocketModeHandler(app, settings.slack.app_token)
-    handler.connect()
-    return Running(stop=handler.close)
+def start_socket_mode(app: App, settings: Settings, readiness: Readiness | None = None) -> Running:
+    """Connect over Socket Mode (apps.connections.open goes through app.client) without blocking;
+    `readiness` follows the connection."""
+    return connect_socket_mode(app, settings, readiness)
 
 
 def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> None:
@@ -263,13 +266,11 @@ def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> N
                 server.server_close()
         else:
             log.info("Slack Socket Mode: connecting through %s", settings.slack.api_url)
-            handler = SocketModeHandler(app, settings.slack.app_token)
+            running = connect_socket_mode(app, settings, readiness)  # checks SLACK_APP_TOKEN
             try:
-                handler.connect()  # apps.connections.open checks SLACK_APP_TOKEN
-                readiness.up(PLATFORM)
                 threading.Event().wait()  # the handler's own threads serve; it reconnects by itself
             finally:
-                handler.close()
+                running.stop()
     except (BoltError, SlackApiError) as exc:
         metrics.PLATFORM_ERRORS.labels(PLATFORM).inc()
         log.error(

@@ -53,6 +53,10 @@ class SlackSettings(Section):
     down_emoji: CommaList = Field(["-1", "thumbsdown"], description="comma-separated reaction names that count as 👎")
     # chat.update is rate tier 3 (about 50 a minute).
     stream_interval_s: float = Field(1.2, ge=0.0, description="seconds between edits of a streamed reply")
+    streaming: Literal["auto", "native", "edit"] = Field(
+        "auto", description="`native`: chat.startStream in threads; `edit`: chat.update; `auto`: native, else edit"
+    )
+    assistant: bool = Field(False, description="Slack's AI app side panel (manifest: `assistant_view`, docs/slack.md)")
 
     @property
     def enabled(self) -> bool:
@@ -76,7 +80,13 @@ class DiscordSettings(Section):
     guild_id: int | None = Field(None, description="sync slash commands to this server only (instant), not globally")
     admin_role: str = Field("", description="a role id (digits) whose members are admins too, in discord.guild_id only")
     allowed_guilds: CommaList = Field([], description="server ids the bot answers in (none: every one); DMs always")
-    seed_reactions: bool = Field(True, description="add 👍 and 👎 under each finished answer: voting is one click")
+    seed_reactions: bool = Field(False, description="also add 👍 and 👎 reactions under each answer (buttons always)")
+    message_content: bool = Field(
+        True, description="ask for the privileged Message Content intent (off: mentions, DMs and commands only)"
+    )
+    # Discord allows about 5 edits per 5 s per channel; every reply streaming in a channel shares these.
+    edits_per_minute: float = Field(60.0, gt=0, description="streaming edits per minute per channel, all replies")
+    edit_burst: int = Field(5, ge=1, description="streaming edits a channel may spend at once")
     up_emoji: CommaList = Field(["👍"], description="comma-separated vote emoji (a custom emoji by its name)")
     down_emoji: CommaList = Field(["👎"], description="comma-separated vote emoji (a custom emoji by its name)")
     stream_interval_s: float = Field(1.0, ge=0.0, description="seconds between edits of a streamed reply")

@@ -9,13 +9,22 @@ It speaks Slack's wire protocol, so the real slack_sdk/bolt code runs unchanged 
 - HTTP mode: signed requests (`v0` HMAC-SHA256, `X-Slack-Request-Timestamp`) posted to the app's
   endpoint, optionally as retries (`X-Slack-Retry-Num`, `X-Slack-Retry-Reason`);
 - `response_url`s for slash commands, which record what `respond()` posts;
-- channels of every kind for `conversations.info` (public unless `add_channel` says otherwise).
+- channels of every kind for `conversations.info` (public unless `add_channel` says otherwise);
+- messages with `blocks` (the `markdown` block, the `context_actions` block with `feedback_buttons`)
+  and the interaction payloads a click on those buttons sends (`block_actions`), `views.open` and
+  the `view_submission` of a modal, delivered as Socket Mode `interactive` envelopes or as signed
+  `payload=` forms in HTTP mode;
+- native streaming (`chat.startStream` / `appendStream` / `stopStream`; `streaming_error` makes a
+  workspace refuse it), the AI app surface (`assistant_thread_started` events,
+  `assistant.threads.setStatus` / `setSuggestedPrompts` / `setTitle`);
+- a Socket Mode connection that can be dropped and refused (`drop_connections`) and accepted again.
 
 `on_ack`, when set, is called on the emulator's thread the moment an ack arrives (a test can kill
 the app right then).
 
-It can answer the next N calls of a method with 429 + Retry-After. The aiohttp server runs in a
-background thread with its own event loop; every public method is safe to call from test threads.
+It can answer the next N calls of a method with 429 + Retry-After, and, with `enforce_rate_limits`,
+every call over Slack's published rates (`RATE_LIMITS`). The aiohttp server runs in a background
+thread with its own event loop; every public method is safe to call from test threads.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import socket
 import threading
 import time
@@ -42,6 +52,22 @@ T = TypeVar("T")
 # Slack documents 4,000 characters as the most a message should hold (it truncates far later);
 # the emulator is stricter than Slack so that a reply that is not split fails loudly.
 MAX_TEXT = 4000
+MAX_MARKDOWN = 12000  # the most markdown one payload may hold (markdown blocks, markdown_text)
+
+# Slack's published rates (api.slack.com/apis/rate-limits, each method's "Rate limits"): calls a
+# minute, and what they are counted per (every limit is also per app). A bucket holds a minute's
+# worth (Slack counts per-minute windows, "sporadic bursts are welcome"), except chat.postMessage:
+# "1 per second per channel, short bursts allowed", modelled as bursts of POST_BURST.
+RATE_LIMITS: dict[str, tuple[float, str]] = {
+    "chat.update": (50, "team"),  # tier 3
+    "chat.delete": (50, "team"),  # tier 3
+    "chat.postMessage": (60, "channel"),  # special tier
+    "chat.startStream": (20, "team"),  # tier 2
+    "chat.appendStream": (100, "team"),  # tier 4
+    "chat.stopStream": (20, "team"),  # tier 2
+    "views.open": (100, "team"),  # tier 4
+}
+POST_BURST = 10
 
 
 def sign(secret: str, timestamp: str, body: bytes) -> str:
@@ -99,6 +125,9 @@ class _Posted:
     thread_ts: str | None = None
     bot_id: str | None = None
     edits: list[str] = field(default_factory=list)
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    streaming: bool = False  # started with chat.startStream and not stopped yet
+    streamed: bool = False  # shown by a stream (its text is the markdown streamed)
 
     def as_event(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "message", "user": self.user, "text": self.text, "ts": self.ts}
@@ -106,7 +135,26 @@ class _Posted:
             msg["thread_ts"] = self.thread_ts
         if self.bot_id:
             msg["bot_id"] = self.bot_id
+        if self.blocks:
+            msg["blocks"] = [dict(b) for b in self.blocks]
+        if self.streamed:
+            msg["streamed"] = True
         return msg
+
+    def markdown(self) -> str:
+        """What the message shows as Markdown: a stream's text, else its markdown blocks', else its text."""
+        if self.streamed:
+            return self.text
+        shown = [b["text"] for b in self.blocks if b.get("type") == "markdown"]
+        return "".join(shown) if shown else self.text
+
+    def feedback_values(self) -> tuple[str, str] | None:
+        """(👍 value, 👎 value) of the message's feedback buttons, if it has them."""
+        for block in self.blocks:
+            for element in block.get("elements", []) if block.get("type") == "context_actions" else []:
+                if element.get("type") == "feedback_buttons":
+                    return element["positive_button"]["value"], element["negative_button"]["value"]
+        return None
 
 
 class SlackEmulator:
@@ -139,6 +187,12 @@ class SlackEmulator:
         self._channel_kinds: dict[str, str] = {}
         self.on_ack: Callable[[Ack], None] | None = None
         self._rate_limits: dict[str, tuple[int, int]] = {}
+        self._enforcing = False
+        self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (method, key) -> (tokens, at)
+        self.streaming_error = ""  # set: chat.startStream answers this error (the workspace can't stream)
+        self._views: dict[str, dict[str, Any]] = {}
+        self._triggers: dict[str, float] = {}  # trigger_id -> when it was issued (valid 3 s)
+        self._refusing = False
         self._sockets: list[web.WebSocketResponse] = []
         self._connections = 0
         self._ts = itertools.count(1)
@@ -221,12 +275,17 @@ class SlackEmulator:
                 for m in self._messages.values()
                 if m.channel == channel and (m.ts == thread_ts or m.thread_ts == thread_ts)
             ]
-            return [m.as_event() | {"edits": list(m.edits)} for m in sorted(msgs, key=lambda m: m.ts)]
+            return [_shown(m) for m in sorted(msgs, key=lambda m: m.ts)]
 
     def bot_messages(self, channel: str) -> list[dict[str, Any]]:
         with self._cond:
             msgs = [m for m in self._messages.values() if m.channel == channel and m.bot_id]
-            return [m.as_event() | {"edits": list(m.edits)} for m in sorted(msgs, key=lambda m: m.ts)]
+            return [_shown(m) for m in sorted(msgs, key=lambda m: m.ts)]
+
+    def views(self) -> list[dict[str, Any]]:
+        """The modals opened with views.open, in order (each with its `id`)."""
+        with self._cond:
+            return list(self._views.values())
 
     def wait_for(self, check: Callable[[], T], timeout: float = 15.0, what: str = "condition") -> T:
         """Poll `check` until it returns something truthy; fail with `what` after `timeout`."""
@@ -257,6 +316,27 @@ class SlackEmulator:
         """Answer the next `times` calls of `method` with 429 and `Retry-After: retry_after`."""
         with self._cond:
             self._rate_limits[method] = (times, retry_after)
+
+    def enforce_rate_limits(self, on: bool = True) -> None:
+        """Answer every call over RATE_LIMITS with 429 and the Retry-After until a call fits again."""
+        with self._cond:
+            self._enforcing, self._buckets = on, {}
+
+    def _over_limit(self, method: str, params: dict[str, Any]) -> int:
+        """Seconds to wait when this call is over its rate (0: it fits, and is counted); under _cond."""
+        if not self._enforcing or method not in RATE_LIMITS:
+            return 0
+        per_minute, per = RATE_LIMITS[method]
+        key = str(params.get("channel")) if per == "channel" else self.team_id
+        capacity = POST_BURST if method == "chat.postMessage" else per_minute
+        now, rate = time.monotonic(), per_minute / 60.0
+        tokens, at = self._buckets.get((method, key), (capacity, now))
+        tokens = min(capacity, tokens + (now - at) * rate)
+        if tokens < 1:
+            self._buckets[(method, key)] = (tokens, now)
+            return max(1, math.ceil((1 - tokens) / rate))
+        self._buckets[(method, key)] = (tokens - 1, now)
+        return 0
 
     def add_user(self, user_id: str, name: str) -> None:
         with self._cond:
@@ -340,6 +420,62 @@ class SlackEmulator:
             "trigger_id": uuid.uuid4().hex,
         }
 
+    def assistant_thread_started(self, channel: str, user: str, context_channel: str = "") -> dict[str, Any]:
+        """A user opened a new thread in the app's side panel: its `assistant_thread_started` event."""
+        thread_ts = self.next_ts()
+        context = {"channel_id": context_channel, "team_id": self.team_id, "enterprise_id": None}
+        thread = {"user_id": user, "context": context if context_channel else {}, "channel_id": channel,
+                  "thread_ts": thread_ts}  # fmt: skip
+        return {"type": "assistant_thread_started", "assistant_thread": thread, "event_ts": self.next_ts()}
+
+    def _user(self, user: str) -> dict[str, Any]:
+        name = self.users.get(user, {}).get("name", user)
+        return {"id": user, "username": name, "name": name, "team_id": self.team_id}
+
+    def _trigger(self) -> str:
+        trigger = f"{next(self._ts)}.{uuid.uuid4().hex[:12]}"
+        with self._cond:
+            self._triggers[trigger] = time.monotonic()
+        return trigger
+
+    def click_feedback(self, channel: str, ts: str, user: str, *, positive: bool = True) -> dict[str, Any]:
+        """The `block_actions` payload of `user` clicking 👍 (or 👎) under the bot message `ts`;
+        fails, as Slack would have nothing to click, when the message has no feedback buttons."""
+        with self._cond:
+            msg = self._messages.get((channel, ts))
+            values = msg.feedback_values() if msg else None
+            message = msg.as_event() if msg else {}
+        if values is None:
+            raise AssertionError(f"message {channel}:{ts} has no feedback buttons")
+        container = {"type": "message", "message_ts": ts, "channel_id": channel, "is_ephemeral": False}
+        if message.get("thread_ts"):
+            container["thread_ts"] = message["thread_ts"]
+        action = {"type": "feedback_buttons", "action_id": "feedback", "block_id": f"b{ts}",
+                  "value": values[0 if positive else 1], "action_ts": self.next_ts()}  # fmt: skip
+        return {
+            "type": "block_actions", "user": self._user(user), "api_app_id": self.app_id,
+            "token": "legacy-verification-token", "container": container, "trigger_id": self._trigger(),
+            "team": {"id": self.team_id, "domain": "emulated"}, "enterprise": None, "is_enterprise_install": False,
+            "channel": {"id": channel, "name": "general"}, "message": message, "state": {"values": {}},
+            "response_url": f"{self.base_url}/respond/{uuid.uuid4().hex}", "actions": [action],
+        }  # fmt: skip
+
+    def view_submission(self, view_id: str, user: str, text: str) -> dict[str, Any]:
+        """The `view_submission` payload of `user` writing `text` into the modal's text input and sending it."""
+        with self._cond:
+            view = dict(self._views[view_id])
+        values = {
+            block["block_id"]: {block["element"]["action_id"]: {"type": block["element"]["type"], "value": text}}
+            for block in view.get("blocks", [])
+            if block.get("type") == "input"
+        }
+        view["state"] = {"values": values}
+        return {
+            "type": "view_submission", "team": {"id": self.team_id, "domain": "emulated"}, "user": self._user(user),
+            "api_app_id": self.app_id, "token": "legacy-verification-token", "trigger_id": self._trigger(),
+            "view": view, "response_urls": [], "is_enterprise_install": False, "enterprise": None,
+        }  # fmt: skip
+
     # -- Socket Mode -----------------------------------------------------------------------
 
     def wait_connected(self, timeout: float = 15.0) -> None:
@@ -375,10 +511,33 @@ class SlackEmulator:
     def send_command(self, command: str, text: str, user: str, channel: str) -> str:
         return self.send_envelope("slash_commands", self.command_body(command, text, user, channel))
 
+    def send_interaction(self, payload: dict[str, Any]) -> str:
+        """A `block_actions` or `view_submission` payload, as Socket Mode delivers it."""
+        return self.send_envelope("interactive", payload)
+
+    def drop_connections(self, *, refuse: bool = False) -> None:
+        """Close every Socket Mode websocket (as Slack does when it moves a connection); with
+        `refuse`, new ones are turned away (503) until `accept_connections`."""
+        with self._cond:
+            self._refusing = refuse
+            sockets = list(self._sockets)
+        for ws in sockets:
+            self._run(ws.close())
+
+    def accept_connections(self) -> None:
+        with self._cond:
+            self._refusing = False
+
+    def connected(self) -> bool:
+        with self._cond:
+            return bool(self._sockets)
+
     def wait_ack(self, envelope_id: str, timeout: float = 10.0) -> Ack:
         return self.wait_for(lambda: self._acks.get(envelope_id), timeout, f"ack of envelope {envelope_id}")
 
-    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        if self._refusing:
+            return web.Response(status=503, text="unavailable")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_str(
@@ -466,6 +625,11 @@ class SlackEmulator:
         body = urlencode(self.command_body(command, text, user, channel)).encode()
         return self.post_signed(url, body, "application/x-www-form-urlencoded", **kw)
 
+    def post_interaction(self, url: str, payload: dict[str, Any], **kw: Any) -> Delivery:
+        """An interaction payload as HTTP mode delivers it: a signed form with one `payload` field."""
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        return self.post_signed(url, body, "application/x-www-form-urlencoded", **kw)
+
     # -- the Web API -----------------------------------------------------------------------
 
     async def _respond(self, request: web.Request) -> web.Response:
@@ -489,8 +653,12 @@ class SlackEmulator:
 
         with self._cond:
             times, retry_after = self._rate_limits.get(method, (0, 0))
-            if times > 0:
+            over = self._over_limit(method, params) if times <= 0 else 0
+            if over:
+                times, retry_after = 1, over
+            elif times > 0:
                 self._rate_limits[method] = (times - 1, retry_after)
+            if times > 0:
                 self._record(method, params, token, 429)
                 return web.json_response(
                     {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(retry_after)}
@@ -522,17 +690,21 @@ class SlackEmulator:
             }
         if method == "apps.connections.open":
             return {"ok": True, "url": f"ws://127.0.0.1:{self.port}/link/?ticket={uuid.uuid4().hex}"}
+        blocks = _json_field(p.get("blocks")) or []
         if method in ("chat.postMessage", "chat.update", "chat.postEphemeral"):
             text = str(p.get("text") or "")
             if not p.get("channel"):
                 return {"ok": False, "error": "channel_not_found"}
-            if not text:
+            if not text and not blocks:
                 return {"ok": False, "error": "no_text"}
             if len(text) > MAX_TEXT:
                 return {"ok": False, "error": "msg_too_long"}
+            if invalid := _invalid_blocks(blocks):
+                return {"ok": False, "error": "invalid_blocks", "errors": [invalid]}
         if method == "chat.postMessage":
             ts = self.next_ts()
-            msg = _Posted(p["channel"], ts, p["text"], self.bot_user_id, p.get("thread_ts"), self.bot_id)
+            msg = _Posted(p["channel"], ts, str(p.get("text") or ""), self.bot_user_id, p.get("thread_ts"),
+                          self.bot_id, blocks=blocks)  # fmt: skip
             self._messages[(msg.channel, ts)] = msg
             return {"ok": True, "channel": msg.channel, "ts": ts, "message": msg.as_event()}
         if method == "chat.update":
@@ -540,8 +712,24 @@ class SlackEmulator:
             if found is None or found.bot_id != self.bot_id:
                 return {"ok": False, "error": "message_not_found" if found is None else "cant_update_message"}
             found.edits.append(found.text)
-            found.text = p["text"]
+            found.text, found.blocks = str(p.get("text") or ""), blocks
             return {"ok": True, "channel": found.channel, "ts": found.ts, "text": found.text}
+        if method.startswith("chat.") and method.endswith("Stream"):
+            return self._stream(method, p, blocks)
+        if method == "views.open":
+            issued = self._triggers.pop(str(p.get("trigger_id")), None)
+            if issued is None or time.monotonic() - issued > 3.0:
+                return {"ok": False, "error": "invalid_trigger_id" if issued is None else "expired_trigger_id"}
+            view = _json_field(p.get("view")) or {}
+            if view.get("type") != "modal" or len(view.get("title", {}).get("text", "")) > 24:
+                return {"ok": False, "error": "invalid_arguments"}
+            view = view | {"id": f"V{next(self._ts):08d}", "team_id": self.team_id, "state": {"values": {}}}
+            self._views[view["id"]] = view
+            return {"ok": True, "view": view}
+        if method.startswith("assistant.threads."):
+            if not p.get("channel_id") or not p.get("thread_ts"):
+                return {"ok": False, "error": "invalid_arguments"}
+            return {"ok": True}
         if method == "chat.delete":
             found = self._messages.get((str(p.get("channel")), str(p.get("ts"))))
             if found is None or found.bot_id != self.bot_id:
@@ -580,3 +768,61 @@ class SlackEmulator:
                 return {"ok": False, "error": "thread_not_found"}
             return {"ok": True, "messages": msgs, "has_more": False}
         return {"ok": False, "error": "unknown_method"}
+
+    def _stream(self, method: str, p: dict[str, Any], blocks: list[dict[str, Any]]) -> dict[str, Any]:
+        """chat.startStream / appendStream / stopStream: one message whose markdown grows."""
+        channel = str(p.get("channel") or "")
+        text = str(p.get("markdown_text") or "") + "".join(
+            str(c.get("text", "")) for c in _json_field(p.get("chunks")) or [] if c.get("type") == "markdown_text"
+        )
+        if len(text) > MAX_MARKDOWN:
+            return {"ok": False, "error": "msg_too_long"}
+        if method == "chat.startStream":
+            if self.streaming_error:
+                return {"ok": False, "error": self.streaming_error}
+            in_channel = self._channel_kinds.get(channel, "im" if channel.startswith("D") else "channel") != "im"
+            if not channel or not p.get("thread_ts"):
+                return {"ok": False, "error": "invalid_arguments"}
+            if in_channel and not (p.get("recipient_user_id") and p.get("recipient_team_id")):
+                return {"ok": False, "error": "invalid_arguments"}  # required when streaming to channels
+            ts = self.next_ts()
+            msg = _Posted(channel, ts, text, self.bot_user_id, str(p["thread_ts"]), self.bot_id,
+                          streaming=True, streamed=True)  # fmt: skip
+            self._messages[(channel, ts)] = msg
+            return {"ok": True, "channel": channel, "ts": ts}
+        found = self._messages.get((channel, str(p.get("ts"))))
+        if found is None:
+            return {"ok": False, "error": "message_not_found"}
+        if not found.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        if len(found.text) + len(text) > MAX_MARKDOWN:
+            return {"ok": False, "error": "msg_too_long"}
+        if text:
+            found.edits.append(found.text)
+            found.text += text
+        if method == "chat.stopStream":
+            found.streaming, found.blocks = False, blocks
+        return {"ok": True, "channel": channel, "ts": found.ts}
+
+
+def _shown(m: _Posted) -> dict[str, Any]:
+    """A message as tests read it: its event, the texts it showed before, what it shows as Markdown."""
+    return m.as_event() | {"edits": list(m.edits), "markdown": m.markdown(), "streaming": m.streaming}
+
+
+def _json_field(value: Any) -> Any:
+    """A structured argument: JSON bodies carry it as is, forms as a JSON string."""
+    return json.loads(value) if isinstance(value, str) and value else value
+
+
+def _invalid_blocks(blocks: list[dict[str, Any]]) -> str:
+    """Why Slack would refuse these blocks ('' if it would not): the checks that matter here."""
+    if sum(len(b.get("text", "")) for b in blocks if b.get("type") == "markdown") > MAX_MARKDOWN:
+        return "markdown blocks over 12,000 characters"
+    for block in blocks:
+        if block.get("type") == "context_actions":
+            for element in block.get("elements", []):
+                buttons = (element.get("positive_button"), element.get("negative_button"))
+                if element.get("type") != "feedback_buttons" or not all(b and b.get("value") for b in buttons):
+                    return "a context_actions element without its two buttons' values"
+    return ""

@@ -1,0 +1,121 @@
+"""The feedback buttons under Slack replies: a click is a vote, a 👎 opens "What would be right?".
+
+A click is counted as a reaction is (the core's one vote per user per reply, last wins, the asker's
+own 👍 not promoting), written before the ack like every other listener's writes, and the voter
+is told privately. The modal's answer becomes a correction of the reply under the usual trust
+rules (an admin's counts at once, anyone else's waits for review). Nothing is kept in the bot:
+the button's value and the modal's private_metadata name the exchange, so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from adapters.slack_format import FEEDBACK_ACTION, parse_vote, to_slack
+from bot.types import Ignored, UserError, Vote, VoteResult, dm_scope, workspace_scope
+
+if TYPE_CHECKING:
+    from bot.core import Core
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "slack"
+CORRECTION_VIEW = "correction"  # the modal's callback_id (app.view)
+SLACK_INPUT_MAX = 3000  # the most a plain_text_input may hold
+Later = Callable[..., Future[None]]  # runs a function on the adapter's reply pool
+
+
+class FeedbackButtons:
+    def __init__(self, core: Core, later: Later) -> None:
+        self.core, self.later = core, later
+
+    def register(self, app: App) -> None:
+        app.action(FEEDBACK_ACTION)(self.on_click)
+        app.view(CORRECTION_VIEW)(self.on_correction)
+
+    def on_click(self, ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        value, exchange_id = parse_vote(str(action.get("value") or ""))
+        user, team = body["user"]["id"], _team(body)
+        channel = (body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id", "")
+        thread_ts = (body.get("message") or {}).get("thread_ts")
+        # action_ts names one click: a redelivered payload counts once.
+        event_id = f"button:{exchange_id}:{user}:{action.get('action_ts') or body.get('trigger_id', '')}"
+        outcome = self.core.handle(Vote(PLATFORM, exchange_id, user, value, event_id, team))
+        ack()  # the vote is written: now Slack may hear it arrived
+        if isinstance(outcome, VoteResult):
+            text = f"Thanks — counted {'👍' if value > 0 else '👎'}."
+        else:
+            text = f"Not counted: {outcome.reason if isinstance(outcome, Ignored) else 'not a vote'}."
+        self.later(_tell, client, channel, user, thread_ts, text)
+        if isinstance(outcome, VoteResult) and value < 0 and body.get("trigger_id"):
+            meta = {"exchange": exchange_id, "channel": channel, "thread": thread_ts or ""}
+            self.later(self._open_modal, client, body["trigger_id"], meta)
+
+    def _open_modal(self, client: WebClient, trigger_id: str, meta: dict[str, str]) -> None:
+        limit = min(self.core.settings.max_correction_chars, SLACK_INPUT_MAX)
+        client.views_open(trigger_id=trigger_id, view=correction_view(meta, limit))
+
+    def on_correction(self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        """The modal's answer, checked and stored before the ack; a refusal is shown in the modal."""
+        meta = json.loads(view.get("private_metadata") or "{}")
+        exchange_id, channel = str(meta.get("exchange", "")), str(meta.get("channel", ""))
+        user, team = body["user"]["id"], _team(body)
+        answer = view["state"]["values"]["answer"]["text"].get("value") or ""
+        exchange = self.core.store.exchange(exchange_id)
+        # The buttons and the modal name the exchange: check that it is this workspace's (or this
+        # DM's or private channel's) before anything is stored.
+        here = {workspace_scope(PLATFORM, team), dm_scope(PLATFORM, channel)}
+        if exchange is None or exchange.platform != PLATFORM or exchange.scope not in here:
+            ack(response_action="errors", errors={"answer": "I can't find that answer in this workspace."})
+            return
+        if not self.core.rules.invited(PLATFORM, team):
+            ack()
+            return
+        try:
+            result = self.core.rules.correct(PLATFORM, user, exchange_id, answer, exchange.scope, (), team)
+        except UserError as exc:
+            ack(response_action="errors", errors={"answer": str(exc)})
+            return
+        ack()
+        self.later(_tell, client, channel, user, meta.get("thread") or None, result.text)
+
+
+def correction_view(meta: dict[str, str], max_chars: int) -> dict[str, Any]:
+    """The "What would be right?" modal; `meta` (the exchange, where it was asked) rides along."""
+    return {
+        "type": "modal",
+        "callback_id": CORRECTION_VIEW,
+        "private_metadata": json.dumps(meta),
+        "title": {"type": "plain_text", "text": "What would be right?"},
+        "submit": {"type": "plain_text", "text": "Send"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "answer",
+                "label": {"type": "plain_text", "text": "The right answer"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "text",
+                    "multiline": True,
+                    "max_length": max_chars,
+                },
+            }
+        ],
+    }
+
+
+def _team(body: dict[str, Any]) -> str:
+    return (body.get("team") or {}).get("id") or body.get("user", {}).get("team_id") or ""
+
+
+def _tell(client: WebClient, channel: str, user: str, thread_ts: str | None, text: str) -> None:
+    """Only `user` sees it, where they clicked."""
+    client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, text=to_slack(text))
