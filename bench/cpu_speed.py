@@ -3,6 +3,12 @@ model and the same prompt tokens (issue 12). Prints decode tokens/s, time to fir
 load, and aggregate tokens/s with 1 and 4 users at once, then the ratios to plain llama.cpp.
 
     .venv/bin/python bench/cpu_speed.py [--tokens 128] [--runs 3] [--only llama.cpp]
+        [--prompt plain|conversation] [--lora]
+
+`--prompt conversation` is the product's usual prompt (issue 24): three retrieved acme examples,
+eight earlier turns and the question, with the answer bias of the default settings; it also times
+the first token of the conversation's next reply, whose start the engine already holds. `--lora`
+serves a random rank-16 LoRA on every module the trainer targets, in the bot and in plain llama.cpp.
 
 The bot's engines run through its whole generation path (the worker, the fair queue, the
 decoding rules of the default settings, streaming text): `transformers` (bitsandbytes NF4) and
@@ -30,25 +36,88 @@ from pathlib import Path
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
+from bot.generation.decoding import favored_tokens
+from bot.generation.engine import NO_HINTS, ReplyHints
 from bot.generation.hf_engine import HFEngine
 from bot.generation.llama_engine import LlamaCppEngine, serving_gguf
 from bot.generation.model_files import default_gguf_path, prepare_model
 from bot.generation.worker import GenerationService
-from bot.prompt import build_prompt
+from bot.prompt import Turn, build_prompt
+from bot.retrieval import parse_examples_file
+from bot.types import Example
 
 ENGINES = ("transformers", "llama.cpp")
 RESULT = "RESULT "  # the line a child run's figures come back on
 QUESTION = "How do I reset my Acme Cloud password? Explain every step in detail."
 
+ACME = Path(__file__).resolve().parent / "data" / "acme_examples.jsonl"
+
 # One run: (prompt ids, tokens to write) -> (seconds to the first token, seconds in all, tokens written).
 Run = Callable[[list[int], int], tuple[float, float, int]]
+
+
+class Prompts:
+    """The prompts every engine reads (the same ids for all), the answer bias they get, and each
+    conversation's next prompt (which starts as its first does). Each user and run opens a
+    conversation of its own (its system prompt names it), so no first prompt starts as an earlier one."""
+
+    def __init__(self, tokenizer, settings, tokens: int, kind: str) -> None:
+        self.tokenizer, self.settings, self.kind = tokenizer, settings, kind
+        self.budget = settings.context_tokens - tokens
+        self.favored: tuple[int, ...] = ()
+        if kind == "conversation":
+            self.rows = parse_examples_file(ACME)
+            self.examples = [Example(f"e{n}", row.input, row.output) for n, row in enumerate(self.rows[:3])]
+            if settings.answer_bias:
+                self.favored = tuple(favored_tokens(tokenizer, self.examples[0].output))
+
+    def _build(self, conversation: int, turns: list[Turn], text: str) -> list[int]:
+        system = f"Conversation {conversation}. {self.settings.system_prompt}"
+        examples = self.examples if self.kind == "conversation" else []
+        return build_prompt(self.tokenizer, system, examples, turns, text, self.budget,
+                            self.settings.example_layout).input_ids  # fmt: skip
+
+    def first(self, conversation: int) -> list[int]:
+        if self.kind == "plain":
+            return self._build(conversation, [], QUESTION)
+        return self._build(conversation, [Turn(r.input, r.output) for r in self.rows[3:11]], QUESTION)
+
+    def next(self, conversation: int) -> list[int] | None:
+        """The same conversation one exchange later, its history grown by the last exchange (below the
+        `history_turns` cap: at the cap the oldest turn is dropped, and only the system prompt stays
+        the same from one prompt to the next)."""
+        if self.kind == "plain":
+            return None
+        turns = [Turn(r.input, r.output) for r in self.rows[3:11]] + [Turn(QUESTION, "OK.")]
+        return self._build(conversation, turns, self.rows[12].input)
+
+    @property
+    def hints(self) -> ReplyHints:
+        return ReplyHints(self.favored, False) if self.favored else NO_HINTS
+
+
+def random_lora(files, settings, folder: Path) -> Path:
+    """A peft LoRA with random weights on the trainer's target modules, saved as training saves it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(1)
+    base = AutoModelForCausalLM.from_pretrained(files.path, dtype=torch.float32)
+    t = settings.training
+    config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, target_modules=list(t.target_modules),
+                        init_lora_weights=False)  # fmt: skip
+    get_peft_model(base, config).save_pretrained(folder)
+    return folder
 
 
 def line(name: str, value: str) -> None:
     print(f"{name:<46} {value}", flush=True)
 
 
-def bot_path(settings, files, engine_name: str) -> tuple[float, Run, Callable[[], None], object]:
+def bot_path(
+    settings, files, engine_name: str, lora: Path | None, hints: ReplyHints
+) -> tuple[float, Run, Callable[[], None], object]:
     started = time.monotonic()
     if engine_name == "transformers":
         import bitsandbytes  # noqa: F401  # the libraries' import is not the model's load
@@ -58,19 +127,21 @@ def bot_path(settings, files, engine_name: str) -> tuple[float, Run, Callable[[]
 
     line(f"bot ({engine_name}): importing its libraries", f"{time.monotonic() - started:.2f} s")
     started = time.monotonic()
+    source = (lambda: ("v0001", lora)) if lora is not None else None
     if engine_name == "transformers":
-        engine = HFEngine(settings, files)
+        engine = HFEngine(settings, files, lora_source=source)
         engine._stop_ids = [len(engine.tokenizer) + 1]  # no such token: every run writes all the tokens asked for
     else:
-        engine = LlamaCppEngine.for_default_model(settings, files)
+        engine = LlamaCppEngine.for_default_model(settings, files, lora_source=source)
         engine._stop_ids = set()
+    engine.loras.sync()
     load_s = time.monotonic() - started
     service = GenerationService(engine)
 
     def run(ids: list[int], tokens: int) -> tuple[float, float, int]:
         started = time.monotonic()
         first, count = None, 0
-        for event in service.stream(f"user-{threading.get_ident()}", ids, tokens):
+        for event in service.stream(f"user-{threading.get_ident()}", ids, tokens, hints):
             if first is None and getattr(event, "text", ""):
                 first = time.monotonic() - started
             count = getattr(event, "completion_tokens", count)
@@ -83,14 +154,15 @@ def bot_path(settings, files, engine_name: str) -> tuple[float, Run, Callable[[]
     return load_s, run, close, engine.tokenizer
 
 
-def llama_path(gguf: Path, n_threads: int) -> tuple[float, Run, Callable[[], None]]:
+def llama_path(gguf: Path, n_threads: int, lora_gguf: Path | None) -> tuple[float, Run, Callable[[], None]]:
     from llama_cpp import Llama
 
     from bot.generation.llama_engine import plain_llama_params
 
     started = time.monotonic()
     with plain_llama_params():  # the same weight buffers as the bot's engine
-        llm = Llama(str(gguf), n_ctx=2048, n_threads=n_threads, verbose=False)
+        llm = Llama(str(gguf), n_ctx=2048, n_threads=n_threads, verbose=False,
+                    lora_path=str(lora_gguf) if lora_gguf else None)  # fmt: skip
     load_s = time.monotonic() - started
     lock = threading.Lock()  # one context: users take turns, as they do on the bot's one worker
 
@@ -110,15 +182,17 @@ def llama_path(gguf: Path, n_threads: int) -> tuple[float, Run, Callable[[], Non
     return load_s, run, lambda: None
 
 
-def measure(name: str, load_s: float, run: Run, ids: list[int], tokens: int, runs: int) -> dict[str, float]:
-    run(ids, 8)  # warm-up: first-call costs (kernel repacking, caches) are not decoding
-    singles = [run(ids, tokens) for _ in range(runs)]
+def measure(name: str, load_s: float, run: Run, prompts: Prompts, tokens: int, runs: int) -> dict[str, float]:
+    run(prompts.first(0), 8)  # warm-up: first-call costs (kernel repacking, caches) are not decoding
+    singles = [run(prompts.first(1 + n), tokens) for n in range(runs)]
     first = statistics.median(s[0] for s in singles)
     decode = statistics.median((s[2] - 1) / (s[1] - s[0]) for s in singles)
     one_user = statistics.median(s[2] / s[1] for s in singles)
     results: list[tuple[float, float, int]] = []
     started = time.monotonic()
-    threads = [threading.Thread(target=lambda: results.append(run(ids, tokens))) for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda n=n: results.append(run(prompts.first(100 + n), tokens))) for n in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -130,22 +204,26 @@ def measure(name: str, load_s: float, run: Run, ids: list[int], tokens: int, run
     line(f"{name}: decode tokens/s (median of {runs})", f"{decode:.1f}")
     line(f"{name}: aggregate tokens/s, 1 user / 4 users", f"{one_user:.1f} / {four_users:.1f}")
     line(f"{name}: 4 users' first tokens", ", ".join(f"{f:.2f}" for f in firsts) + " s")
-    return {"load": load_s, "first": first, "decode": decode, "one": one_user, "four": four_users}
+    figures = {"load": load_s, "first": first, "decode": decode, "one": one_user, "four": four_users}
+    if prompts.next(0) is not None:  # the conversation goes on: its next prompt starts as its first did
+        nexts = []
+        for n in range(runs):
+            run(prompts.first(200 + n), 1)
+            nexts.append(run(prompts.next(200 + n) or [], 1)[0])
+        figures["next_first"] = statistics.median(nexts)
+        line(f"{name}: next reply's first token (median)", f"{figures['next_first']:.3f} s")
+    return figures
 
 
-def prompt_ids(tokenizer, settings, tokens: int) -> list[int]:
-    prompt = build_prompt(tokenizer, settings.system_prompt, [], [], QUESTION,
-                          budget_tokens=settings.context_tokens - tokens)  # fmt: skip
-    return prompt.input_ids
-
-
-def run_engine(engine: str, settings, files, tokens: int, runs: int) -> dict[str, float]:
+def run_engine(engine: str, settings, files, args, lora: Path | None) -> dict[str, float]:
     """One of the bot's engines, measured in this process (the child's side of `main`)."""
-    load_s, run, close, tokenizer = bot_path(settings, files, engine)
-    ids = prompt_ids(tokenizer, settings, tokens)
-    line(f"bot ({engine}): prompt tokens", str(len(ids)))
+    from transformers import AutoTokenizer
+
+    prompts = Prompts(AutoTokenizer.from_pretrained(files.path), settings, args.tokens, args.prompt)
+    load_s, run, close, _tokenizer = bot_path(settings, files, engine, lora, prompts.hints)
+    line(f"bot ({engine}): prompt tokens", str(len(prompts.first(0))))
     try:
-        return measure(f"bot ({engine})", load_s, run, ids, tokens, runs)
+        return measure(f"bot ({engine})", load_s, run, prompts, args.tokens, args.runs)
     finally:
         close()
 
@@ -155,7 +233,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", choices=ENGINES, action="append", help="the bot's engines to run (default: both)")
+    parser.add_argument("--prompt", choices=("plain", "conversation"), default="plain")
+    parser.add_argument("--lora", action="store_true", help="serve a random LoRA (the trainer's shape)")
     parser.add_argument("--engine-here", choices=ENGINES, help=argparse.SUPPRESS)  # a child run of one engine
+    parser.add_argument("--lora-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     settings = load_settings()
     results: dict[str, dict[str, float]] = {}
@@ -163,48 +244,48 @@ def main() -> None:
         settings = settings.model_copy(update={"data_dir": Path(tmp), "log_level": "WARNING"})
         files = prepare_model(settings)
         if args.engine_here:
-            print(RESULT + json.dumps(run_engine(args.engine_here, settings, files, args.tokens, args.runs)))
+            print(RESULT + json.dumps(run_engine(args.engine_here, settings, files, args, args.lora_dir)))
             return
+        lora = random_lora(files, settings, Path(tmp) / "lora") if args.lora else None
         threads = os.cpu_count() or 1
-        print(f"model {settings.model}, {threads} CPUs, {args.tokens} greedy tokens", flush=True)
+        print(f"model {settings.model}, {threads} CPUs, {args.tokens} greedy tokens, {args.prompt} prompt"
+              f"{', a random LoRA' if lora else ''}", flush=True)  # fmt: skip
         for engine in args.only or ENGINES:
             # Each engine in a process of its own, as it runs in the bot: one engine's libraries and
             # threads (torch's) measurably slow the other's when both live in one process.
-            child = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--engine-here",
-                    engine,
-                    "--tokens",
-                    str(args.tokens),
-                    "--runs",
-                    str(args.runs),
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
+            command = [sys.executable, __file__, "--engine-here", engine, "--tokens", str(args.tokens),
+                       "--runs", str(args.runs), "--prompt", args.prompt]  # fmt: skip
+            child = subprocess.run(command + (["--lora-dir", str(lora)] if lora else []),
+                                   capture_output=True, text=True, check=True)  # fmt: skip
             lines = child.stdout.splitlines()
             print("\n".join(text for text in lines if not text.startswith(RESULT)), flush=True)
             results[engine] = json.loads(next(text for text in lines if text.startswith(RESULT))[len(RESULT) :])
         from transformers import AutoTokenizer
 
-        ids = prompt_ids(AutoTokenizer.from_pretrained(files.path), settings, args.tokens)
-        line("prompt tokens (the same ids for all)", str(len(ids)))
-        load_s, run, close = llama_path(default_gguf_path(), threads)
-        llama = measure("plain llama.cpp (Q4_1 GGUF)", load_s, run, ids, args.tokens, args.runs)
-        close()
-        # The same on the file the bot's llama.cpp engine serves: what the bot's own layer costs.
-        load_s, run, close = llama_path(serving_gguf(settings, default_gguf_path()), threads)
-        same_file = measure("plain llama.cpp (F16, the bot's file)", load_s, run, ids, args.tokens, args.runs)
-        close()
-    line("bot (llama.cpp) / plain llama.cpp on its file: decode",
-         f"{results['llama.cpp']['decode'] / same_file['decode']:.2f}x" if "llama.cpp" in results else "-")  # fmt: skip
+        from bot.generation.lora_gguf import gguf_lora_path
+
+        prompts = Prompts(AutoTokenizer.from_pretrained(files.path), settings, args.tokens, args.prompt)
+        line("prompt tokens (the same ids for all)", str(len(prompts.first(0))))
+        config = json.loads((Path(files.path) / "config.json").read_text())
+        adapter = gguf_lora_path(lora, Path(tmp) / "lora-gguf", config) if lora else None
+        plain = {}
+        for name, gguf in (
+            ("Q4_1 GGUF", default_gguf_path()),
+            ("F16, the bot's file", serving_gguf(settings, default_gguf_path())),
+        ):
+            load_s, run, close = llama_path(gguf, threads, adapter)
+            plain[name] = measure(f"plain llama.cpp ({name})", load_s, run, prompts, args.tokens, args.runs)
+            close()
+    llama, same_file = plain["Q4_1 GGUF"], plain["F16, the bot's file"]
+    if "llama.cpp" in results:
+        line("bot (llama.cpp) / plain llama.cpp on its file: decode",
+             f"{results['llama.cpp']['decode'] / same_file['decode']:.2f}x (target >= 0.9x)")  # fmt: skip
     for engine, bot in results.items():
-        line(f"bot ({engine}) / plain llama.cpp: decode", f"{bot['decode'] / llama['decode']:.2f}x (target >= 0.5x)")
-        line(f"bot ({engine}): first token", f"{bot['first']:.3f} s (target <= 0.15 s)")
-        line(f"bot ({engine}): 4 users / 1 user aggregate", f"{bot['four'] / bot['one']:.2f}x (target >= 2x)")
+        line(f"bot ({engine}) / plain llama.cpp (Q4_1): decode", f"{bot['decode'] / llama['decode']:.2f}x")
+        line(f"bot ({engine}): first token", f"{bot['first']:.3f} s")
+        if "next_first" in bot:
+            line(f"bot ({engine}): next reply's first token", f"{bot['next_first']:.3f} s (target <= 0.2 s)")
+        line(f"bot ({engine}): 4 users / 1 user aggregate", f"{bot['four'] / bot['one']:.2f}x (target >= 1.8x)")
 
 
 if __name__ == "__main__":

@@ -111,7 +111,6 @@ def ask_together(service: GenerationService, engine, questions: tuple[str, ...])
     return [together[n] for n in range(len(questions))]
 
 
-
 @contextmanager
 def first_step_logits(engine) -> Iterator[dict[tuple[int, ...], list[np.ndarray]]]:
     """The logits each reply's first token is chosen from, by prompt, in the order read."""
@@ -222,3 +221,38 @@ def test_the_engine_reads_a_long_prompt_on_this_cpu(real_files, tmp_path) -> Non
         assert "".join(pieces).strip()
     finally:
         engine.close()
+
+
+def test_a_conversations_next_prompt_reuses_the_start_it_shares_and_writes_the_same_reply(real_llama_engine) -> None:
+    """The system prompt and earlier turns are not read again (bot/generation/llama_sequences.py),
+    and the reply is token for token the one a cold read of the whole prompt gives."""
+    from bot.generation.llama_sequences import CHUNK
+    from bot.prompt import Turn
+
+    engine = real_llama_engine
+    engine.settings = settings_for(REPO / ".cache" / "unused", max_new_tokens=24)
+    turns = [Turn(f"Tell me fact number {n} about bicycles.", f"Fact {n}: bicycles have two wheels.") for n in range(8)]
+    settings = engine.settings
+    first = build_prompt(engine.tokenizer, settings.system_prompt, [], turns[:7], "And a fact about tyres?", 1536)
+    second = build_prompt(engine.tokenizer, settings.system_prompt, [], turns, "What about the chain?", 1536)
+    shared = next(n for n, (a, b) in enumerate(zip(first.input_ids, second.input_ids, strict=False)) if a != b)
+    assert shared > 2 * CHUNK, "the test needs a long common start"
+
+    def reply(ids: list[int]) -> tuple[int, list[int]]:
+        tokens: list[int] = []
+        handle = engine.start(ids, 24, lambda _text: None)
+        kept = handle.position
+        try:
+            while not any(ended is handle for ended, _ in engine.step()):
+                pass
+            tokens = list(handle.reply)
+        finally:
+            engine.abort()
+        return kept, tokens
+
+    engine._held.forget(None)  # cold
+    assert reply(first.input_ids)[0] == 0
+    kept, warm = reply(second.input_ids)
+    assert kept == shared // CHUNK * CHUNK, (kept, shared)
+    engine._held.forget(None)
+    assert reply(second.input_ids) == (0, warm), "a held start gives the reply a cold read gives"

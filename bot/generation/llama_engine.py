@@ -19,7 +19,6 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,10 @@ import numpy as np
 from bot.config import Settings
 from bot.generation.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
 from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.llama_sequences import CHUNK, HeldPrompts, SlotReply, TextStream
 from bot.generation.lora_follow import LoraFollower, LoraSource
 from bot.generation.lora_gguf import gguf_lora_path
 from bot.generation.model_files import ModelFiles, default_gguf_path, model_cache_dir
-from bot.generation.tokenizer_lock import tokenizer_lock
 
 log = logging.getLogger(__name__)
 _LLAMA_LOG: Any = None
@@ -54,37 +53,6 @@ def _llama_cpp() -> Any:
         _LLAMA_LOG = llama_cpp.llama_log_callback(_forward_log)
         llama_cpp.llama_log_set(_LLAMA_LOG, None)
     return llama_cpp
-
-
-class TextStream:
-    """Token ids in, new text out: decodes the whole reply each time (so that multi-byte characters
-    split over tokens come out whole) and hands on only what is new."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.tokens: list[int] = []
-        self.text = ""
-
-    def push(self, token: int) -> str:
-        self.tokens.append(token)
-        with tokenizer_lock(self.tokenizer):
-            text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # half a character: wait for the rest
-            return ""
-        new, self.text = text[len(self.text) :], text
-        return new
-
-
-@dataclass(eq=False)
-class _Sequence:
-    seq_id: int
-    pending: list[int]  # tokens to feed at the next step: the prompt, then each new token
-    max_new_tokens: int
-    rules: ReplyRules | None
-    on_text: Callable[[str], None]
-    text: TextStream
-    position: int = 0
-    reply: list[int] = field(default_factory=list)
 
 
 def serving_gguf(settings: Settings, source: Path) -> Path:
@@ -234,8 +202,8 @@ class LlamaCppEngine:
         self._batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self._vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(self._model))
         self._stop_ids = set(end_of_turn_ids(self.tokenizer))
-        self._free_ids = list(range(self.slots))
-        self._sequences: list[_Sequence] = []
+        self._held = HeldPrompts(self.slots)  # free slots and the prompts their KV caches still hold
+        self._sequences: list[SlotReply] = []
         self.loras = LoraFollower(lora_source, lambda: self.settings.training.keep_loaded, self._load_lora,
                                  self._unload_lora)  # fmt: skip
         self._adapters: dict[str, Any] = {}  # LoRA name -> llama.cpp adapter
@@ -272,8 +240,11 @@ class LlamaCppEngine:
             assert not self._sequences, "the LoRA changes only between batches"
             self._apply_lora(wanted)  # type: ignore[arg-type]
         rules = ReplyRules.for_reply(self.settings, len(input_ids), hints.favored)
-        sequence = _Sequence(self._free_ids.pop(0), list(input_ids), max_new_tokens, rules, on_text,
-                             TextStream(self.tokenizer))  # fmt: skip
+        prompt = list(input_ids)
+        slot, kept = self._held.take(wanted, prompt)
+        self._llama.llama_memory_seq_rm(self._memory, slot, kept, -1)  # what the slot held past the common start
+        sequence = SlotReply(slot, prompt, wanted, prompt[kept:], max_new_tokens, rules, on_text,
+                             TextStream(self.tokenizer), position=kept)  # fmt: skip
         self._sequences.append(sequence)
         return sequence
 
@@ -283,34 +254,42 @@ class LlamaCppEngine:
         tiles changes the float sums, so a prompt read beside others could start another reply
         (measured); a batch of one token per reply gives each the sums it would get alone."""
         ended: list[tuple[object, int]] = []
-        for sequence in [s for s in self._sequences if not s.reply]:
+        for sequence in [s for s in self._sequences if s.reading_prompt]:
+            while len(sequence.pending) > CHUNK:  # whole chunks, aligned: see llama_sequences.py
+                self._decode([sequence], CHUNK)
             ended += self._decode([sequence])
         writing = [s for s in self._sequences if s.reply]  # (those that ended have left)
         if writing:
             ended += self._decode(writing)
         return ended
 
-    def _decode(self, sequences: list[_Sequence]) -> list[tuple[object, int]]:
+    def _decode(self, sequences: list[SlotReply], chunk: int | None = None) -> list[tuple[object, int]]:
         """Feed the sequences' pending tokens in one llama.cpp call and choose each next token;
-        returns the sequences that ended (their KV cache freed)."""
+        returns the sequences that ended (their slots freed). With `chunk`, feed only that many of
+        one prompt's tokens and choose nothing yet."""
         batch = self._batch
         batch.n_tokens = 0
         last: list[int] = []
         for sequence in sequences:
-            for offset, token in enumerate(sequence.pending):
+            feeding = sequence.pending[:chunk] if chunk else sequence.pending
+            for offset, token in enumerate(feeding):
                 index = batch.n_tokens
                 batch.token[index] = token
                 batch.pos[index] = sequence.position + offset
                 batch.n_seq_id[index] = 1
                 batch.seq_id[index][0] = sequence.seq_id
-                batch.logits[index] = offset == len(sequence.pending) - 1
+                batch.logits[index] = chunk is None and offset == len(feeding) - 1
                 batch.n_tokens += 1
             last.append(batch.n_tokens - 1)
-            sequence.position += len(sequence.pending)
-            sequence.pending.clear()
+            sequence.position += len(feeding)
+            del sequence.pending[: len(feeding)]
         status = self._llama.llama_decode(self._ctx, batch)
         if status != 0:
+            for sequence in sequences:
+                sequence.prompt = []  # its cache is not what it says: hold nothing of it
             raise RuntimeError(f"llama.cpp decode failed (status {status})")
+        if chunk:
+            return []
         ended: list[tuple[object, int]] = []
         for sequence, index in zip(sequences, last, strict=True):
             logits = np.ctypeslib.as_array(self._llama.llama_get_logits_ith(self._ctx, index), shape=(self._vocab,))
@@ -320,7 +299,7 @@ class LlamaCppEngine:
             self._end(sequence)  # type: ignore[arg-type]
         return ended
 
-    def _next(self, sequence: _Sequence, logits: np.ndarray) -> bool:
+    def _next(self, sequence: SlotReply, logits: np.ndarray) -> bool:
         """Choose the next token; True when the reply has ended."""
         if sequence.rules is not None:
             sequence.rules.apply(logits, sequence.reply)
@@ -342,10 +321,11 @@ class LlamaCppEngine:
         probabilities = np.exp(scaled)
         return int(self._rng.choice(len(logits), p=probabilities / probabilities.sum()))
 
-    def _end(self, sequence: _Sequence) -> None:
-        self._llama.llama_memory_seq_rm(self._memory, sequence.seq_id, -1, -1)
+    def _end(self, sequence: SlotReply) -> None:
+        """Free the slot; its cache keeps the prompt's part that was read, for the next reply to reuse."""
         self._sequences.remove(sequence)
-        self._free_ids.append(sequence.seq_id)
+        # A reply that wrote a token had read its whole prompt; one stopped before had not.
+        self._held.give_back(sequence.seq_id, sequence.group, sequence.prompt if sequence.reply else [])
 
     def abort(self) -> None:
         for sequence in list(self._sequences):
@@ -376,6 +356,7 @@ class LlamaCppEngine:
         self._adapters[name] = adapter
 
     def _unload_lora(self, name: str) -> None:
+        self._held.forget(name)  # a later LoRA may be loaded under the same handle
         if self._applied == name:
             self._apply_lora(None)
         self._llama.llama_adapter_lora_free(self._adapters.pop(name))
