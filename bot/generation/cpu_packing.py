@@ -37,6 +37,8 @@ class PackingGuard:
 
     def unpack(self) -> int:
         """Put every repacked layer back into its original format; returns how many were packed."""
+        if not self._originals:  # nothing 4-bit here (an unquantized model): bitsandbytes may be absent
+            return 0
         from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
         restored = 0

@@ -52,8 +52,9 @@ class VLLMEngine:
         auth = {"Authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}
         self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT, headers=auth)
         self.base_model = self._served_model()
+        # The LoRAs loaded: those on the server.
         self.loras = LoraFollower(lora_source, lambda: self.settings.training.keep_loaded, self._load_lora,
-                                 self._unload_lora)  # fmt: skip  (the LoRAs loaded: those on the server)
+                                 self._unload_lora)  # fmt: skip
 
     def _served_model(self) -> str:
         """The base model the server serves (vLLM lists it first; LoRAs follow, named `parent`)."""

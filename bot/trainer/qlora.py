@@ -60,11 +60,11 @@ def train_lora(
 
     t = settings.training
     losses: list[dict[str, float]] = []
-    if str(model.device) == "cpu":
+    if str(model.device) == "cpu" and getattr(model, "is_quantized", False):
         # The same weights as the 4-bit layers compute with (NF4 dequantized once, not at every
         # matmul): about 25% faster a step on CPU, where memory is not the constraint for this model.
         model = model.dequantize()
-    else:
+    elif str(model.device) != "cpu":
         # Gradient checkpointing only saves memory, which a small model does not need, and costs time.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     scratch = tempfile.TemporaryDirectory(prefix="trainer-")  # the Trainer's own files; we save the LoRA
