@@ -1,3 +1,5 @@
 """The Discord adapter: the client and its event handlers (client.py), application commands
-(commands.py), which conversation a message belongs to (conversations.py), and sending (screen.py).
-Named so that it cannot shadow the `discord` SDK."""
+(commands.py) and their autocomplete (suggestions.py), which conversation a message belongs to
+(conversations.py), sending (screen.py), the feedback buttons and modal (feedback.py), and the
+mentions-and-DMs mode without the Message Content intent (gateway.py). Named so that it cannot
+shadow the `discord` SDK."""

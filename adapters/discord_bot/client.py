@@ -5,14 +5,15 @@ Convert Discord events into the core's values (`Incoming`, `Reaction`), hand the
 and history are the core's; streaming is adapters/streaming.py's; the slash commands come from
 bot/commands.py. The core is synchronous and blocks while it generates, so every call into it
 leaves the event loop (answers on their own thread pool, so that a queue of waiting answers never
-starves the quick calls: reactions, commands).
-Which conversation a message belongs to is adapters/discord_bot/conversations.py's.
+starves the quick calls: reactions, clicks, commands). Which conversation a message belongs to
+is conversations.py's; the feedback buttons and their modal are feedback.py's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -24,16 +25,22 @@ from discord import app_commands
 
 from adapters.discord_bot.commands import add_commands
 from adapters.discord_bot.conversations import Conversations, of_interaction
+from adapters.discord_bot.feedback import VoteButton, buttons_when_done, feedback_view, seed_reactions
+from adapters.discord_bot.gateway import WITHOUT_CONTENT, ContentFallbackClient
 from adapters.discord_bot.screen import (
+    MAX_CHARS,
     DiscordScreen,
     configure_endpoints,
     intents,
     keep_typing,
+    private_to,
     role_ids,
     server_id,
+    split_message,
 )
+from adapters.discord_bot.suggestions import suggest
+from adapters.edit_budget import EditBudget
 from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
-from adapters.text import split_text
 from bot.ops.health import Readiness
 from bot.types import Answering, CommandResult, Incoming, Reaction
 
@@ -44,17 +51,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLATFORM = "discord"
-MAX_CHARS = 2000  # Discord's limit for a message's content
 DEFAULT_API_URL = "https://discord.com/api/v10"
 
 T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- pure helpers
-
-
-def split_message(text: str) -> list[str]:
-    return split_text(text, MAX_CHARS)
 
 
 def plain_text(message: discord.Message, me_id: int) -> str:
@@ -70,11 +72,11 @@ def plain_text(message: discord.Message, me_id: int) -> str:
 # ----------------------------------------------------------------------------- the client
 
 
-class DiscordBot(discord.Client):
+class DiscordBot(ContentFallbackClient):
     """A discord.py client wired to the core."""
 
     def __init__(self, core: Core, settings: Settings, readiness: Readiness | None = None, **options: Any) -> None:
-        options.setdefault("intents", intents())
+        options.setdefault("intents", intents(settings.discord.message_content))
         # Model output is data: it must never ping @everyone, roles or users.
         options.setdefault("allowed_mentions", discord.AllowedMentions.none())
         super().__init__(**options)
@@ -85,19 +87,23 @@ class DiscordBot(discord.Client):
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="discord-answer")
         self._conversations = Conversations(self, core)
         self._background: set[asyncio.Task[Any]] = set()
-        add_commands(self.tree, self.run_command)
+        section = settings.discord
+        # Discord limits edits per channel, for every reply there together: one budget per channel.
+        self._edits = EditBudget(section.edits_per_minute, section.edit_burst)
+        guild = discord.Object(section.guild_id) if section.guild_id else None
+        add_commands(self.tree, self.run_command, functools.partial(suggest, core), guild)
+        if not self.intents.message_content:
+            log.warning("%s (discord.message_content = false).", WITHOUT_CONTENT)
 
     async def setup_hook(self) -> None:
-        """Sync the slash commands: to one guild (instant, for iteration) or globally."""
+        """Sync the slash commands (the admin ones to DISCORD_GUILD_ID only, when set: instant there)."""
+        self.add_dynamic_items(VoteButton)  # clicks on answers posted before a restart count too
         guild_id = self.settings.discord.guild_id
         try:
+            synced = f"{len(await self.tree.sync())} globally"
             if guild_id:
-                guild = discord.Object(guild_id)
-                self.tree.copy_global_to(guild=guild)
-                synced = await self.tree.sync(guild=guild)
-            else:
-                synced = await self.tree.sync()
-            log.info("synced %d Discord commands %s", len(synced), f"to guild {guild_id}" if guild_id else "globally")
+                synced = f"{len(await self.tree.sync(guild=discord.Object(guild_id)))} to guild {guild_id}, {synced}"
+            log.info("synced Discord commands: %s", synced)
         except discord.HTTPException as exc:
             # Chat still works without commands; the usual cause is a missing scope.
             log.error(
@@ -139,12 +145,14 @@ class DiscordBot(discord.Client):
             return
         if message.webhook_id is not None:
             return
+        mentions_bot = any(user.id == me.id for user in message.mentions)
+        if self.content_withheld(message, mentions_bot):
+            return
         replied_bot_id = await self._conversations.replied_bot_message(message)
         conversation = await self._conversations.of(message, replied_bot_id)
         ref = message.reference  # a reply, or a forward (a copy of a message from anywhere: not a reply)
         replies_to = ref.message_id if ref is not None and ref.type is discord.MessageReferenceType.reply else None
         channel = message.channel
-        private_thread = isinstance(channel, discord.Thread) and channel.type is discord.ChannelType.private_thread
         incoming = Incoming(
             PLATFORM,
             conversation,
@@ -154,8 +162,8 @@ class DiscordBot(discord.Client):
             workspace=server_id(message.guild),
             roles=role_ids(message.author),
             is_dm=message.guild is None,
-            mentions_bot=any(user.id == me.id for user in message.mentions),
-            private_to=str(channel.id) if private_thread else "",
+            mentions_bot=mentions_bot,
+            private_to=private_to(channel),
             in_thread=isinstance(channel, discord.Thread),
             replies_to=str(replies_to) if replies_to is not None else None,
             replies_to_bot=replied_bot_id is not None,
@@ -170,28 +178,32 @@ class DiscordBot(discord.Client):
                 await message.reply(part, mention_author=False)
 
     async def _answer(self, message: discord.Message, answering: Answering) -> None:
-        """Stream the answer on the answers pool, showing "typing…" until it is done."""
+        """Stream the answer on the answers pool, showing "typing…" until it is done; the final
+        text comes with the feedback buttons."""
         loop = asyncio.get_running_loop()
+        channel = str(message.channel.id)
         screen = DiscordScreen(loop, message.channel, message.to_reference(fail_if_not_exists=False))
-        on_screen = ReplyOnScreen(screen, MAX_CHARS, self.settings.discord.stream_interval_s)
+        on_screen = ReplyOnScreen(screen, MAX_CHARS, self.settings.discord.stream_interval_s, self._edits, channel)
+        watched = Answering(answering.message, buttons_when_done(answering.events, screen))
         typing = asyncio.create_task(keep_typing(message.channel))
         try:
-            reply = await loop.run_in_executor(self._answers, show_answer, self.core, answering, on_screen, PLATFORM)
+            reply = await loop.run_in_executor(self._answers, show_answer, self.core, watched, on_screen, PLATFORM)
         finally:
             typing.cancel()
         for ref in on_screen.refs:
             self._conversations.remember(int(ref), answering.message.conversation)
-        if reply is not None and self.settings.discord.seed_reactions and on_screen.refs:
-            await self._seed_reactions(screen.messages[on_screen.refs[-1]])
-
-    async def _seed_reactions(self, message: discord.Message) -> None:
-        section = self.settings.discord
-        for emoji in section.up_emoji[:1] + section.down_emoji[:1]:
+        if reply is None or not on_screen.refs:
+            return
+        last = screen.messages[on_screen.refs[-1]]
+        if screen.buttons_on != on_screen.refs[-1]:  # the final show left the last part as it was
+            await asyncio.sleep(self._edits.spend(channel))
             try:
-                await message.add_reaction(emoji)
-            except discord.HTTPException as exc:  # e.g. no Add Reactions permission here
-                log.warning("could not add %s to message %s: %s", emoji, message.id, exc)
-                return
+                await last.edit(view=feedback_view(reply.exchange_id))
+            except discord.HTTPException as exc:
+                log.warning("could not add the feedback buttons to message %s: %s", last.id, exc)
+        if self.settings.discord.seed_reactions:
+            section = self.settings.discord
+            await seed_reactions(last, section.up_emoji[:1] + section.down_emoji[:1])
 
     # ------------------------------------------------------------------ reactions
 
@@ -274,9 +286,9 @@ def run(core: Core, settings: Settings, readiness: Readiness | None = None) -> N
     try:
         client.run(settings.discord.token, log_handler=None)  # the CLI configures logging
     except discord.PrivilegedIntentsRequired:
-        log.error(
-            "Discord refused the Message Content intent: enable it in the developer portal "
-            "(Bot -> Privileged Gateway Intents -> Message Content Intent); see docs/discord.md"
+        log.error(  # only Message Content is privileged here, and without it the client retries
+            "Discord refused a privileged intent: enable Message Content in the developer portal "
+            "(Bot -> Privileged Gateway Intents) or set DISCORD_MESSAGE_CONTENT=false; see docs/discord.md"
         )
     except discord.LoginFailure:
         log.error("Discord rejected DISCORD_TOKEN; reset and copy the bot token again (docs/discord.md)")

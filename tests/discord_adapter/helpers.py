@@ -58,16 +58,21 @@ class BotThread:
             raise self.error
 
 
+def buttons(message: dict[str, Any]) -> list[str]:
+    """The custom ids of a message's buttons, in order."""
+    return [c["custom_id"] for row in message.get("components", []) for c in row.get("components", [])]
+
+
 def final_reply(
-    emulator: DiscordEmulator, user_message: dict[str, Any], expected_parts: int = 1, seeded: bool = True
+    emulator: DiscordEmulator, user_message: dict[str, Any], expected_parts: int = 1, with_buttons: bool = True
 ) -> list[dict[str, Any]]:
-    """Wait until the bot's answer to `user_message` is complete (its 👍/👎 seeded) and return it."""
+    """Wait until the bot's answer to `user_message` is complete (its 👍/👎 buttons on) and return it."""
 
     def done() -> list[dict[str, Any]] | None:
         parts = emulator.replies_to(user_message["id"])
         if len(parts) < expected_parts:
             return None
-        if seeded and len(parts[-1]["reactions"]) < 2:
+        if with_buttons and not buttons(parts[-1]):
             return None
         if any(part["content"].endswith(" …") or part["content"].startswith("⏳") for part in parts):
             return None  # still being written

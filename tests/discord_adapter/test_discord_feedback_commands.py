@@ -67,10 +67,12 @@ def test_slash_commands_defer_then_follow_up(
     start_bot(core)
     admin = emulator.add_user("admin", user_id=ADMIN_ID)
 
-    # Synced to the configured guild, admin commands hidden by default.
+    # Admin commands synced to the configured guild, hidden by default; /help and /reset global (DMs too).
     [sync] = emulator.calls_to("PUT", rf"/applications/{emulator.app_id}/guilds/{emulator.guild_id}/commands")
-    synced = {c["name"]: c for c in sync.body}
-    assert set(synced) == {"help", "reset", "status", "retrain", "teach", "lora", "feedback"}
+    [global_sync] = emulator.calls_to("PUT", rf"/applications/{emulator.app_id}/commands")
+    synced = {c["name"]: c for c in sync.body + global_sync.body}
+    assert {c["name"] for c in sync.body} == {"status", "retrain", "teach", "lora", "feedback"}
+    assert {c["name"] for c in global_sync.body} == {"help", "reset"}
     manage_guild = str(discord.Permissions(manage_guild=True).value)
     assert all(
         str(synced[n]["default_member_permissions"]) == manage_guild
@@ -141,6 +143,7 @@ def test_non_admin_is_refused(
     start_bot(core)
     [sync] = emulator.calls_to("PUT", r"/applications/\d+/(guilds/\d+/)?commands")
     assert sync.path == f"/applications/{emulator.app_id}/commands", "no guild configured: global"
+    assert len(sync.body) == 7, "every command, in one place"
     member = emulator.add_user("member")
     # A server admin may have made /status visible to everyone: the bot still refuses.
     interaction = emulator.invoke_command(member, "status")
@@ -176,7 +179,7 @@ def test_admin_role_counts_only_in_the_configured_server(
     core = fast_core(discord__admin_role=str(emulator.admin_role_id), discord__guild_id=int(emulator.guild_id) + 1)
     start_bot(core)
     wait_until(lambda: emulator.commands, TIMEOUT, what="the command sync")
-    emulator.commands[None] = next(iter(emulator.commands.values()))  # as if synced globally
+    emulator.commands[None] = [c for synced in emulator.commands.values() for c in synced]  # as if all global
     moderator = emulator.add_user("moderator", admin_role=True)
     [refusal] = followups(emulator, emulator.invoke_command(moderator, "status"))
     assert "admins only" in refusal.body["content"]

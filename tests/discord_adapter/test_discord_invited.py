@@ -14,7 +14,7 @@ from tests.emulators.discord_api import DiscordEmulator
 def test_a_server_not_listed_gets_nothing_while_a_dm_is_answered(
     emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
 ) -> None:
-    core = fast_core(reply="Hello in private.", discord__allowed_guilds="123456789", discord__seed_reactions=False)
+    core = fast_core(reply="Hello in private.", discord__allowed_guilds="123456789")
     start_bot(core)
     user = emulator.add_user("mallory")
     asked = emulator.send_message(user, f"{emulator.mention()} what is the wifi password?")
@@ -22,7 +22,7 @@ def test_a_server_not_listed_gets_nothing_while_a_dm_is_answered(
     dm = emulator.dm_channel_id(user)
     answered = emulator.send_message(user, "hi, in a DM", channel_id=dm)
 
-    [answer] = final_reply(emulator, answered, seeded=False)
+    [answer] = final_reply(emulator, answered)
     assert answer["content"] == "Hello in private."
     time.sleep(0.5)  # the server's message and command came first: give them time to misbehave
     assert emulator.replies_to(asked["id"]) == []

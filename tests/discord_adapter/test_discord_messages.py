@@ -18,7 +18,7 @@ import discord
 from adapters.discord_bot.client import split_message
 from bot.core import Core
 from bot.types import ConversationKey
-from tests.discord_adapter.helpers import TIMEOUT, BotThread, final_reply, token_id
+from tests.discord_adapter.helpers import TIMEOUT, BotThread, buttons, final_reply, token_id
 from tests.emulators.discord_api import DiscordEmulator, wait_until
 from tests.fakes import FakeEngine
 
@@ -49,8 +49,10 @@ def test_mention_streams_a_reply_by_editing(
     gaps = [b.at - a.at for a, b in zip([posts[0], *edits[:-2]], edits[:-1], strict=True)]
     assert all(gap >= 0.08 for gap in gaps), gaps
     assert emulator.calls_to("POST", rf"/channels/{channel}/typing"), "typing indicator"
-    reactions = emulator.calls_to("PUT", rf"/channels/{channel}/messages/{answer['id']}/reactions/.+/@me")
-    assert [c.path.split("/")[-2] for c in reactions] == ["👍", "👎"]
+    exchange = core.exchange_for_message("discord", answer["id"])
+    assert buttons(answer) == [f"vote:{exchange}:up", f"vote:{exchange}:down"]
+    assert "components" in edits[-1].body, "the final text and its buttons came in one edit"
+    assert not emulator.calls_to("PUT", r"/channels/.+/reactions/.+"), "buttons, not seeded reactions"
     assert core.exchange_for_message("discord", answer["id"]) is not None
     # The bot asked for what it needs and nothing privileged beyond message content.
     identify = next(op["d"] for op in emulator.gateway_ops if op["op"] == 2)
@@ -61,7 +63,7 @@ def test_mention_streams_a_reply_by_editing(
 def test_dm_answered_and_unaddressed_messages_ignored(
     emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
 ) -> None:
-    core = fast_core(reply="Hello in private.", discord__seed_reactions=False)
+    core = fast_core(reply="Hello in private.")
     start_bot(core)
     user = emulator.add_user("bob")
     other_bot = emulator.make_user("otherbot", bot=True)
@@ -74,9 +76,9 @@ def test_dm_answered_and_unaddressed_messages_ignored(
     dm = emulator.dm_channel_id(user)
     asked = emulator.send_message(user, "hi, no mention needed here", channel_id=dm)
 
-    [answer] = final_reply(emulator, asked, seeded=False)
+    [answer] = final_reply(emulator, asked)
     assert answer["channel_id"] == dm and answer["content"] == "Hello in private."
-    assert not emulator.calls_to("PUT", r"/channels/.+/reactions/.+"), "seeding was turned off"
+    assert not emulator.calls_to("PUT", r"/channels/.+/reactions/.+"), "no reactions seeded by default"
     time.sleep(0.3)  # the ignored messages came first; give their handlers time to misbehave
     assert [emulator.replies_to(m["id"]) for m in ignored] == [[], [], []]
     assert len(emulator.bot_messages()) == 1
@@ -157,7 +159,7 @@ def test_long_reply_is_split_into_linked_messages(
     assert [p["content"] for p in parts] == [paragraph, paragraph], "cut at the paragraph break"
     exchange = core.exchange_for_message("discord", parts[0]["id"])
     assert exchange is not None and core.exchange_for_message("discord", parts[1]["id"]) == exchange
-    assert parts[0]["reactions"] == [] and len(parts[1]["reactions"]) == 2, "👍/👎 once, on the last part"
+    assert buttons(parts[0]) == [] and len(buttons(parts[1])) == 2, "👍/👎 once, on the last part"
     assert all(len(c.body["content"]) <= 2000 for c in emulator.calls_to("PATCH", r"/channels/.+"))
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.core import Core
-from tests.discord_adapter.helpers import ADMIN_ID, TIMEOUT, BotThread, final_reply, followups
+from tests.discord_adapter.helpers import ADMIN_ID, TIMEOUT, BotThread, buttons, final_reply, followups
 from tests.emulators.discord_api import DiscordEmulator, wait_until
 
 # ----------------------------------------------------------------------------- a flood from one user
@@ -73,12 +73,12 @@ def test_a_flood_from_one_user_stalls_no_one_else(
 def test_rate_limited_post_is_retried(
     emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
 ) -> None:
-    core = fast_core(reply="Eventually.", discord__seed_reactions=False)
+    core = fast_core(reply="Eventually.")
     start_bot(core)
     emulator.rate_limit("POST", r"/channels/\d+/messages", times=1, retry_after=0.3)
     user = emulator.add_user("ivy")
     asked = emulator.send_message(user, f"{emulator.mention()} are you there?")
-    [answer] = final_reply(emulator, asked, seeded=False)
+    [answer] = final_reply(emulator, asked)
     wait_until(lambda: answer["content"] == "Eventually.", TIMEOUT, what="the final edit")
 
     # The message is visible before the emulator has finished answering the retried call.
@@ -138,7 +138,7 @@ def test_real_model_answers_a_mention(
     user = emulator.add_user("kim")
     asked = emulator.send_message(user, f"{emulator.mention()} What is the capital of France?")
     parts = wait_until(
-        lambda: (ps := emulator.replies_to(asked["id"])) and len(ps[-1]["reactions"]) == 2 and ps,
+        lambda: (ps := emulator.replies_to(asked["id"])) and buttons(ps[-1]) and ps,
         180,
         what="the real model's answer",
     )

@@ -3,8 +3,13 @@
 It runs an aiohttp server on its own event loop in a background thread, so a test can drive it
 with plain synchronous calls while the bot runs on another loop. It speaks just enough of the
 wire protocol (API v10) for discord.py 2.x to log in, connect, resume, receive messages,
-reactions and interactions, and send, edit, react, defer and follow up. Every REST call is
-recorded; the next N calls of a route can be answered with a 429 to exercise rate-limit retries.
+reactions and interactions (slash commands, autocomplete, button clicks, modal submits), and send,
+edit (message components included), react, defer, follow up, open modals and answer autocomplete.
+Every REST call is recorded; the next N calls of a route can be answered with a 429 to exercise
+rate-limit retries, or a route held to a rate as Discord does (`limit_route`: X-RateLimit headers on
+every answer, 429 with Retry-After beyond it). `refuse_message_content` makes the gateway refuse the
+privileged intent (close 4014); a session without it gets server messages that do not mention the
+bot with their content withheld, as Discord sends them.
 
 Facts discord.py relies on (read from its source): a JSON body is only parsed when Content-Type
 is exactly ``application/json``; a 429 is only retried when it has a ``Via`` header and a JSON
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import re
 import threading
 import time
@@ -39,6 +45,11 @@ OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
 
 ADMINISTRATOR = 1 << 3
 EPHEMERAL = 1 << 6
+MESSAGE_CONTENT = 1 << 15  # the privileged gateway intent
+
+# Interaction types and callback types (https://discord.com/developers/docs/interactions/receiving-and-responding)
+APPLICATION_COMMAND, MESSAGE_COMPONENT, AUTOCOMPLETE, MODAL_SUBMIT = 2, 3, 4, 5
+CHANNEL_MESSAGE, DEFERRED_MESSAGE, DEFERRED_UPDATE, UPDATE_MESSAGE, AUTOCOMPLETE_RESULT, MODAL = 4, 5, 6, 7, 8, 9
 
 
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02, what: str = "") -> T:
@@ -55,6 +66,30 @@ def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: floa
 
 def _now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def _rate_headers(limit: int, left: int, reset_after: float, bucket: str) -> dict[str, str]:
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, left)),
+        "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+        "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+        "X-RateLimit-Bucket": bucket,
+    }
+
+
+def _too_many(retry_after: float, limit: int, bucket: str) -> web.Response:
+    """Discord's 429: `retry_after` in the body, Retry-After (whole seconds) and the bucket's headers."""
+    return _json(
+        {"message": "You are being rate limited.", "retry_after": retry_after, "global": False},
+        status=429,
+        headers={
+            "Via": "1.1 google",  # discord.py treats a 429 without Via as a Cloudflare ban
+            "Retry-After": str(max(1, math.ceil(retry_after))),
+            **_rate_headers(limit, 0, retry_after, bucket),
+            "X-RateLimit-Scope": "user",
+        },
+    )
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -87,8 +122,23 @@ class _RateLimit:
 
 
 @dataclass
+class _RouteLimit:
+    """`limit` calls per `window_s` for each value of the pattern's first group (the route's major
+    parameter, e.g. the channel id), as Discord's per-route buckets count."""
+
+    method: str
+    pattern: re.Pattern[str]
+    limit: int
+    window_s: float
+    bucket: str
+    announce: bool  # send X-RateLimit headers on every answer (False: as if another replica spent it too)
+    windows: dict[str, tuple[float, int]] = field(default_factory=dict)  # key -> (window start, used)
+
+
+@dataclass
 class _Session:
     session_id: str
+    intents: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)  # every dispatch, in seq order
     ws: web.WebSocketResponse | None = None  # the live connection, None while disconnected
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -174,6 +224,10 @@ class DiscordEmulator:
         self.connections = 0
         self.replay_from: int | None = None  # on RESUME, replay from this seq (events the bot had)
         self._rate_limits: list[_RateLimit] = []
+        self._route_limits: list[_RouteLimit] = []
+        self.refuse_message_content = False  # the app lacks the privileged intent: IDENTIFY with it gets 4014
+        self.interactions: dict[str, dict[str, Any]] = {}  # id -> the INTERACTION_CREATE payload
+        self.callbacks: dict[str, dict[str, Any]] = {}  # interaction id -> the bot's callback body
         self._sessions: dict[str, _Session] = {}
         self._current: _Session | None = None
         self._lock = threading.Lock()
@@ -424,6 +478,59 @@ class DiscordEmulator:
                 data["message_author_id"] = msg["author"]["id"]
         return ("MESSAGE_REACTION_ADD" if add else "MESSAGE_REACTION_REMOVE"), data
 
+    def _interaction(
+        self,
+        user: dict[str, Any],
+        kind: int,
+        channel_id: str,
+        data: dict[str, Any],
+        message: dict[str, Any] | None = None,
+        permissions: int = 0,
+    ) -> dict[str, Any]:
+        """An INTERACTION_CREATE payload of `kind` from `user` in `channel_id`, dispatched; `message`
+        is the one whose component was used (a click, or a modal that a click opened)."""
+        guild_id = self._guild_id_of(channel_id)
+        channel = {k: v for k, v in self.channels[channel_id].items() if k != "recipients"}
+        interaction: dict[str, Any] = {
+            "id": self.snowflake(),
+            "application_id": self.app_id,
+            "type": kind,
+            "token": "itoken-" + uuid.uuid4().hex,
+            "version": 1,
+            "channel_id": channel_id,
+            "channel": channel,
+            "locale": "en-US",
+            "app_permissions": str(ADMINISTRATOR),
+            "attachment_size_limit": 8 << 20,
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": guild_id or user["id"]},
+            "context": 0 if guild_id else 1,
+            "data": data,
+        }
+        if message is not None:
+            interaction["message"] = self._with_reference(message)
+        if guild_id:
+            interaction["guild_id"] = guild_id
+            interaction["guild_locale"] = "en-US"
+            interaction["member"] = {**self._member(user["id"], with_user=True), "permissions": str(permissions)}
+        else:
+            interaction["user"] = user
+        self.interactions[interaction["id"]] = interaction
+
+        async def go() -> None:
+            await self._dispatch("INTERACTION_CREATE", interaction)
+
+        self._run(go())
+        return interaction
+
+    def synced_command(self, name: str, guild_id: str | None) -> dict[str, Any]:
+        """The command a user in `guild_id` (None: a DM) sees as /name: the guild's, else the global one."""
+        registered = [*(self.commands.get(guild_id) or [] if guild_id else []), *self.commands.get(None, [])]
+        command = next((c for c in registered if c["name"] == name), None)
+        if command is None:
+            raise AssertionError(f"/{name} was never synced where {guild_id or 'a DM'} could see it: {self.commands}")
+        return command
+
     def invoke_command(
         self,
         user: dict[str, Any],
@@ -432,54 +539,99 @@ class DiscordEmulator:
         *,
         channel_id: str | None = None,
         permissions: int = 0,
+        kind: int = APPLICATION_COMMAND,
     ) -> dict[str, Any]:
-        """A user runs a slash command: INTERACTION_CREATE (type 2). Returns the interaction."""
+        """A user runs a slash command: INTERACTION_CREATE (type 2). Returns the interaction.
+
+        `kind=AUTOCOMPLETE` (4) is the same payload while the user types: one option (nested in
+        its subcommand) carries `"focused": true` and the partial value."""
         cid = channel_id or str(self.channel_id)
-        guild_id = self._guild_id_of(cid)
-        registered = self.commands.get(guild_id) or self.commands.get(None) or []
-        command = next((c for c in registered if c["name"] == name), None)
-        if command is None:
-            raise AssertionError(f"/{name} was never synced; synced: {self.commands}")
-        channel = {k: v for k, v in self.channels[cid].items() if k != "recipients"}
-        interaction: dict[str, Any] = {
-            "id": self.snowflake(),
-            "application_id": self.app_id,
-            "type": 2,
-            "token": "itoken-" + uuid.uuid4().hex,
-            "version": 1,
-            "channel_id": cid,
-            "channel": channel,
-            "locale": "en-US",
-            "app_permissions": str(ADMINISTRATOR),
-            "attachment_size_limit": 8 << 20,
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": guild_id or user["id"]},
-            "context": 0 if guild_id else 1,
-            "data": {
-                "id": command["id"],
-                "name": name,
-                "type": 1,
-                "options": options or [],
-                **({"guild_id": command["guild_id"]} if command.get("guild_id") else {}),
-            },
+        command = self.synced_command(name, self._guild_id_of(cid))
+        data = {
+            "id": command["id"],
+            "name": name,
+            "type": 1,
+            "options": options or [],
+            **({"guild_id": command["guild_id"]} if command.get("guild_id") else {}),
         }
-        if guild_id:
-            interaction["guild_id"] = guild_id
-            interaction["guild_locale"] = "en-US"
-            interaction["member"] = {**self._member(user["id"], with_user=True), "permissions": str(permissions)}
-        else:
-            interaction["user"] = user
+        return self._interaction(user, kind, cid, data, permissions=permissions)
 
-        async def go() -> None:
-            await self._dispatch("INTERACTION_CREATE", interaction)
+    def autocomplete(
+        self, user: dict[str, Any], name: str, subcommand: str | None, option: str, typed: str = ""
+    ) -> dict[str, Any]:
+        """A user types `typed` into `option` of /name [subcommand] (an AUTOCOMPLETE interaction)."""
+        focused = [{"type": 3, "name": option, "value": typed, "focused": True}]
+        options = [{"type": 1, "name": subcommand, "options": focused}] if subcommand else focused
+        return self.invoke_command(user, name, options, kind=AUTOCOMPLETE)
 
-        self._run(go())
-        return interaction
+    def click(self, user: dict[str, Any], message_id: str, custom_id: str) -> dict[str, Any]:
+        """A user clicks the button `custom_id` on a message (a MESSAGE_COMPONENT interaction)."""
+        msg = self.messages[message_id]
+        buttons = [c for row in msg["components"] for c in row.get("components", [])]
+        if not any(b.get("custom_id") == custom_id for b in buttons):
+            raise AssertionError(f"message {message_id} has no button {custom_id!r}: {msg['components']}")
+        data = {"custom_id": custom_id, "component_type": 2}
+        return self._interaction(user, MESSAGE_COMPONENT, msg["channel_id"], data, msg)
+
+    def submit_modal(self, user: dict[str, Any], opened_by: dict[str, Any], *values: str) -> dict[str, Any]:
+        """`user` submits the modal the bot opened in answer to `opened_by`, its text inputs in order."""
+        modal = wait_until(lambda: self.modal_of(opened_by), what="the modal")
+        given = iter(values)
+
+        def submitted(component: dict[str, Any]) -> dict[str, Any]:
+            if component["type"] == 1:  # an action row (the older layout)
+                return {"type": 1, "components": [submitted(c) for c in component["components"]]}
+            if component["type"] == 18:  # a label around its input
+                return {"type": 18, "id": component.get("id", 0), "component": submitted(component["component"])}
+            return {"type": component["type"], "id": component.get("id", 0), "custom_id": component["custom_id"],
+                    "value": next(given)}  # fmt: skip
+
+        data = {"custom_id": modal["custom_id"], "components": [submitted(c) for c in modal["components"]]}
+        message = self.messages.get(opened_by["message"]["id"]) if "message" in opened_by else None
+        return self._interaction(user, MODAL_SUBMIT, opened_by["channel_id"], data, message)
+
+    def modal_of(self, interaction: dict[str, Any]) -> dict[str, Any] | None:
+        """The modal the bot opened in answer to `interaction`, if it did."""
+        callback = self.callbacks.get(interaction["id"])
+        return callback["data"] if callback is not None and callback["type"] == MODAL else None
+
+    def callback_of(self, interaction: dict[str, Any]) -> dict[str, Any]:
+        """The bot's answer to `interaction` (waited for): its callback body, `type` and `data`."""
+        return wait_until(lambda: self.callbacks.get(interaction["id"]), what=f"the answer to {interaction['id']}")
 
     def rate_limit(self, method: str, path_regex: str, times: int = 1, retry_after: float = 0.3) -> None:
         """Answer the next `times` calls matching METHOD and the path regex with 429."""
         with self._lock:
             self._rate_limits.append(_RateLimit(method.upper(), re.compile(path_regex), times, retry_after))
+
+    def limit_route(
+        self, method: str, path_regex: str, limit: int = 5, window_s: float = 5.0, *, announce: bool = True
+    ) -> None:
+        """Hold a route to `limit` calls per `window_s` for each value of the regex's first group (the
+        channel id: Discord's edits are about 5 per 5 s per channel), answering 429 beyond it.
+
+        Discord announces what is left of a bucket on every answer, and discord.py waits for it;
+        `announce=False` leaves the headers out of successful answers, as when other processes
+        spend the same bucket and this one cannot know: it meets the 429s instead."""
+        with self._lock:
+            bucket = f"route-{len(self._route_limits)}"  # distinct buckets: discord.py keys its limiters on them
+            pattern = re.compile(path_regex)
+            self._route_limits.append(_RouteLimit(method.upper(), pattern, limit, window_s, bucket, announce))
+
+    def _route_budget(self, method: str, path: str) -> tuple[_RouteLimit, int, float] | None:
+        """Spend one call of the route's window: (its limit, calls left, seconds to reset); None if free.
+        Left below zero: this call is over the limit. Called under `_lock`."""
+        for limit in self._route_limits:
+            match = limit.pattern.fullmatch(path) if limit.method == method else None
+            if match is None:
+                continue
+            key, now = (match.group(1) if match.groups() else ""), time.monotonic()
+            start, used = limit.windows.get(key, (now, 0))
+            if now - start >= limit.window_s:
+                start, used = now, 0
+            limit.windows[key] = (start, used + 1)
+            return limit, limit.limit - used - 1, start + limit.window_s - now
+        return None
 
     def drop_gateway(self, *, hold_resume: bool = False, code: int = 4000) -> None:
         """Close the bot's gateway connection with a resumable code (as Discord does at times).
@@ -548,10 +700,20 @@ class DiscordEmulator:
         session = session or self._current
         if session is None:
             raise AssertionError("the bot has not identified on the gateway yet")
+        if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE") and not session.intents & MESSAGE_CONTENT:
+            data = self._as_seen_without_content(data)
         payload = {"op": OP_DISPATCH, "t": event, "s": session.seq + 1, "d": data}
         session.log.append(payload)
         if session.ws is not None:
             await self._send(session, session.ws, payload)
+
+    def _as_seen_without_content(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """A message as an app without the Message Content intent gets it: in a server, unless it
+        mentions the bot or is the bot's own, its content, embeds, attachments and components are empty."""
+        mentioned = any(m["id"] == self.bot_user["id"] for m in msg.get("mentions", []))
+        if "guild_id" not in msg or mentioned or msg["author"]["id"] == self.bot_user["id"]:
+            return msg
+        return {**msg, "content": "", "embeds": [], "attachments": [], "components": []}
 
     async def _send(self, session: _Session, ws: web.WebSocketResponse, payload: dict[str, Any]) -> None:
         async with session.lock:
@@ -576,7 +738,11 @@ class DiscordEmulator:
                 if data.get("token") != self.token:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
-                session = await self._identify(ws)
+                intents = int(data.get("intents") or 0)
+                if self.refuse_message_content and intents & MESSAGE_CONTENT:
+                    await ws.close(code=4014, message=b"Disallowed intent(s).")
+                    break
+                session = await self._identify(ws, intents)
             elif op == OP_RESUME:
                 session = await self._resume(ws, data)
                 if session is None:
@@ -585,8 +751,8 @@ class DiscordEmulator:
             session.ws = None
         return ws
 
-    async def _identify(self, ws: web.WebSocketResponse) -> _Session:
-        session = _Session(session_id=uuid.uuid4().hex)
+    async def _identify(self, ws: web.WebSocketResponse, intents: int) -> _Session:
+        session = _Session(session_id=uuid.uuid4().hex, intents=intents)
         self._sessions[session.session_id] = session
         self._current = session
         session.ws = ws
@@ -678,7 +844,7 @@ class DiscordEmulator:
         call = Call(request.method, path, dict(request.query), body)
         with self._lock:
             self.calls.append(call)
-            limit = next(
+            forced = next(
                 (
                     r
                     for r in self._rate_limits
@@ -686,24 +852,15 @@ class DiscordEmulator:
                 ),
                 None,
             )
-            if limit is not None:
-                limit.remaining -= 1
-        if limit is not None:
+            if forced is not None:
+                forced.remaining -= 1
+            budget = self._route_budget(request.method, path) if forced is None else None
+        if forced is not None:
             call.status = 429
-            return _json(
-                {"message": "You are being rate limited.", "retry_after": limit.retry_after, "global": False},
-                status=429,
-                headers={
-                    "Via": "1.1 google",  # discord.py treats a 429 without Via as a Cloudflare ban
-                    "Retry-After": str(max(1, round(limit.retry_after))),
-                    "X-RateLimit-Limit": "5",
-                    "X-RateLimit-Remaining": "0",
-                    "X-RateLimit-Reset": f"{time.time() + limit.retry_after:.3f}",
-                    "X-RateLimit-Reset-After": f"{limit.retry_after:.3f}",
-                    "X-RateLimit-Bucket": "emulated-bucket",
-                    "X-RateLimit-Scope": "user",
-                },
-            )
+            return _too_many(forced.retry_after, 5, "emulated-bucket")
+        if budget is not None and budget[1] < 0:
+            call.status = 429
+            return _too_many(budget[2], budget[0].limit, budget[0].bucket)
         request[_PATH] = path
         request[_BODY] = body
         try:
@@ -712,6 +869,9 @@ class DiscordEmulator:
             call.status = exc.status
             raise
         call.status = response.status
+        if budget is not None and budget[0].announce:  # Discord says what is left of the bucket on every answer
+            route, left, reset_after = budget
+            response.headers.update(_rate_headers(route.limit, left, reset_after, route.bucket))
         return response
 
     def _authorized(self, request: web.Request) -> bool:
@@ -783,6 +943,7 @@ class DiscordEmulator:
             content=content,
             reply_to=str(ref) if ref else None,
             flags=int(body.get("flags") or 0),
+            extra={"components": body.get("components") or []},  # buttons: action rows of type 2
         )
         out = self._with_reference(msg)
         await self._dispatch("MESSAGE_CREATE", out)  # Discord echoes the bot's own messages
@@ -804,6 +965,8 @@ class DiscordEmulator:
             if len(body["content"] or "") > 2000:
                 return _json(self._too_long(), status=400)
             msg["content"] = body["content"]
+        if "components" in body:
+            msg["components"] = body["components"] or []
         msg["edited_timestamp"] = _now_iso()
         return _json(self._with_reference(msg))
 
@@ -874,26 +1037,35 @@ class DiscordEmulator:
         kind = body.get("type")
         data = body.get("data") or {}
         flags = int(data.get("flags") or 0)
+        interaction = self.interactions.get(interaction_id, {})
+        if interaction_id in self.callbacks:
+            return _json({"message": "Interaction has already been acknowledged.", "code": 40060}, status=400)
+        self.callbacks[interaction_id] = body
         resource: dict[str, Any] = {"type": kind}
         message_id = None
-        if kind == 4:  # an immediate message
+        if kind == CHANNEL_MESSAGE:  # an immediate message
             msg = self._message_payload(
-                channel_id=str(self.channel_id),
+                channel_id=interaction.get("channel_id", str(self.channel_id)),
                 author=self.bot_user,
                 content=data.get("content") or "",
                 msg_type=20,
                 flags=flags,
-                extra={"interaction_token": token},
+                extra={"interaction_token": token, "components": data.get("components") or []},
             )
+            message_id = msg["id"]
+            resource["message"] = msg
+        elif kind == UPDATE_MESSAGE and "message" in interaction:  # a click edits the message it is on
+            msg = self.messages[interaction["message"]["id"]]
+            msg.update({k: data[k] for k in ("content", "components") if k in data})
             message_id = msg["id"]
             resource["message"] = msg
         return _json(
             {
                 "interaction": {
                     "id": interaction_id,
-                    "type": 2,
+                    "type": interaction.get("type", APPLICATION_COMMAND),
                     "response_message_id": message_id,
-                    "response_message_loading": kind == 5,
+                    "response_message_loading": kind == DEFERRED_MESSAGE,
                     "response_message_ephemeral": bool(flags & EPHEMERAL),
                 },
                 "resource": resource,

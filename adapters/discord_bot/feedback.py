@@ -1,0 +1,161 @@
+"""Feedback buttons under every finished answer, and the correction modal a 👎 opens.
+
+The buttons are persistent dynamic items: a button's custom id names its exchange
+(`vote:<exchange id>:up`), so a click counts without any state in this process, after a restart
+too (`Client.add_dynamic_items(VoteButton)`). A click is a `Vote` for `Core.handle`, counted as a
+reaction is; the voter is told privately. Discord allows one initial response per interaction
+and a modal is one: a 👎 records the vote first, then opens "What would be right?", whose
+thanks comes when it is submitted (a dismissed modal says nothing, and Discord never tells).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+import discord
+from discord import ui
+
+from adapters.discord_bot.conversations import of_interaction
+from adapters.discord_bot.screen import private_to, role_ids, server_id
+from bot.types import Done, Ignored, Incoming, StreamEvent, UserError, Vote, VoteResult
+
+if TYPE_CHECKING:
+    from adapters.discord_bot.screen import DiscordScreen
+    from bot.core import Core
+
+log = logging.getLogger(__name__)
+
+PLATFORM = "discord"
+VOTE_ID = r"vote:(?P<exchange>[0-9A-Za-z_-]{1,80}):(?P<value>up|down)"  # a custom id: 100 characters at most
+VALUES = {"up": 1, "down": -1}
+EMOJI = {1: "👍", -1: "👎"}
+TEXT_INPUT_MAX = 4000  # Discord's limit for a text input's value
+# Discord never says that a modal was dismissed: forget it once its interaction token (15 min) is gone.
+MODAL_TIMEOUT_S = 15 * 60
+SORRY = "Sorry, that did not work; the logs say why."
+
+
+class Host(Protocol):
+    """What the buttons need of the client (adapters/discord_bot/client.py's DiscordBot)."""
+
+    core: Core
+
+
+def thanks(value: int) -> str:
+    return f"Thanks — counted {EMOJI[value]}."
+
+
+class VoteButton(ui.DynamicItem[ui.Button[ui.View]], template=VOTE_ID):
+    def __init__(self, exchange_id: str, value: int) -> None:
+        name = "up" if value > 0 else "down"
+        button: ui.Button[ui.View] = ui.Button(
+            style=discord.ButtonStyle.secondary, emoji=EMOJI[value], custom_id=f"vote:{exchange_id}:{name}"
+        )
+        super().__init__(button)
+        self.exchange_id, self.value = exchange_id, value
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> VoteButton:
+        return cls(match["exchange"], VALUES[match["value"]])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await vote_clicked(interaction, self.exchange_id, self.value)
+
+
+def feedback_view(exchange_id: str) -> ui.View:
+    """👍 and 👎 for one exchange. Fully dynamic, so discord.py keeps nothing per message."""
+    view = ui.View(timeout=None)
+    view.add_item(VoteButton(exchange_id, 1))
+    view.add_item(VoteButton(exchange_id, -1))
+    return view
+
+
+def buttons_when_done(events: Iterator[StreamEvent], screen: DiscordScreen) -> Iterator[StreamEvent]:
+    """Pass an answer's events through; at Done, arm `screen` so that the final text and its
+    buttons arrive in one call."""
+    try:
+        for event in events:
+            if isinstance(event, Done):
+                screen.finish_with(feedback_view(event.reply.exchange_id), event.reply.text)
+            yield event
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # the core's stream holds the asker's place in line until it is closed
+
+
+async def seed_reactions(message: discord.Message, emoji: Sequence[str]) -> None:
+    """`discord.seed_reactions`: 👍 and 👎 under the answer too, for those who vote by reaction."""
+    for name in emoji:
+        try:
+            await message.add_reaction(name)
+        except discord.HTTPException as exc:  # e.g. no Add Reactions permission here
+            log.warning("could not add %s to message %s: %s", name, message.id, exc)
+            return
+
+
+class CorrectionModal(ui.Modal, title="What would be right?"):
+    def __init__(self, exchange_id: str, max_chars: int) -> None:
+        super().__init__(timeout=MODAL_TIMEOUT_S)  # its custom id is random: one per click
+        self.exchange_id = exchange_id
+        self.answer: ui.TextInput[CorrectionModal] = ui.TextInput(
+            style=discord.TextStyle.paragraph, max_length=min(max_chars, TEXT_INPUT_MAX), required=True
+        )
+        self.add_item(ui.Label(text="The right answer", component=self.answer))
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        await correction_submitted(interaction, self.exchange_id, self.answer.value)
+
+
+def _core(interaction: discord.Interaction) -> Core:
+    return cast(Host, interaction.client).core
+
+
+async def vote_clicked(interaction: discord.Interaction, exchange_id: str, value: int) -> None:
+    """Count the click (the core's vote rules), then thank the voter or, for 👎, ask what is right."""
+    core = _core(interaction)
+    vote = Vote(PLATFORM, exchange_id, str(interaction.user.id), value,
+                event_id=f"interaction:{interaction.id}", workspace=server_id(interaction.guild))  # fmt: skip
+    try:
+        # Off the event loop, on its default executor, which answers never fill (client.py `_core`).
+        outcome = await asyncio.to_thread(core.handle, vote)
+    except Exception:
+        log.exception("counting the vote of %s on %s failed", interaction.user.id, exchange_id)
+        await interaction.response.send_message(SORRY, ephemeral=True)
+        return
+    log.info("button vote on %s: %s", exchange_id, outcome)
+    if not isinstance(outcome, VoteResult):
+        reason = outcome.reason if isinstance(outcome, Ignored) else "not a vote"
+        await interaction.response.send_message(f"Not counted: {reason}.", ephemeral=True)
+    elif value < 0:
+        await interaction.response.send_modal(CorrectionModal(exchange_id, core.settings.max_correction_chars))
+    else:
+        await interaction.response.send_message(thanks(value), ephemeral=True)
+
+
+async def correction_submitted(interaction: discord.Interaction, exchange_id: str, text: str) -> None:
+    """The modal's text as a correction, under the rules of a `correct:` reply: the clicker's
+    scope is worked out as Core.scope_of does for a message sent where they clicked, so a button
+    reached from another server or DM (the rules compare it with the exchange's) corrects nothing."""
+    core = _core(interaction)
+    user, workspace = str(interaction.user.id), server_id(interaction.guild)
+    here = Incoming(PLATFORM, of_interaction(interaction), user, workspace=workspace,
+                    is_dm=interaction.guild is None, private_to=private_to(interaction.channel))  # fmt: skip
+    roles = role_ids(interaction.user)
+    try:
+        result = await asyncio.to_thread(
+            core.rules.correct, PLATFORM, user, exchange_id, text, core.scope_of(here), roles, workspace
+        )
+        said = f"{thanks(-1)} {result.text}"
+    except UserError as exc:
+        said = f"{thanks(-1)} The correction was not kept: {exc}"
+    except Exception:
+        log.exception("the correction of %s by %s failed", exchange_id, user)
+        said = SORRY
+    await interaction.response.send_message(said, ephemeral=True)
