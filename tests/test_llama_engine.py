@@ -226,7 +226,7 @@ def test_the_engine_reads_a_long_prompt_on_this_cpu(real_files, tmp_path) -> Non
 def test_a_conversations_next_prompt_reuses_the_start_it_shares_and_writes_the_same_reply(real_llama_engine) -> None:
     """The system prompt and earlier turns are not read again (bot/generation/llama_sequences.py),
     and the reply is token for token the one a cold read of the whole prompt gives."""
-    from bot.generation.llama_sequences import CHUNK
+    from bot.generation.prompt_reuse import CHUNK
     from bot.prompt import Turn
 
     engine = real_llama_engine

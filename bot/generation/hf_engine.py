@@ -1,7 +1,10 @@
 """The transformers engine: the model in 4-bit NF4 through bitsandbytes (CPU or CUDA), peft LoRAs.
 
 The path that trains: the training process loads its model through this class too. LoRAs stay
-loaded for a fast rollback; a swap runs on the generation worker between replies.
+loaded for a fast rollback; a swap runs on the generation worker between replies. The KV cache of the
+last prompt is kept, and the next prompt reads only what it does not share with it (a conversation's
+system prompt and earlier turns), in whole aligned chunks so the reply is the one a cold read gives
+(bot/generation/prompt_reuse.py).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +22,20 @@ from bot.generation.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
 from bot.generation.engine import NO_HINTS, ReplyHints
 from bot.generation.lora_follow import LoraFollower, LoraSource
 from bot.generation.model_files import ModelFiles, load_4bit
+from bot.generation.prompt_reuse import CHUNK, chunk_ends, reusable
 from bot.generation.tokenizer_lock import tokenizer_lock
 
 log = logging.getLogger(__name__)
+# A GPU reads a chunk in about the time of one token (its cost is the calls, not the tokens), so its
+# prompts are read in longer chunks: fewer calls cold, a coarser reuse.
+CUDA_CHUNK = 256
+
+
+@dataclass
+class _HeldPrompt:
+    group: str | None  # the LoRA it was read with (None: the base model): its KV depends on it
+    prompt: list[int]
+    cache: Any  # transformers' DynamicCache: the prompt, then the reply's tokens
 
 
 def pick_device(settings: Settings) -> str:
@@ -58,6 +73,8 @@ class HFEngine:
         self.model.eval()
         # Before the first forward: bitsandbytes may repack the 4-bit weights for its CPU kernel then.
         self._packing = PackingGuard(self.model)
+        self._chunk = CHUNK if self.device == "cpu" else CUDA_CHUNK
+        self._held: _HeldPrompt | None = None
         self.load_seconds = time.monotonic() - started
         self.memory_bytes = int(self.model.get_memory_footprint())
         self._stop_ids = end_of_turn_ids(self.tokenizer)
@@ -112,9 +129,37 @@ class HFEngine:
 
             options["logits_processor"] = LogitsProcessorList([rules.processor()])
         options["stopping_criteria"] = StoppingCriteriaList([self._stop_strings])
+        group = self._group(hints.base_only)
+        cache, kept = self._take_cache(group, input_ids)
         with torch.inference_mode(), self._lora_context(hints.base_only):
-            output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **options)
+            for end in chunk_ends(kept, len(input_ids), self._chunk):
+                self.model(input_ids=ids[:, end - self._chunk : end], cache=cache, use_cache=True)
+            output = self.model.generate(
+                input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, **options
+            )
+        self._held = _HeldPrompt(group, list(input_ids), cache)  # not on an error: its cache is unknown then
         return int(output.shape[1] - ids.shape[1])
+
+    def _group(self, base_only: bool) -> str | None:
+        """The LoRA a reply is read with (None: the base model), as `_lora_context` applies it."""
+        if not self.loras.loaded() or self.loras.version is None or base_only:
+            return None
+        return self.loras.name
+
+    def _take_cache(self, group: str | None, prompt: list[int]) -> tuple[Any, int]:
+        """A KV cache for `prompt` and how many of its tokens it holds: the last prompt's, cut to the
+        whole chunks they share, or a new one."""
+        from transformers import DynamicCache
+
+        held, self._held = self._held, None  # taken: it is written into from here on
+        if held is not None and held.group == group:
+            kept = reusable(held.prompt, prompt, self._chunk)
+            if kept:
+                surplus = held.cache.get_seq_length() - kept
+                if surplus:
+                    held.cache.crop(-surplus)  # (transformers takes the count to drop)
+                return held.cache, kept
+        return DynamicCache(config=self.model.config), 0
 
     def _lora_context(self, base_only: bool) -> Any:
         import contextlib
@@ -129,6 +174,7 @@ class HFEngine:
         from peft import PeftModel
 
         self.restore_4bit_layout()  # peft reads the 4-bit layers: give it their original format
+        self._held = None  # the model is wrapped or gains an adapter: read everything again
         if not self.loras.loaded():
             self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=name, is_trainable=False)
         else:
@@ -138,6 +184,7 @@ class HFEngine:
         self.model.set_adapter(name)
 
     def _unload_lora(self, name: str) -> None:
+        self._held = None  # a later LoRA may be loaded under the same name
         self.restore_4bit_layout()
         self.model.delete_adapter(name)
 

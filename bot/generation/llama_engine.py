@@ -27,10 +27,11 @@ import numpy as np
 from bot.config import Settings
 from bot.generation.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
 from bot.generation.engine import NO_HINTS, ReplyHints
-from bot.generation.llama_sequences import CHUNK, HeldPrompts, SlotReply, TextStream
+from bot.generation.llama_sequences import HeldPrompts, SlotReply, TextStream
 from bot.generation.lora_follow import LoraFollower, LoraSource
 from bot.generation.lora_gguf import gguf_lora_path
 from bot.generation.model_files import ModelFiles, default_gguf_path, model_cache_dir
+from bot.generation.prompt_reuse import CHUNK, chunk_ends
 
 log = logging.getLogger(__name__)
 _LLAMA_LOG: Any = None
@@ -255,7 +256,7 @@ class LlamaCppEngine:
         (measured); a batch of one token per reply gives each the sums it would get alone."""
         ended: list[tuple[object, int]] = []
         for sequence in [s for s in self._sequences if s.reading_prompt]:
-            while len(sequence.pending) > CHUNK:  # whole chunks, aligned: see llama_sequences.py
+            for _ in chunk_ends(sequence.position, len(sequence.prompt)):  # whole aligned chunks: prompt_reuse.py
                 self._decode([sequence], CHUNK)
             ended += self._decode([sequence])
         writing = [s for s in self._sequences if s.reply]  # (those that ended have left)

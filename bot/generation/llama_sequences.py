@@ -2,11 +2,9 @@
 and, once the slot is free again, the prompt whose KV cache it still holds.
 
 A conversation's next prompt starts as its last one did (the system prompt, the earlier turns), so a
-new reply takes the free slot holding the longest common start and reads only the rest. Prompts are
-read in chunks of `CHUNK` tokens aligned to absolute positions, and a held prompt is reused only up
-to a chunk boundary: a reused chunk was computed exactly as a cold read of the same prompt computes
-it (same tokens, same positions, same batch shape), so a reply is token for token the same whether
-its prompt's start was held or read again.
+new reply takes the free slot holding the longest common start and reads only the rest, in whole
+aligned chunks (bot/generation/prompt_reuse.py), so a reply is token for token the same whether its
+prompt's start was held or read again.
 """
 
 from __future__ import annotations
@@ -16,9 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.generation.decoding import ReplyRules
+from bot.generation.prompt_reuse import reusable
 from bot.generation.tokenizer_lock import tokenizer_lock
-
-CHUNK = 64  # tokens a prompt is read in (measured: bench/cpu_speed.py --prompt conversation)
 
 
 class TextStream:
@@ -56,16 +53,6 @@ class SlotReply:
     @property
     def reading_prompt(self) -> bool:
         return not self.reply
-
-
-def reusable(held: Sequence[int], prompt: Sequence[int]) -> int:
-    """Tokens of `prompt` whose KV a slot holding `held` can keep: their common start, down to a chunk
-    boundary, and never the whole prompt (its last token must be read for the first logits)."""
-    limit = min(len(held), len(prompt) - 1)
-    common = 0
-    while common < limit and held[common] == prompt[common]:
-        common += 1
-    return common // CHUNK * CHUNK
 
 
 class HeldPrompts:
