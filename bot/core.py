@@ -19,7 +19,7 @@ from bot.generation.engine import Generated, ReplyHints
 from bot.generation.queueing import HeldStream, InFlightLimit
 from bot.generation.worker import GenerationService
 from bot.ops import metrics
-from bot.prompt import build_prompt
+from bot.prompt import build_prompt, conversation_start
 from bot.retrieval import ExampleStore, leans_on_history, related_turns, retrieval_query
 from bot.stores.feedback import FeedbackStore
 from bot.types import (
@@ -266,6 +266,7 @@ class Core:
                     completion_tokens=event.completion_tokens,
                     scope=message.scope,
                 )
+                self._read_next_start_ahead(generation, message.conversation, hints)
                 yield Done(
                     Reply(
                         text=event.text,
@@ -278,6 +279,18 @@ class Core:
                         completion_tokens=event.completion_tokens,
                     )
                 )
+
+    def _read_next_start_ahead(
+        self, generation: GenerationService, conversation: ConversationKey, hints: ReplyHints
+    ) -> None:
+        """While the user reads the reply, the engine reads what the conversation's next prompt will
+        start with (the system prompt and the turns so far, this one included), so that the next
+        reply reads only its examples and message: bench/cpu_speed.py --prompt conversation."""
+        settings = self.settings
+        history = self.store.history(conversation, settings.history_turns)
+        start = conversation_start(generation.tokenizer, settings.system_prompt, history, settings.example_layout)
+        if start:
+            generation.read_ahead(start, hints)
 
     def answer(self, message: Message) -> Reply:
         for event in self.answer_stream(message):

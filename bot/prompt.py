@@ -113,6 +113,16 @@ def tokenize_messages(
     return ids
 
 
+def conversation_start(tokenizer: Any, system_prompt: str, history: Sequence[Turn], layout: Layout) -> list[int] | None:
+    """The tokens a conversation's next prompt starts with, given its `history`, whatever the next
+    message and its examples: the system prompt and the turns, in layouts that put the examples after
+    them (None in those that put them first). `build_prompt` ids start with these while every turn is
+    kept (the next message leans on them and the budget holds them)."""
+    if layout not in ("nearest", "inline") or not history:
+        return None
+    return tokenize_messages(tokenizer, layout_messages(system_prompt, [], history, "", layout)[:-1], False)
+
+
 def build_prompt(
     tokenizer: Any,
     system_prompt: str,

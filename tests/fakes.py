@@ -71,6 +71,7 @@ class FakeEngine:
                                   lambda name: None)  # fmt: skip
         self.calls: list[list[int]] = []
         self.hints: list[ReplyHints] = []
+        self.holds: list[list[int]] = []  # prompt starts the worker asked it to read ahead
 
     def generate(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
@@ -86,6 +87,10 @@ class FakeEngine:
                 time.sleep(self.delay_s)
             on_text(word if i == 0 else " " + word)
         return len(words)
+
+    def hold(self, input_ids: list[int], hints: ReplyHints, stop: Callable[[], bool]) -> int:
+        self.holds.append(list(input_ids))
+        return 0
 
 
 class FakeEmbedder:

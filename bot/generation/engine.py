@@ -54,6 +54,12 @@ class Engine(Protocol):
         """Generate, calling on_text with each new piece of text; returns the number of new tokens."""
         ...
 
+    def hold(self, input_ids: list[int], hints: ReplyHints, stop: Callable[[], bool]) -> int:
+        """Read the likely start of a next prompt (a conversation's system prompt and turns so far)
+        into the KV cache a later reply reuses (bot/generation/prompt_reuse.py), a chunk at a time
+        until `stop()` says someone is waiting; returns the tokens held (0: it keeps no prompts)."""
+        ...
+
 
 class BatchingEngine(Engine, Protocol):
     """An engine that decodes several replies at once, one step for all of them (continuous

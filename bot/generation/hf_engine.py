@@ -134,11 +134,24 @@ class HFEngine:
         with torch.inference_mode(), self._lora_context(hints.base_only):
             for end in chunk_ends(kept, len(input_ids), self._chunk):
                 self.model(input_ids=ids[:, end - self._chunk : end], cache=cache, use_cache=True)
-            output = self.model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, **options
-            )
+            output = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), cache=cache, **options)
         self._held = _HeldPrompt(group, list(input_ids), cache)  # not on an error: its cache is unknown then
         return int(output.shape[1] - ids.shape[1])
+
+    def hold(self, input_ids: list[int], hints: ReplyHints, stop: Callable[[], bool]) -> int:
+        import torch
+
+        group = self._group(hints.base_only)
+        cache, read = self._take_cache(group, input_ids)
+        ids = torch.tensor([input_ids], device=self.model.device)
+        with torch.inference_mode(), self._lora_context(hints.base_only):
+            for end in chunk_ends(read, len(input_ids) + 1, self._chunk):  # whole chunks only
+                if stop():
+                    break
+                self.model(input_ids=ids[:, read:end], cache=cache, use_cache=True)
+                read = end
+        self._held = _HeldPrompt(group, list(input_ids[:read]), cache)
+        return read
 
     def _group(self, base_only: bool) -> str | None:
         """The LoRA a reply is read with (None: the base model), as `_lora_context` applies it."""

@@ -249,6 +249,28 @@ class LlamaCppEngine:
         self._sequences.append(sequence)
         return sequence
 
+    def hold(self, input_ids: list[int], hints: ReplyHints, stop: Callable[[], bool]) -> int:
+        assert not self._sequences, "a prompt start is read only between replies"
+        wanted = self.group(hints)
+        if wanted != self._applied:
+            self._apply_lora(wanted)  # type: ignore[arg-type]
+        prompt = list(input_ids[: self._context])
+        slot, read = self._held.take(wanted, prompt)
+        self._llama.llama_memory_seq_rm(self._memory, slot, read, -1)
+        sequence = SlotReply(slot, prompt, wanted, prompt[read:], 0, None, lambda _text: None,
+                             TextStream(self.tokenizer), position=read)  # fmt: skip
+        try:
+            for end in chunk_ends(read, len(prompt) + 1):  # whole chunks only: a reply reads the rest
+                if stop():
+                    break
+                self._decode([sequence], CHUNK)
+                read = end
+        except BaseException:
+            self._held.give_back(slot, wanted, [])  # its cache is not what it says
+            raise
+        self._held.give_back(slot, wanted, prompt[:read])
+        return read
+
     def step(self) -> list[tuple[object, int]]:
         """Read each new reply's prompt, each in a call of its own, then write one token of every
         reply in one batch. Prompts are never batched together: how a prompt is split into matrix

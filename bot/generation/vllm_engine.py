@@ -64,6 +64,9 @@ class VLLMEngine:
             raise UserError(f"the vLLM server at {self.settings.vllm_url} serves no model")
         return str(bases[0])
 
+    def hold(self, input_ids: list[int], hints: ReplyHints, stop: Callable[[], bool]) -> int:
+        return 0  # the server keeps prompt starts itself (vLLM's prefix caching)
+
     def generate(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
     ) -> int:

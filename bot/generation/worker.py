@@ -90,6 +90,10 @@ class GenerationService:
         self._batching: BatchingEngine | None = engine if engine.slots > 1 else None  # type: ignore[assignment]
         self._running: dict[object, _Run] = {}  # a batching engine's replies in progress, by handle
         self._group: object = None
+        # The likely start of a conversation's next prompt, read while nothing else is to be done
+        # (the latest asked only: one conversation's start is worth more than a backlog of them).
+        self._ahead_lock = threading.Lock()
+        self._ahead: tuple[list[int], ReplyHints, Future[int]] | None = None
         self._worker = threading.Thread(target=self._run, name="generation", daemon=True)
         metrics.watch_queue(self.queued)
         metrics.serving(engine.loras.version)
@@ -126,6 +130,17 @@ class GenerationService:
             if isinstance(event, Generated):
                 return
 
+    def read_ahead(self, input_ids: list[int], hints: ReplyHints = NO_HINTS) -> Future[int]:
+        """Have the engine read `input_ids` (the start a conversation's next prompt will likely have)
+        once it has nothing else to do, so that the next reply reads only what is new. The future
+        gives the tokens held: 0 if a later call took its place or the engine keeps no prompts."""
+        future: Future[int] = Future()
+        with self._ahead_lock:
+            replaced, self._ahead = self._ahead, (list(input_ids), hints, future)
+        if replaced is not None:
+            replaced[2].set_result(0)
+        return future
+
     def run_exclusive(self, action: Callable[[], T]) -> Future[T]:
         """Run `action` on the worker while no reply is being written (LoRA loads and swaps)."""
         future: Future[T] = Future()
@@ -155,6 +170,8 @@ class GenerationService:
                     # Watching the registry lets another process (a trainer, an admin CLI) swap us.
                     self._safely(self._sync_lora)
                     self._next_sync = time.monotonic() + self._sync_interval_s
+            if not self._running and not len(self._queue) and self._control.empty():
+                self._read_ahead()
             if self._batching is not None:
                 self._step(self._batching)
             elif (job := self._queue.get(timeout=0.05)) is not None:
@@ -164,6 +181,22 @@ class GenerationService:
             for run in self._running.values():
                 run.fail(RuntimeError("the generation service was closed"))
             self._running.clear()
+
+    def _read_ahead(self) -> None:
+        with self._ahead_lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return
+        input_ids, hints, future = ahead
+
+        def someone_waits() -> bool:
+            return bool(len(self._queue)) or not self._control.empty() or self._closing.is_set()
+
+        try:
+            future.set_result(self.engine.hold(input_ids, hints, someone_waits))
+        except Exception as exc:  # a cache not read ahead costs time only: the next reply reads it all
+            log.exception("reading a conversation's start ahead failed")
+            future.set_exception(exc)
 
     def _run_control(self) -> None:
         while True:

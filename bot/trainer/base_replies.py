@@ -75,6 +75,9 @@ class BaseReplies:
         self._replies[digest] = {"text": "".join(pieces), "tokens": tokens}
         return tokens
 
+    def hold(self, input_ids: list[int], hints: ReplyHints, stop: Callable[[], bool]) -> int:
+        return self.inner.hold(input_ids, hints, stop)
+
     def _load(self) -> dict[str, dict[str, Any]]:
         try:
             saved = json.loads(self.path.read_text())
