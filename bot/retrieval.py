@@ -13,8 +13,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -66,32 +65,8 @@ class SentenceEmbedder:
             return self._model
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._loaded()
-        with _torch_threads(1 if len(texts) <= _SMALL_BATCH else None):
-            vectors = model.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
+        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
         return np.asarray(vectors, dtype=np.float32)
-
-
-# A question (with a few turns of history) embeds faster on one thread than on two: 10.7 ms against
-# 13.9 ms on this 2-core CPU when quiet, 20-24 ms when the other core is busy, as it is while a reply
-# is being written (bench/serving.py --sizes 100000). Imports embed many texts at once, on every thread.
-_SMALL_BATCH = 8
-
-
-@contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """torch's intra-op threads for the calling thread only (OpenMP's count is per thread), restored after."""
-    if count is None:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 # A message that leans on the one before it: it starts by continuing it ("and on Sundays?", "what
