@@ -172,7 +172,7 @@ def bot_path(
 def llama_path(gguf: Path, n_threads: int, lora_gguf: Path | None) -> tuple[float, Run, Callable[[], None]]:
     from llama_cpp import Llama
 
-    from bot.generation.llama_engine import plain_llama_params
+    from bot.generation.llama_cpu import plain_llama_params
 
     started = time.monotonic()
     with plain_llama_params():  # the same weight buffers as the bot's engine

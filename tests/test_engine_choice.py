@@ -32,13 +32,13 @@ def test_llama_cpp_that_is_missing_or_loads_no_cpu_backend_is_not_chosen(monkeyp
     app.llama_cpp_problem.cache_clear()
     assert "not installed" in app.llama_cpp_problem()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
-    from bot.generation import llama_engine
+    from bot.generation import llama_cpu
 
     def no_cpu_backend(_llama_cpp: object) -> str:
         raise RuntimeError("llama.cpp loads no CPU backend")
 
-    monkeypatch.setattr(llama_engine, "_llama_cpp", lambda: object())
-    monkeypatch.setattr(llama_engine, "ggml_cpu_backend", no_cpu_backend)
+    monkeypatch.setattr(llama_cpu, "load_llama_cpp", lambda: object())
+    monkeypatch.setattr(llama_cpu, "ggml_cpu_backend", no_cpu_backend)
     app.llama_cpp_problem.cache_clear()
     assert app.llama_cpp_problem() == "RuntimeError: llama.cpp loads no CPU backend"
     app.llama_cpp_problem.cache_clear()

@@ -15,7 +15,7 @@ import pytest
 
 from bot.generation import lora_gguf
 from bot.generation.engine import Generated, ReplyHints
-from bot.generation.llama_engine import plain_llama_params
+from bot.generation.llama_cpu import plain_llama_params
 from bot.generation.worker import GenerationService
 from bot.prompt import build_prompt
 from bot.types import Token
@@ -202,7 +202,7 @@ def test_a_build_with_amx_kernels_keeps_its_weights_out_of_amx_buffers(system_in
     longer prompt on these machines' CPUs; every other build keeps llama.cpp's own choice."""
     from types import SimpleNamespace
 
-    from bot.generation.llama_engine import model_params_for_this_cpu
+    from bot.generation.llama_cpu import model_params_for_this_cpu
 
     fake = SimpleNamespace(llama_model_default_params=_FakeParams, llama_print_system_info=lambda: system_info)
     assert model_params_for_this_cpu(fake).use_extra_bufts is extra_buffers

@@ -31,9 +31,9 @@ def doctor_table(s: Settings) -> Table:
     engine = choose_engine(s)
     detail = f"setting: {s.engine}"
     if engine == "llama.cpp":
-        from bot.generation.llama_engine import _llama_cpp, ggml_cpu_backend
+        from bot.generation.llama_cpu import ggml_cpu_backend, load_llama_cpp
 
-        detail += f"; CPU kernels: {ggml_cpu_backend(_llama_cpp())}"
+        detail += f"; CPU kernels: {ggml_cpu_backend(load_llama_cpp())}"
     elif s.engine == "auto" and (problem := llama_cpp_problem()) is not None:
         detail += f"; not llama.cpp: {problem}"
     table.add_row("engine", f"{engine} ({detail})")

@@ -36,9 +36,9 @@ def llama_cpp_problem() -> str | None:
     if importlib.util.find_spec("llama_cpp") is None:
         return "llama-cpp-python is not installed (make install EXTRAS=llama)"
     try:
-        from bot.generation.llama_engine import _llama_cpp, ggml_cpu_backend
+        from bot.generation.llama_cpu import ggml_cpu_backend, load_llama_cpp
 
-        ggml_cpu_backend(_llama_cpp())
+        ggml_cpu_backend(load_llama_cpp())
     except Exception as exc:  # a half-installed or broken build: any error means "not here"
         return f"{type(exc).__name__}: {exc}"
     return None

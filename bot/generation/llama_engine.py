@@ -15,10 +15,8 @@ import ctypes
 import json
 import logging
 import os
-import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import numpy as np
 from bot.config import Settings
 from bot.generation.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
 from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.llama_cpu import ggml_cpu_backend, load_llama_cpp, model_params_for_this_cpu
 from bot.generation.llama_sequences import HeldPrompts, SlotReply, TextStream
 from bot.generation.lora_follow import LoraFollower, LoraSource
 from bot.generation.lora_gguf import gguf_lora_path
@@ -34,26 +33,6 @@ from bot.generation.model_files import ModelFiles, default_gguf_path, model_cach
 from bot.generation.prompt_reuse import CHUNK, chunk_ends
 
 log = logging.getLogger(__name__)
-_LLAMA_LOG: Any = None
-AMX_VARIANTS = {"sapphirerapids"}  # GGML_CPU_ALL_VARIANTS builds with AMX kernels
-
-
-def _forward_log(level: int, text: bytes, _user_data: Any) -> None:
-    """llama.cpp's log lines: errors as errors, the rest (load details, tuning notes) as debug."""
-    message = text.decode("utf-8", "replace").rstrip()
-    if message:
-        log.log(logging.ERROR if level == 3 else logging.DEBUG, "llama.cpp: %s", message)
-
-
-def _llama_cpp() -> Any:
-    """llama_cpp, with its log lines routed to ours (the callback is kept: C code calls it)."""
-    global _LLAMA_LOG
-    import llama_cpp
-
-    if _LLAMA_LOG is None:
-        _LLAMA_LOG = llama_cpp.llama_log_callback(_forward_log)
-        llama_cpp.llama_log_set(_LLAMA_LOG, None)
-    return llama_cpp
 
 
 def serving_gguf(settings: Settings, source: Path) -> Path:
@@ -63,7 +42,7 @@ def serving_gguf(settings: Settings, source: Path) -> Path:
     cost the default engine answers: on the library set, examples only, 61.7% (Q8_0) against 68.3%
     (F16, the same as F32) and 75.0% on transformers; a taught answer in a short conversation was
     lost on an AVX512 CPU (docs/cpu_speed.md has the figures, speed included)."""
-    llama_cpp = _llama_cpp()
+    llama_cpp = load_llama_cpp()
 
     target = model_cache_dir(settings) / f"{source.stem}.f16.gguf"
     if not target.exists():
@@ -83,81 +62,6 @@ def serving_gguf(settings: Settings, source: Path) -> Path:
     return target
 
 
-def ggml_cpu_backend(llama_cpp: Any) -> str:
-    """Make sure ggml has its CPU backend, and say which: a build with GGML_BACKEND_DL (the image's,
-    one library per CPU generation) keeps those libraries in site-packages/bin, where ggml does not
-    look, and then had no device at all ("no backends are loaded"). Raises RuntimeError, naming the
-    folders tried, when none loads."""
-    lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
-    ggml = ctypes.CDLL(_mapped("libggml") or str(lib_dir / "libggml.so"))
-    ggml.ggml_backend_dev_count.restype = ctypes.c_size_t
-    ggml.ggml_backend_load_all_from_path.argtypes = [ctypes.c_char_p]
-    folders = [lib_dir, lib_dir.parent.parent / "bin", lib_dir.parent / "bin"]
-    for folder in folders:
-        if ggml.ggml_backend_dev_count() > 0:
-            break
-        if folder.is_dir():
-            ggml.ggml_backend_load_all_from_path(str(folder).encode())
-    if ggml.ggml_backend_dev_count() == 0:
-        raise RuntimeError(f"llama.cpp loads no CPU backend (no libggml-cpu*.so that runs here in {folders})")
-    variant = loaded_cpu_variant()
-    if variant:
-        return f"the {variant} build"  # of GGML_CPU_ALL_VARIANTS, the best this CPU runs
-    features = llama_cpp.llama_print_system_info().decode(errors="replace").replace("CPU : ", "")
-    return " ".join(f.split(" = ")[0].strip() for f in features.split("|") if f.strip().endswith("= 1"))
-
-
-def loaded_cpu_variant() -> str | None:
-    """Which libggml-cpu-<variant>.so ggml loaded (a GGML_BACKEND_DL build); None for a build with
-    its CPU kernels linked in."""
-    found = _mapped("libggml-cpu-")
-    return re.sub(r"^libggml-cpu-|\.so.*$", "", Path(found).name) if found else None
-
-
-def _mapped(prefix: str) -> str | None:
-    """The path of a library this process has loaded whose name starts with `prefix` and has no other
-    dash after it, from its memory map (None off Linux). A wheel holds copies, not links: libggml.so
-    and libggml.so.0 are two libraries with a backend registry each, and only the one libllama loaded
-    (libggml.so.0) is the one that counts."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return None
-    pattern = re.escape(prefix) + (r"[a-z0-9_]+\.so" if prefix.endswith("-") else r"\.so[.0-9]*")
-    found = re.search(rf"(/\S*/{pattern})$", maps, re.M)
-    return found.group(1) if found else None
-
-
-def model_params_for_this_cpu(llama_cpp: Any, params: Any = None) -> Any:
-    """llama.cpp's default model parameters (or `params`), without its AMX weight buffers where the
-    build has them.
-
-    A build made with native flags on a CPU with AMX moves Q8_0 weights into AMX buffers, and on the
-    Sapphire Rapids VMs these machines run on, its AMX matrix product dies of SIGILL (`tileloadd`) at
-    the first prompt of more than a few tokens: seen with llama-cpp-python 0.3.36, while a plain AMX
-    program runs there, so the fault is ggml's. The weights then stay in plain buffers (AVX512 kernels).
-    """
-    params = llama_cpp.llama_model_default_params() if params is None else params
-    if b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info() or loaded_cpu_variant() in AMX_VARIANTS:
-        params.use_extra_bufts = False
-    return params
-
-
-@contextmanager
-def plain_llama_params() -> Iterator[None]:
-    """While it lasts, llama-cpp-python's high-level `Llama` loads with `model_params_for_this_cpu`
-    (it takes no argument for it): the benchmark's and the tests' plain llama.cpp."""
-    import llama_cpp.llama as high_level
-
-    low_level = high_level.llama_cpp
-    default = low_level.llama_model_default_params
-    low_level.llama_model_default_params = lambda: model_params_for_this_cpu(low_level, default())
-    try:
-        yield
-    finally:
-        low_level.llama_model_default_params = default
-
-
 class LlamaCppEngine:
     """A BatchingEngine (bot.generation.worker) on llama.cpp; every method runs on the generation worker."""
 
@@ -170,7 +74,7 @@ class LlamaCppEngine:
     ) -> None:
         from transformers import AutoTokenizer
 
-        llama_cpp = _llama_cpp()
+        llama_cpp = load_llama_cpp()
         self._llama = llama_cpp
         self.settings = settings
         self.files = files
