@@ -181,3 +181,22 @@ def test_the_llama_engine_reads_a_start_ahead_and_writes_the_cold_reply(real_lla
     monkeypatch.setattr(engine._held, "take", lambda g, p: (r := take(g, p), kept.append(r[1]))[0])
     engine._held.forget(None)
     _held_then_cold(engine, kept)
+
+
+def test_questions_asked_one_after_another_are_not_slowed_by_reading_ahead(make_core) -> None:
+    """`bot eval` and the gate send the next question at once: nothing is read ahead between them,
+    only once the engine has been idle for a while."""
+    from bot.types import ConversationKey, Message
+    from tests.fakes import FakeEngine
+
+    engine = FakeEngine(reply="We open at nine.")
+    core = make_core(engine)
+    core.generation._read_ahead_after_s = 3.0  # far longer than the gap between two questions, even on a busy CI
+    for n in range(5):
+        core.answer(Message(ConversationKey("console", f"eval-{n}"), "local", "What are the opening hours?"))
+    assert engine.holds == [], "read ahead between questions sent one after another"
+    core.generation._read_ahead_after_s = 0.0
+    deadline = time.monotonic() + 5
+    while not engine.holds and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(engine.holds) == 1, "the latest conversation's start, once idle"

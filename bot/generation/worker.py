@@ -27,6 +27,10 @@ from bot.types import Queued, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# A conversation's next start is read only once the engine has had nothing to do for this long: a
+# person takes seconds to read a reply and type, while a program asking one question after another
+# (`bot eval`, the training gate) sends the next within milliseconds and would wait for the reading.
+READ_AHEAD_AFTER_S = 0.25
 
 
 @dataclass
@@ -79,7 +83,9 @@ class GenerationService:
     engine decodes up to `slots` replies together; LoRA swaps and other exclusive actions still
     run only while no reply is being written (new replies wait until the running ones end)."""
 
-    def __init__(self, engine: Engine, sync_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, engine: Engine, sync_interval_s: float = 1.0, read_ahead_after_s: float = READ_AHEAD_AFTER_S
+    ) -> None:
         self.engine = engine
         self._queue: FairQueue[_Job] = FairQueue()
         self._control: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
@@ -94,6 +100,8 @@ class GenerationService:
         # (the latest asked only: one conversation's start is worth more than a backlog of them).
         self._ahead_lock = threading.Lock()
         self._ahead: tuple[list[int], ReplyHints, Future[int]] | None = None
+        self._read_ahead_after_s = read_ahead_after_s
+        self._busy_at = 0.0  # when the engine last had a reply to write or waiting
         self._worker = threading.Thread(target=self._run, name="generation", daemon=True)
         metrics.watch_queue(self.queued)
         metrics.serving(engine.loras.version)
@@ -170,12 +178,15 @@ class GenerationService:
                     # Watching the registry lets another process (a trainer, an admin CLI) swap us.
                     self._safely(self._sync_lora)
                     self._next_sync = time.monotonic() + self._sync_interval_s
-            if not self._running and not len(self._queue) and self._control.empty():
+            if self._running or len(self._queue):
+                self._busy_at = time.monotonic()
+            elif self._control.empty() and time.monotonic() - self._busy_at >= self._read_ahead_after_s:
                 self._read_ahead()
             if self._batching is not None:
                 self._step(self._batching)
             elif (job := self._queue.get(timeout=0.05)) is not None:
                 self._serve(job)
+                self._busy_at = time.monotonic()
         if self._running and self._batching is not None:  # closed mid-reply: nothing left behind in the engine
             self._batching.abort()
             for run in self._running.values():
