@@ -124,6 +124,18 @@ def test_a_server_with_an_api_key_refuses_a_bot_without_it_and_serves_one_with_i
     assert [c["lora_name"] for c in emulator.calls("/v1/load_lora_adapter")] == [reply.text.split()[-1].rstrip(".")]
 
 
+# `python -m llama_cpp.server` with the bot's weight buffers for this CPU (bot/generation/llama_cpu.py):
+# with llama.cpp's defaults, a CPU with AMX dies of SIGILL at the first prompt of more than a few
+# tokens, and the stream breaks off.
+SERVE = """
+import runpy, sys
+from bot.generation.llama_cpu import plain_llama_params
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+with plain_llama_params():
+    runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
+
 @pytest.fixture(scope="module")
 def openai_compatible_server() -> Iterator[str]:
     """llama.cpp's OpenAI-compatible server (llama-cpp-python) on the default GGUF, on loopback."""
@@ -134,7 +146,7 @@ def openai_compatible_server() -> Iterator[str]:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--port", str(port),
+        [sys.executable, "-c", SERVE, "--model", str(default_gguf_path()), "--port", str(port),
          "--model_alias", BASE, "--n_ctx", "2048"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
