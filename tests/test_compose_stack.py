@@ -1,6 +1,7 @@
-"""deploy/compose.yaml up for real: the bot's image, PostgreSQL and a chromadb server, with the real
-discord.py in the bot talking to the Discord emulator on this host. A question is answered, a 👍 makes
-an example in the chroma server and the exchange lands in PostgreSQL."""
+"""deploy/compose.yaml up for real: the bot's image, PostgreSQL and a chromadb server behind its token
+proxy, with the real discord.py in the bot talking to the Discord emulator on this host. A question is
+answered, a 👍 makes an example in the chroma server and the exchange lands in PostgreSQL; chromadb
+answers the bot's container only through the proxy, and only with the token."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def stack(
 ) -> Iterator[tuple[str, str, DiscordEmulator, float]]:
     tool = bot_image
     if tool == "podman":
-        run("bash", str(STAND_INS / "make-images.sh"), "postgres", "chroma", timeout=1800)
+        run("bash", str(STAND_INS / "make-images.sh"), "postgres", "chroma", "nginx", timeout=1800)
     host = "host.containers.internal" if tool == "podman" else "host.docker.internal"
     emulator = DiscordEmulator(bind="0.0.0.0", advertised_host=host).start()
     admin = emulator.add_user("admin")
@@ -66,7 +67,7 @@ def stack(
     override.write_text(yaml.safe_dump({"services": {"bot": bot}}))
     # compose.yaml requires the password (no default to forget): a fresh one, never in the checkout.
     passwords = override.with_name("test.env")
-    passwords.write_text(f"POSTGRES_PASSWORD={token_hex(16)}\n")
+    passwords.write_text(f"POSTGRES_PASSWORD={token_hex(16)}\nCHROMA_TOKEN={token_hex(16)}\n")
     project = f"botstack{uuid.uuid4().hex[:6]}"
     files = ["-f", str(COMPOSE), "-f", str(override)]
     compose = [*compose_command(tool), "--env-file", str(passwords), "-p", project, *files]
@@ -116,3 +117,30 @@ def test_a_message_is_answered_and_a_vote_lands_in_chroma_and_postgres(stack) ->
     votes = run(tool, "exec", postgres, "psql", "-U", "bot", "-d", "bot", "-tAc", "select count(*) from votes")
     assert int(votes.stdout.strip()) == 1
     assert not Path(REPO / "deploy" / ".env").exists()  # nothing written into the checkout
+
+
+# From inside the bot's container: the proxy without, with and with a wrong token, and chromadb's own
+# port on the proxy's address (it listens on loopback there, so it must not answer).
+PROBE = """
+import json, os, urllib.error, urllib.request
+def status(url, token=None):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=5).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:
+        return type(exc).__name__
+version = "http://chroma-proxy:8000/api/v2/version"
+print(json.dumps([status(version), status(version, os.environ["BOT_CHROMA_TOKEN"]), status(version, "wrong"),
+                  status("http://chroma-proxy:8001/api/v2/heartbeat")]))  # chromadb's own port
+"""
+
+
+def test_chroma_answers_only_through_its_proxy_and_only_with_the_token(stack) -> None:
+    tool, project, _emulator, _ready_s = stack
+    bot = f"{project}_bot_1" if tool == "podman" else f"{project}-bot-1"
+    probed = run(tool, "exec", bot, "python", "-c", PROBE, timeout=60)
+    without, with_token, wrong, direct = json.loads(probed.stdout)
+    assert (without, with_token, wrong) == (401, 200, 401)
+    assert not isinstance(direct, int), f"chromadb itself answered the bot's container: {direct}"

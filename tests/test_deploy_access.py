@@ -146,7 +146,8 @@ def test_chroma_listens_on_loopback_behind_a_proxy_that_checks_the_token(docs) -
     (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "chroma-auth-proxy"]
     template = config["data"]["default.conf.template"]
     assert '"Bearer ${CHROMA_TOKEN}" 1;' in template and "return 401;" in template
-    assert template.count(f"proxy_pass http://127.0.0.1:{upstream};") == 2
+    assert template.count("proxy_pass http://${CHROMA_UPSTREAM};") == 2
+    assert {v["name"]: v.get("value") for v in proxy["env"]}["CHROMA_UPSTREAM"] == f"127.0.0.1:{upstream}"
     mounts = {m["mountPath"]: m["name"] for m in proxy["volumeMounts"]}
     volumes = {v["name"]: v for v in workloads(docs)["chroma"]["spec"]["volumes"]}
     assert volumes[mounts["/etc/nginx/templates"]]["configMap"]["name"] == "chroma-auth-proxy"
@@ -162,6 +163,8 @@ def test_compose_publishes_only_the_bots_health_port_on_loopback() -> None:
     services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
     published = {name: service["ports"] for name, service in services.items() if service.get("ports")}
     assert published == {"bot": ["127.0.0.1:9090:9090"]}, published
-    assert all("expose" not in service and "network_mode" not in service for service in services.values())
+    assert all("expose" not in service for service in services.values())
+    # No host network: a service shares only another service's namespace (chroma, its proxy's).
+    assert all(service.get("network_mode", "service:").startswith("service:") for service in services.values())
     # The commented Slack HTTP line, once uncommented, binds loopback too.
     assert '# - "127.0.0.1:3000:3000"' in (DEPLOY / "compose.yaml").read_text()

@@ -3,7 +3,7 @@
 # cannot pull from Docker Hub (these build machines, an offline mirror). An image already present
 # (the real one, or a stand-in made earlier) is kept: the script only fills in what is missing.
 #
-#   deploy/stand-ins/make-images.sh [python] [postgres] [chroma]      (default: all three)
+#   deploy/stand-ins/make-images.sh [python] [postgres] [chroma] [nginx]      (default: all four)
 #
 # What each differs in from the real image (docs/deploy.md):
 #   python:3.11-slim-trixie  Debian trixie minbase (not slim) with this machine's own CPython 3.11
@@ -17,11 +17,14 @@
 #   chromadb/chroma:1.5.9    the same chromadb release's Python server (`chroma run`) on the python
 #                            stand-in, plus curl for the health check; the official image runs the
 #                            Rust server build of the same release.
+#   nginxinc/nginx-unprivileged:1.29  trixie's nginx (1.26) as uid 101 with /tmp for its pid and
+#                            buffers, and the official image's template step (envsubst of the
+#                            variables set) in a small entrypoint.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/containers.conf}"
 wanted=("$@")
-[ ${#wanted[@]} -gt 0 ] || wanted=(python postgres chroma)
+[ ${#wanted[@]} -gt 0 ] || wanted=(python postgres chroma nginx)
 
 has() { podman image exists "$1"; }
 log() { printf '[stand-ins] %s\n' "$*" >&2; }
@@ -81,11 +84,20 @@ chroma_image() {
     "$here/podman-build.sh" --quiet -t docker.io/chromadb/chroma:1.5.9 -f "$here/chroma.Containerfile" "$here" >/dev/null
 }
 
+nginx_image() {
+    has docker.io/nginxinc/nginx-unprivileged:1.29 && return
+    minbase
+    log "nginxinc/nginx-unprivileged:1.29 from trixie's nginx"
+    podman build --quiet --network host -t docker.io/nginxinc/nginx-unprivileged:1.29 \
+        -f "$here/nginx.Containerfile" "$here" >/dev/null
+}
+
 for name in "${wanted[@]}"; do
     case "$name" in
         python) python_image ;;
         postgres) postgres_image ;;
         chroma) chroma_image ;;
-        *) log "unknown image $name (python, postgres, chroma)"; exit 2 ;;
+        nginx) nginx_image ;;
+        *) log "unknown image $name (python, postgres, chroma, nginx)"; exit 2 ;;
     esac
 done
