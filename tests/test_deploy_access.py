@@ -168,3 +168,20 @@ def test_compose_publishes_only_the_bots_health_port_on_loopback() -> None:
     assert all(service.get("network_mode", "service:").startswith("service:") for service in services.values())
     # The commented Slack HTTP line, once uncommented, binds loopback too.
     assert '# - "127.0.0.1:3000:3000"' in (DEPLOY / "compose.yaml").read_text()
+
+
+def test_compose_reaches_chroma_only_through_its_token_proxy() -> None:
+    services = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]
+    bot, chroma = services["bot"], services["chroma"]
+    # chromadb checks no token: it listens on loopback in its proxy's network namespace (the pod's
+    # sidecar layout), and the bot reaches it through the proxy with the token, required from deploy/.env.
+    proxy = services["chroma-proxy"]
+    assert chroma["network_mode"] == "service:chroma-proxy" and "ports" not in chroma
+    args = chroma["command"]
+    upstream = f"{args[args.index('--host') + 1]}:{args[args.index('--port') + 1]}"
+    assert upstream.startswith("127.0.0.1:") and proxy["environment"]["CHROMA_UPSTREAM"].startswith(upstream)
+    assert upstream in chroma["healthcheck"]["test"][-1]
+    token = proxy["environment"]["CHROMA_TOKEN"]
+    assert bot["environment"]["BOT_CHROMA_TOKEN"] == token and token.startswith("${CHROMA_TOKEN:?")
+    template = proxy["volumes"][0].split(":")[0]
+    assert (DEPLOY / template).resolve() == DEPLOY / "k8s" / "chroma-auth-proxy.conf.template", "the pod's check"
