@@ -19,7 +19,7 @@ from bot.generation.engine import Generated, ReplyHints
 from bot.generation.queueing import HeldStream, InFlightLimit
 from bot.generation.worker import GenerationService
 from bot.ops import metrics
-from bot.prompt import build_prompt, conversation_start
+from bot.prompt import Turn, build_prompt, conversation_start
 from bot.retrieval import ExampleStore, leans_on_history, related_turns, retrieval_query
 from bot.stores.feedback import FeedbackStore
 from bot.types import (
@@ -223,7 +223,7 @@ class Core:
             raise UserError(f"the message has {len(text)} characters; the limit is {self.settings.max_message_chars}")
         started = time.monotonic()
         settings = self.settings
-        history = self.store.history(message.conversation, settings.history_turns)
+        history = recent = self.store.history(message.conversation, settings.history_turns)
         query = retrieval_query(text, history[-1].user if history else None)
         if not leans_on_history(text):  # a new question: unrelated turns only distract the small model
             history = related_turns(self.examples.embedder, text, history, settings.history_similarity)
@@ -266,7 +266,10 @@ class Core:
                     completion_tokens=event.completion_tokens,
                     scope=message.scope,
                 )
-                self._read_next_start_ahead(generation, message.conversation, hints)
+                # The conversation's turns as its next message will read them (no second query).
+                turns = settings.history_turns
+                upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
+                self._read_next_start_ahead(generation, upcoming, hints)
                 yield Done(
                     Reply(
                         text=event.text,
@@ -280,14 +283,11 @@ class Core:
                     )
                 )
 
-    def _read_next_start_ahead(
-        self, generation: GenerationService, conversation: ConversationKey, hints: ReplyHints
-    ) -> None:
+    def _read_next_start_ahead(self, generation: GenerationService, history: list[Turn], hints: ReplyHints) -> None:
         """While the user reads the reply, the engine reads what the conversation's next prompt will
         start with (the system prompt and the turns so far, this one included), so that the next
         reply reads only its examples and message: bench/cpu_speed.py --prompt conversation."""
         settings = self.settings
-        history = self.store.history(conversation, settings.history_turns)
         start = conversation_start(generation.tokenizer, settings.system_prompt, history, settings.example_layout)
         if start:
             generation.read_ahead(start, hints)
