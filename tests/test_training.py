@@ -322,6 +322,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     counts = manifest["dataset"]["counts"]
     assert counts["heldout"] == 1 and counts["train"] == 2 and counts["paraphrases"] == 2 and counts["replay"] == 2
     assert set(manifest["eval"]) == {"candidate", "baseline"}
+    assert manifest["train_dtype"] in {"float32", "bfloat16"}  # what this CPU trained in (tests/test_cpu_training.py)
     assert manifest["eval"]["baseline"]["regression_total"] == len(load_eval_file(REGRESSION_FILE))
     assert status["summary"].startswith(f"LoRA {status['version']}")
 
