@@ -74,8 +74,10 @@ def test_scopes_keep_what_a_workspace_learned_there(make_store: MakeStore) -> No
 def test_a_vote_makes_an_example_on_the_server_that_another_replica_retrieves(make_core, chroma_server) -> None:
     """Two cores (two replicas) on one chromadb server: what one learns, the other retrieves at once."""
     collection = f"test-{uuid.uuid4().hex}"
-    first, second = (make_core(FakeEngine("Use the link."), examples=ExampleStore.remote(FakeEmbedder(), chroma_server,
-                                                                                     collection)) for _ in range(2))
+    first, second = (
+        make_core(FakeEngine("Use the link."), examples=ExampleStore.remote(FakeEmbedder(), chroma_server, collection))
+        for _ in range(2)
+    )
     conversation = ConversationKey("slack", "C1", "t1")
     answering = first.handle(Incoming("slack", conversation, "U1", "how do I reset my password", mentions_bot=True))
     reply = [e for e in answering.events][-1].reply  # type: ignore[union-attr]
