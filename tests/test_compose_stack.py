@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from adapters.streaming import WRITING
-from tests.containers import BOT_IMAGE, REPO, STAND_INS, run
+from tests.containers import BOT_IMAGE, IMAGE_TESTS, REPO, STAND_INS, run
 from tests.emulators.discord_api import DiscordEmulator, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = IMAGE_TESTS
 COMPOSE = REPO / "deploy" / "compose.yaml"
 Stack = tuple[str, str, DiscordEmulator, float]  # engine, compose project, emulator, seconds to ready
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers import BOT_IMAGE, LOCKED_DOWN, env, in_image, run, volume
+from tests.containers import BOT_IMAGE, IMAGE_TESTS, LOCKED_DOWN, env, in_image, run, volume
 
-pytestmark = pytest.mark.slow
+pytestmark = IMAGE_TESTS
 FACTS = Path(__file__).parent / "data" / "container_facts.jsonl"
 
 
