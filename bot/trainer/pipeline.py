@@ -20,7 +20,7 @@ from bot.trainer.base_replies import CACHE_FILE as BASE_REPLIES
 from bot.trainer.base_replies import BaseReplies
 from bot.trainer.gate import decide, gate_engine, gate_scores, gate_settings, serving_answerer
 from bot.trainer.gate_cache import cached_regression, regression_key
-from bot.trainer.qlora import cpu_training_dtype, lora_config, plot_losses, train_lora
+from bot.trainer.qlora import lora_config, plot_losses, train_lora, training_dtype
 from bot.trainer.self_replay import SelfAnswers
 from bot.training.dataset import REGRESSION_FILE, build_training_data
 from bot.training.status import StatusFile
@@ -73,8 +73,7 @@ def train_candidate(
     clock = time.monotonic()
     staging_dir.mkdir(parents=True, exist_ok=True)
     engine.restore_4bit_layout()  # replay answers were generated on it: train on the layers as loaded
-    on_cpu = str(engine.model.device) == "cpu"
-    train_dtype = cpu_training_dtype(settings) if on_cpu else "bfloat16"  # a GPU: QLoRA's compute dtype
+    train_dtype = training_dtype(engine.model, settings)
     losses = train_lora(settings, engine.model, engine.tokenizer, data, staging_dir, status)
     timings["train_s"] = time.monotonic() - clock
     del engine

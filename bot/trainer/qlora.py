@@ -66,6 +66,14 @@ def cpu_training_dtype(settings: Settings) -> str:
     return chosen
 
 
+def training_dtype(model: Any, settings: Settings) -> str:
+    """What `train_lora` computes in on this model: QLoRA's bfloat16 on a GPU; on a CPU, a 4-bit
+    model's `cpu_training_dtype`, any other model its own float32."""
+    if str(model.device) != "cpu":
+        return "bfloat16"
+    return cpu_training_dtype(settings) if getattr(model, "is_quantized", False) else "float32"
+
+
 def dequantized_for_cpu(model: Any, settings: Settings) -> Any:
     """The 4-bit model's weights as its 4-bit layers compute with (NF4 dequantized once, not at every
     matmul: about 25% faster a step on a CPU, where memory is not the constraint for this model),
@@ -82,13 +90,13 @@ def train_lora(
     settings: Settings, model: Any, tokenizer: Any, data: TrainingData, out_dir: Path, status: StatusFile
 ) -> list[dict[str, float]]:
     """QLoRA on the given 4-bit model through TRL; saves the LoRA into out_dir; returns the losses."""
-    import torch
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
 
     t = settings.training
     losses: list[dict[str, float]] = []
     on_cpu = str(model.device) == "cpu"
+    dtype = training_dtype(model, settings)
     if on_cpu and getattr(model, "is_quantized", False):
         model = dequantized_for_cpu(model, settings)
     elif not on_cpu:
@@ -109,7 +117,7 @@ def train_lora(
         "data_seed": t.seed,
         "gradient_checkpointing": False,
         "use_cpu": on_cpu,
-        "bf16": not on_cpu or model.dtype == torch.bfloat16,  # autocast
+        "bf16": dtype == "bfloat16",  # autocast
         "max_length": t.max_seq_len,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
