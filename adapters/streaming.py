@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
 from adapters.edit_budget import EditBudget
 from adapters.text import split_text
 from bot.ops import metrics
-from bot.types import Answering, CommandResult, Done, Queued, Reply, Token, UserError
+from bot.types import Answering, CommandResult, Done, Queued, Reply, StreamEvent, Token, UserError
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -41,13 +42,46 @@ def command_failed(platform: str, command: str) -> CommandResult:
 
 
 class Screen(Protocol):
-    """The platform's messages, by the reference the core links to exchanges (`message_ref`)."""
+    """The platform's messages, by the reference the core links to exchanges (`message_ref`).
 
-    def post(self, text: str) -> str: ...
+    `buttons` names the exchange whose feedback buttons go under the message: set only on the
+    message that shows the last part of a finished reply."""
 
-    def edit(self, ref: str, text: str) -> None: ...
+    def post(self, text: str, buttons: str | None = None) -> str: ...
+
+    def edit(self, ref: str, text: str, buttons: str | None = None) -> None: ...
 
     def delete(self, ref: str) -> None: ...
+
+
+class ShowElsewhere(Exception):
+    """This way of showing a reply cannot show it (Slack refused a stream; a stream cannot show a
+    queue notice): the reply moves to the next way, keeping its events and the text so far."""
+
+
+class ReplyView(Protocol):
+    """One way of showing a reply as the model writes it; `show_answer` drives it."""
+
+    @property
+    def refs(self) -> list[str]:
+        """The messages that show the reply so far."""
+        ...
+
+    def begin(self) -> None: ...
+
+    def queued(self, position: int) -> None: ...
+
+    def grow(self, text: str) -> None:
+        """The reply so far (may be skipped: rate limits)."""
+        ...
+
+    def finish(self, text: str, exchange_id: str) -> list[str]:
+        """The whole reply with its feedback buttons; the refs of the messages posted now."""
+        ...
+
+    def fail(self, text: str, note: str) -> None:
+        """Say what went wrong (`note`) where the reply so far (`text`) is shown."""
+        ...
 
 
 def queued_text(position: int) -> str:
@@ -75,34 +109,63 @@ FINAL_TRIES = 8  # a final edit rate-limited this often in a row is a platform o
 
 
 class ReplyOnScreen:
-    """The messages that show one reply: posted as the text grows, edited, deleted when it shrinks.
+    """A reply shown in messages it posts and edits as the text grows (deleting one when the text
+    shrinks), the feedback buttons on the message with the last part of the finished reply: the
+    `ReplyView` of every message-editing platform.
 
     Edits spend `budget` under `key` (the workspace or channel route, shared by every reply): an
     intermediate one is skipped when it is spent or rate-limited, the final one always goes.
     """
 
     def __init__(
-        self, screen: Screen, limit: int, interval_s: float, budget: EditBudget | None = None, key: str = ""
+        self,
+        screen: Screen,
+        limit: int,
+        interval_s: float,
+        budget: EditBudget | None = None,
+        key: str = "",
+        placeholder: str = "",
     ) -> None:
         self.screen, self.limit, self.interval_s = screen, limit, interval_s
-        self.budget, self.key = budget, key
-        self.parts: list[tuple[str, str]] = []  # (message ref, text shown)
+        self.budget, self.key, self.placeholder = budget, key, placeholder
+        self.parts: list[tuple[str, str, str | None]] = []  # (message ref, text shown, its buttons)
         self.last = 0.0
 
     @property
     def refs(self) -> list[str]:
-        return [ref for ref, _ in self.parts]
+        return [ref for ref, _, _ in self.parts]
 
-    def show(self, text: str, *, wait: bool) -> list[str]:
-        """Show `text`; too soon after the last edit, or with the edit budget spent, skip it or,
-        with `wait`, wait (and retry through rate limits). Returns the refs of messages posted now."""
+    def begin(self) -> None:
+        if self.placeholder:
+            self.show(self.placeholder, wait=False)
+
+    def queued(self, position: int) -> None:
+        self.show(queued_text(position), wait=True)
+
+    def grow(self, text: str) -> None:
+        if text.strip():
+            self.show(text + WRITING, wait=False)
+
+    def finish(self, text: str, exchange_id: str) -> list[str]:
+        return self.show(text, wait=True, buttons=exchange_id)
+
+    def fail(self, text: str, note: str) -> None:
+        try:
+            self.show((text + "\n\n" if text.strip() else "") + note, wait=True)
+        except Exception:  # the platform is gone too (a closed client): nothing more to say
+            log.warning("could not show the failure: %s", note, exc_info=True)
+
+    def show(self, text: str, *, wait: bool, buttons: str | None = None) -> list[str]:
+        """Show `text` (with `buttons` under its last part); too soon after the last edit, or with
+        the edit budget spent, skip it or, with `wait`, wait (and retry through rate limits).
+        Returns the refs of messages posted now."""
         pause = self.last + self.interval_s - time.monotonic()
         if not wait:
             if pause > 0 or (self.parts and self.budget is not None and not self.budget.take(self.key)):
                 return []
             posted: list[str] = []
             try:
-                self._apply(text, posted)
+                self._apply(text, posted, buttons)
             except RateLimited as limited:
                 self._rate_limited(limited)
             return posted
@@ -110,7 +173,7 @@ class ReplyOnScreen:
         posted = []
         for attempt in range(FINAL_TRIES):
             try:
-                self._apply(text, posted)
+                self._apply(text, posted, buttons)
                 return posted
             except RateLimited as limited:
                 if attempt == FINAL_TRIES - 1:
@@ -124,58 +187,100 @@ class ReplyOnScreen:
         if self.budget is not None:
             self.budget.rate_limited(self.key, limited.retry_after_s)
 
-    def _apply(self, text: str, posted: list[str]) -> None:
+    def _apply(self, text: str, posted: list[str], buttons: str | None) -> None:
         """Make the messages show `text`; `posted` collects what is posted, even when a later call fails."""
         chunks = split_text(text, self.limit)
         for i, chunk in enumerate(chunks):
+            wanted = buttons if i == len(chunks) - 1 else None
             if i < len(self.parts):
-                ref, shown = self.parts[i]
-                if chunk != shown:
-                    self.screen.edit(ref, chunk)
-                    self.parts[i] = (ref, chunk)
+                ref, shown, had = self.parts[i]
+                if (chunk, wanted) != (shown, had):  # new text, or the buttons to add
+                    self.screen.edit(ref, chunk, wanted)
+                    self.parts[i] = (ref, chunk, wanted)
             else:
-                ref = self.screen.post(chunk)
-                self.parts.append((ref, chunk))
+                ref = self.screen.post(chunk, wanted)
+                self.parts.append((ref, chunk, wanted))
                 posted.append(ref)
         while len(self.parts) > len(chunks):  # the final text can be shorter than the stream
             self.screen.delete(self.parts.pop()[0])
         self.last = time.monotonic()
 
 
-def show_answer(
-    core: Core, answering: Answering, on_screen: ReplyOnScreen, platform: str, placeholder: str = ""
-) -> Reply | None:
-    """Stream the core's answer onto the screen; the Reply, or None when it failed (the failure
-    is shown in its place)."""
-    if placeholder:
-        on_screen.show(placeholder, wait=False)
-    text = ""
+def show_answer(core: Core, answering: Answering, views: Sequence[ReplyView], platform: str) -> Reply | None:
+    """Show the core's answer in the first of `views` that can (the next takes over, with the
+    text so far, when one raises ShowElsewhere); every message that shows the reply is linked to
+    its exchange before the final text, so a vote cast the moment it reads complete counts.
+    The answer is generated as its events are read here. Returns the Reply, or None when it
+    failed (the failure is shown in its place)."""
+    shown = _Shown(list(views))
+    events = answering.events
     try:
-        for event in answering.events:
-            if isinstance(event, Queued) and not text:
-                on_screen.show(queued_text(event.position), wait=True)
-            elif isinstance(event, Token):
-                text += event.text
-                if text.strip():
-                    on_screen.show(text + WRITING, wait=False)
-            elif isinstance(event, Done):
-                for ref in on_screen.refs:  # link what is on screen before the last edit
-                    core.link_message(event.reply.exchange_id, platform, ref)
-                for ref in on_screen.show(event.reply.text or "(no answer)", wait=True):
-                    core.link_message(event.reply.exchange_id, platform, ref)
-                return event.reply
+        for event in events:
+            if isinstance(event, Token):
+                shown.text += event.text
+            reply = shown.on(event, core, platform)
+            if reply is not None:
+                return reply
         raise RuntimeError("the answer ended without a reply")
     except UserError as exc:  # e.g. an oversized message: say why, in place of the answer
-        _show_failure(on_screen, f"⚠️ {exc}")
+        shown.fail(f"⚠️ {exc}")
     except Exception:
         log.exception("answering in %s failed", answering.message.conversation.as_str())
         metrics.PLATFORM_ERRORS.labels(platform).inc()
-        _show_failure(on_screen, (text + "\n\n" if text.strip() else "") + SOMETHING_WENT_WRONG)
+        shown.fail(SOMETHING_WENT_WRONG)
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            close()  # the core's stream holds the asker's place in line until it is closed
     return None
 
 
-def _show_failure(on_screen: ReplyOnScreen, text: str) -> None:
-    try:
-        on_screen.show(text, wait=True)
-    except Exception:  # the platform is gone too (a closed client): nothing more to say
-        log.warning("could not show the failure: %s", text, exc_info=True)
+class _Shown:
+    """A reply's state while `show_answer` shows it: the text so far, a queue notice, and the view
+    that shows them, replaced by the next one when it cannot."""
+
+    def __init__(self, views: list[ReplyView]) -> None:
+        self.views, self.text, self.position = views, "", None
+        self.view = views.pop(0)
+        self.view.begin()
+
+    def on(self, event: StreamEvent, core: Core, platform: str) -> Reply | None:
+        while True:
+            try:
+                return self._show(event, core, platform)
+            except ShowElsewhere:
+                self._next()
+
+    def _show(self, event: StreamEvent, core: Core, platform: str) -> Reply | None:
+        if isinstance(event, Queued) and not self.text:
+            self.position = event.position
+            self.view.queued(event.position)
+        elif isinstance(event, Token):
+            self.view.grow(self.text)
+        elif isinstance(event, Done):
+            reply = event.reply
+            for ref in self.view.refs:  # link what is on screen before the last edit
+                core.link_message(reply.exchange_id, platform, ref)
+            for ref in self.view.finish(reply.text or "(no answer)", reply.exchange_id):
+                core.link_message(reply.exchange_id, platform, ref)
+            return reply
+        return None
+
+    def _next(self) -> None:
+        """The next view takes over from where this one stopped."""
+        if not self.views:
+            raise RuntimeError("no way left to show the reply")
+        self.view = self.views.pop(0)
+        self.view.begin()
+        if self.text.strip():
+            self.view.grow(self.text)
+        elif self.position is not None:
+            self.view.queued(self.position)
+
+    def fail(self, note: str) -> None:
+        while True:
+            try:
+                self.view.fail(self.text, note)
+                return
+            except ShowElsewhere:
+                self._next()

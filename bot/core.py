@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from bot import commands
-from bot.config import LOCAL_PLATFORMS, Settings
-from bot.feedback_rules import FeedbackRules
+from bot.config import Settings
+from bot.feedback_rules import FeedbackRules, scope_of
 from bot.generation.decoding import favored_tokens
 from bot.generation.engine import Generated, ReplyHints
 from bot.generation.queueing import HeldStream, InFlightLimit
@@ -23,29 +23,26 @@ from bot.prompt import Turn, build_prompt, conversation_start
 from bot.retrieval import ExampleStore, leans_on_history, related_turns, retrieval_query
 from bot.stores.feedback import FeedbackStore
 from bot.types import (
-    LOCAL_SCOPE,
     Answering,
     CommandResult,
     ConversationKey,
     Done,
     Example,
+    Feedback,
     Ignored,
     Incoming,
     Message,
     Outcome,
     Queued,
-    Reaction,
     Reply,
     StreamEvent,
     Token,
     UserError,
-    Vote,
-    dm_scope,
-    workspace_scope,
 )
 
 if TYPE_CHECKING:
     from bot.stores.lora_registry import LoraRegistry
+    from bot.stores.records import Correction as PendingCorrection
     from bot.training.runner import TrainingRunner
 
 log = logging.getLogger(__name__)
@@ -85,97 +82,40 @@ class Core:
 
     # the entry point -----------------------------------------------------------------------------
 
-    def handle(self, event: Incoming | Reaction | Vote) -> Outcome:
+    def handle(self, event: Incoming | Feedback) -> Outcome:
         """Decide what an adapter's event needs: Ignored, Answering (a stream to show), a
         CommandResult (a command, a correction), or a VoteResult. Quick: nothing here waits for
         the model (an answer is generated while its `events` are iterated)."""
         if not self.rules.invited(event.platform, event.workspace):
             return Ignored("a workspace the bot is not invited to")  # before anything is stored
-        if isinstance(event, Reaction):
-            return self._reaction(event)
-        if isinstance(event, Vote):
-            return self._button_vote(event)
+        if isinstance(event, Incoming) and event.command is None:
+            event = self.rules.read_message(event)  # a `correct:` reply is feedback too
+        if not isinstance(event, Incoming):
+            return self.rules.handle(event)
         if event.command is not None:
-            if not self._first_time(event.platform, event.event_id):
+            if not self.store.claim_event(event.platform, event.event_id):
                 return Ignored("a retry of a command already run")
             return self._run_command(event)
         return self._message(event)
 
     def _message(self, event: Incoming) -> Outcome:
-        text = event.text.strip()
-        replied = self.store.exchange_for_message(event.platform, event.replies_to) if event.replies_to else None
-        to_bot = event.replies_to_bot or replied is not None
-        if text.lower().startswith(self.settings.correction_prefix.lower()) and (to_bot or event.in_thread):
-            # A correction of the reply it answers or, in a thread, of the bot's latest reply there.
-            target = replied or (None if to_bot else self.store.latest_exchange(event.conversation))
-            if target is not None or to_bot:
-                if not self._first_time(event.platform, event.event_id):
-                    return Ignored("a retry of a message already handled")
-                if target is None:
-                    return CommandResult(
-                        "I can't find the answer you are correcting; reply to one of my answers.", ok=False
-                    )
-                return self._correct_reply(event, target, text)
         addressed = (
             event.is_dm
             or event.mentions_bot
-            or to_bot
+            or event.replies_to_bot
             or (event.in_thread and self.store.has_history(event.conversation))
         )
         if not addressed:
             return Ignored("not addressed to the bot")
         # Platforms deliver some messages twice (Slack: app_mention and message; retries; replays).
         # An empty one (a bare mention) is answered too: the stream says what is wrong.
-        if not self._first_time(event.platform, event.event_id):
+        if not self.store.claim_event(event.platform, event.event_id):
             return Ignored("a retry of a message already answered")
-        message = Message(event.conversation, event.user_id, text, event.user_name, self.scope_of(event))
+        message = Message(event.conversation, event.user_id, event.text.strip(), event.user_name, scope_of(event))
         try:  # a flood is refused here, at once: nothing is queued in an adapter's pool or the model's
             return Answering(message, self.answer_stream(message))
         except UserError as exc:
             return CommandResult(str(exc), ok=False)
-
-    def _correct_reply(self, event: Incoming, exchange_id: str, text: str) -> CommandResult:
-        try:
-            return self.rules.correct(
-                event.platform, event.user_id, exchange_id, text, self.scope_of(event), event.roles, event.workspace
-            )
-        except UserError as exc:
-            return CommandResult(str(exc), ok=False)
-
-    def _reaction(self, event: Reaction) -> Outcome:
-        if not self._first_time(event.platform, event.event_id):
-            return Ignored("a retry of a reaction already counted")
-        try:
-            result = self.rules.react(event.platform, event.message_ref, event.user_id, event.emoji, event.added)
-        except UserError as exc:
-            return Ignored(str(exc))
-        return result if result is not None else Ignored("not a vote on a reply")
-
-    def _button_vote(self, event: Vote) -> Outcome:
-        if event.value not in (1, -1):
-            return Ignored("not a vote")
-        exchange = self.store.exchange(event.exchange_id)
-        if exchange is None or exchange.platform != event.platform:
-            return Ignored("not a reply of this platform")
-        if exchange.scope.count(":") == 1 and exchange.scope != workspace_scope(event.platform, event.workspace):
-            return Ignored("a reply in another workspace")  # a button names its exchange: check where
-        if not self._first_time(event.platform, event.event_id):
-            return Ignored("a retry of a vote already counted")
-        return self.rules.vote(event.exchange_id, event.platform, event.user_id, event.value)
-
-    def _first_time(self, platform: str, event_id: str) -> bool:
-        return not event_id or self.store.claim_event(platform, event_id)
-
-    @staticmethod
-    def scope_of(event: Incoming) -> str:
-        """Where what a message teaches is seen: its workspace or server, its DM, or the terminal."""
-        if event.platform in LOCAL_PLATFORMS:
-            return LOCAL_SCOPE
-        if event.is_dm:
-            return dm_scope(event.platform, event.conversation.channel)
-        if event.private_to:
-            return dm_scope(event.platform, event.private_to)
-        return workspace_scope(event.platform, event.workspace or event.conversation.channel)
 
     # answering ---------------------------------------------------------------------------------
 
@@ -308,6 +248,16 @@ class Core:
 
     def exchange_for_message(self, platform: str, message_ref: str) -> str | None:
         return self.store.exchange_for_message(platform, message_ref)
+
+    def has_history(self, conversation: ConversationKey) -> bool:
+        return self.store.has_history(conversation)
+
+    def is_admin(self, platform: str, user_id: str, roles: Sequence[str] = (), server: str = "") -> bool:
+        """For what adapters show only to admins (autocomplete); every command checks again here."""
+        return self.rules.is_admin(platform, user_id, roles, server)
+
+    def pending_corrections(self) -> list[PendingCorrection]:
+        return self.store.corrections("pending")
 
     # commands ----------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """What feedback teaches, and whose counts: votes, corrections, taught answers, the examples they
-make, who is an admin, and which workspaces the bot serves at all. The core holds them
-(`core.rules`); adapters reach them through `Core.handle`.
+make, who is an admin, where what a message teaches is seen, and which workspaces the bot serves
+at all. The core holds them (`core.rules`) and hands every feedback event (`Reaction`, `Vote`,
+`Correction`) to `FeedbackRules.handle`; adapters reach them only through `Core.handle`.
 
 Nobody can make the bot say something to other people on their own: the asker's own 👍 doesn't
 count (unless they are an admin), a vote never touches a taught, imported or accepted example,
@@ -9,17 +10,31 @@ and a non-admin's correction waits for an admin's review.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import threading
 from collections.abc import Sequence
 
-from bot.config import Settings
+from bot.config import LOCAL_PLATFORMS, Settings
 from bot.ops import metrics
 from bot.retrieval import ExampleStore, example_id
 from bot.stores.feedback import FeedbackStore
 from bot.stores.records import Exchange
-from bot.types import CommandResult, UserError, VoteResult
+from bot.types import (
+    LOCAL_SCOPE,
+    CommandResult,
+    Correction,
+    Feedback,
+    Ignored,
+    Incoming,
+    Reaction,
+    UserError,
+    Vote,
+    VoteResult,
+    dm_scope,
+    workspace_scope,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +50,18 @@ def vote_value(emoji: str, up: Sequence[str], down: Sequence[str]) -> int:
     """+1, -1 or 0 for an emoji as any platform names it."""
     name = _EMOJI_MODIFIERS.sub("", emoji.strip(":").split("::")[0])
     return 1 if name in up else -1 if name in down else 0
+
+
+def scope_of(event: Incoming | Correction) -> str:
+    """Where what an event teaches is seen: its workspace or server, its DM or private place, or
+    the terminal. A correction is checked against it: a reply given elsewhere is not the caller's."""
+    if event.platform in LOCAL_PLATFORMS:
+        return LOCAL_SCOPE
+    if event.is_dm:
+        return dm_scope(event.platform, event.conversation.channel)
+    if event.private_to:
+        return dm_scope(event.platform, event.private_to)
+    return workspace_scope(event.platform, event.workspace or event.conversation.channel)
 
 
 class FeedbackRules:
@@ -75,30 +102,93 @@ class FeedbackRules:
         home = getattr(section, "guild_id", None)
         return bool(admin_role) and home is not None and server == str(home) and admin_role in roles
 
+    # the events -----------------------------------------------------------------------------
+
+    def handle(self, event: Feedback) -> VoteResult | CommandResult | Ignored:
+        """What a reaction, a feedback button's click or a correction does; the core has already
+        checked that the bot serves its workspace."""
+        if isinstance(event, Reaction):
+            return self._reaction(event)
+        if isinstance(event, Vote):
+            return self._button_vote(event)
+        return self._correction(event)
+
+    def read_message(self, event: Incoming) -> Incoming | Correction:
+        """A message as the feedback it may be: `correct: …` in reply to one of the bot's answers
+        or, in a thread, about the bot's latest answer there, is a `Correction`. Otherwise the
+        message, marked `replies_to_bot` when it replies to a message that shows a reply."""
+        replied = self.store.exchange_for_message(event.platform, event.replies_to) if event.replies_to else None
+        if replied is not None and not event.replies_to_bot:
+            event = dataclasses.replace(event, replies_to_bot=True)
+        text, prefix = event.text.strip(), self.settings.correction_prefix
+        if not text.lower().startswith(prefix.lower()) or not (event.replies_to_bot or event.in_thread):
+            return event
+        # A reply to the bot whose answer is unknown still is a correction: it is told so.
+        target = replied or (None if event.replies_to_bot else self.store.latest_exchange(event.conversation))
+        if target is None and not event.replies_to_bot:
+            return event  # `correct:` in a thread the bot has not answered in: an ordinary message
+        return Correction(event.platform, target or "", event.user_id, text[len(prefix) :].strip(),
+                          event.conversation, event.workspace, event.roles, event.is_dm, event.private_to,
+                          event.event_id)  # fmt: skip
+
+    def _reaction(self, event: Reaction) -> VoteResult | Ignored:
+        if not self.store.claim_event(event.platform, event.event_id):
+            return Ignored("a retry of a reaction already counted")
+        try:
+            result = self.react(event.platform, event.message_ref, event.user_id, event.emoji, event.added)
+        except UserError as exc:
+            return Ignored(str(exc))
+        return result if result is not None else Ignored("not a vote on a reply")
+
+    def _button_vote(self, event: Vote) -> VoteResult | Ignored:
+        if event.value not in (1, -1):
+            return Ignored("not a vote")
+        exchange = self.store.exchange(event.exchange_id)
+        if exchange is None or exchange.platform != event.platform:
+            return Ignored("not a reply of this platform")
+        if exchange.scope.count(":") == 1 and exchange.scope != workspace_scope(event.platform, event.workspace):
+            return Ignored("a reply in another workspace")  # a button names its exchange: check where
+        if not self.store.claim_event(event.platform, event.event_id):
+            return Ignored("a retry of a vote already counted")
+        return self._vote(exchange, event.platform, event.user_id, event.value)
+
+    def _correction(self, event: Correction) -> CommandResult | Ignored:
+        if not self.store.claim_event(event.platform, event.event_id):
+            return Ignored("a retry of a correction already handled")
+        if not event.exchange_id:
+            return CommandResult("I can't find the answer you are correcting; reply to one of my answers.", ok=False)
+        try:
+            return self.correct(event.platform, event.user_id, event.exchange_id, event.text, scope_of(event),
+                                event.roles, event.workspace)  # fmt: skip
+        except UserError as exc:
+            return CommandResult(str(exc), ok=False)
+
+    # votes ------------------------------------------------------------------------------------
+
     def vote(self, exchange_id: str, platform: str, user_id: str, value: int) -> VoteResult:
         """+1, -1, or 0 to retract. The reply becomes an example of its scope at the threshold.
 
         The asker's own 👍 counts only if they are listed in BOT_ADMINS (who could teach it anyway),
         so no user can make the bot repeat something to others on their own.
         """
-        if self.store.exchange(exchange_id) is None:
+        exchange = self.store.exchange(exchange_id)
+        if exchange is None:
             raise UserError(f"no exchange {exchange_id!r}")
-        with self._example_lock:
-            score = self.store.set_vote(exchange_id, platform, user_id, value)  # queues the example sync
-            metrics.VOTES.labels({1: "up", -1: "down"}.get(value, "retracted")).inc()
-            is_example = self._sync_vote_example(exchange_id)
-        return VoteResult(exchange_id, score, is_example)
+        return self._vote(exchange, platform, user_id, value)
 
-    def _sync_vote_example(self, exchange_id: str) -> bool:
+    def _vote(self, exchange: Exchange, platform: str, user_id: str, value: int) -> VoteResult:
+        with self._example_lock:
+            score = self.store.set_vote(exchange.id, platform, user_id, value)  # queues the example sync
+            metrics.VOTES.labels({1: "up", -1: "down"}.get(value, "retracted")).inc()
+            is_example = self._sync_vote_example(exchange)
+        return VoteResult(exchange.id, score, is_example)
+
+    def _sync_vote_example(self, exchange: Exchange) -> bool:
         """Make the example store agree with the exchange's votes; True when it is an example.
 
         A vote only ever adds a new example or removes one its own exchange's votes added:
         taught, imported and accepted examples keep their label and provenance whatever users vote.
         """
-        exchange = self.store.exchange(exchange_id)
-        if exchange is None:
-            self.store.example_synced("exchange", exchange_id)
-            return False
         promoted = self._promoted(exchange)
         if promoted:
             self.examples.add_if_new(exchange.user_text, exchange.reply, "vote", exchange.id, exchange.scope)
@@ -134,10 +224,12 @@ class FeedbackRules:
         for kind, ref in self.store.pending_example_syncs():
             try:
                 with self._example_lock:
-                    if kind == "exchange":
-                        self._sync_vote_example(ref)
-                    else:
+                    if kind != "exchange":
                         self._sync_correction_example(ref)
+                    elif (exchange := self.store.exchange(ref)) is not None:
+                        self._sync_vote_example(exchange)
+                    else:  # deleted since: nothing to write
+                        self.store.example_synced("exchange", ref)
                 repaired += 1
             except Exception:
                 log.exception("could not repair the example of %s %s; will retry at the next start", kind, ref)
@@ -151,16 +243,15 @@ class FeedbackRules:
         if value == 0:
             return None
         exchange_id = self.store.exchange_for_message(platform, message_ref)
-        if exchange_id is None:
+        exchange = self.store.exchange(exchange_id) if exchange_id is not None else None
+        if exchange is None:
             return None
         if not added:
             # Removing 👍 retracts only a 👍: a user who switched to 👎 keeps their 👎.
-            if self.store.user_vote(exchange_id, platform, user_id) != value:
-                exchange = self.store.exchange(exchange_id)
-                promoted = exchange is not None and self._promoted(exchange)
-                return VoteResult(exchange_id, self.store.score(exchange_id), promoted)
+            if self.store.user_vote(exchange.id, platform, user_id) != value:
+                return VoteResult(exchange.id, self.store.score(exchange.id), self._promoted(exchange))
             value = 0
-        return self.vote(exchange_id, platform, user_id, value)
+        return self._vote(exchange, platform, user_id, value)
 
     def _vote_value(self, platform: str, emoji: str) -> int:
         section = getattr(self.settings, platform, None)
@@ -178,16 +269,13 @@ class FeedbackRules:
         roles: Sequence[str] = (),
         server: str = "",
     ) -> CommandResult:
-        """A better answer for a reply: counts at once from an admin, waits for review otherwise.
+        """`text`, a better answer for a reply: counts at once from an admin, waits for review otherwise.
 
-        `scope` is the caller's (Core.scope_of): a reply reached from elsewhere (a forwarded message,
-        a reference across servers) is not theirs to correct."""
+        `scope` is the caller's (`scope_of`): a reply reached from elsewhere (a forwarded message,
+        a reference across servers, a form opened from another workspace) is not theirs to correct."""
         answer = text.strip()
-        prefix = self.settings.correction_prefix
-        if answer.lower().startswith(prefix.lower()):
-            answer = answer[len(prefix) :].strip()
         if not answer:
-            raise UserError(f"the correction is empty; write `{prefix} <the better answer>`")
+            raise UserError(f"the correction is empty; write `{self.settings.correction_prefix} <the better answer>`")
         self._check_length(answer)
         exchange = self.store.exchange(exchange_id)
         if exchange is None or exchange.scope != scope:

@@ -131,6 +131,29 @@ class Vote:
 
 
 @dataclass(frozen=True)
+class Correction:
+    """A better answer for one of the bot's replies: a `correct: …` reply to it, or the text of a
+    platform's form (a 👎's "What would be right?" modal, which names its exchange). Where it was
+    sent (`conversation`, `workspace`, `is_dm`, `private_to`, as on `Incoming`) is where the
+    corrected reply must have been given; the core decides that, and who may correct what."""
+
+    platform: str
+    exchange_id: str  # '' when a `correct:` reply names no answer the bot knows
+    user_id: str
+    text: str  # the better answer, without the correction prefix
+    conversation: ConversationKey
+    workspace: str = ""
+    roles: tuple[str, ...] = ()
+    is_dm: bool = False
+    private_to: str = ""
+    event_id: str = ""
+
+
+# What users say about replies; `FeedbackRules.handle` decides each.
+Feedback = Reaction | Vote | Correction
+
+
+@dataclass(frozen=True)
 class Ignored:
     """The core's decision that an event needs nothing from the bot."""
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
-from adapters.streaming import ReplyOnScreen, show_answer
+from adapters.streaming import ReplyOnScreen, ShowElsewhere, show_answer
 from bot.core import Core
 from bot.types import (
     Answering,
     CommandResult,
     ConversationKey,
+    Correction,
     Ignored,
     Incoming,
     Outcome,
@@ -36,6 +37,7 @@ class Posted:
     id: str
     text: str
     edits: int = 0
+    buttons: str | None = None  # the exchange whose 👍/👎 are under it
 
 
 @dataclass
@@ -47,14 +49,15 @@ class MemoryChat:
     ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # the platform's side: posting, editing, deleting (streaming.Screen)
-    def post(self, text: str) -> str:
-        posted = Posted(f"m{next(self.ids)}", text)
+    def post(self, text: str, buttons: str | None = None) -> str:
+        posted = Posted(f"m{next(self.ids)}", text, buttons=buttons)
         self.messages[posted.id] = posted
         return posted.id
 
-    def edit(self, ref: str, text: str) -> None:
+    def edit(self, ref: str, text: str, buttons: str | None = None) -> None:
         self.messages[ref].text = text
         self.messages[ref].edits += 1
+        self.messages[ref].buttons = buttons
 
     def delete(self, ref: str) -> None:
         del self.messages[ref]
@@ -84,7 +87,7 @@ class MemoryChat:
 
     def _show(self, outcome: Outcome) -> Outcome:
         if isinstance(outcome, Answering):
-            show_answer(self.core, outcome, ReplyOnScreen(self, limit=40, interval_s=0.0), PLATFORM)
+            show_answer(self.core, outcome, [ReplyOnScreen(self, limit=40, interval_s=0.0)], PLATFORM)
         elif isinstance(outcome, CommandResult):
             self.post(outcome.text)
         return outcome
@@ -107,6 +110,7 @@ def test_answers_stream_onto_the_platform_and_link_every_message(make_core) -> N
     assert shown.text == ANSWER and shown.edits >= 1, "posted, then edited as the words came"
     exchange = platform.core.store.exchange_for_message(PLATFORM, shown.id)
     assert exchange is not None and platform.core.store.exchange(exchange).reply == ANSWER
+    assert shown.buttons == exchange, "the finished reply carries its feedback buttons"
     assert platform.core.store.exchange(exchange).scope == workspace_scope(PLATFORM, "team")
 
 
@@ -153,3 +157,61 @@ def test_a_retried_event_is_handled_once(make_core) -> None:
     list(first.events)
     assert isinstance(platform.core.handle(event), Ignored)
     assert platform.core.store.count_exchanges() == 1
+
+
+def test_a_correction_from_a_form_is_checked_where_it_was_sent(make_core) -> None:
+    """A platform's form (a 👎's modal) names its exchange: the core corrects it only from the
+    workspace the reply was given in, under the same rules as a `correct:` reply."""
+    platform = chat(make_core)
+    platform.say("ann", "When does the office open?", mention=True)
+    [reply_id] = platform.messages
+    exchange = platform.core.store.exchange_for_message(PLATFORM, reply_id)
+    assert exchange is not None
+
+    def form(user: str, text: str, workspace: str) -> Outcome:
+        where = ConversationKey(PLATFORM, "room")
+        return platform.core.handle(Correction(PLATFORM, exchange, user, text, where, workspace=workspace))
+
+    elsewhere = form("bob", "It opens at 9.", "another team")
+    assert isinstance(elsewhere, CommandResult) and not elsewhere.ok and "can't find" in elsewhere.text
+    assert platform.core.store.corrections() == []
+    empty = form("bob", "  ", "team")
+    assert isinstance(empty, CommandResult) and not empty.ok and "empty" in empty.text
+    pending = form("bob", "It opens at 9.", "team")
+    assert isinstance(pending, CommandResult) and pending.ok and "review" in pending.text
+    assert [c.answer for c in platform.core.store.corrections("pending")] == ["It opens at 9."]
+
+
+class RefusingView(ReplyOnScreen):
+    """A way of showing that cannot: like a Slack stream refused at its first append."""
+
+    def __init__(self, chat: MemoryChat) -> None:
+        super().__init__(chat, limit=40, interval_s=0.0)
+        self.tries = 0
+
+    def grow(self, text: str) -> None:
+        self.tries += 1
+        raise ShowElsewhere("refused")
+
+
+def test_a_view_that_cannot_show_the_reply_hands_it_to_the_next_with_the_text_so_far(make_core) -> None:
+    platform = chat(make_core)
+    outcome = platform.core.handle(
+        Incoming(PLATFORM, ConversationKey(PLATFORM, "room"), "ann", "hi", workspace="team", mentions_bot=True)
+    )
+    assert isinstance(outcome, Answering)
+    refusing, editing = RefusingView(platform), ReplyOnScreen(platform, limit=40, interval_s=0.0)
+    reply = show_answer(platform.core, outcome, [refusing, editing], PLATFORM)
+    assert reply is not None and refusing.tries == 1, "tried once, then never again for this reply"
+    [shown] = platform.messages.values()
+    assert shown.text == ANSWER and shown.buttons == reply.exchange_id
+    assert platform.core.store.exchange_for_message(PLATFORM, shown.id) == reply.exchange_id
+
+
+def test_a_final_text_that_reads_as_already_shown_still_gets_its_buttons() -> None:
+    chat = MemoryChat(core=None)  # type: ignore[arg-type]  # the screen alone
+    view = ReplyOnScreen(chat, limit=40, interval_s=0.0)
+    view.show("Final words.", wait=False)
+    view.finish("Final words.", "x1")
+    [shown] = chat.messages.values()
+    assert (shown.text, shown.buttons, shown.edits) == ("Final words.", "x1", 1)

@@ -53,16 +53,16 @@ def test_pending_corrections_are_capped_per_user(make_core, database_url: str) -
     core = make_core(max_pending_corrections_per_user=2, admins=admins, database_url=database_url)
     message = Message(ConversationKey("slack", "C1"), "U1", "What is the VPN address?")
     exchange, scope = core.answer(message).exchange_id, message.scope
-    core.rules.correct("slack", "U1", exchange, "correct: vpn.example.com", scope)
-    core.rules.correct("slack", "U1", exchange, "correct: vpn2.example.com", scope)
+    core.rules.correct("slack", "U1", exchange, "vpn.example.com", scope)
+    core.rules.correct("slack", "U1", exchange, "vpn2.example.com", scope)
     with pytest.raises(UserError, match="already have 2 corrections waiting"):
-        core.rules.correct("slack", "U1", exchange, "correct: vpn3.example.com", scope)
+        core.rules.correct("slack", "U1", exchange, "vpn3.example.com", scope)
     assert len(core.store.corrections("pending")) == 2  # the refused one wrote nothing
-    core.rules.correct("slack", "U2", exchange, "correct: another user's is welcome", scope)
-    core.rules.correct("slack", "ADMIN", exchange, "correct: admins are not capped", scope)
+    core.rules.correct("slack", "U2", exchange, "another user's is welcome", scope)
+    core.rules.correct("slack", "ADMIN", exchange, "admins are not capped", scope)
     first = core.store.corrections("pending")[0].id
     assert core.command("slack", "ADMIN", f"feedback reject {first}", ConversationKey("slack", "C1")).ok
-    core.rules.correct("slack", "U1", exchange, "correct: room again after a review", scope)
+    core.rules.correct("slack", "U1", exchange, "room again after a review", scope)
     assert len([c for c in core.store.corrections("pending") if c.user_id == "U1"]) == 2
 
 

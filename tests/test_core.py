@@ -87,7 +87,7 @@ def test_react_maps_emoji_and_removal_retracts_only_the_same_vote(make_core, dat
 def test_correction_from_user_waits_for_admin_review(make_core, database_url: str) -> None:
     core = make_core(admins=("console:admin",), database_url=database_url)
     reply = ask(core, "Which regions do you run in?")
-    result = core.rules.correct("console", "someone", reply.exchange_id, "correct: Frankfurt and Oregon",
+    result = core.rules.correct("console", "someone", reply.exchange_id, "Frankfurt and Oregon",
                                  core.store.exchange(reply.exchange_id).scope)  # fmt: skip
     assert "waiting" in result.text and core.examples.count() == 0
     pending = core.store.corrections("pending")

@@ -17,11 +17,11 @@ class CountingScreen:
         self.posts = 0
         self.limited, self.retry_after_s = limited, retry_after_s
 
-    def post(self, text: str) -> str:
+    def post(self, text: str, buttons: str | None = None) -> str:
         self.posts += 1
         return f"m{self.posts}"
 
-    def edit(self, ref: str, text: str) -> None:
+    def edit(self, ref: str, text: str, buttons: str | None = None) -> None:
         if self.limited:
             self.limited -= 1
             raise RateLimited(self.retry_after_s)

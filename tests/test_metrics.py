@@ -92,7 +92,7 @@ def test_metrics_are_scraped_while_the_bot_answers(endpoint, make_core) -> None:
     exchange = core.store.exchanges()[0]
     core.link_message(exchange.id, "slack", "C1:1.0")
     core.handle(Reaction("slack", "C1:1.0", "U9", "+1", added=True))
-    core.rules.correct("slack", "ADMIN", exchange.id, "correct: Paris.", exchange.scope)
+    core.rules.correct("slack", "ADMIN", exchange.id, "Paris.", exchange.scope)
     after = scrape(base)
     assert grew("bot_votes_total", (("value", "up"),)) == 1
     assert grew("bot_corrections_total", (("status", "accepted"),)) == 1

@@ -116,7 +116,7 @@ def test_corrections_are_scoped_and_taught_answers_are_global(make_core) -> None
     core = make_core(FakeEngine("I don't know."), admins=("console:local", "slack:ADMIN"))
     here = workspace_scope("slack", "T1")
     reply = ask(core, "U1", here)
-    core.rules.correct("slack", "ADMIN", reply.exchange_id, f"correct: {ANSWER}", here)
+    core.rules.correct("slack", "ADMIN", reply.exchange_id, f"{ANSWER}", here)
     assert retrieved(core, here) == [ANSWER]
     assert retrieved(core, workspace_scope("slack", "T2")) == []
     core.rules.teach("console", "local", "What is the office wifi?", "guest-net, password on the fridge.")
@@ -168,7 +168,7 @@ def test_admin_role_counts_by_id_in_the_configured_server_only(make_core, roles,
     assert core.command("discord", "U9", "lora list", conversation, roles, server).text.startswith("Sorry") is not admin
     reply = ask(core, "U1", workspace_scope("discord", server))
     scope = workspace_scope("discord", server)
-    result = core.rules.correct("discord", "U9", reply.exchange_id, "correct: the better answer", scope, roles, server)
+    result = core.rules.correct("discord", "U9", reply.exchange_id, "the better answer", scope, roles, server)
     assert ("waiting for an admin" in result.text) is not admin
     help_text = core.command("discord", "U9", "help", conversation, roles, server).text
     assert ("lora rollback" in help_text) is admin
@@ -205,13 +205,13 @@ def test_feedback_stored_before_an_example_store_failure_gets_its_example_at_res
     core.examples.embedder = failing
     scope = workspace_scope("slack", "T1")
     reply = ask(core, "U1", scope)
-    pending = core.rules.correct("slack", "U2", reply.exchange_id, "correct: A pending better answer.", scope)
+    pending = core.rules.correct("slack", "U2", reply.exchange_id, "A pending better answer.", scope)
     failing.failing = True
     with pytest.raises(OSError):
         if kind == "vote":
             core.rules.vote(reply.exchange_id, "slack", "U2", 1)
         elif kind == "admin correction":
-            core.rules.correct("slack", "ADMIN", reply.exchange_id, "correct: The admin's answer.", scope)
+            core.rules.correct("slack", "ADMIN", reply.exchange_id, "The admin's answer.", scope)
         elif kind == "accepted correction":
             correction_id = pending.text.split()[3]
             core.rules.review(correction_id, True, "console:local")

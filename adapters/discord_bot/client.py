@@ -23,21 +23,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import discord
 from discord import app_commands
 
+from adapters.discord_bot import PLATFORM
+from adapters.discord_bot.caller import private_to, role_ids, server_id
 from adapters.discord_bot.commands import add_commands
 from adapters.discord_bot.conversations import Conversations, of_interaction
-from adapters.discord_bot.feedback import VoteButton, buttons_when_done, feedback_view, seed_reactions
-from adapters.discord_bot.gateway import WITHOUT_CONTENT, ContentFallbackClient
-from adapters.discord_bot.screen import (
-    MAX_CHARS,
-    DiscordScreen,
-    configure_endpoints,
-    intents,
-    keep_typing,
-    private_to,
-    role_ids,
-    server_id,
-    split_message,
-)
+from adapters.discord_bot.feedback import VoteButton, seed_reactions
+from adapters.discord_bot.gateway import WITHOUT_CONTENT, ContentFallbackClient, configure_endpoints, intents
+from adapters.discord_bot.screen import MAX_CHARS, DiscordScreen, keep_typing, split_message
 from adapters.discord_bot.suggestions import suggest
 from adapters.edit_budget import EditBudget
 from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
@@ -50,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 DEFAULT_API_URL = "https://discord.com/api/v10"
 
 T = TypeVar("T")
@@ -184,26 +175,16 @@ class DiscordBot(ContentFallbackClient):
         channel = str(message.channel.id)
         screen = DiscordScreen(loop, message.channel, message.to_reference(fail_if_not_exists=False))
         on_screen = ReplyOnScreen(screen, MAX_CHARS, self.settings.discord.stream_interval_s, self._edits, channel)
-        watched = Answering(answering.message, buttons_when_done(answering.events, screen))
         typing = asyncio.create_task(keep_typing(message.channel))
         try:
-            reply = await loop.run_in_executor(self._answers, show_answer, self.core, watched, on_screen, PLATFORM)
+            reply = await loop.run_in_executor(self._answers, show_answer, self.core, answering, [on_screen], PLATFORM)
         finally:
             typing.cancel()
         for ref in on_screen.refs:
             self._conversations.remember(int(ref), answering.message.conversation)
-        if reply is None or not on_screen.refs:
-            return
-        last = screen.messages[on_screen.refs[-1]]
-        if screen.buttons_on != on_screen.refs[-1]:  # the final show left the last part as it was
-            await asyncio.sleep(self._edits.spend(channel))
-            try:
-                await last.edit(view=feedback_view(reply.exchange_id))
-            except discord.HTTPException as exc:
-                log.warning("could not add the feedback buttons to message %s: %s", last.id, exc)
-        if self.settings.discord.seed_reactions:
+        if reply is not None and on_screen.refs and self.settings.discord.seed_reactions:
             section = self.settings.discord
-            await seed_reactions(last, section.up_emoji[:1] + section.down_emoji[:1])
+            await seed_reactions(screen.messages[on_screen.refs[-1]], section.up_emoji[:1] + section.down_emoji[:1])
 
     # ------------------------------------------------------------------ reactions
 

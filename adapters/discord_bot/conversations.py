@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 
+from adapters.discord_bot import PLATFORM
 from bot.types import ConversationKey
 
 if TYPE_CHECKING:
     from bot.core import Core
 
-PLATFORM = "discord"
 MAX_CHAIN = 50  # reply-chain hops followed to find where a conversation started
 
 

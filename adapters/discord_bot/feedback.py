@@ -13,23 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import discord
 from discord import ui
 
+from adapters.discord_bot import PLATFORM
+from adapters.discord_bot.caller import private_to, role_ids, server_id
 from adapters.discord_bot.conversations import of_interaction
-from adapters.discord_bot.screen import private_to, role_ids, server_id
-from bot.types import Done, Ignored, Incoming, StreamEvent, UserError, Vote, VoteResult
+from bot.types import CommandResult, Correction, Ignored, Vote, VoteResult
 
 if TYPE_CHECKING:
-    from adapters.discord_bot.screen import DiscordScreen
     from bot.core import Core
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 VOTE_ID = r"vote:(?P<exchange>[0-9A-Za-z_-]{1,80}):(?P<value>up|down)"  # a custom id: 100 characters at most
 VALUES = {"up": 1, "down": -1}
 EMOJI = {1: "👍", -1: "👎"}
@@ -74,20 +73,6 @@ def feedback_view(exchange_id: str) -> ui.View:
     view.add_item(VoteButton(exchange_id, 1))
     view.add_item(VoteButton(exchange_id, -1))
     return view
-
-
-def buttons_when_done(events: Iterator[StreamEvent], screen: DiscordScreen) -> Iterator[StreamEvent]:
-    """Pass an answer's events through; at Done, arm `screen` so that the final text and its
-    buttons arrive in one call."""
-    try:
-        for event in events:
-            if isinstance(event, Done):
-                screen.finish_with(feedback_view(event.reply.exchange_id), event.reply.text)
-            yield event
-    finally:
-        close = getattr(events, "close", None)
-        if close is not None:
-            close()  # the core's stream holds the asker's place in line until it is closed
 
 
 async def seed_reactions(message: discord.Message, emoji: Sequence[str]) -> None:
@@ -140,22 +125,23 @@ async def vote_clicked(interaction: discord.Interaction, exchange_id: str, value
 
 
 async def correction_submitted(interaction: discord.Interaction, exchange_id: str, text: str) -> None:
-    """The modal's text as a correction, under the rules of a `correct:` reply: the clicker's
-    scope is worked out as Core.scope_of does for a message sent where they clicked, so a button
-    reached from another server or DM (the rules compare it with the exchange's) corrects nothing."""
+    """The modal's text as a correction, checked by the core as a `correct:` reply is: sent from
+    where the 👎 was clicked, so a button reached from another server or DM corrects nothing."""
     core = _core(interaction)
-    user, workspace = str(interaction.user.id), server_id(interaction.guild)
-    here = Incoming(PLATFORM, of_interaction(interaction), user, workspace=workspace,
-                    is_dm=interaction.guild is None, private_to=private_to(interaction.channel))  # fmt: skip
-    roles = role_ids(interaction.user)
+    user = str(interaction.user.id)
+    correction = Correction(
+        PLATFORM, exchange_id, user, text.strip(), of_interaction(interaction), server_id(interaction.guild),
+        role_ids(interaction.user), is_dm=interaction.guild is None, private_to=private_to(interaction.channel),
+    )  # fmt: skip
     try:
-        result = await asyncio.to_thread(
-            core.rules.correct, PLATFORM, user, exchange_id, text, core.scope_of(here), roles, workspace
-        )
-        said = f"{thanks(-1)} {result.text}"
-    except UserError as exc:
-        said = f"{thanks(-1)} The correction was not kept: {exc}"
+        outcome = await asyncio.to_thread(core.handle, correction)
     except Exception:
         log.exception("the correction of %s by %s failed", exchange_id, user)
-        said = SORRY
+        await interaction.response.send_message(SORRY, ephemeral=True)
+        return
+    if isinstance(outcome, CommandResult) and outcome.ok:
+        said = f"{thanks(-1)} {outcome.text}"
+    else:
+        why = outcome.text if isinstance(outcome, CommandResult) else getattr(outcome, "reason", "not a correction")
+        said = f"{thanks(-1)} The correction was not kept: {why}"
     await interaction.response.send_message(said, ephemeral=True)

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from adapters.discord_bot.screen import role_ids, server_id
+from adapters.discord_bot import PLATFORM
+from adapters.discord_bot.caller import role_ids, server_id
 
 if TYPE_CHECKING:
     from bot.core import Core
 
-PLATFORM = "discord"
 MAX_CHOICES = 25  # Discord shows at most 25 choices
 CHOICE_CHARS = 100  # a choice's name and value are 1-100 characters
 
@@ -28,7 +28,7 @@ def options(core: Core, argument: str) -> list[tuple[str, str]]:
         versions = core.registry.versions() if core.registry is not None else []
         return [(v.version, f"{v.version} ({v.status})") for v in reversed(versions)]  # oldest first there
     if argument == "correction_id":
-        return [(c.id, f"{c.id}: {c.question}") for c in core.store.corrections("pending")]
+        return [(c.id, f"{c.id}: {c.question}") for c in core.pending_corrections()]
     return []
 
 
@@ -46,7 +46,7 @@ async def suggest(
 ) -> list[app_commands.Choice[str]]:
     """The choices for `interaction`'s caller: none for anyone who is not an admin here."""
     user = interaction.user
-    if not core.rules.is_admin(PLATFORM, str(user.id), role_ids(user), server_id(interaction.guild)):
+    if not core.is_admin(PLATFORM, str(user.id), role_ids(user), server_id(interaction.guild)):
         return []
     # Off the event loop: the registry reads manifests, the store queries the database.
     return await asyncio.to_thread(choices, core, argument, current)

@@ -33,7 +33,7 @@ def run() -> None:
     s = settings()
     runners = []
     if s.slack.enabled:
-        from adapters import slack
+        from adapters.slack import app as slack
 
         runners.append(("slack", slack.run))
     if s.discord.enabled:

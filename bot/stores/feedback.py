@@ -204,8 +204,11 @@ class FeedbackStore:
         )
 
     def claim_event(self, platform: str, event_id: str) -> bool:
-        """True the first time (platform, event_id) is seen; False for every repeat within a day.
-        Atomic across processes and replicas: the primary key decides, in the database."""
+        """True the first time (platform, event_id) is seen, and for an event without an id ('');
+        False for every repeat within a day. Atomic across processes and replicas: the primary key
+        decides, in the database."""
+        if not event_id:
+            return True
         now = time.time()
         claim = self._insert(seen_events).values(platform=platform, event_id=event_id, seen_at=now)
         # An INSERT's rowcount is kept only on request (SQLAlchemy keeps it for UPDATE and DELETE alone).

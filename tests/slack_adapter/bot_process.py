@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from adapters.slack import build_app, start_socket_mode
-from adapters.slack_http import start_http
+from adapters.slack.app import build_app, start_socket_mode
+from adapters.slack.http import start_http
 from bot.retrieval import ExampleStore
 from bot.wiring import assemble_core
 from tests.conftest import test_settings

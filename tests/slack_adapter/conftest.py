@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from adapters.slack import build_app, start_socket_mode
-from adapters.slack_http import Running, start_http
+from adapters.slack.app import build_app, start_socket_mode
+from adapters.slack.http import Running, start_http
 from bot.core import Core
 from tests.conftest import REPO
 from tests.emulators.slack_api import SlackEmulator

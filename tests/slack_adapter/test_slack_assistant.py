@@ -4,7 +4,7 @@ the assistant thread, through the same core path as a DM. Channel mentions keep 
 
 from __future__ import annotations
 
-from adapters.slack_assistant import GREETING, MAX_PROMPTS, THINKING
+from adapters.slack.assistant import GREETING, MAX_PROMPTS, THINKING
 from tests.emulators.slack_api import SlackEmulator
 from tests.fakes import FakeEngine
 from tests.slack_adapter.helpers import ADMIN, ALICE, CHANNEL, DM, REPLY, StartBot, final_reply

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from adapters.slack import build_app, start_socket_mode
+from adapters.slack.app import build_app, start_socket_mode
 from bot.core import Core
 from tests.emulators.slack_api import SlackEmulator
 from tests.fakes import FakeEngine

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from adapters.slack import build_app, start_socket_mode, to_slack
+from adapters.slack.app import build_app, start_socket_mode, to_slack
 from adapters.text import split_text
 from bot.config import Settings, SlackSettings
 from bot.core import Core
@@ -101,7 +101,7 @@ def test_http_mode_url_verification_and_slash_command(slack: SlackEmulator, http
 def test_run_explains_a_bad_token_instead_of_crashing(
     slack: SlackEmulator, make_core: Callable[..., Core], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from adapters.slack import run
+    from adapters.slack.app import run
 
     core = make_core(FakeEngine(REPLY), **slack_overrides(slack, slack__app_token="xapp-revoked"))
     run(core, core.settings)  # returns: Socket Mode could not open a connection

@@ -8,7 +8,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-from adapters.slack import ACK_WAIT_S
+from adapters.slack.app import ACK_WAIT_S
 from bot.core import Core
 from bot.types import CommandResult, ConversationKey
 from tests.emulators.slack_api import SlackEmulator

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
-from adapters.slack_http import REQUEST_TIMEOUT_S
+from adapters.slack.http import REQUEST_TIMEOUT_S
 from bot.core import Core
 from tests.emulators.slack_api import SlackEmulator
 from tests.slack_adapter.conftest import BotProcess

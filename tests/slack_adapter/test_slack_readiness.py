@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
-from adapters.slack import build_app, start_socket_mode
+from adapters.slack.app import build_app, start_socket_mode
 from bot.core import Core
 from bot.ops.health import Readiness, serve
 from tests.emulators.slack_api import SlackEmulator

@@ -18,23 +18,25 @@ from typing import TYPE_CHECKING, Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from adapters.slack_format import FEEDBACK_ACTION, parse_vote, to_slack
-from bot.types import Ignored, UserError, Vote, VoteResult, dm_scope, workspace_scope
+from adapters.slack import PLATFORM
+from adapters.slack.format import FEEDBACK_ACTION, parse_vote, to_slack
+from bot.types import CommandResult, ConversationKey, Correction, Ignored, Vote, VoteResult
 
 if TYPE_CHECKING:
     from bot.core import Core
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 CORRECTION_VIEW = "correction"  # the modal's callback_id (app.view)
 SLACK_INPUT_MAX = 3000  # the most a plain_text_input may hold
 Later = Callable[..., Future[None]]  # runs a function on the adapter's reply pool
+ChannelKind = Callable[[WebClient, str], str]  # a channel's channel_type: "im", "group", "mpim", "channel"
+PRIVATE_KINDS = {"group", "mpim"}  # channel_type of a private channel and of a group DM
 
 
 class FeedbackButtons:
-    def __init__(self, core: Core, later: Later) -> None:
-        self.core, self.later = core, later
+    def __init__(self, core: Core, later: Later, channel_kind: ChannelKind) -> None:
+        self.core, self.later, self.channel_kind = core, later, channel_kind
 
     def register(self, app: App) -> None:
         app.action(FEEDBACK_ACTION)(self.on_click)
@@ -63,28 +65,24 @@ class FeedbackButtons:
         client.views_open(trigger_id=trigger_id, view=correction_view(meta, limit))
 
     def on_correction(self, ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
-        """The modal's answer, checked and stored before the ack; a refusal is shown in the modal."""
+        """The modal's answer, checked by the core as a `correct:` reply is and stored before the
+        ack; a refusal is shown in the modal."""
         meta = json.loads(view.get("private_metadata") or "{}")
-        exchange_id, channel = str(meta.get("exchange", "")), str(meta.get("channel", ""))
+        exchange_id, channel, thread = str(meta.get("exchange", "")), str(meta.get("channel", "")), meta.get("thread")
         user, team = body["user"]["id"], _team(body)
         answer = view["state"]["values"]["answer"]["text"].get("value") or ""
-        exchange = self.core.store.exchange(exchange_id)
-        # The buttons and the modal name the exchange: check that it is this workspace's (or this
-        # DM's or private channel's) before anything is stored.
-        here = {workspace_scope(PLATFORM, team), dm_scope(PLATFORM, channel)}
-        if exchange is None or exchange.platform != PLATFORM or exchange.scope not in here:
-            ack(response_action="errors", errors={"answer": "I can't find that answer in this workspace."})
-            return
-        if not self.core.rules.invited(PLATFORM, team):
-            ack()
-            return
-        try:
-            result = self.core.rules.correct(PLATFORM, user, exchange_id, answer, exchange.scope, (), team)
-        except UserError as exc:
-            ack(response_action="errors", errors={"answer": str(exc)})
+        kind = self.channel_kind(client, channel)
+        # Where the 👎 was clicked: the core corrects only a reply given there.
+        outcome = self.core.handle(Correction(
+            PLATFORM, exchange_id, user, answer.strip(), ConversationKey(PLATFORM, channel, thread or ""),
+            workspace=team, is_dm=kind == "im", private_to=channel if kind in PRIVATE_KINDS else "",
+        ))  # fmt: skip
+        if isinstance(outcome, CommandResult) and not outcome.ok:
+            ack(response_action="errors", errors={"answer": outcome.text})
             return
         ack()
-        self.later(_tell, client, channel, user, meta.get("thread") or None, result.text)
+        if isinstance(outcome, CommandResult):
+            self.later(_tell, client, channel, user, thread or None, outcome.text)
 
 
 def correction_view(meta: dict[str, str], max_chars: int) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-from adapters.slack_http import Running
+from adapters.slack import PLATFORM
+from adapters.slack.http import Running
 from bot.ops.health import Readiness
 
 if TYPE_CHECKING:
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 # How often the client pings and checks its connection (reconnecting a dead one): slack_sdk's own
 # default (bolt's handler doubles it), so a lost connection is noticed and retried within 5 s.
 PING_INTERVAL_S = 5.0

@@ -17,6 +17,7 @@ from slack_bolt import BoltContext, Say, SetStatus, SetSuggestedPrompts, SetTitl
 from slack_bolt.middleware.assistant import Assistant
 from slack_sdk import WebClient
 
+from adapters.slack import PLATFORM
 from bot.types import GLOBAL_SCOPE, Answering, CommandResult, ConversationKey, Outcome, workspace_scope
 
 if TYPE_CHECKING:
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 GREETING = "Hi! Ask me anything. Vote 👍 or 👎 under an answer, and I'll learn from it."
 PROMPTS_TITLE = "Questions people ask:"
 MAX_PROMPTS = 4  # Slack shows at most four suggested prompts
@@ -70,7 +70,7 @@ def build_assistant(core: Core, handle_message: HandleMessage) -> Assistant:
         payload: dict[str, Any], context: BoltContext, client: WebClient, set_status: SetStatus, set_title: SetTitle
     ) -> None:
         conversation = ConversationKey(PLATFORM, payload["channel"], payload.get("thread_ts") or "")
-        if not core.store.has_history(conversation):
+        if not core.has_history(conversation):
             set_title((payload.get("text") or "").strip()[:TITLE_CHARS] or "New question")
         set_status(THINKING)  # before the answer can be posted, which clears it
         outcome = handle_message(payload, context, client)

@@ -2,17 +2,17 @@
 
 Convert Slack events into the core's values (`Incoming`, `Reaction`), hand them to
 `core.handle`, show what comes back. Whether to answer, corrections, votes, admin rights, dedup
-and history are the core's; streaming is adapters/streaming.py's; this file only speaks Slack.
+and history are the core's; showing a reply is adapters/streaming.py's `show_answer`, over
+Slack's native stream (stream.py) or its edited messages (screen.py); this file only speaks Slack.
 The app runs with bolt's `process_before_response`: a listener returns before its event is acked
 (in Socket Mode and HTTP mode alike), so a vote, a correction or a `teach` is written durably
 before Slack hears it arrived (Slack never redelivers an acked event). Listeners therefore only
 decide and write, which takes milliseconds of Slack's 3 seconds: answers, which wait for the
 model, go to the adapter's answer pool, and what is posted back (command output, confirmations)
 to its reply pool, so a flood of questions never delays a vote, a correction or a command.
-HTTP serving and its guards are adapters/slack_http.py's; what is written (escaping, Markdown,
-the buttons) adapters/slack_format.py's; showing a reply adapters/slack_screen.py's (chat.update)
-and adapters/slack_stream.py's (chat.startStream); the buttons' clicks and the correction modal
-adapters/slack_feedback.py's; the AI app side panel adapters/slack_assistant.py's.
+HTTP serving and its guards are http.py's; what is written (escaping, Markdown, the buttons)
+format.py's; the buttons' clicks and the correction modal feedback.py's; the AI app side panel
+assistant.py's.
 """
 
 from __future__ import annotations
@@ -29,13 +29,14 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from adapters.edit_budget import EditBudget
-from adapters.slack_assistant import build_assistant
-from adapters.slack_feedback import FeedbackButtons
-from adapters.slack_format import from_slack, message_ref, to_slack
-from adapters.slack_http import EVENTS_PATH, Running, http_server
-from adapters.slack_screen import MAX_CHARS, SdkRetries, SlackScreen, announcing_final, ensure_buttons
-from adapters.slack_socket import connect_socket_mode
-from adapters.slack_stream import StreamChoice, Target, show_natively
+from adapters.slack import PLATFORM
+from adapters.slack.assistant import build_assistant
+from adapters.slack.feedback import PRIVATE_KINDS, FeedbackButtons
+from adapters.slack.format import from_slack, message_ref, to_slack
+from adapters.slack.http import EVENTS_PATH, Running, http_server
+from adapters.slack.screen import MAX_CHARS, SdkRetries, SlackScreen
+from adapters.slack.socket_mode import connect_socket_mode
+from adapters.slack.stream import NativeStream, StreamChoice, Target
 from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
 from adapters.text import split_text
 from bot.ops import metrics
@@ -48,10 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 # Message subtypes that are still a person writing; edits, deletions, joins, bots are not.
 USER_SUBTYPES = {None, "thread_broadcast", "file_share"}
-PRIVATE_KINDS = {"group", "mpim"}  # channel_type of a private channel and of a group DM
 # How long a command may run before its ack goes out anyway (Slack shows an error after 3 s);
 # its writes take milliseconds, so they are durable before the ack unless something is stuck.
 ACK_WAIT_S = 2.0
@@ -87,7 +86,7 @@ class SlackAdapter:
         self.app.event("reaction_added")(self.on_reaction)
         self.app.event("reaction_removed")(self.on_reaction)
         self.app.command(self.slack.command)(self.on_command)
-        FeedbackButtons(core, lambda *args: _later(self._replies, *args)).register(self.app)
+        FeedbackButtons(core, lambda *args: _later(self._replies, *args), self._channel_kind).register(self.app)
         if self.slack.assistant:
             self.app.assistant(build_assistant(core, self.handle_message))
 
@@ -130,7 +129,7 @@ class SlackAdapter:
             _later(self._replies, self._post_result, client, outcome, channel, user, in_thread)
         return outcome
 
-    def _channel_kind(self, client: WebClient, channel: str, kind: str | None) -> str:
+    def _channel_kind(self, client: WebClient, channel: str, kind: str | None = None) -> str:
         """The channel_type of `channel`. app_mention events lack it: then what a message event
         said, or else conversations.info (once a channel); if Slack won't say, private."""
         if kind is None:
@@ -146,19 +145,12 @@ class SlackAdapter:
         return kind
 
     def _answer(self, client: WebClient, answering: Answering, to: Target) -> None:
-        """On the answers pool: streamed natively where the workspace can, else a placeholder at
-        once and the answer edited into it; the buttons under the finished reply either way."""
-        events = answering.events
-        if self.streams.native(to.team, to.thread_ts):
-            replay = show_natively(self.core, answering, to, self.streams)
-            if replay is None:
-                return
-            events = replay
-        screen = SlackScreen(client, to.channel, to.thread_ts or None)
-        on_screen = ReplyOnScreen(screen, MAX_CHARS, self.slack.stream_interval_s, budget=self.edits, key=to.team)
-        shown = Answering(answering.message, announcing_final(events, screen))
-        if show_answer(self.core, shown, on_screen, PLATFORM, placeholder="…") is not None:
-            ensure_buttons(on_screen, screen)
+        """On the answers pool: streamed natively where the workspace can, else (or when Slack
+        refuses the stream) a placeholder at once and the answer edited into it."""
+        edited = ReplyOnScreen(SlackScreen(client, to.channel, to.thread_ts or None), MAX_CHARS,
+                               self.slack.stream_interval_s, self.edits, to.team, placeholder="…")  # fmt: skip
+        native = [NativeStream(to, self.streams)] if self.streams.native(to.team, to.thread_ts) else []
+        show_answer(self.core, answering, [*native, edited], PLATFORM)
 
     def on_reaction(self, event: dict[str, Any], body: dict[str, Any], context: BoltContext) -> None:
         item = event.get("item", {})
