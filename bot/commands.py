@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.types import CommandResult, ConversationKey, UserError
+from bot.types import LOCAL_PLATFORMS, CommandResult, ConversationKey, Incoming, UserError
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -148,7 +148,6 @@ def _reject(core: CommandContext, caller: Caller, correction_id: str) -> Command
 
 
 def _export(core: CommandContext, caller: Caller, file: str) -> CommandResult:
-    from bot.config import LOCAL_PLATFORMS
     from bot.training.dataset import chat_export_path, export_feedback, kto_path
 
     # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
@@ -324,6 +323,16 @@ def help_text(is_admin: bool) -> str:
             lines.append(f"  {c.usage:<28} {c.help}{'  (admins)' if c.admin else ''}")
     lines.append("React with 👍 or 👎 to a reply to vote on it; reply `correct: <better answer>` to correct it.")
     return "\n".join(lines)
+
+
+def run_event(core: CommandContext, event: Incoming, is_admin: bool) -> CommandResult:
+    """A command as a platform sends it (a text line, or a name with typed options), for its caller."""
+    try:
+        text = event.command or ""
+        call = parse(text) if event.command_args is None else named(text, event.command_args)
+    except UserError as exc:
+        return CommandResult(str(exc), ok=False)
+    return run(core, Caller(event.platform, event.user_id, event.conversation, is_admin), call)
 
 
 def run(core: CommandContext, caller: Caller, call: Call) -> CommandResult:

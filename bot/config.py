@@ -20,10 +20,10 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource, TomlConfigSettingsSource
 
 from bot.setting_sections import SECRET, CommaList, RetentionSettings, Section, TrainingSettings
+from bot.types import LOCAL_PLATFORMS
 
 # The platforms a message can come from (Core.is_admin matches admins as "platform:user_id").
-PLATFORMS = ("console", "cli", "slack", "discord")
-LOCAL_PLATFORMS = ("console", "cli")  # run by whoever owns the data directory, on its machine
+PLATFORMS = (*LOCAL_PLATFORMS, "slack", "discord")
 # Tokens the prompt keeps beside max_new_tokens: the default system prompt and chat template take
 # about 45, so this leaves a short question room; below it every message would be refused.
 MIN_PROMPT_TOKENS = 64

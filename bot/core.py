@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from bot import commands
 from bot.config import Settings
-from bot.feedback_rules import FeedbackRules, scope_of
+from bot.feedback_rules import FeedbackRules
 from bot.generation.decoding import favored_tokens
 from bot.generation.engine import Generated, ReplyHints
 from bot.generation.queueing import HeldStream, InFlightLimit
@@ -38,6 +38,7 @@ from bot.types import (
     StreamEvent,
     Token,
     UserError,
+    scope_of,
 )
 
 if TYPE_CHECKING:
@@ -86,17 +87,17 @@ class Core:
         """Decide what an adapter's event needs: Ignored, Answering (a stream to show), a
         CommandResult (a command, a correction), or a VoteResult. Quick: nothing here waits for
         the model (an answer is generated while its `events` are iterated)."""
-        if not self.rules.invited(event.platform, event.workspace):
-            return Ignored("a workspace the bot is not invited to")  # before anything is stored
-        if isinstance(event, Incoming) and event.command is None:
-            event = self.rules.read_message(event)  # a `correct:` reply is feedback too
+        event = self.rules.admit(event)  # a `correct:` reply is feedback too
+        if isinstance(event, Ignored):
+            return event
         if not isinstance(event, Incoming):
             return self.rules.handle(event)
-        if event.command is not None:
-            if not self.store.claim_event(event.platform, event.event_id):
-                return Ignored("a retry of a command already run")
-            return self._run_command(event)
-        return self._message(event)
+        if event.command is None:
+            return self._message(event)
+        if not self.store.claim_event(event.platform, event.event_id):
+            return Ignored("a retry of a command already run")
+        is_admin = self.rules.is_admin(event.platform, event.user_id, event.roles, event.workspace)
+        return commands.run_event(self, event, is_admin)
 
     def _message(self, event: Incoming) -> Outcome:
         addressed = (
@@ -275,16 +276,6 @@ class Core:
         result = self.handle(event)
         assert isinstance(result, CommandResult)  # without an event id nothing is a duplicate
         return result
-
-    def _run_command(self, event: Incoming) -> CommandResult:
-        try:
-            text = event.command or ""
-            call = commands.parse(text) if event.command_args is None else commands.named(text, event.command_args)
-        except UserError as exc:
-            return CommandResult(str(exc), ok=False)
-        is_admin = self.rules.is_admin(event.platform, event.user_id, event.roles, event.workspace)
-        caller = commands.Caller(event.platform, event.user_id, event.conversation, is_admin)
-        return commands.run(self, caller, call)
 
     def after_swap(self, text: str) -> str:
         """`text`, once the generation worker serves the registry's LoRA (none here: the CLI)."""

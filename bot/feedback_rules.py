@@ -16,13 +16,12 @@ import re
 import threading
 from collections.abc import Sequence
 
-from bot.config import LOCAL_PLATFORMS, Settings
+from bot.config import Settings
 from bot.ops import metrics
 from bot.retrieval import ExampleStore, example_id
 from bot.stores.feedback import FeedbackStore
 from bot.stores.records import Exchange
 from bot.types import (
-    LOCAL_SCOPE,
     CommandResult,
     Correction,
     Feedback,
@@ -32,7 +31,7 @@ from bot.types import (
     UserError,
     Vote,
     VoteResult,
-    dm_scope,
+    scope_of,
     workspace_scope,
 )
 
@@ -50,18 +49,6 @@ def vote_value(emoji: str, up: Sequence[str], down: Sequence[str]) -> int:
     """+1, -1 or 0 for an emoji as any platform names it."""
     name = _EMOJI_MODIFIERS.sub("", emoji.strip(":").split("::")[0])
     return 1 if name in up else -1 if name in down else 0
-
-
-def scope_of(event: Incoming | Correction) -> str:
-    """Where what an event teaches is seen: its workspace or server, its DM or private place, or
-    the terminal. A correction is checked against it: a reply given elsewhere is not the caller's."""
-    if event.platform in LOCAL_PLATFORMS:
-        return LOCAL_SCOPE
-    if event.is_dm:
-        return dm_scope(event.platform, event.conversation.channel)
-    if event.private_to:
-        return dm_scope(event.platform, event.private_to)
-    return workspace_scope(event.platform, event.workspace or event.conversation.channel)
 
 
 class FeedbackRules:
@@ -112,6 +99,15 @@ class FeedbackRules:
         if isinstance(event, Vote):
             return self._button_vote(event)
         return self._correction(event)
+
+    def admit(self, event: Incoming | Feedback) -> Incoming | Feedback | Ignored:
+        """The event as the core handles it: Ignored from a workspace the bot does not serve, a
+        message read as the feedback it may be (`read_message`), anything else as it is."""
+        if not self.invited(event.platform, event.workspace):
+            return Ignored("a workspace the bot is not invited to")  # before anything is stored
+        if isinstance(event, Incoming) and event.command is None:
+            return self.read_message(event)
+        return event
 
     def read_message(self, event: Incoming) -> Incoming | Correction:
         """A message as the feedback it may be: `correct: …` in reply to one of the bot's answers

@@ -29,6 +29,8 @@ class ConversationKey:
         return cls(platform, channel, thread)
 
 
+# The terminal chat and the CLI: run by whoever owns the data directory, on its machine.
+LOCAL_PLATFORMS = ("console", "cli")
 # Retrieval scope of examples that every conversation sees (imported, admin-taught).
 GLOBAL_SCOPE = ""
 # The terminal chat and the CLI: one person, the owner of the data directory.
@@ -151,6 +153,18 @@ class Correction:
 
 # What users say about replies; `FeedbackRules.handle` decides each.
 Feedback = Reaction | Vote | Correction
+
+
+def scope_of(event: Incoming | Correction) -> str:
+    """Where what an event teaches is seen: its workspace or server, its DM or private place, or
+    the terminal. A correction is checked against it: a reply given elsewhere is not the caller's."""
+    if event.platform in LOCAL_PLATFORMS:
+        return LOCAL_SCOPE
+    if event.is_dm:
+        return dm_scope(event.platform, event.conversation.channel)
+    if event.private_to:
+        return dm_scope(event.platform, event.private_to)
+    return workspace_scope(event.platform, event.workspace or event.conversation.channel)
 
 
 @dataclass(frozen=True)
