@@ -49,11 +49,11 @@ def test_a_correction_or_taught_answer_over_the_cap_is_refused_and_nothing_is_st
     message = Message(CONV, "U1", "What is the VPN address?")
     exchange = core.answer(message).exchange_id
     with pytest.raises(UserError, match="limited to 50"):
-        core.rules.correct("slack", "U1", exchange, "correct: " + "x" * 51, message.scope)
+        core.rules.correct("slack", "U1", exchange, "x" * 51, message.scope)
     taught = core.command("console", "local", f"teach Wifi? | Guest wifi? => {'y' * 51}", CONV)
     assert not taught.ok and "limited to 50" in taught.text
     assert core.store.corrections() == [] and core.examples.count() == 0  # nothing stored, no example
-    core.rules.correct("slack", "U1", exchange, "correct: " + "x" * 50, message.scope)  # at the cap: fine
+    core.rules.correct("slack", "U1", exchange, "x" * 50, message.scope)  # at the cap: fine
     assert [len(c.answer) for c in core.store.corrections()] == [50]
 
 
