@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.types import ReplyStats
+
 if TYPE_CHECKING:
     from bot.generation.lora_follow import LoraFollower
     from bot.generation.model_files import ModelFiles
@@ -22,9 +24,7 @@ class Generated:
 
     text: str
     lora_version: str | None
-    prompt_tokens: int
-    completion_tokens: int
-    first_token_s: float | None  # from the moment the worker started it
+    stats: ReplyStats  # times from the moment the worker started it (the core's Reply: latency from the message)
     started_after_s: float  # time spent waiting in the queue
 
 

@@ -23,7 +23,7 @@ from bot.generation.engine import NO_HINTS, BatchingEngine, Engine, Generated, R
 from bot.generation.lora_follow import LoraUnavailable
 from bot.generation.queueing import FairQueue
 from bot.ops import metrics
-from bot.types import Queued, Token
+from bot.types import Queued, ReplyStats, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,16 +63,9 @@ class _Run:
             self.job.events.put(Token(text))
 
     def finish(self, count: int) -> None:
-        self.job.events.put(
-            Generated(
-                text=clean_reply("".join(self.pieces)),
-                lora_version=self.version,
-                prompt_tokens=len(self.job.input_ids),
-                completion_tokens=count,
-                first_token_s=self.first,
-                started_after_s=self.start - self.job.submitted,
-            )
-        )
+        stats = ReplyStats(time.monotonic() - self.start, self.first, len(self.job.input_ids), count)
+        text = clean_reply("".join(self.pieces))
+        self.job.events.put(Generated(text, self.version, stats, started_after_s=self.start - self.job.submitted))
 
     def fail(self, exc: BaseException) -> None:
         self.job.events.put(RuntimeError(f"generation failed: {exc}"))
