@@ -56,7 +56,7 @@ class Engine(Protocol):
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
     ) -> int:
         """One reply on its own, calling on_text with each new piece of text; returns the number of
-        new tokens (for callers outside the generation service: the gate's cache, benchmarks)."""
+        new tokens (a one-slot engine's step; outside the worker: the gate's cache, benchmarks)."""
         ...
 
     def hold(self, input_ids: list[int], hints: ReplyHints, stop: Callable[[], bool]) -> int:
@@ -106,7 +106,7 @@ class OneAtATime(ABC):
     ) -> int: ...
 
     def group(self, hints: ReplyHints) -> object:
-        return None  # never asked: a batch of one shares nothing
+        return None  # any: a batch of one shares nothing
 
     def start(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
