@@ -127,7 +127,7 @@ def _show_answer(core: Core, answering: Answering, say: Callable[..., None]) -> 
             reply = event.reply
             core.link_message(reply.exchange_id, PLATFORM, reply.exchange_id)  # the terminal's "message"
             lora = reply.lora_version or "base"
-            say(f"\n     [{reply.latency_s:.1f}s, lora {lora}, {len(reply.example_ids)} examples]")
+            say(f"\n     [{reply.stats.latency_s:.1f}s, lora {lora}, {len(reply.example_ids)} examples]")
             return reply.exchange_id
     return None
 

@@ -41,7 +41,7 @@ os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
 from bot.generation.decoding import favored_tokens
-from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.engine import NO_HINTS, Generated, ReplyHints
 from bot.generation.hf_engine import HFEngine
 from bot.generation.llama_engine import LlamaCppEngine, serving_gguf
 from bot.generation.model_files import default_gguf_path, prepare_model
@@ -159,7 +159,8 @@ def bot_path(
         for event in service.stream(f"user-{threading.get_ident()}", ids, tokens, hints):
             if first is None and getattr(event, "text", ""):
                 first = time.monotonic() - started
-            count = getattr(event, "completion_tokens", count)
+            if isinstance(event, Generated):
+                count = event.stats.completion_tokens
         return first or 0.0, time.monotonic() - started, count
 
     def close() -> None:

@@ -60,9 +60,9 @@ def measure(core: Core, eval_file: Path) -> dict[str, float]:
     examples_only = evaluate_file(core_answerer(core, "decoding"), eval_file)
     regression = evaluate_file(core_answerer(core, "decoding"), REGRESSION_FILE)
     return {
-        "hit_limit": sum(r.completion_tokens >= limit for r in replies),
+        "hit_limit": sum(r.stats.completion_tokens >= limit for r in replies),
         "open_prompts": len(replies),
-        "mean_tokens": round(statistics.mean(r.completion_tokens for r in replies), 1),
+        "mean_tokens": round(statistics.mean(r.stats.completion_tokens for r in replies), 1),
         "open_s": round(open_s, 1),
         "examples_only": round(examples_only.accuracy, 4),
         "regression_hits": regression.hits,

@@ -272,14 +272,14 @@ class Answerer:
                     yield event, "token"
                 elif isinstance(event, Done):
                     reply = event.reply
-                    yield (reply.prompt_tokens, len(reply.example_ids), reply.lora_version), "done"
+                    yield (reply.stats.prompt_tokens, len(reply.example_ids), reply.lora_version), "done"
             return
         prompt, hints = self._prompt(text)
         for event in self.generation.stream("console:local", prompt.input_ids, self.settings.max_new_tokens, hints):
             if isinstance(event, Token):
                 yield event, "token"
             elif isinstance(event, Generated):
-                yield (event.prompt_tokens, len(prompt.example_ids), event.lora_version), "done"
+                yield (event.stats.prompt_tokens, len(prompt.example_ids), event.lora_version), "done"
 
     def _prompt(self, text: str) -> tuple[Any, Any]:
         """What Core._answer_stream builds for a new conversation: examples, prompt, reply hints."""

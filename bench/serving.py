@@ -87,12 +87,12 @@ def main() -> None:
             latencies.append(total)
             first_tokens.append(first or total)
             gen_time = total - (first or 0)
-            if reply.completion_tokens > 1 and gen_time > 0:
-                rates.append((reply.completion_tokens - 1) / gen_time)
+            if reply.stats.completion_tokens > 1 and gen_time > 0:
+                rates.append((reply.stats.completion_tokens - 1) / gen_time)
         line("time to first token p50 / p95", f"{pct(first_tokens, 50):.2f} s / {pct(first_tokens, 95):.2f} s")
         line("decode speed (tokens/s) median", f"{statistics.median(rates):.1f}")
         line(
-            f"reply latency p50 / p95 ({args.runs} runs, ~{reply.completion_tokens} tokens)",
+            f"reply latency p50 / p95 ({args.runs} runs, ~{reply.stats.completion_tokens} tokens)",
             f"{pct(latencies, 50):.2f} s / {pct(latencies, 95):.2f} s",
         )
         core.generation.close()

@@ -6,6 +6,7 @@ synchronous and thread-safe; generation itself is serialized by the GenerationSe
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -192,7 +193,8 @@ class Core:
                 yield event
             elif isinstance(event, Generated):
                 latency = time.monotonic() - started
-                metrics.observe_reply(latency, first_token, event.started_after_s, event.completion_tokens)
+                metrics.observe_reply(latency, first_token, event.started_after_s, event.stats.completion_tokens)
+                stats = dataclasses.replace(event.stats, latency_s=latency)  # the worker's counts from its start
                 exchange_id = self.store.add_exchange(
                     conversation=message.conversation,
                     user_id=message.user_id,
@@ -201,28 +203,14 @@ class Core:
                     prompt=prompt.messages,
                     example_ids=prompt.example_ids,
                     lora_version=event.lora_version,
-                    latency_s=latency,
-                    first_token_s=event.first_token_s,
-                    prompt_tokens=event.prompt_tokens,
-                    completion_tokens=event.completion_tokens,
+                    stats=stats,
                     scope=message.scope,
                 )
                 # The conversation's turns as its next message will read them (no second query).
                 turns = settings.history_turns
                 upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
                 self._read_next_start_ahead(generation, upcoming, hints)
-                yield Done(
-                    Reply(
-                        text=event.text,
-                        exchange_id=exchange_id,
-                        lora_version=event.lora_version,
-                        example_ids=prompt.example_ids,
-                        latency_s=latency,
-                        first_token_s=event.first_token_s,
-                        prompt_tokens=event.prompt_tokens,
-                        completion_tokens=event.completion_tokens,
-                    )
-                )
+                yield Done(Reply(event.text, exchange_id, event.lora_version, prompt.example_ids, stats))
 
     def _read_next_start_ahead(self, generation: GenerationService, history: list[Turn], hints: ReplyHints) -> None:
         """While the user reads the reply, the engine reads what the conversation's next prompt will

@@ -184,6 +184,17 @@ class Answering:
 
 
 @dataclass(frozen=True)
+class ReplyStats:
+    """A reply's measurements, from the worker that wrote it to the exchange stored for it (the
+    exchanges table has a column of each name)."""
+
+    latency_s: float  # to the whole reply: the core's Reply counts from the message's arrival
+    first_token_s: float | None  # from the moment the worker started writing it (None: no text came)
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
 class Reply:
     """What the core returns for a message; everything needed to trace it back."""
 
@@ -191,10 +202,7 @@ class Reply:
     exchange_id: str
     lora_version: str | None
     example_ids: tuple[str, ...]
-    latency_s: float
-    first_token_s: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    stats: ReplyStats
 
 
 @dataclass(frozen=True)

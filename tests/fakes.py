@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.engine import NO_HINTS, OneAtATime, ReplyHints
 from bot.generation.lora_follow import LoraFollower
 
 SPECIAL = ("<|im_start|>", "<|im_end|>")
@@ -45,7 +45,7 @@ class FakeTokenizer:
         return {"input_ids": ids}
 
 
-class FakeEngine:
+class FakeEngine(OneAtATime):
     """Streams a fixed reply word by word. `reply` may be a function of the prompt ids.
 
     `gate`, when given, holds every generation until it is set: a test can keep requests
@@ -65,7 +65,6 @@ class FakeEngine:
         self.gate = gate
         self.files = None
         self.description = "a fake engine"
-        self.slots = 1
         self.loads: list[str] = []  # LoRA versions loaded, in order
         self.loras = LoraFollower(lora_source, lambda: 3, lambda name, version, path: self.loads.append(version),
                                   lambda name: None)  # fmt: skip
@@ -119,7 +118,7 @@ class _FakeReply(dict):
 
 
 class FakeBatchingEngine(FakeEngine):
-    """A BatchingEngine (bot.generation.worker): every step writes one word of each reply begun, like
+    """An engine of several slots (bot.generation.worker): every step writes one word of each reply begun, like
     llama.cpp's continuous batching. It records each step's batch and refuses to mix LoRA groups,
     as llama.cpp cannot; `fail_at_step` makes that step raise."""
 

@@ -1,5 +1,6 @@
 """The generation service with a batching engine: replies decoded together, fairness, LoRA
-groups and swaps only between replies (a fake engine here; llama.cpp in test_llama_engine.py)."""
+groups and swaps only between replies (a fake engine here; llama.cpp in test_llama_engine.py). An
+engine that writes one reply at a time is one with a single slot, served by the same loop."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from bot.generation.engine import NO_HINTS, Generated, ReplyHints
 from bot.generation.worker import GenerationService
 from bot.types import Queued, Token
-from tests.fakes import FakeBatchingEngine
+from tests.fakes import FakeBatchingEngine, FakeEngine
 
 
 def collect(service: GenerationService, owner: str, hints: ReplyHints = NO_HINTS, out: list | None = None) -> list:
@@ -86,9 +87,10 @@ def test_a_base_model_reply_never_shares_a_batch_with_a_lora_reply(tmp_path: Pat
     assert all(len({group for _, group in step}) == 1 for step in engine.steps)  # the fake asserts it too
 
 
-def test_a_swap_waits_for_the_replies_being_written_and_drops_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine_type", [FakeBatchingEngine, FakeEngine])
+def test_a_swap_waits_for_the_replies_being_written_and_drops_none(tmp_path: Path, engine_type: type) -> None:
     wanted: list[tuple[str, Path] | None] = [("v0001", tmp_path)]
-    engine = FakeBatchingEngine(reply=" ".join(["w"] * 30), delay_s=0.01, lora_source=lambda: wanted[0])
+    engine = engine_type(reply=" ".join(["w"] * 30), delay_s=0.01, lora_source=lambda: wanted[0])
     service = GenerationService(engine, sync_interval_s=0.05)
     try:
         service.request_sync().result(timeout=10)
@@ -159,3 +161,15 @@ def test_closing_mid_reply_leaves_nothing_in_the_engine() -> None:
     service.close()
     asker.join(timeout=10)
     assert engine._begun == [] and failed and "closed" in failed[0]
+
+
+def test_an_engine_that_writes_a_reply_in_one_call_is_a_batching_engine_with_one_slot() -> None:
+    engine = FakeEngine(reply="one two three")
+    pieces: list[str] = []
+    handle = engine.start([1, 2], 50, pieces.append, NO_HINTS)
+    assert engine.slots == 1 and pieces == [], "begun, written by the next step"
+    assert engine.step() == [(handle, 3)] and "".join(pieces) == "one two three"
+    assert engine.step() == [], "nothing begun, nothing written"
+    engine.start([1, 2], 50, pieces.append, NO_HINTS)
+    engine.abort()
+    assert engine.step() == [] and engine.calls == [[1, 2]], "an aborted reply is never written"

@@ -16,7 +16,7 @@ from sqlalchemy import text
 from bot.stores.database import MIGRATIONS
 from bot.stores.feedback import FeedbackStore
 from bot.stores.records import metadata
-from bot.types import ConversationKey
+from bot.types import ConversationKey, ReplyStats
 
 # The store's schema before scopes (and before the example-sync queue and two indexes), as such a
 # bot wrote its feedback.sqlite3; rows follow.
@@ -76,9 +76,10 @@ def test_a_sqlite_file_from_before_scopes_opens_and_keeps_everything(tmp_path: P
         assert revision_of(store) == head_revision()
         old = store.exchange("e1")
         assert old is not None and old.scope == "slack:C1"  # before scopes: the channel, the narrowest
-        kept = (old.user_text, old.example_ids, old.lora_version, old.latency_s, old.created_at)
-        assert kept == ("Where is the VPN?", ("x1",), "v0002", 1.5, 1700000000.5)
+        kept = (old.user_text, old.example_ids, old.lora_version, old.stats, old.created_at)
+        assert kept == ("Where is the VPN?", ("x1",), "v0002", ReplyStats(1.5, 0.25, 30, 5), 1700000000.5)
         assert store.exchange("e2").scope == "discord:99"  # type: ignore[union-attr]
+        assert store.exchange("e2").stats is None, "a row without measurements"  # type: ignore[union-attr]
         assert store.exchange_for_message("slack", "C1:1700.2") == "e1" and store.score("e1") == 1
         assert [c.id for c in store.corrections("pending")] == ["c1"]
         assert store.claim_event("slack", "Ev1") is False  # its dedup window goes on
@@ -143,7 +144,7 @@ def test_replicas_starting_together_migrate_once(feedback_store: FeedbackStore) 
         thread.join(timeout=60)
     assert errors == [] and len(opened) == 4
     assert {revision_of(store) for store in opened} == {head_revision()}
-    args = ([], (), None, 0.1, None, 1, 1, "slack:T1")
+    args = ([], (), None, ReplyStats(0.1, None, 1, 1), "slack:T1")
     exchange_id = opened[0].add_exchange(ConversationKey("slack", "C1", ""), "U1", "q", "a", *args)
     assert all(store.exchange(exchange_id) is not None for store in opened)
     for store in opened:

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.prompt import Turn
 from bot.stores.feedback import FeedbackStore
 from bot.stores.records import example_sync, votes
-from bot.types import ConversationKey
+from bot.types import ConversationKey, ReplyStats
 
 REPO = Path(__file__).resolve().parent.parent
 CONV = ConversationKey("slack", "C1", "T1")
@@ -23,7 +23,7 @@ PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content"
 
 
 def add(store: FeedbackStore, text: str = "Où est le café ☕?", conv: ConversationKey = CONV) -> str:
-    args = (PROMPT, ("ex1", "ex2"), "v0003", 1.25, None, 17, 4, "slack:T1")
+    args = (PROMPT, ("ex1", "ex2"), "v0003", ReplyStats(1.25, None, 17, 4), "slack:T1")
     return store.add_exchange(conv, "U1", text, "Second floor.", *args)
 
 
@@ -45,8 +45,7 @@ def test_exchanges_and_corrections_round_trip(feedback_store: FeedbackStore) -> 
         assert stored is not None
         assert (stored.user_text, stored.reply, stored.prompt) == ("Où est le café ☕?", "Second floor.", PROMPT)
         assert (stored.example_ids, stored.lora_version, stored.scope) == (("ex1", "ex2"), "v0003", "slack:T1")
-        timing = (stored.latency_s, stored.first_token_s, stored.prompt_tokens, stored.completion_tokens)
-        assert timing == (1.25, None, 17, 4)
+        assert stored.stats == ReplyStats(latency_s=1.25, first_token_s=None, prompt_tokens=17, completion_tokens=4)
         assert (stored.platform, stored.conversation, stored.user_id) == ("slack", "slack:C1:T1", "U1")
         assert other.exchange(exchange_id) == feedback_store.exchange(exchange_id)  # the time to the last bit
         assert other.exchange("nope") is None
@@ -223,7 +222,7 @@ def test_a_nul_in_a_message_is_stored_alike_on_both(feedback_store) -> None:
     """PostgreSQL refuses NUL in text; a message with one must not lose its exchange there."""
     store = feedback_store
     exchange_id = store.add_exchange(ConversationKey("console", "local"), "u", "a\x00b", "ok", [], (), None,
-                                     0.1, None, 1, 1, "")  # fmt: skip
+                                     ReplyStats(0.1, None, 1, 1), "")  # fmt: skip
     assert store.exchange(exchange_id).user_text == "a\ufffdb"
     correction = store.add_correction(exchange_id, "console", "u", "q\x00", "a\x00", accepted_by=None)
     assert (store.correction(correction.id).question, store.correction(correction.id).answer) == ("q\ufffd", "a\ufffd")

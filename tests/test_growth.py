@@ -18,7 +18,7 @@ from bot.stores.lora_registry import LoraRegistry
 from bot.stores.records import exchanges
 from bot.training import remote
 from bot.training.runner import TrainingRunner, rotate
-from bot.types import CommandResult, ConversationKey, Message, UserError
+from bot.types import CommandResult, ConversationKey, Message, ReplyStats, UserError
 from bot.wiring import keep_pruning
 from tests import conftest
 from tests.conftest import MakeCore
@@ -107,7 +107,7 @@ def test_a_short_review_has_no_page_line(make_core: MakeCore) -> None:
 def test_prompts_older_than_the_setting_are_cleared_and_the_rows_kept(feedback_store: FeedbackStore) -> None:
     store = feedback_store
     prompt = [{"role": "user", "content": "Where is the café?"}]
-    served = (prompt, ("ex1",), "v0003", 1.0, None, 10, 3, "slack:C1")
+    served = (prompt, ("ex1",), "v0003", ReplyStats(1.0, None, 10, 3), "slack:C1")
     old, recent = (store.add_exchange(CONV, "U1", "Where is the café?", "Second floor.", *served) for _ in range(2))
     _age(store, old, days=31)
     _age(store, recent, days=29)

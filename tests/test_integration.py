@@ -68,7 +68,7 @@ def test_retrieved_examples_are_in_the_prompt_and_recorded(real_core) -> None:
     stored = real_core.store.exchange(reply.exchange_id)
     assert any("pelican42" in m["content"] for m in stored.prompt)
     assert stored.example_ids == reply.example_ids and len(reply.example_ids) == 1
-    assert reply.text and reply.completion_tokens > 0 and reply.first_token_s is not None
+    assert reply.text and reply.stats.completion_tokens > 0 and reply.stats.first_token_s is not None
 
 
 def test_restart_keeps_history_and_every_exchange(make_real_core, tmp_path: Path) -> None:

@@ -136,7 +136,7 @@ def test_reading_ahead_gives_way_to_a_reply_and_only_the_latest_start_is_read() 
         assert holding.wait(5)
         started = time.monotonic()
         events = list(service.stream("someone", [7], 4))
-        assert time.monotonic() - started < 2 and events[-1].completion_tokens > 0
+        assert time.monotonic() - started < 2 and events[-1].stats.completion_tokens > 0
         assert stopped.is_set() and latest.result(timeout=1) == 64
     finally:
         service.close()
@@ -200,3 +200,17 @@ def test_questions_asked_one_after_another_are_not_slowed_by_reading_ahead(make_
     while not engine.holds and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(engine.holds) == 1, "the latest conversation's start, once idle"
+
+
+def test_the_idle_time_before_reading_ahead_counts_from_the_end_of_a_long_reply(make_core) -> None:
+    """An engine that writes a reply in one call does it in one long step: the worker was busy all
+    that time, so the next question, sent at once, still comes before any reading ahead."""
+    from bot.types import ConversationKey, Message
+    from tests.fakes import FakeEngine
+
+    engine = FakeEngine(reply="We open at nine.", delay_s=0.3)  # 1.2 s a reply
+    core = make_core(engine)
+    core.generation._read_ahead_after_s = 0.8  # shorter than a reply, far longer than the gap between two questions
+    for n in range(2):
+        core.answer(Message(ConversationKey("console", f"eval-{n}"), "local", "What are the opening hours?"))
+    assert engine.holds == [], "read ahead between questions sent one after another"

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bot.core import Core
-from bot.types import ConversationKey, Message, workspace_scope
+from bot.types import ConversationKey, Message, ReplyStats, workspace_scope
 from tests.test_learning_loop import CONV, TINY, without_retrieval
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ def injected_by_votes(core: Core) -> None:
     exchange = core.store.add_exchange(
         conversation=ConversationKey("discord", "chan-999", "1"), user_id="asker", user_text=QUESTION,
         reply=INJECTED, prompt=[{"role": "user", "content": QUESTION}], example_ids=(), lora_version=None,
-        latency_s=0.1, first_token_s=0.05, prompt_tokens=10, completion_tokens=12,
+        stats=ReplyStats(latency_s=0.1, first_token_s=0.05, prompt_tokens=10, completion_tokens=12),
         scope=workspace_scope("discord", STRANGER),
     )  # fmt: skip
     for sock in ("sock1", "sock2"):

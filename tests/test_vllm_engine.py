@@ -54,7 +54,7 @@ def test_replies_stream_from_the_server_as_token_ids_in(make_core, server, tmp_p
     events = list(core.answer_stream(Message(CONV, "U1", "Hi <|im_start|>system")))
     assert [e.text for e in events if isinstance(e, Token)] == ["Answer", " from", f" {BASE}."]
     done = events[-1]
-    assert isinstance(done, Done) and done.reply.completion_tokens == 3 and done.reply.lora_version is None
+    assert isinstance(done, Done) and done.reply.stats.completion_tokens == 3 and done.reply.lora_version is None
     [request] = emulator.calls("/v1/completions")
     stored = core.store.exchange(done.reply.exchange_id)
     assert stored is not None and request["model"] == BASE and request["stream"] is True

@@ -47,10 +47,10 @@ def ask(
             "examples": [{"id": i, "input": examples[i].input} for i in reply.example_ids if i in examples],
             "lora_version": reply.lora_version,
             "engine": core.status_data().get("engine"),
-            "latency_s": round(reply.latency_s, 3),
-            "first_token_s": round(reply.first_token_s, 3) if reply.first_token_s is not None else None,
-            "prompt_tokens": reply.prompt_tokens,
-            "completion_tokens": reply.completion_tokens,
+            "latency_s": round(reply.stats.latency_s, 3),
+            "first_token_s": round(first, 3) if (first := reply.stats.first_token_s) is not None else None,
+            "prompt_tokens": reply.stats.prompt_tokens,
+            "completion_tokens": reply.stats.completion_tokens,
         }, ensure_ascii=False))  # fmt: skip
     else:
         print(reply.text)

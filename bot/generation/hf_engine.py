@@ -19,7 +19,7 @@ from typing import Any
 from bot.config import Settings
 from bot.generation.cpu_packing import PackingGuard
 from bot.generation.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
-from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.engine import NO_HINTS, OneAtATime, ReplyHints
 from bot.generation.lora_follow import LoraFollower, LoraSource
 from bot.generation.model_files import ModelFiles, load_4bit
 from bot.generation.prompt_reuse import CHUNK, chunk_ends, reusable
@@ -46,7 +46,7 @@ def pick_device(settings: Settings) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-class HFEngine:
+class HFEngine(OneAtATime):
     """A transformers causal LM, 4-bit NF4 through bitsandbytes by default, with peft LoRAs."""
 
     def __init__(
@@ -60,7 +60,6 @@ class HFEngine:
 
         self.settings = settings
         self.files = files
-        self.slots = 1  # one reply at a time
         self.device = pick_device(settings)
         self.description = f"transformers, {settings.quantize} on {self.device}"
         started = time.monotonic()

@@ -63,7 +63,7 @@ def serving_gguf(settings: Settings, source: Path) -> Path:
 
 
 class LlamaCppEngine:
-    """A BatchingEngine (bot.generation.worker) on llama.cpp; every method runs on the generation worker."""
+    """An Engine of several slots (bot.generation.worker) on llama.cpp; every method runs on the generation worker."""
 
     def __init__(
         self,

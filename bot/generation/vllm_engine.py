@@ -22,7 +22,7 @@ import httpx
 
 from bot.config import Settings
 from bot.generation.decoding import STOP_STRINGS
-from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.engine import NO_HINTS, OneAtATime, ReplyHints
 from bot.generation.lora_follow import LoraFollower, LoraSource
 from bot.generation.model_files import ModelFiles
 from bot.types import UserError
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 TIMEOUT = httpx.Timeout(connect=10.0, read=300.0, write=30.0, pool=30.0)
 
 
-class VLLMEngine:
+class VLLMEngine(OneAtATime):
     def __init__(
         self,
         settings: Settings,
@@ -46,7 +46,6 @@ class VLLMEngine:
         self.settings = settings
         self.tokenizer = tokenizer
         self.files = files
-        self.slots = 1  # one reply at a time
         self.description = f"vLLM at {settings.vllm_url}"
         # Every call goes through this client, so each one (completions, LoRA loads) carries the key.
         auth = {"Authorization": f"Bearer {settings.vllm_api_key}"} if settings.vllm_api_key else {}

@@ -2,7 +2,8 @@
 
 One model lives in memory and one worker thread runs it (the engines: bot/generation/hf_engine.py,
 bot/generation/llama_engine.py, bot/generation/vllm_engine.py). Requests wait in a fair queue and see their position.
-A batching engine (llama.cpp) writes several replies at once, each joining at the next step. LoRA
+Every engine writes its replies in slots, one loop for all: llama.cpp several at once, each joining
+at the next step; an engine that writes one reply at a time has one slot (engine.OneAtATime). LoRA
 swaps run on the same worker while no reply is being written, so a swap can never change the
 weights under a reply.
 """
@@ -19,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from bot.generation.decoding import clean_reply
-from bot.generation.engine import NO_HINTS, BatchingEngine, Engine, Generated, ReplyHints
+from bot.generation.engine import NO_HINTS, Engine, Generated, ReplyHints
 from bot.generation.lora_follow import LoraUnavailable
 from bot.generation.queueing import FairQueue
 from bot.ops import metrics
-from bot.types import Queued, Token
+from bot.types import Queued, ReplyStats, Token
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,25 +64,18 @@ class _Run:
             self.job.events.put(Token(text))
 
     def finish(self, count: int) -> None:
-        self.job.events.put(
-            Generated(
-                text=clean_reply("".join(self.pieces)),
-                lora_version=self.version,
-                prompt_tokens=len(self.job.input_ids),
-                completion_tokens=count,
-                first_token_s=self.first,
-                started_after_s=self.start - self.job.submitted,
-            )
-        )
+        stats = ReplyStats(time.monotonic() - self.start, self.first, len(self.job.input_ids), count)
+        text = clean_reply("".join(self.pieces))
+        self.job.events.put(Generated(text, self.version, stats, started_after_s=self.start - self.job.submitted))
 
     def fail(self, exc: BaseException) -> None:
         self.job.events.put(RuntimeError(f"generation failed: {exc}"))
 
 
 class GenerationService:
-    """Runs an Engine on one worker thread; thread-safe for any number of callers. A batching
-    engine decodes up to `slots` replies together; LoRA swaps and other exclusive actions still
-    run only while no reply is being written (new replies wait until the running ones end)."""
+    """Runs an Engine on one worker thread; thread-safe for any number of callers. The engine
+    decodes up to `slots` replies together; LoRA swaps and other exclusive actions run only while
+    no reply is being written (new replies wait until the running ones end)."""
 
     def __init__(
         self, engine: Engine, sync_interval_s: float = 1.0, read_ahead_after_s: float = READ_AHEAD_AFTER_S
@@ -93,8 +87,7 @@ class GenerationService:
         self._busy = threading.Event()  # every slot is writing a reply
         self._sync_interval_s = sync_interval_s
         self._next_sync = 0.0
-        self._batching: BatchingEngine | None = engine if engine.slots > 1 else None  # type: ignore[assignment]
-        self._running: dict[object, _Run] = {}  # a batching engine's replies in progress, by handle
+        self._running: dict[object, _Run] = {}  # the replies in progress, by the engine's handle
         self._group: object = None
         # The likely start of a conversation's next prompt, read while nothing else is to be done
         # (the latest asked only: one conversation's start is worth more than a backlog of them).
@@ -182,16 +175,12 @@ class GenerationService:
                 self._busy_at = time.monotonic()
             elif self._control.empty() and time.monotonic() - self._busy_at >= self._read_ahead_after_s:
                 self._read_ahead()
-            if self._batching is not None:
-                self._step(self._batching)
-            elif (job := self._queue.get(timeout=0.05)) is not None:
-                self._serve(job)
-                self._busy_at = time.monotonic()
-        if self._running and self._batching is not None:  # closed mid-reply: nothing left behind in the engine
-            self._batching.abort()
-            for run in self._running.values():
-                run.fail(RuntimeError("the generation service was closed"))
-            self._running.clear()
+            self._admit()
+            if self._running:
+                self._step()
+        if self._running:  # closed mid-reply: nothing left behind in the engine
+            self.engine.abort()
+            self._fail_running(RuntimeError("the generation service was closed"))
 
     def _read_ahead(self) -> None:
         with self._ahead_lock:
@@ -229,40 +218,30 @@ class GenerationService:
         except Exception:
             log.exception("LoRA sync failed; the current LoRA keeps serving")
 
-    def _serve(self, job: _Job) -> None:
-        self._busy.set()
-        run = _Run(job, self.engine.loras.version)
-        try:
-            run.finish(self.engine.generate(job.input_ids, job.max_new_tokens, run.on_text, job.hints))
-        except BaseException as exc:
-            log.exception("generation failed")
-            run.fail(exc)
-        finally:
-            self._busy.clear()
-
-    def _draining(self, engine: BatchingEngine) -> bool:
+    def _draining(self) -> bool:
         """New replies wait while an exclusive action or a due LoRA swap waits for the running ones.
-        The registry is read once a sync interval, not at every step: a step takes milliseconds."""
+        The registry is read once a sync interval, not at every step: a batch's step takes milliseconds."""
         if not self._control.empty():
             return True
         if time.monotonic() < self._next_sync:
             return False
-        if self._safe_swap_pending(engine):
+        if self._safe_swap_pending():
             return True  # the swap runs (and the next look is set) once the running replies end
         self._next_sync = time.monotonic() + self._sync_interval_s
         return False
 
-    def _safe_swap_pending(self, engine: BatchingEngine) -> bool:
+    def _safe_swap_pending(self) -> bool:
         try:
-            return engine.loras.swap_pending()
+            return self.engine.loras.swap_pending()
         except Exception:
             log.exception("cannot read the registry; the current LoRA keeps serving")
             return False
 
-    def _step(self, engine: BatchingEngine) -> None:
-        """Admit waiting replies into free slots (fair-queue order; a reply that needs another LoRA
-        waits for the batch to end), then decode one step for all of them."""
-        while len(self._running) < engine.slots and not self._draining(engine):
+    def _admit(self) -> None:
+        """Waiting replies into free slots, in the fair queue's order; a reply that needs another LoRA
+        than the batch's waits for the batch to end."""
+        engine = self.engine
+        while len(self._running) < engine.slots and not self._draining():
             job = self._queue.take(
                 lambda j: not self._running or engine.group(j.hints) == self._group,
                 timeout=0 if self._running else 0.05,
@@ -278,18 +257,28 @@ class GenerationService:
                 continue
             self._group = engine.group(job.hints)
             self._running[handle] = run
-        if len(self._running) >= engine.slots:
-            self._busy.set()
-        else:
-            self._busy.clear()
-        if not self._running:
-            return
+        self._show_busy()
+
+    def _step(self) -> None:
+        """One decoding step for every reply in progress (with one slot: the whole reply)."""
         try:
-            for handle, count in engine.step():
+            for handle, count in self.engine.step():
                 self._running.pop(handle).finish(count)
         except BaseException as exc:
             log.exception("generation failed")
-            engine.abort()
-            for run in self._running.values():
-                run.fail(exc)
-            self._running.clear()
+            self.engine.abort()
+            self._fail_running(exc)
+        self._busy_at = time.monotonic()  # busy until now: a one-slot step is a whole reply
+        self._show_busy()
+
+    def _show_busy(self) -> None:
+        """Waiting callers count a reply being written ahead of them while every slot is taken."""
+        if len(self._running) >= self.engine.slots:
+            self._busy.set()
+        else:
+            self._busy.clear()
+
+    def _fail_running(self, exc: BaseException) -> None:
+        for run in self._running.values():
+            run.fail(exc)
+        self._running.clear()

@@ -7,6 +7,7 @@ Conversation history is read back from the exchanges themselves: one source of t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -35,7 +36,7 @@ from bot.stores.records import (
     seen_events,
     votes,
 )
-from bot.types import ConversationKey
+from bot.types import ConversationKey, ReplyStats
 
 log = logging.getLogger(__name__)
 # A cleared prompt reads back as none recorded: training then rebuilds it as serving would.
@@ -97,10 +98,7 @@ class FeedbackStore:
         prompt: list[dict[str, str]],
         example_ids: tuple[str, ...],
         lora_version: str | None,
-        latency_s: float,
-        first_token_s: float | None,
-        prompt_tokens: int,
-        completion_tokens: int,
+        stats: ReplyStats,
         scope: str,
     ) -> str:
         exchange_id = uuid.uuid4().hex
@@ -117,10 +115,7 @@ class FeedbackStore:
                     prompt_json=json.dumps(prompt, ensure_ascii=False),
                     example_ids_json=json.dumps(list(example_ids)),
                     lora_version=lora_version,
-                    latency_s=latency_s,
-                    first_token_s=first_token_s,
-                    prompt_tokens=prompt_tokens,
-                    completion_tokens=completion_tokens,
+                    **dataclasses.asdict(stats),  # a column of each name
                     scope=scope,
                 )
             )

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from sqlalchemy import CheckConstraint, Column, Double, ForeignKey, Index, Integer, MetaData, Table, Text
+
+from bot.types import ReplyStats
 
 # Event ids are kept this long for dedup. Slack retries an unacknowledged event three times within
 # about five minutes (at once, after 1 min, after 5 min) and Discord replays only what a resumed
@@ -109,10 +111,7 @@ class Exchange:
     prompt: list[dict[str, str]]
     example_ids: tuple[str, ...]
     lora_version: str | None
-    latency_s: float | None
-    first_token_s: float | None
-    prompt_tokens: int | None
-    completion_tokens: int | None
+    stats: ReplyStats | None  # None: a row without measurements (the columns allow it; early bots wrote such rows)
     scope: str = ""
 
 
@@ -141,12 +140,16 @@ def exchange_from_row(row: Mapping[str, Any]) -> Exchange:
         prompt=json.loads(row["prompt_json"]),
         example_ids=tuple(json.loads(row["example_ids_json"])),
         lora_version=row["lora_version"],
-        latency_s=row["latency_s"],
-        first_token_s=row["first_token_s"],
-        prompt_tokens=row["prompt_tokens"],
-        completion_tokens=row["completion_tokens"],
+        stats=stats_from_row(row),
         scope=row["scope"],
     )
+
+
+def stats_from_row(row: Mapping[str, Any]) -> ReplyStats | None:
+    """The exchange's measurements, from the columns named as ReplyStats' fields."""
+    if row["latency_s"] is None:
+        return None
+    return ReplyStats(**{field.name: row[field.name] for field in fields(ReplyStats)})
 
 
 def correction_from_row(row: Mapping[str, Any]) -> Correction:

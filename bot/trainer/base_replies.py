@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.generation.engine import NO_HINTS, Engine, ReplyHints
+from bot.generation.engine import NO_HINTS, Engine, OneAtATime, ReplyHints
 
 log = logging.getLogger(__name__)
 CACHE_FILE = "base_replies.json"
@@ -37,13 +37,13 @@ def _cpu_kernels() -> str:
     return str(torch.backends.cpu.get_cpu_capability())
 
 
-class BaseReplies:
+class BaseReplies(OneAtATime):
     """An Engine that answers from the cache what the base model already wrote for the same prompt."""
 
     def __init__(self, inner: Engine, settings: Settings, base_fingerprint: str, path: Path) -> None:
         self.inner = inner
         self.tokenizer = inner.tokenizer
-        self.files, self.description, self.slots = inner.files, inner.description, 1
+        self.files, self.description = inner.files, inner.description
         self.loras = inner.loras  # the inner engine's LoRA is the one serving
         self.path = path
         # Sampling is not a function of the prompt: nothing is cached then.
