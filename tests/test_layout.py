@@ -111,8 +111,7 @@ def test_the_packages_import_each_other_one_way_only() -> None:
     """bot/'s packages, each taken as one node (a module at the top of bot/ stays itself), import
     each other one way only: the training process (trainer) uses the bot's training side, never the
     other way round; the core uses generation and stores, which never use the core. Entry points
-    (`__main__`) are left out: nothing imports them (`python -m bot.training` is the old name of
-    `python -m bot.trainer` and only calls it)."""
+    (`__main__`) are left out: nothing imports them."""
 
     def node(module: str) -> str:
         parts = module.split(".")
