@@ -129,9 +129,14 @@ class MemoryExamples:
     def count(self) -> int:
         return len(self.rows)
 
-    def retrieve(self, text: str, k: int, min_similarity: float, dedup_similarity: float, scope: str = "") -> list[Any]:
+    def retrieve(
+        self, text: str, k: int, min_similarity: float, dedup_similarity: float | None = None, scope: str = ""
+    ) -> list[Any]:
         import dataclasses
 
+        from bot.retrieval import DEDUP_SIMILARITY
+
+        dedup_similarity = DEDUP_SIMILARITY if dedup_similarity is None else dedup_similarity
         query = self.embedder.embed([text])[0]
         scored = sorted(((float(v @ query), e, v) for e, v in self.rows if e.label == "good"), key=lambda s: -s[0])
         chosen: list[tuple[Any, np.ndarray]] = []
@@ -288,14 +293,14 @@ class Answerer:
         from bot.prompt import build_prompt
         from bot.types import LOCAL_SCOPE
 
-        s = self.settings
-        found = self.examples.retrieve(text, s.retrieval_k, s.min_similarity, s.dedup_similarity, LOCAL_SCOPE)
+        s, t = self.settings, self.settings.tuning
+        found = self.examples.retrieve(text, t.retrieval_k, t.min_similarity, scope=LOCAL_SCOPE)
         prompt = build_prompt(self.engine.tokenizer, s.system_prompt, found, [], text,
-                              budget_tokens=s.context_tokens - s.max_new_tokens, layout=s.example_layout)  # fmt: skip
+                              budget_tokens=s.context_tokens - s.max_new_tokens)  # fmt: skip
         favored: tuple[int, ...] = ()
-        if s.answer_bias and found and prompt.example_ids[:1] == (found[0].id,):
+        if t.answer_bias and found and prompt.example_ids[:1] == (found[0].id,):
             favored = tuple(favored_tokens(self.engine.tokenizer, found[0].output))
-        return prompt, ReplyHints(favored, base_only=s.lora_for == "examples" and not prompt.example_ids)
+        return prompt, ReplyHints(favored, base_only=t.lora_for == "examples" and not prompt.example_ids)
 
 
 # One QLoRA training step ----------------------------------------------------------------------------
@@ -329,8 +334,9 @@ def train_with_trl(settings: Any, engine: Any, rows: list[Any], steps: int, out:
     from bot.training.dataset import TrainingData
     from bot.training.status import StatusFile
 
-    training = settings.training.model_copy(update={"batch_size": len(rows), "epochs": float(steps)})
-    settings = settings.model_copy(update={"training": training})
+    training = settings.training.model_copy(update={"epochs": float(steps)})
+    tuning = settings.tuning.model_copy(update={"batch_size": len(rows)})
+    settings = settings.model_copy(update={"training": training, "tuning": tuning})
     data = TrainingData(train=rows, undesirable=[], heldout=[], fingerprint="gpu-check")
     started = time.monotonic()
     losses = train_lora(settings, engine.model, engine.tokenizer, data, out, StatusFile(None))

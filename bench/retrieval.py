@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import bot.retrieval  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.evaluation import load_eval_file  # noqa: E402
-from bot.retrieval import Embedder, ExampleStore, SentenceEmbedder, parse_examples_file  # noqa: E402
+from bot.retrieval import DEDUP_SIMILARITY, Embedder, ExampleStore, SentenceEmbedder, parse_examples_file  # noqa: E402
 from bot.types import ALL_SCOPES  # noqa: E402
 
 DATA = REPO / "bench" / "data"
@@ -122,14 +122,14 @@ def default_sets() -> list[tuple[str, Path, Path]]:
 
 
 def main() -> int:
-    defaults = Settings()
+    defaults = Settings().tuning
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--examples", type=Path, help="an examples file (with --eval); default: every set in bench/data"
     )
     parser.add_argument("--eval", type=Path, help='its eval file, rows with a "source" naming an example input')
-    parser.add_argument("--k", type=int, default=defaults.retrieval_k, help="default: the settings' retrieval_k")
-    parser.add_argument("--floors", type=float, nargs="+", default=list(FLOORS), help="min_similarity values")
+    parser.add_argument("--k", type=int, default=defaults.retrieval_k, help="default: tuning.retrieval_k")
+    parser.add_argument("--floors", type=float, nargs="+", default=list(FLOORS), help="tuning.min_similarity values")
     parser.add_argument("--show-misses", action="store_true", help="list the questions whose example was not in k")
     args = parser.parse_args()
     if (args.examples is None) != (args.eval is None):
@@ -138,13 +138,12 @@ def main() -> int:
 
     started = time.monotonic()
     print("loading the embedder...", file=sys.stderr, flush=True)
-    embedder = CachedEmbedder(SentenceEmbedder(defaults.embedder))
-    summary: dict[str, Any] = {"k": args.k, "dedup_similarity": defaults.dedup_similarity, "sets": {}}
+    embedder = CachedEmbedder(SentenceEmbedder(Settings().embedder))
+    summary: dict[str, Any] = {"k": args.k, "dedup_similarity": DEDUP_SIMILARITY, "sets": {}}
     for name, examples, eval_path in sets:
         print(f"{name}: {examples.name} + {eval_path.name}", file=sys.stderr, flush=True)
         results = {
-            mode: measure(embedder, examples, eval_path, mode, args.k, defaults.dedup_similarity, args.floors)
-            for mode in MODES
+            mode: measure(embedder, examples, eval_path, mode, args.k, DEDUP_SIMILARITY, args.floors) for mode in MODES
         }
         total = next(iter(results.values()))["total"]
         print_table(name, total, args.k, results)

@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true", help="skip the one-time GGUF conversion")
     args = parser.parse_args()
     settings = load_settings()
-    print(f"model {settings.model} ({settings.quantize}), {os.cpu_count()} CPUs", flush=True)
+    print(f"model {settings.model} ({settings.tuning.quantize}), {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         bench_load(tmp, args.skip_cold)
@@ -122,7 +122,7 @@ def main() -> None:
             timings = []
             for i in range(30):
                 started = time.monotonic()
-                store.retrieve(f"{QUESTION} {i}", settings.retrieval_k, -1.0, settings.dedup_similarity)
+                store.retrieve(f"{QUESTION} {i}", settings.tuning.retrieval_k, -1.0)
                 timings.append(time.monotonic() - started)
             line(f"retrieval at {size:,} examples p50 / p95", f"{pct(timings, 50) * 1000:.1f} ms / "
                  f"{pct(timings, 95) * 1000:.1f} ms (fill {fill:.0f} s)")  # fmt: skip

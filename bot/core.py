@@ -205,11 +205,11 @@ class Core:
     ) -> ReplyHints:
         """How this reply is written: which tokens the answer bias favours, and with which model."""
         favored: tuple[int, ...] = ()
-        if self.settings.answer_bias and retrieved and in_prompt[:1] == (retrieved[0].id,):
+        if self.settings.tuning.answer_bias and retrieved and in_prompt[:1] == (retrieved[0].id,):
             favored = tuple(favored_tokens(generation.tokenizer, retrieved[0].output))
         # A LoRA is trained to answer from the verified answers in its prompt (bot/training/dataset.py); without
         # one, the base model answers, so a LoRA can't cost the general answers it was never meant for.
-        base_only = self.settings.lora_for == "examples" and not in_prompt
+        base_only = self.settings.tuning.lora_for == "examples" and not in_prompt
         return ReplyHints(favored, base_only)
 
     def _answer_stream(self, message: Message, owner: str) -> Iterator[StreamEvent]:
@@ -223,12 +223,12 @@ class Core:
             raise UserError(f"the message has {len(text)} characters; the limit is {self.settings.max_message_chars}")
         started = time.monotonic()
         settings = self.settings
-        history = recent = self.store.history(message.conversation, settings.history_turns)
+        history = recent = self.store.history(message.conversation, settings.tuning.history_turns)
         query = retrieval_query(text, history[-1].user if history else None)
         if not leans_on_history(text):  # a new question: unrelated turns only distract the small model
-            history = related_turns(self.examples.embedder, text, history, settings.history_similarity)
+            history = related_turns(self.examples.embedder, text, history)
         examples = self.examples.retrieve(
-            query, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, message.scope
+            query, settings.tuning.retrieval_k, settings.tuning.min_similarity, scope=message.scope
         )
         try:
             prompt = build_prompt(
@@ -238,7 +238,6 @@ class Core:
                 history,
                 text,
                 budget_tokens=settings.context_tokens - settings.max_new_tokens,
-                layout=settings.example_layout,
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
@@ -267,7 +266,7 @@ class Core:
                     scope=message.scope,
                 )
                 # The conversation's turns as its next message will read them (no second query).
-                turns = settings.history_turns
+                turns = settings.tuning.history_turns
                 upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
                 self._read_next_start_ahead(generation, upcoming, hints)
                 yield Done(
@@ -288,7 +287,7 @@ class Core:
         start with (the system prompt and the turns so far, this one included), so that the next
         reply reads only its examples and message: bench/cpu_speed.py --prompt conversation."""
         settings = self.settings
-        start = conversation_start(generation.tokenizer, settings.system_prompt, history, settings.example_layout)
+        start = conversation_start(generation.tokenizer, settings.system_prompt, history)
         if start:
             generation.read_ahead(start, hints)
 

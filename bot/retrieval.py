@@ -31,6 +31,11 @@ LABELS = ("good", "bad")
 # Every example as stored: ids, metadatas, and the embeddings as float32 rows.
 Rows = tuple[list[str], list[dict[str, Any]], np.ndarray]
 _UPSERT_BATCH = 2000  # below chromadb's maximum batch size
+# An example this similar to a better one adds nothing to the prompt but length.
+DEDUP_SIMILARITY = 0.95
+# Before a message that does not lean on them, only turns this similar to it stay in the prompt
+# (related_turns): the examples' similarity floor, by the same embedder.
+HISTORY_SIMILARITY = 0.35
 
 
 class Embedder(Protocol):
@@ -97,7 +102,9 @@ def retrieval_query(text: str, previous_question: str | None) -> str:
     return text
 
 
-def related_turns(embedder: Embedder, text: str, history: Sequence[Turn], floor: float) -> list[Turn]:
+def related_turns(
+    embedder: Embedder, text: str, history: Sequence[Turn], floor: float = HISTORY_SIMILARITY
+) -> list[Turn]:
     """The turns of `history` whose exchange is at least `floor` similar to `text` (-1 keeps all).
 
     In a conversation the small model copies the turn nearest its reply: one unrelated turn of
@@ -302,7 +309,12 @@ class ExampleStore:
             )
 
     def retrieve(
-        self, text: str, k: int, min_similarity: float, dedup_similarity: float, scope: str = GLOBAL_SCOPE
+        self,
+        text: str,
+        k: int,
+        min_similarity: float,
+        dedup_similarity: float = DEDUP_SIMILARITY,
+        scope: str = GLOBAL_SCOPE,
     ) -> list[Example]:
         """Top-k good examples above the similarity floor that `scope` may see (global ones and its
         own; ALL_SCOPES sees every one), best first, near-duplicates removed."""

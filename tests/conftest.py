@@ -31,6 +31,11 @@ def test_settings(data_dir: Path, **overrides: Any) -> Settings:
     return load_settings(env={}, data_dir=str(data_dir), model_cache=str(MODEL_CACHE), **overrides)
 
 
+def tuned(settings: Settings, **values: Any) -> Settings:
+    """`settings` with these `tuning` values (the measured ones a test varies)."""
+    return settings.model_copy(update={"tuning": settings.tuning.model_copy(update=values)})
+
+
 MakeCore = Callable[..., Core]
 
 
@@ -46,7 +51,7 @@ def make_core(tmp_path: Path) -> Iterator[MakeCore]:
         examples: ExampleStore | None = None,
         **overrides: Any,
     ) -> Core:
-        overrides.setdefault("min_similarity", 0.2)
+        overrides.setdefault("tuning__min_similarity", 0.2)
         data_dir = tmp_path / f"data{len(cores)}"
         settings = test_settings(data_dir, admins=list(admins), **overrides)
         examples = examples or ExampleStore(FakeEmbedder(), data_dir / "chroma")

@@ -111,7 +111,7 @@ class FakeEmbedder:
 
 
 def fake_settings_overrides() -> dict[str, Any]:
-    return {"min_similarity": 0.2}
+    return {"tuning__min_similarity": 0.2}
 
 
 class _FakeReply(dict):

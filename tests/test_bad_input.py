@@ -109,9 +109,9 @@ def test_context_must_leave_room_for_the_prompt(tmp_path: Path) -> None:
 
 
 def test_the_answer_settings_come_from_env_vars_and_bad_values_name_the_variable() -> None:
-    settings = load_settings(env={"BOT_ANSWER_BIAS": "0", "BOT_LORA_FOR": "all", "BOT_TRAIN_REPLAY_ANSWERS": "written"})
-    assert (settings.answer_bias, settings.lora_for, settings.training.replay_answers) == (0.0, "all", "written")
-    with pytest.raises(ConfigError, match=r"lora_for \(env BOT_LORA_FOR\) = 'some'"):
-        load_settings(env={"BOT_LORA_FOR": "some"})
-    with pytest.raises(ConfigError, match=r"answer_bias \(env BOT_ANSWER_BIAS\)"):
+    settings = load_settings(env={"BOT_TUNING_ANSWER_BIAS": "0", "BOT_TUNING_LORA_FOR": "all"})
+    assert (settings.tuning.answer_bias, settings.tuning.lora_for) == (0.0, "all")
+    with pytest.raises(ConfigError, match=r"lora_for \(env BOT_TUNING_LORA_FOR\) = 'some'"):
+        load_settings(env={"BOT_TUNING_LORA_FOR": "some"})
+    with pytest.raises(ConfigError, match=r"answer_bias \(env BOT_ANSWER_BIAS\)"):  # an old name: the one given
         load_settings(env={"BOT_ANSWER_BIAS": "-1"})

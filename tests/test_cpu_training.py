@@ -13,9 +13,8 @@ from bot.trainer.qlora import cpu_training_dtype
 from tests.conftest import MODEL_CACHE
 
 
-def _settings(tmp_path: Path, **training: object):
-    return load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(MODEL_CACHE),
-                         **{f"training__{k}": v for k, v in training.items()})  # fmt: skip
+def _settings(tmp_path: Path, **overrides: object):
+    return load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(MODEL_CACHE), **overrides)
 
 
 @pytest.mark.parametrize(
@@ -29,12 +28,12 @@ def test_auto_trains_in_bfloat16_only_where_the_cpu_multiplies_it(
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     assert cpu_training_dtype(_settings(tmp_path)) == expected
     for forced in ("float32", "bfloat16"):  # an admin's choice stands, whatever the CPU
-        assert cpu_training_dtype(_settings(tmp_path, cpu_dtype=forced)) == forced
+        assert cpu_training_dtype(_settings(tmp_path, tuning__cpu_dtype=forced)) == forced
 
 
 def test_a_dtype_the_trainer_does_not_know_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cpu_dtype"):
-        _settings(tmp_path, cpu_dtype="float16")
+        _settings(tmp_path, tuning__cpu_dtype="float16")
 
 
 @pytest.mark.slow
@@ -56,7 +55,7 @@ def test_each_cpu_dtype_trains_the_same_lora_from_the_same_starting_loss(tmp_pat
                 "You can get a refund within 14 days.", True, "test")]  # fmt: skip
     first_losses, saved = {}, {}
     for dtype in ("float32", "bfloat16"):
-        settings = _settings(tmp_path, cpu_dtype=dtype, batch_size=2, lora_r=4)
+        settings = _settings(tmp_path, tuning__cpu_dtype=dtype, tuning__batch_size=2, training__lora_r=4)
         weights = dequantized_for_cpu(HFEngine(settings, real_files).model, settings).parameters()
         assert next(weights).dtype == getattr(torch, dtype)
         out = tmp_path / dtype

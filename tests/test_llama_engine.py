@@ -170,7 +170,7 @@ def test_replies_are_written_together_each_in_its_own_cache(real_llama_engine) -
 
 def test_the_answer_bias_steers_llama_cpp_like_transformers(real_llama_engine) -> None:
     engine = real_llama_engine
-    engine.settings = settings_for(REPO / ".cache" / "unused", answer_bias=8.0)
+    engine.settings = settings_for(REPO / ".cache" / "unused", tuning__answer_bias=8.0)
     favored = tuple(engine.tokenizer(" Biscuit", add_special_tokens=False)["input_ids"])
     ids = prompt_ids(engine, "What is the name of the office cat?")
     plain, steered = [], []

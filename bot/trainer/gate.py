@@ -63,7 +63,7 @@ def gate_scores(
 
 def decide(candidate: GateScores, baseline: GateScores, settings: Settings) -> tuple[bool, str]:
     """Promote iff the candidate is no worse than the baseline on both checks, within the margins."""
-    t = settings.training
+    t = settings.tuning
     problems: list[str] = []
     lines: list[str] = []
     if candidate.heldout is not None and baseline.heldout is not None:

@@ -17,26 +17,18 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.evaluation import EvalReport
+from bot.retrieval import DEDUP_SIMILARITY
 
-ANSWER_SETTINGS = (
-    "system_prompt",
-    "example_layout",
-    "retrieval_k",
-    "min_similarity",
-    "dedup_similarity",
-    "max_new_tokens",
-    "temperature",
-    "no_repeat_ngram",
-    "repetition_penalty",
-    "answer_bias",
-    "lora_for",
-    "context_tokens",
-)
+ANSWER_SETTINGS = ("system_prompt", "max_new_tokens", "context_tokens")
+ANSWER_TUNING = ("retrieval_k", "min_similarity", "temperature", "no_repeat_ngram", "repetition_penalty")
+ANSWER_TUNING += ("answer_bias", "lora_for")
 
 
 def regression_key(settings: Settings, base_fingerprint: str, regression_path: Path, engine: str) -> str:
     """`engine`: the one the gate answers on (bot/trainer/gate.py gate_engine); the engines' replies differ."""
     answer_settings = {name: getattr(settings, name) for name in ANSWER_SETTINGS}
+    answer_settings |= {name: getattr(settings.tuning, name) for name in ANSWER_TUNING}
+    answer_settings["dedup_similarity"] = DEDUP_SIMILARITY  # fixed, but a change in the code changes answers
     digest = hashlib.sha256(json.dumps([base_fingerprint, answer_settings, engine], sort_keys=True).encode())
     digest.update(regression_path.read_bytes())
     return digest.hexdigest()[:16]

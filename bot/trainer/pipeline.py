@@ -61,7 +61,7 @@ def train_candidate(
     registry_root = settings.data_dir / "loras"
     base = BaseReplies(engine, settings, files.fingerprint, registry_root / BASE_REPLIES)
     self_answers = None
-    if settings.training.replay_answers == "self" and settings.training.replay_size:
+    if settings.tuning.replay_size:  # replay rows in the base model's own words (bot/trainer/self_replay.py)
         self_answers = SelfAnswers(base, settings)
     data = build_training_data(settings, examples, store, replay_answer=self_answers)
     base.save()
@@ -110,9 +110,9 @@ def train_candidate(
         "base_model": files.model_id,
         "base_fingerprint": files.fingerprint,
         "compared_with": active[0] if active else "base",
-        "example_layout": settings.example_layout,
         "lora_config": {k: v for k, v in lora_config(settings).to_dict().items() if _plain(v)},
         "training": settings.training.model_dump(),
+        "tuning": settings.tuning.model_dump(),
         "train_dtype": train_dtype,
         "dataset": {"fingerprint": data.fingerprint, "counts": data.counts},
         "losses": losses,

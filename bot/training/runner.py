@@ -251,7 +251,7 @@ class TrainingRunner:
         """The run may have added a candidate: keep retention.keep_candidates of them."""
         try:
             pruned = self.registry.prune_candidates(
-                self.settings.retention.keep_candidates, self.settings.training.keep_loaded
+                self.settings.retention.keep_candidates, self.settings.tuning.keep_loaded
             )
         except Exception:  # housekeeping: the run's result still reaches the admin
             log.exception("could not prune old LoRA candidates (next run)")
