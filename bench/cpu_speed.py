@@ -46,10 +46,10 @@ from bot.generation.hf_engine import HFEngine
 from bot.generation.llama_engine import LlamaCppEngine, serving_gguf
 from bot.generation.model_files import default_gguf_path, prepare_model
 from bot.generation.worker import GenerationService
-from bot.prompt import Turn, build_prompt, conversation_start
+from bot.prompt import build_prompt, conversation_start
 from bot.retrieval import parse_examples_file
 from bot.trainer.qlora import LORA_ALPHA, TARGET_MODULES
-from bot.types import Example
+from bot.types import Example, Turn
 
 ENGINES = ("transformers", "llama.cpp")
 RESULT = "RESULT "  # the line a child run's figures come back on

@@ -19,7 +19,7 @@ from bot.generation.engine import Generated, ReplyHints
 from bot.generation.queueing import HeldStream, InFlightLimit
 from bot.generation.worker import GenerationService
 from bot.ops import metrics
-from bot.prompt import Turn, build_prompt, conversation_start
+from bot.prompt import build_prompt, conversation_start
 from bot.retrieval import ExampleStore, leans_on_history, related_turns, retrieval_query
 from bot.stores.feedback import FeedbackStore
 from bot.types import (
@@ -38,6 +38,7 @@ from bot.types import (
     Reply,
     StreamEvent,
     Token,
+    Turn,
     UserError,
     Vote,
     dm_scope,

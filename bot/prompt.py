@@ -14,15 +14,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.generation.tokenizer_lock import tokenizer_lock
-from bot.types import Example
+from bot.types import Example, Turn
 
 _PLACEHOLDER = "\x00slot{}\x00"  # never produced by a chat template, never allowed in user text
-
-
-@dataclass(frozen=True)
-class Turn:
-    user: str
-    assistant: str
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,7 @@ import numpy as np
 
 from bot.config import DEFAULT_EMBEDDER
 from bot.jsonl import read_jsonl
-from bot.prompt import Turn
-from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example, UserError
+from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example, Turn, UserError
 
 log = logging.getLogger(__name__)
 LABELS = ("good", "bad")

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot.evaluation import ALONE, EvalItem, evaluate, load_eval_file, shuffled
-from bot.prompt import Turn, build_prompt
+from bot.prompt import build_prompt
 from bot.retrieval import retrieval_query
 from bot.training import dataset
 from bot.training.dataset import Pair, build_training_data, prompt_ids, render
-from bot.types import ConversationKey, Example, Message, UserError
+from bot.types import ConversationKey, Example, Message, Turn, UserError
 from tests.conftest import BOTH_ENGINES, MakeCore
 from tests.fakes import FakeTokenizer
 

@@ -227,7 +227,7 @@ def test_a_conversations_next_prompt_reuses_the_start_it_shares_and_writes_the_s
     """The system prompt and earlier turns are not read again (bot/generation/llama_sequences.py),
     and the reply is token for token the one a cold read of the whole prompt gives."""
     from bot.generation.prompt_reuse import CHUNK
-    from bot.prompt import Turn
+    from bot.types import Turn
 
     engine = real_llama_engine
     engine.settings = settings_for(REPO / ".cache" / "unused", max_new_tokens=24)

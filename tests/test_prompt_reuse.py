@@ -10,7 +10,8 @@ import pytest
 
 from bot.generation.engine import NO_HINTS
 from bot.generation.prompt_reuse import CHUNK, chunk_ends, reusable
-from bot.prompt import Turn, build_prompt
+from bot.prompt import build_prompt
+from bot.types import Turn
 
 
 def test_only_whole_chunks_of_the_common_start_are_reused_and_never_the_last_token() -> None:

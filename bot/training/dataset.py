@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.prompt import Turn, build_prompt, prompt_messages, tokenize_messages
+from bot.prompt import build_prompt, prompt_messages, tokenize_messages
 from bot.training.paraphrase import question_variants
 from bot.training.trust import LeftOut, training_examples
-from bot.types import ALL_SCOPES, Example, UserError
+from bot.types import ALL_SCOPES, Example, Turn, UserError
 
 if TYPE_CHECKING:
     from bot.retrieval import ExampleStore
