@@ -47,7 +47,7 @@ from bot.generation.llama_engine import LlamaCppEngine, serving_gguf
 from bot.generation.model_files import default_gguf_path, prepare_model
 from bot.generation.worker import GenerationService
 from bot.prompt import build_prompt, conversation_start
-from bot.retrieval import parse_examples_file
+from bot.stores.examples import parse_examples_file
 from bot.trainer.qlora import LORA_ALPHA, TARGET_MODULES
 from bot.types import Example, Turn
 

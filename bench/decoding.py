@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bench.common import bench_core, use_settings, with_values  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import core_answerer, evaluate_file  # noqa: E402
-from bot.retrieval import parse_examples_file  # noqa: E402
+from bot.stores.examples import parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 from bot.types import ALL_SCOPES, ConversationKey, Message, Reply  # noqa: E402
 

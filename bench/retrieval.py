@@ -33,17 +33,17 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import bot.retrieval  # noqa: E402
+import bot.stores.examples  # noqa: E402
 from bot.config import Settings  # noqa: E402
 from bot.evaluation import load_eval_file  # noqa: E402
-from bot.retrieval import DEDUP_SIMILARITY, Embedder, ExampleStore, SentenceEmbedder, parse_examples_file  # noqa: E402
+from bot.stores.examples import DEDUP_SIMILARITY, Embedder, ExampleStore, SentenceEmbedder, parse_examples_file  # noqa: E402
 from bot.types import ALL_SCOPES  # noqa: E402
 
 DATA = REPO / "bench" / "data"
 FLOORS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 # How an example becomes the text that is embedded: name -> document_text(input, output).
 MODES: dict[str, Callable[[str, str], str]] = {
-    "question+answer": bot.retrieval.document_text,
+    "question+answer": bot.stores.examples.document_text,
     "question only": lambda input_text, output_text: input_text,
 }
 
@@ -64,7 +64,7 @@ class CachedEmbedder:
 
 @contextmanager
 def embedding_mode(name: str) -> Iterator[None]:
-    with mock.patch.object(bot.retrieval, "document_text", MODES[name]):
+    with mock.patch.object(bot.stores.examples, "document_text", MODES[name]):
         yield
 
 

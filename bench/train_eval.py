@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bot.config import load_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import ALONE, CONVERSATION_SEED, EvalReport, core_answerer, evaluate_file  # noqa: E402
-from bot.retrieval import parse_examples_file  # noqa: E402
+from bot.stores.examples import parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 from bot.training.status import TrainingStatus  # noqa: E402
 from bot.types import ConversationKey  # noqa: E402

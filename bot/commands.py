@@ -21,7 +21,7 @@ from bot.types import CommandResult, ConversationKey, UserError
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.feedback_rules import FeedbackRules
-    from bot.retrieval import ExampleStore
+    from bot.stores.examples import ExampleStore
     from bot.stores.feedback import FeedbackStore
     from bot.stores.lora_registry import LoraRegistry
     from bot.training.runner import TrainingRunner

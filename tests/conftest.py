@@ -11,7 +11,7 @@ import pytest
 
 from bot.config import Settings, load_settings
 from bot.core import Core
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 from bot.wiring import assemble_core
 from tests.fakes import FakeEmbedder, FakeEngine
@@ -117,7 +117,7 @@ BOTH_ENGINES = pytest.mark.parametrize("serving_engine", ["transformers", "llama
 
 @pytest.fixture(scope="session")
 def real_embedder():
-    from bot.retrieval import SentenceEmbedder
+    from bot.stores.examples import SentenceEmbedder
 
     return SentenceEmbedder()
 

@@ -14,7 +14,7 @@ from adapters.console import run_console
 from adapters.discord_bot.client import plain_text
 from bot.commands import parse
 from bot.config import MIN_PROMPT_TOKENS, ConfigError, Settings, load_settings
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.types import UserError
 from tests.conftest import MakeCore
 from tests.fakes import FakeEmbedder

@@ -12,7 +12,7 @@ import pytest
 
 from bot.core import Core
 from bot.evaluation import core_answerer, evaluate_file
-from bot.retrieval import parse_examples_file
+from bot.stores.examples import parse_examples_file
 from bot.training.status import TrainingStatus
 from bot.types import ConversationKey, Message, Reply
 from tests.conftest import BOTH_ENGINES, SAMPLE_DATA, commit_lora, tuned

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
-from bot.retrieval import ExampleStore, example_id
 from bot.stores.example_server import (
     LOCK_FILE,
     SOCKET_FILE,
@@ -25,6 +24,7 @@ from bot.stores.example_server import (
     examples_access,
     snapshot,
 )
+from bot.stores.examples import ExampleStore, example_id
 from bot.stores.lora_registry import LoraRegistry
 from bot.training import remote
 from bot.training.runner import TrainingRunner

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bot.core import Core
-from bot.retrieval import example_id
+from bot.stores.examples import example_id
 from bot.types import ALL_SCOPES, CommandResult, ConversationKey, Incoming, Message, dm_scope, workspace_scope
 from tests.fakes import FakeEngine
 

@@ -15,7 +15,7 @@ from bot.config import ConfigError, load_settings
 from bot.generation.queueing import FairQueue
 from bot.jsonl import JsonlFileError
 from bot.prompt import build_prompt
-from bot.retrieval import parse_examples_file
+from bot.stores.examples import parse_examples_file
 from bot.stores.lora_registry import LoraRegistry
 from bot.types import Example, Turn, UserError
 from tests.fakes import FakeTokenizer

@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 from filelock import FileLock, Timeout
 
-from bot.retrieval import Embedder, ExampleStore, ParsedExample, Rows, _parse_example
+from bot.stores.examples import Embedder, ExampleStore, ParsedExample, Rows, _parse_example
 from bot.types import UserError
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bot.config import Settings
 from bot.evaluation import EvalReport
-from bot.retrieval import DEDUP_SIMILARITY
+from bot.stores.examples import DEDUP_SIMILARITY
 
 ANSWER_SETTINGS = ("system_prompt", "max_new_tokens", "context_tokens")
 ANSWER_TUNING = ("retrieval_k", "min_similarity", "temperature", "no_repeat_ngram", "repetition_penalty")

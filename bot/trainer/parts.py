@@ -7,7 +7,7 @@ from bot.config import Settings
 from bot.core import Core
 from bot.generation.engine import Engine
 from bot.generation.worker import GenerationService
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 
 

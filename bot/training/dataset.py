@@ -28,7 +28,7 @@ from bot.training.trust import LeftOut, training_examples
 from bot.types import ALL_SCOPES, Example, Turn, UserError
 
 if TYPE_CHECKING:
-    from bot.retrieval import ExampleStore
+    from bot.stores.examples import ExampleStore
     from bot.stores.feedback import FeedbackStore
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # bot/data
