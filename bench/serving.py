@@ -22,9 +22,10 @@ import numpy as np
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
+from bot.embedder import SentenceEmbedder
 from bot.generation.hf_engine import HFEngine
 from bot.generation.model_files import prepare_model
-from bot.stores.examples import ExampleStore, SentenceEmbedder
+from bot.stores.examples import ExampleStore
 from bot.types import ConversationKey, Done, Message, Token
 from bot.wiring import assemble_core
 

@@ -20,7 +20,8 @@ from bot.generation.queueing import HeldStream, InFlightLimit
 from bot.generation.worker import GenerationService
 from bot.ops import metrics
 from bot.prompt import build_prompt, conversation_start
-from bot.stores.examples import ExampleStore, leans_on_history, related_turns, retrieval_query
+from bot.retrieval import leans_on_history, related_turns, retrieval_query
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 from bot.types import (
     LOCAL_SCOPE,

@@ -129,7 +129,7 @@ RENAMED_SETTINGS: dict[str, str] = {
 # now fixed) should not stop the bot at an upgrade. A name never known stays an error (a typo).
 REMOVED_SETTINGS: dict[str, str] = {
     "example_layout": "the prompt has one layout, the examples right before the message (bot/prompt.py)",
-    "dedup_similarity": "fixed in bot/retrieval.py (DEDUP_SIMILARITY)",
+    "dedup_similarity": "fixed in bot/stores/examples.py (DEDUP_SIMILARITY)",
     "history_similarity": "fixed in bot/retrieval.py (HISTORY_SIMILARITY)",
     "training.lora_alpha": "fixed in bot/trainer/qlora.py (LORA_ALPHA)",
     "training.lora_dropout": "no dropout: fixed in bot/trainer/qlora.py (LORA_DROPOUT)",

@@ -10,12 +10,13 @@ import threading
 
 from bot.config import Settings
 from bot.core import Core
+from bot.embedder import SentenceEmbedder
 from bot.generation.engine import Engine
 from bot.generation.engines import build_engine
 from bot.generation.model_files import prepare_model
 from bot.generation.worker import GenerationService
 from bot.stores.example_server import DataDirOwner
-from bot.stores.examples import ExampleStore, SentenceEmbedder
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 from bot.stores.lora_registry import LoraRegistry
 from bot.stores.opening import build_examples, build_feedback

@@ -117,7 +117,7 @@ BOTH_ENGINES = pytest.mark.parametrize("serving_engine", ["transformers", "llama
 
 @pytest.fixture(scope="session")
 def real_embedder():
-    from bot.stores.examples import SentenceEmbedder
+    from bot.embedder import SentenceEmbedder
 
     return SentenceEmbedder()
 

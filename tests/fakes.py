@@ -1,7 +1,7 @@
 """Fast stand-ins for the model and the embedder, for tests that are not about them.
 
 They implement the same protocols as the real classes (bot.generation.engine.Engine,
-bot.stores.examples.Embedder), so the real GenerationService, stores and core run around them.
+bot.embedder.Embedder), so the real GenerationService, stores and core run around them.
 """
 
 from __future__ import annotations

