@@ -12,6 +12,7 @@ import pytest
 
 from adapters.console import run_console
 from adapters.discord_bot.client import plain_text
+from bot import status
 from bot.commands import parse
 from bot.config import MIN_PROMPT_TOKENS, ConfigError, Settings, load_settings
 from bot.stores.examples import ExampleStore
@@ -56,10 +57,10 @@ def test_console_keeps_chatting_after_bad_and_failing_commands(
 ) -> None:
     core = make_core()
 
-    def broken() -> str:
+    def broken(_core: object) -> str:
         raise RuntimeError("the status broke")
 
-    monkeypatch.setattr(core, "status_text", broken)
+    monkeypatch.setattr(status, "status_text", broken)
     out = io.StringIO()
     run_console(core, ['/feedback accept "abc', "/status", "/help"], out)
     text = out.getvalue()
