@@ -138,7 +138,7 @@ def _reject(core: CommandContext, caller: Caller, correction_id: str) -> Command
 
 def _export(core: CommandContext, caller: Caller, file: str) -> CommandResult:
     from bot.config import LOCAL_PLATFORMS
-    from bot.training.dataset import chat_export_path, export_feedback, kto_path
+    from bot.training.export import chat_export_path, export_feedback, kto_path
 
     # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
     path = Path(file) if caller.platform in LOCAL_PLATFORMS else chat_export_path(core.settings.data_dir, file)

@@ -16,12 +16,11 @@ from bot.training.dataset import (
     GENERAL_FILE,
     REGRESSION_FILE,
     build_training_data,
-    export_feedback,
-    kto_path,
     load_general,
     split_holdout,
     tokenize_row,
 )
+from bot.training.export import export_feedback, kto_path
 from bot.types import ConversationKey, Message, UserError
 from tests.conftest import MODEL_CACHE, REPO, MakeCore, tuned
 from tests.fakes import FakeTokenizer
