@@ -40,6 +40,7 @@ from pathlib import Path
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
+from bot.finetune.qlora import LORA_ALPHA, TARGET_MODULES
 from bot.generation.decoding import favored_tokens
 from bot.generation.engine import NO_HINTS, ReplyHints
 from bot.generation.hf_engine import HFEngine
@@ -48,7 +49,6 @@ from bot.generation.model_files import default_gguf_path, prepare_model
 from bot.generation.worker import GenerationService
 from bot.prompt import build_prompt, conversation_start
 from bot.stores.examples import parse_examples_file
-from bot.trainer.qlora import LORA_ALPHA, TARGET_MODULES
 from bot.types import Example, Turn
 
 ENGINES = ("transformers", "llama.cpp")

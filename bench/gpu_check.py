@@ -6,7 +6,7 @@
 On the transformers engine (`BOT_ENGINE=transformers`): (1) load the model in 4-bit; (2) answer one
 question through the bot's Core (retrieval, prompt, the generation worker), or through the worker
 and build_prompt directly where the feedback store cannot be built (no SQLAlchemy); (3) train
-QLoRA steps on a few rows (bot/trainer/qlora.py's train_lora where TRL is installed, else the same
+QLoRA steps on a few rows (bot/finetune/qlora.py's train_lora where TRL is installed, else the same
 LoraConfig, rows and loss stepped with peft); (4) swap that LoRA into the serving engine through
 its LoraFollower and answer with it; (5) roll back to the base model and check that the greedy
 reply has exactly the token ids of the reply before the swap. Prints one `name  value` line a

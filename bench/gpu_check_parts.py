@@ -329,8 +329,8 @@ def training_rows(settings: Any, count: int) -> list[Any]:
 
 
 def train_with_trl(settings: Any, engine: Any, rows: list[Any], steps: int, out: Path) -> Trained:
-    """bot/trainer/qlora.py's train_lora as the pipeline calls it (needs TRL and datasets)."""
-    from bot.trainer.qlora import train_lora
+    """bot/finetune/qlora.py's train_lora as the pipeline calls it (needs TRL and datasets)."""
+    from bot.finetune.qlora import train_lora
     from bot.training.dataset import TrainingData
     from bot.training.status import StatusFile
 
@@ -341,7 +341,7 @@ def train_with_trl(settings: Any, engine: Any, rows: list[Any], steps: int, out:
     started = time.monotonic()
     losses = train_lora(settings, engine.model, engine.tokenizer, data, out, StatusFile(None))
     total = time.monotonic() - started
-    return Trained("bot.trainer.qlora.train_lora (TRL SFTTrainer)", total, [], [p["loss"] for p in losses])
+    return Trained("bot.finetune.qlora.train_lora (TRL SFTTrainer)", total, [], [p["loss"] for p in losses])
 
 
 def train_with_peft(settings: Any, engine: Any, rows: list[Any], steps: int, out: Path) -> Trained:
@@ -350,7 +350,7 @@ def train_with_peft(settings: Any, engine: Any, rows: list[Any], steps: int, out
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from bot.trainer.qlora import lora_config
+    from bot.finetune.qlora import lora_config
     from bot.training.dataset import tokenize_row
 
     model, cuda = engine.model, engine.device == "cuda"
@@ -385,4 +385,4 @@ def train_with_peft(settings: Any, engine: Any, rows: list[Any], steps: int, out
         losses.append(float(loss.detach()))
     total = time.monotonic() - begun
     model.save_pretrained(str(out))
-    return Trained("peft step (bot.trainer.qlora.lora_config, bot.training.dataset rows)", total, step_s, losses)
+    return Trained("peft step (bot.finetune.qlora.lora_config, bot.training.dataset rows)", total, step_s, losses)

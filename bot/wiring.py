@@ -1,7 +1,7 @@
 """Wiring: a core from its parts (`assemble_core`, shared by the bot, the CLI, the tests and the
 benchmarks), and the real bot's from settings (`build_core`). The engines are built by
 bot/generation/engines.py, the stores opened by bot/stores/opening.py; the training process has its
-own wiring (bot/trainer/parts.py)."""
+own wiring (bot/finetune/parts.py)."""
 
 from __future__ import annotations
 

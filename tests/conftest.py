@@ -140,7 +140,7 @@ def make_real_core(
         for core in cores:  # one worker drives the shared model at a time
             core.generation.close()
         data_dir = data_dir or tmp_path / "data"
-        # The training process answers its gate on the same engine (bot/trainer/gate.py).
+        # The training process answers its gate on the same engine (bot/finetune/gate.py).
         settings = test_settings(data_dir, admins=list(admins), **{"engine": serving_engine, **overrides})
         registry = LoraRegistry.open(settings, real_files.fingerprint)
         real_engine.settings = settings

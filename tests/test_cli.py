@@ -86,9 +86,9 @@ def test_sigterm_stops_run_at_once_with_exit_0(tmp_path: Path) -> None:
 
 
 def test_the_training_process_starts_under_its_name() -> None:
-    """`python -m bot.trainer`, the one entry of the training process (the bot starts it; operators
+    """`python -m bot.finetune`, the one entry of the training process (the bot starts it; operators
     run `bot retrain` or `bot trainer`): its own argument parser."""
-    run = subprocess.run([sys.executable, "-m", "bot.trainer", "--help"], cwd=REPO, capture_output=True, text=True,
+    run = subprocess.run([sys.executable, "-m", "bot.finetune", "--help"], cwd=REPO, capture_output=True, text=True,
                          timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "--staging-dir" in run.stdout and "python -m bot.trainer" in run.stdout
+    assert "--staging-dir" in run.stdout and "python -m bot.finetune" in run.stdout

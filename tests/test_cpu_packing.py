@@ -111,8 +111,8 @@ def test_forced_repacking_survives_lora_load_swap_and_unload_on_any_cpu(
 def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
     real_files, random_loras, tmp_path: Path
 ) -> None:
+    from bot.finetune.gate import serving_answerer
     from bot.stores.examples import ExampleStore
-    from bot.trainer.gate import serving_answerer
     from tests.fakes import FakeEmbedder
 
     # Every reply generated (no kept base replies) and written by the candidate (no examples here).

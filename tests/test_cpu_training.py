@@ -1,4 +1,4 @@
-"""What a CPU trains in (bot/trainer/qlora.py): bfloat16 where the CPU multiplies it in hardware
+"""What a CPU trains in (bot/finetune/qlora.py): bfloat16 where the CPU multiplies it in hardware
 (AMX, AVX512-BF16), float32 elsewhere. Both paths run on every CPU: the choice is forced here."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bot.config import load_settings
-from bot.trainer.qlora import cpu_training_dtype
+from bot.finetune.qlora import cpu_training_dtype
 from tests.conftest import MODEL_CACHE
 
 
@@ -44,8 +44,8 @@ def test_each_cpu_dtype_trains_the_same_lora_from_the_same_starting_loss(tmp_pat
     computes the same thing, only faster where the CPU has the hardware."""
     from safetensors.torch import load_file
 
+    from bot.finetune.qlora import dequantized_for_cpu, train_lora
     from bot.generation.hf_engine import HFEngine
-    from bot.trainer.qlora import dequantized_for_cpu, train_lora
     from bot.training.dataset import Row, TrainingData
     from bot.training.status import StatusFile
 

@@ -11,8 +11,8 @@ from typing import Any, cast
 import pytest
 
 from bot.config import Settings, load_settings, settings_without_secrets_json
+from bot.finetune import __main__ as training
 from bot.stores.lora_registry import LoraRegistry
-from bot.trainer import __main__ as training
 from bot.training.runner import TrainingRunner, training_dir
 from bot.types import ConversationKey
 from tests.conftest import MakeCore

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from bot.evaluation import EvalReport
-from bot.trainer.gate import gate_scores
-from bot.trainer.gate_cache import cached_regression, regression_key
+from bot.finetune.gate import gate_scores
+from bot.finetune.gate_cache import cached_regression, regression_key
 from bot.training.dataset import REGRESSION_FILE, Pair
 from tests.conftest import test_settings as settings_for
 from tests.conftest import tuned

@@ -1,13 +1,13 @@
-"""Base-model replies kept between retrains (bot/trainer/base_replies.py) and replay rows in the base
-model's own words (bot/trainer/self_replay.py), on the fake engine."""
+"""Base-model replies kept between retrains (bot/finetune/base_replies.py) and replay rows in the base
+model's own words (bot/finetune/self_replay.py), on the fake engine."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from bot.finetune.base_replies import CACHE_FILE, BaseReplies
+from bot.finetune.self_replay import MAX_NEW_TOKENS, SelfAnswers
 from bot.generation.engine import NO_HINTS, ReplyHints
-from bot.trainer.base_replies import CACHE_FILE, BaseReplies
-from bot.trainer.self_replay import MAX_NEW_TOKENS, SelfAnswers
 from bot.training.dataset import build_training_data
 from tests.conftest import MakeCore, tuned
 from tests.conftest import test_settings as settings_for

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.evaluation import evaluate_file, key_token_recall, load_eval_file
-from bot.trainer.gate import GateScores, decide
+from bot.finetune.gate import GateScores, decide
 from bot.training.dataset import (
     GENERAL_FILE,
     REGRESSION_FILE,
@@ -273,7 +273,7 @@ def test_gate_promotes_only_when_no_worse_within_margins(make_core: MakeCore) ->
 
 @pytest.mark.slow
 def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
-    """`python -m bot.trainer` on the default model: a few steps, a loss curve, a status file, a version."""
+    """`python -m bot.finetune` on the default model: a few steps, a loss curve, a status file, a version."""
     from bot.config import load_settings
     from bot.generation.model_files import prepare_model
     from bot.stores.lora_registry import LoraRegistry
@@ -296,7 +296,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     status_file = training_dir(data_dir) / "status.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     run = subprocess.run(
-        [sys.executable, "-m", "bot.trainer", "--data-dir", str(data_dir), "--status-file", str(status_file),
+        [sys.executable, "-m", "bot.finetune", "--data-dir", str(data_dir), "--status-file", str(status_file),
          "--staging-dir", str(staging), "--triggered-by", "console:local", "--config", str(config)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -324,7 +324,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
 
     from peft import PeftConfig
 
-    from bot.trainer.qlora import TARGET_MODULES
+    from bot.finetune.qlora import TARGET_MODULES
 
     lora = PeftConfig.from_pretrained(str(version_dir))
     assert lora.r == settings.training.lora_r and set(lora.target_modules) == set(TARGET_MODULES)
@@ -334,8 +334,8 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
 def test_kto_trains_on_good_and_downvoted_rows_and_saves_a_lora(tmp_path: Path, real_files) -> None:
     """`tuning.use_kto`: a few KTO steps on the default model through TRL, in the serving layout."""
     from bot.config import load_settings
+    from bot.finetune.qlora import train_lora
     from bot.generation.hf_engine import HFEngine
-    from bot.trainer.qlora import train_lora
     from bot.training.dataset import Row, TrainingData
     from bot.training.status import StatusFile
 
@@ -360,7 +360,7 @@ def test_the_gate_never_answers_on_the_users_vllm_server(monkeypatch, tmp_path: 
     """With BOT_VLLM_URL set, the gate's model is its own (transformers): loading a candidate LoRA
     into the server that serves users would show it to them before the gate decided."""
     import bot.generation.engines as engines
-    from bot.trainer.gate import serving_answerer
+    from bot.finetune.gate import serving_answerer
     from tests.conftest import test_settings
 
     built: list[tuple[str, str]] = []

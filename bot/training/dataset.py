@@ -241,7 +241,7 @@ def build_training_data(
 ) -> TrainingData:
     """Everything a run trains and gates on, deterministic for a given store and settings.
 
-    `replay_answer` gives each replay row its target (bot/trainer/self_replay.py: the base model's own
+    `replay_answer` gives each replay row its target (bot/finetune/self_replay.py: the base model's own
     words); without it a replay row answers with the written answer.
     """
     t = settings.tuning

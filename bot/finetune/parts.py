@@ -1,5 +1,5 @@
 """The training process's own wiring: the parts it answers with, built here so that nothing in
-bot/trainer/ imports the bot's wiring (bot/wiring.py) or anything that starts training."""
+bot/finetune/ imports the bot's wiring (bot/wiring.py) or anything that starts training."""
 
 from __future__ import annotations
 

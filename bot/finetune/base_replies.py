@@ -3,7 +3,7 @@
 Every retrain asks the base model the same things: the gate's regression questions (for the
 baseline, and for the candidate wherever no verified answer is in the prompt, since such replies are
 written by the base model: `tuning.lora_for`), and the replay questions whose answers become
-training targets (bot/trainer/self_replay.py). Greedy decoding makes each of those replies a function of the
+training targets (bot/finetune/self_replay.py). Greedy decoding makes each of those replies a function of the
 prompt tokens, the weights, the decoding settings and the CPU's kernels, so `BaseReplies` wraps the
 training process's engine and keeps them in <loras>/base_replies.json under a key of all of these.
 The first retrain pays for them; the next ones mostly read them back.
