@@ -2,7 +2,9 @@
 
 The model is the one list of settings: each field has its default, its description and (its model's
 env prefix + its name) its environment variable; README's table is generated from it. Every error
-names the setting, where its value came from and the value: `BOT_RETRIEVAL_K=ten` says what to fix.
+names the setting, where its value came from and the value: `BOT_MAX_NEW_TOKENS=ten` says what to
+fix. Old names still set their setting and removed ones are ignored with a warning: the two tables
+are in bot/setting_sections.py.
 """
 
 from __future__ import annotations
@@ -249,7 +251,8 @@ def settings_fields() -> Iterator[tuple[str, type[BaseModel], str, FieldInfo]]:
 def dotted_env_var(dotted: str) -> str:
     """The variable of a dotted setting name, one that exists or one that did (`training.seed`)."""
     section, _, name = dotted.rpartition(".")
-    return str(env_var(_section(Settings.model_fields[section]) or Settings if section else Settings, name))
+    model = _section(Settings.model_fields[section]) if section else None
+    return str(env_var(model or Settings, name))
 
 
 # Dotted setting name -> its environment variable, all derived from the model.
