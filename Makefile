@@ -26,7 +26,7 @@ install: $(STAMP)
 # comes as soon as before, `make run` starts the bot at once and, when llama.cpp is missing on a
 # machine without a GPU, builds it in the background in the idle scheduling class (it gets a CPU only
 # when nothing else wants one: the first reply measured 29-30 s alone, 30-32 s beside the build);
-# the next start uses it (BOT_BACKEND=auto). LLAMA=0 skips the build; `make install
+# the next start uses it (BOT_ENGINE=auto). LLAMA=0 skips the build; `make install
 # EXTRAS=test,llama` builds it now.
 LLAMA ?= 1
 LLAMA_LOG := $(VENV)/llama-build.log

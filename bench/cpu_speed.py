@@ -40,15 +40,16 @@ from pathlib import Path
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
+from bot.finetune.qlora import LORA_ALPHA, TARGET_MODULES
 from bot.generation.decoding import favored_tokens
 from bot.generation.engine import NO_HINTS, Generated, ReplyHints
 from bot.generation.hf_engine import HFEngine
 from bot.generation.llama_engine import LlamaCppEngine, serving_gguf
 from bot.generation.model_files import default_gguf_path, prepare_model
 from bot.generation.worker import GenerationService
-from bot.prompt import Turn, build_prompt, conversation_start
-from bot.retrieval import parse_examples_file
-from bot.types import Example
+from bot.prompt import build_prompt, conversation_start
+from bot.stores.examples import parse_examples_file
+from bot.types import Example, Turn
 
 ENGINES = ("transformers", "llama.cpp")
 RESULT = "RESULT "  # the line a child run's figures come back on
@@ -73,14 +74,13 @@ class Prompts:
         if kind == "conversation":
             self.rows = parse_examples_file(ACME)
             self.examples = [Example(f"e{n}", row.input, row.output) for n, row in enumerate(self.rows[:3])]
-            if settings.answer_bias:
+            if settings.tuning.answer_bias:
                 self.favored = tuple(favored_tokens(tokenizer, self.examples[0].output))
 
     def _build(self, conversation: int, turns: list[Turn], text: str) -> list[int]:
         system = f"Conversation {conversation}. {self.settings.system_prompt}"
         examples = self.examples if self.kind == "conversation" else []
-        return build_prompt(self.tokenizer, system, examples, turns, text, self.budget,
-                            self.settings.example_layout).input_ids  # fmt: skip
+        return build_prompt(self.tokenizer, system, examples, turns, text, self.budget).input_ids
 
     def first(self, conversation: int) -> list[int]:
         if self.kind == "plain":
@@ -103,7 +103,7 @@ class Prompts:
     def next_start(self, conversation: int) -> list[int]:
         """What the next prompt starts with, as the bot reads it ahead after a reply."""
         system = f"Conversation {conversation}. {self.settings.system_prompt}"
-        start = conversation_start(self.tokenizer, system, self._next_turns(), self.settings.example_layout)
+        start = conversation_start(self.tokenizer, system, self._next_turns())
         return start or []
 
     @property
@@ -119,8 +119,7 @@ def random_lora(files, settings, folder: Path) -> Path:
 
     torch.manual_seed(1)
     base = AutoModelForCausalLM.from_pretrained(files.path, dtype=torch.float32)
-    t = settings.training
-    config = LoraConfig(r=t.lora_r, lora_alpha=t.lora_alpha, target_modules=list(t.target_modules),
+    config = LoraConfig(r=settings.training.lora_r, lora_alpha=LORA_ALPHA, target_modules=list(TARGET_MODULES),
                         init_lora_weights=False)  # fmt: skip
     get_peft_model(base, config).save_pretrained(folder)
     return folder

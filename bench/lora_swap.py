@@ -70,7 +70,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-swap-") as tmp:
         # No loop rules here: the same greedy tokens whatever they say, for a clean speed figure.
         settings = load_settings(
-            env={}, data_dir=tmp, model_cache=str(args.model_cache), no_repeat_ngram=0, repetition_penalty=1.0
+            env={},
+            data_dir=tmp,
+            model_cache=str(args.model_cache),
+            tuning__no_repeat_ngram=0,
+            tuning__repetition_penalty=1.0,
         )
         files = prepare_model(settings)
         lora = make_lora(files.path, Path(tmp) / "lora")

@@ -8,7 +8,7 @@ chromadb store in a temporary directory with the real embedder, the examples imp
 eval and the gate see them) at k = the settings default and a sweep of similarity floors. Reports
 recall@1 (the eval row's `source` example first), recall@k (in the returned list: what the prompt
 gets) and how many questions got nothing, for two ways to embed an example: question and answer
-together (what bot/retrieval.py does) and the question alone (patched in here, for the run only).
+together (what bot/stores/examples.py does) and the question alone (patched in here, for the run only).
 Prints a table per set and one JSON line at the end.
 """
 
@@ -33,17 +33,18 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import bot.retrieval  # noqa: E402
+import bot.stores.examples  # noqa: E402
 from bot.config import Settings  # noqa: E402
+from bot.embedder import Embedder, SentenceEmbedder  # noqa: E402
 from bot.evaluation import load_eval_file  # noqa: E402
-from bot.retrieval import Embedder, ExampleStore, SentenceEmbedder, parse_examples_file  # noqa: E402
+from bot.stores.examples import DEDUP_SIMILARITY, ExampleStore, parse_examples_file  # noqa: E402
 from bot.types import ALL_SCOPES  # noqa: E402
 
 DATA = REPO / "bench" / "data"
 FLOORS = (0.15, 0.2, 0.25, 0.3, 0.35, 0.4)
 # How an example becomes the text that is embedded: name -> document_text(input, output).
 MODES: dict[str, Callable[[str, str], str]] = {
-    "question+answer": bot.retrieval.document_text,
+    "question+answer": bot.stores.examples.document_text,
     "question only": lambda input_text, output_text: input_text,
 }
 
@@ -64,7 +65,7 @@ class CachedEmbedder:
 
 @contextmanager
 def embedding_mode(name: str) -> Iterator[None]:
-    with mock.patch.object(bot.retrieval, "document_text", MODES[name]):
+    with mock.patch.object(bot.stores.examples, "document_text", MODES[name]):
         yield
 
 
@@ -122,14 +123,14 @@ def default_sets() -> list[tuple[str, Path, Path]]:
 
 
 def main() -> int:
-    defaults = Settings()
+    defaults = Settings().tuning
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--examples", type=Path, help="an examples file (with --eval); default: every set in bench/data"
     )
     parser.add_argument("--eval", type=Path, help='its eval file, rows with a "source" naming an example input')
-    parser.add_argument("--k", type=int, default=defaults.retrieval_k, help="default: the settings' retrieval_k")
-    parser.add_argument("--floors", type=float, nargs="+", default=list(FLOORS), help="min_similarity values")
+    parser.add_argument("--k", type=int, default=defaults.retrieval_k, help="default: tuning.retrieval_k")
+    parser.add_argument("--floors", type=float, nargs="+", default=list(FLOORS), help="tuning.min_similarity values")
     parser.add_argument("--show-misses", action="store_true", help="list the questions whose example was not in k")
     args = parser.parse_args()
     if (args.examples is None) != (args.eval is None):
@@ -138,13 +139,12 @@ def main() -> int:
 
     started = time.monotonic()
     print("loading the embedder...", file=sys.stderr, flush=True)
-    embedder = CachedEmbedder(SentenceEmbedder(defaults.embedder))
-    summary: dict[str, Any] = {"k": args.k, "dedup_similarity": defaults.dedup_similarity, "sets": {}}
+    embedder = CachedEmbedder(SentenceEmbedder(Settings().embedder))
+    summary: dict[str, Any] = {"k": args.k, "dedup_similarity": DEDUP_SIMILARITY, "sets": {}}
     for name, examples, eval_path in sets:
         print(f"{name}: {examples.name} + {eval_path.name}", file=sys.stderr, flush=True)
         results = {
-            mode: measure(embedder, examples, eval_path, mode, args.k, defaults.dedup_similarity, args.floors)
-            for mode in MODES
+            mode: measure(embedder, examples, eval_path, mode, args.k, DEDUP_SIMILARITY, args.floors) for mode in MODES
         }
         total = next(iter(results.values()))["total"]
         print_table(name, total, args.k, results)

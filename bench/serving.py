@@ -22,9 +22,10 @@ import numpy as np
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
 from bot.config import load_settings
+from bot.embedder import SentenceEmbedder
 from bot.generation.hf_engine import HFEngine
 from bot.generation.model_files import prepare_model
-from bot.retrieval import ExampleStore, SentenceEmbedder
+from bot.stores.examples import ExampleStore
 from bot.types import ConversationKey, Done, Message, Token
 from bot.wiring import assemble_core
 
@@ -57,7 +58,7 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true", help="skip the one-time GGUF conversion")
     args = parser.parse_args()
     settings = load_settings()
-    print(f"model {settings.model} ({settings.quantize}), {os.cpu_count()} CPUs", flush=True)
+    print(f"model {settings.model} ({settings.tuning.quantize}), {os.cpu_count()} CPUs", flush=True)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         bench_load(tmp, args.skip_cold)
@@ -122,7 +123,7 @@ def main() -> None:
             timings = []
             for i in range(30):
                 started = time.monotonic()
-                store.retrieve(f"{QUESTION} {i}", settings.retrieval_k, -1.0, settings.dedup_similarity)
+                store.retrieve(f"{QUESTION} {i}", settings.tuning.retrieval_k, -1.0)
                 timings.append(time.monotonic() - started)
             line(f"retrieval at {size:,} examples p50 / p95", f"{pct(timings, 50) * 1000:.1f} ms / "
                  f"{pct(timings, 95) * 1000:.1f} ms (fill {fill:.0f} s)")  # fmt: skip

@@ -1,6 +1,6 @@
 """Examples-only accuracy (no LoRA) over a grid of settings, on every fact set, one loaded model.
 
-    .venv/bin/python bench/sweep.py --grid example_layout=system,turns --grid retrieval_k=1,3 [--regression]
+    .venv/bin/python bench/sweep.py --grid tuning.answer_bias=0,2 --grid tuning.retrieval_k=1,3 [--regression]
 
 Each fact set (bench/data/<name>_examples.jsonl + <name>_eval.jsonl) gets its own example store;
 every combination of the --grid values answers every eval question of every set greedily through
@@ -24,10 +24,10 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from bench.common import bench_core, use_settings  # noqa: E402
+from bench.common import bench_core, use_settings, with_values  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import core_answerer, evaluate_file  # noqa: E402
-from bot.retrieval import ExampleStore, parse_examples_file  # noqa: E402
+from bot.stores.examples import ExampleStore, parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 
 DATA = REPO / "bench" / "data"
@@ -60,7 +60,7 @@ def accuracy(core: Core, eval_file: Path) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="KEY: a dotted setting name")
     parser.add_argument("--sets", nargs="*", help="fact set names (default: every set in bench/data)")
     parser.add_argument("--regression", action="store_true", help="also score the regression set")
     parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
@@ -75,7 +75,7 @@ def main() -> int:
             store.upsert(parse_examples_file(DATA / f"{name}_examples.jsonl"), source="import")
             stores[name] = store
         for combo in parse_grid(args.grid):
-            settings = base.model_copy(update=combo)
+            settings = with_values(base, combo)
             use_settings(core, settings)
             row: dict[str, Any] = {"settings": combo}
             started = time.monotonic()

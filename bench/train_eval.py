@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from bot.config import load_settings  # noqa: E402
 from bot.core import Core  # noqa: E402
 from bot.evaluation import ALONE, CONVERSATION_SEED, EvalReport, core_answerer, evaluate_file  # noqa: E402
-from bot.retrieval import parse_examples_file  # noqa: E402
+from bot.stores.examples import parse_examples_file  # noqa: E402
 from bot.training.dataset import REGRESSION_FILE  # noqa: E402
 from bot.training.status import TrainingStatus  # noqa: E402
 from bot.types import ConversationKey  # noqa: E402
@@ -63,7 +63,7 @@ def run_eval(
 ) -> EvalReport:
     """Ask every question of `path`, alone (as `bot eval`) or in one conversation (`reset_every=0`,
     as `bot eval --conversation`); with `downvote_misses`, a reviewer gives each wrong reply a 👎
-    (which KTO trains against: `training.use_kto`)."""
+    (which KTO trains against: `tuning.use_kto`)."""
     started = time.monotonic()
     exchanges: dict[str, str] = {}
 
@@ -252,14 +252,14 @@ def main() -> int:
     parser.add_argument("--skip-base", action="store_true", help="skip the bare-model eval (step 1)")
     parser.add_argument("--skip-examples", action="store_true", help="skip the examples-only eval (step 2)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting, e.g. "
-                        "training.epochs=6 or example_layout=turns (repeatable)")  # fmt: skip
+                        "training.epochs=6 or tuning.answer_bias=4 (repeatable)")  # fmt: skip
     parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
     parser.add_argument("--show-misses", action="store_true")
     parser.add_argument("--skip-general", action="store_true", help="skip the general questions alone and in "
                         "conversation (the gate still asks them alone)")  # fmt: skip
     parser.add_argument("--again", action="store_true", help="then a second retrain, timed (what later runs cost)")
     parser.add_argument("--downvote-misses", action="store_true", help="👎 every wrong examples-only reply "
-                        "(the undesirable rows of training.use_kto=true)")  # fmt: skip
+                        "(the undesirable rows of tuning.use_kto=true)")  # fmt: skip
     parser.add_argument("--keep-plot", type=Path, help="copy the run's loss.png here (the data dir is temporary)")
     args = parser.parse_args()
 

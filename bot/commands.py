@@ -16,13 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot import status
 from bot.types import LOCAL_PLATFORMS, CommandResult, ConversationKey, Incoming, UserError
 
 if TYPE_CHECKING:
-    from bot.config import Settings
     from bot.feedback_rules import FeedbackRules
-    from bot.retrieval import ExampleStore
-    from bot.stores.feedback import FeedbackStore
     from bot.stores.lora_registry import LoraRegistry
     from bot.training.runner import TrainingRunner
 
@@ -82,22 +80,13 @@ class Call:
     args: dict[str, Any]
 
 
-class CommandContext(Protocol):
-    """What the commands use of the core (bot/core.py is one). Declared here so that this module
-    never imports the core, which imports it."""
+class CommandContext(status.StatusContext, Protocol):
+    """What the commands use of the core (bot/core.py is one): what `status` reports on, and more.
+    Declared here so that this module never imports the core, which imports it."""
 
-    settings: Settings
-    examples: ExampleStore
-    store: FeedbackStore
     rules: FeedbackRules
-    registry: LoraRegistry | None
-    trainer: TrainingRunner | None
 
     def reset(self, conversation: ConversationKey) -> None: ...
-
-    def status_text(self) -> str: ...
-
-    def status_data(self) -> dict[str, object]: ...
 
     def after_swap(self, text: str) -> str: ...
 
@@ -115,7 +104,7 @@ def _reset(core: CommandContext, caller: Caller) -> CommandResult:
 
 
 def _status(core: CommandContext, caller: Caller) -> CommandResult:
-    return CommandResult(core.status_text(), data=core.status_data())
+    return CommandResult(status.status_text(core), data=status.status_data(core))
 
 
 def _retrain(core: CommandContext, caller: Caller) -> CommandResult:
@@ -148,7 +137,7 @@ def _reject(core: CommandContext, caller: Caller, correction_id: str) -> Command
 
 
 def _export(core: CommandContext, caller: Caller, file: str) -> CommandResult:
-    from bot.training.dataset import chat_export_path, export_feedback, kto_path
+    from bot.training.export import chat_export_path, export_feedback, kto_path
 
     # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
     path = Path(file) if caller.platform in LOCAL_PLATFORMS else chat_export_path(core.settings.data_dir, file)

@@ -2,7 +2,9 @@
 
 The model is the one list of settings: each field has its default, its description and (its model's
 env prefix + its name) its environment variable; README's table is generated from it. Every error
-names the setting, where its value came from and the value: `BOT_RETRIEVAL_K=ten` says what to fix.
+names the setting, where its value came from and the value: `BOT_MAX_NEW_TOKENS=ten` says what to
+fix. Old names still set their setting and removed ones are ignored with a warning: the two tables
+are in bot/setting_sections.py.
 """
 
 from __future__ import annotations
@@ -14,12 +16,21 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource, TomlConfigSettingsSource
+from pydantic_settings.sources import EnvSettingsSource, InitSettingsSource
 
-from bot.setting_sections import SECRET, CommaList, RetentionSettings, Section, TrainingSettings
+from bot.setting_sections import (
+    REMOVED_SETTINGS,
+    RENAMED_SETTINGS,
+    SECRET,
+    CommaList,
+    RetentionSettings,
+    Section,
+    TrainingSettings,
+    TuningSettings,
+)
 from bot.types import LOCAL_PLATFORMS
 
 # The platforms a message can come from (Core.is_admin matches admins as "platform:user_id").
@@ -33,6 +44,9 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful assistant for a team. Answer briefly and accurately. "
     "When a verified answer is given, use its facts."
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -116,46 +130,16 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="everything the bot stores, relative to where you start it")
     model: str = Field(DEFAULT_MODEL, description="the default GGUF model, a local model directory, or a cached HF id")
     model_cache: Path | None = Field(None, description="converted default model (none: `<data_dir>/cache/models`)")
-    quantize: Literal["4bit", "none"] = Field("4bit", description="`4bit` (bitsandbytes NF4, CPU or CUDA) or `none`")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`, `cpu` or `cuda`")
     engine: Literal["auto", "transformers", "llama.cpp"] = Field(
         "auto",
-        validation_alias=AliasChoices("engine", "backend"),  # its name before 2026-12 still works
-        description="`auto`: llama.cpp on a CPU when installed (`make install EXTRAS=llama`), else transformers "
-        "(`BOT_BACKEND` and `backend` still work)",
+        description="`auto`: llama.cpp on a CPU when installed (`make install EXTRAS=llama`), else transformers",
     )
     parallel_replies: int = Field(4, ge=1, le=64, description="replies llama.cpp writes at once (continuous batching)")
     threads: int = Field(0, ge=0, le=1024, description="CPU threads for llama.cpp (0: every core)")
     embedder: str = Field(DEFAULT_EMBEDDER, description="sentence-transformers model name or local path")
-    retrieval_k: int = Field(3, ge=0, le=50, description="examples put in the prompt")
-    min_similarity: float = Field(0.35, ge=-1, le=1, description="cosine similarity floor for retrieved examples")
-    dedup_similarity: float = Field(0.95, ge=0, le=1, description="examples this close to a better one are dropped")
-    example_layout: Literal["system", "turns", "nearest", "inline"] = Field(
-        "nearest",
-        description="`nearest`: examples as the turns right before the message, after the history (docs/training.md); "
-        "`turns`: before the history; `system`: in the system prompt; `inline`: in the message",
-    )
     max_new_tokens: int = Field(160, ge=1, le=8192, description="reply length limit")
-    temperature: float = Field(0.0, ge=0, le=5, description="0 is greedy (reproducible)")
-    # Against greedy loops, on the reply only (the prompt's facts stay free to copy): docs/decoding.md.
-    no_repeat_ngram: int = Field(
-        4, ge=0, le=64, description="a reply never repeats one of its own n-grams of this size (0: off)"
-    )
-    repetition_penalty: float = Field(
-        1.05, ge=1.0, le=2.0, description="above 1, tokens the reply already used are less likely (1.0: off)"
-    )
-    answer_bias: float = Field(
-        2.0, ge=0, le=20, description="logit bonus for the best retrieved answer's tokens (0: off; docs/decoding.md)"
-    )
-    lora_for: Literal["examples", "all"] = Field(
-        "examples", description="the LoRA writes `examples` (replies whose prompt holds an example) or `all` replies"
-    )
     context_tokens: int = Field(
         2048, ge=128, description="prompt + reply budget; oldest history, then weakest examples are dropped to fit"
-    )
-    history_turns: int = Field(3, ge=0, le=200, description="exchanges of a conversation kept in the prompt")
-    history_similarity: float = Field(
-        0.35, ge=-1, le=1, description="before a message that does not lean on them, only turns this similar are kept"
     )
     max_message_chars: int = Field(4000, ge=1, description="longer messages are refused with a message")
     max_waiting_per_user: int = Field(3, ge=1, description="questions one user may have in flight; more are refused")
@@ -171,7 +155,6 @@ class Settings(BaseSettings):
         5,
         ge=1,
         description="corrections one non-admin may have waiting for review; more are refused until some are reviewed",
-        json_schema_extra={"env": "BOT_MAX_PENDING_CORRECTIONS"},  # its name before the field grew longer
     )
     log_level: str = Field("INFO", description="`DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`")
     log_format: Literal["text", "json"] = Field(
@@ -189,6 +172,7 @@ class Settings(BaseSettings):
     discord: DiscordSettings = Field(default_factory=DiscordSettings, description="docs/discord.md")
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="docs/training.md")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="bounds on growth")
+    tuning: TuningSettings = Field(default_factory=TuningSettings, description="measured values, for benchmarks")
 
     @classmethod
     def settings_customise_sources(
@@ -249,11 +233,10 @@ def _section(field: FieldInfo) -> type[Section] | None:
 
 
 def env_var(model: type[BaseModel], name: str) -> str | None:
-    """A setting's environment variable: the one its field declares, else its model's prefix + its name."""
-    field = model.model_fields[name]
-    if _section(field) is not None:
+    """A setting's environment variable: its model's prefix + its name in capitals."""
+    if name in model.model_fields and _section(model.model_fields[name]) is not None:
         return None  # a section's fields have their own
-    return str(_extra(field).get("env") or f"{model.model_config.get('env_prefix', '')}{name.upper()}")
+    return f"{model.model_config.get('env_prefix', '')}{name.upper()}"
 
 
 def settings_fields() -> Iterator[tuple[str, type[BaseModel], str, FieldInfo]]:
@@ -265,9 +248,15 @@ def settings_fields() -> Iterator[tuple[str, type[BaseModel], str, FieldInfo]]:
             yield from ((f"{name}.{sub}", section, sub, f) for sub, f in section.model_fields.items())
 
 
+def dotted_env_var(dotted: str) -> str:
+    """The variable of a dotted setting name, one that exists or one that did (`training.seed`)."""
+    section, _, name = dotted.rpartition(".")
+    model = _section(Settings.model_fields[section]) if section else None
+    return str(env_var(model or Settings, name))
+
+
 # Dotted setting name -> its environment variable, all derived from the model.
 SETTING_ENV_VARS: dict[str, str] = {dotted: str(env_var(m, name)) for dotted, m, name, _ in settings_fields()}
-RENAMED_ENV_VARS = {"BOT_BACKEND": "BOT_ENGINE"}  # old name -> the setting's variable now
 SECRET_SETTINGS = tuple(dotted for dotted, _, _, field in settings_fields() if _extra(field).get("secret"))
 SECRET_ENV_VARS = tuple(SETTING_ENV_VARS[dotted] for dotted in SECRET_SETTINGS)
 
@@ -306,12 +295,12 @@ class EnvSource(EnvSettingsSource):
 def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from defaults < TOML file < environment (`env`, else os.environ) < `overrides` (`section__field`).
 
-    The TOML file is `config_file`, else `$BOT_CONFIG`, else `./bot.toml` when it exists.
+    The TOML file is `config_file`, else `$BOT_CONFIG`, else `./bot.toml` when it exists. Old names
+    (RENAMED_SETTINGS) count where the new one is not set; removed ones (REMOVED_SETTINGS) are ignored
+    with a warning.
     """
     env = dict(os.environ if env is None else env)
-    for old, new in RENAMED_ENV_VARS.items():  # an old name counts where the new one is not set
-        if env.get(old) and not env.get(new):
-            env[new] = env[old]
+    env_names = _env_under_new_names(env)
     path = config_file or (Path(env["BOT_CONFIG"]) if env.get("BOT_CONFIG") else None)
     if path is None and Path("bot.toml").is_file():
         path = Path("bot.toml")
@@ -326,26 +315,66 @@ def load_settings(config_file: Path | None = None, env: Mapping[str, str] | None
     except ValidationError as exc:
         # Name the environment variable only for values that came from it; others send the user to the file.
         overridden = {key.replace("__", ".") for key in overrides}
-        from_env = {dotted for dotted, var in SETTING_ENV_VARS.items() if env.get(var)} - overridden
+        from_env = {dotted: var for dotted, var in env_names.items() if dotted not in overridden}
         raise ConfigError(_describe(exc, path, from_env)) from None
 
 
-def _file_source(path: Path) -> tuple[TomlConfigSettingsSource]:
+def _env_under_new_names(env: dict[str, str]) -> dict[str, str]:
+    """Puts each old variable's value under its setting's variable now (where that is unset) and warns
+    of removed ones; returns the variable each setting came from."""
+    names = {dotted: var for dotted, var in SETTING_ENV_VARS.items() if env.get(var)}
+    for old, new in RENAMED_SETTINGS.items():
+        if env.get(var := dotted_env_var(old)) and new not in names:
+            env[SETTING_ENV_VARS[new]], names[new] = env[var], var
+    for old, why in REMOVED_SETTINGS.items():
+        if env.get(var := dotted_env_var(old)):
+            log.warning("%s is no longer read and is ignored: %s", var, why)
+    return names
+
+
+_UNSET = object()
+
+
+def _pop(values: dict[str, Any], dotted: str) -> Any:
+    *sections, name = dotted.split(".")
+    for section in sections:
+        values = values.get(section, {})
+        if not isinstance(values, dict):
+            return _UNSET  # not a table: validation says so
+    return values.pop(name, _UNSET)
+
+
+def _toml_under_new_names(values: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The file's values with each old key moved to its new name (unless that is set too), removed ones dropped."""
+    for old, new in RENAMED_SETTINGS.items():
+        if (value := _pop(values, old)) is not _UNSET:
+            section, _, name = new.rpartition(".")
+            table = values.setdefault(section, {}) if section else values
+            if isinstance(table, dict):
+                table.setdefault(name, value)
+    for old, why in REMOVED_SETTINGS.items():
+        if _pop(values, old) is not _UNSET:
+            log.warning("setting %r in %s is no longer read and is ignored: %s", old, path, why)
+    return values
+
+
+def _file_source(path: Path) -> tuple[InitSettingsSource]:
     if not path.is_file():  # the library's source would skip it silently
         raise ConfigError(f"config file {str(path)!r} {'is not a file' if path.exists() else 'does not exist'}")
     try:
-        return (TomlConfigSettingsSource(Settings, toml_file=path),)
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {exc.strerror}") from None
+    return (InitSettingsSource(Settings, _toml_under_new_names(values, path)),)
 
 
-def _describe(exc: ValidationError, path: Path | None, from_env: set[str]) -> str:
+def _describe(exc: ValidationError, path: Path | None, from_env: dict[str, str]) -> str:
     lines = ["invalid configuration:"]
     for err in exc.errors():
         dotted = ".".join(str(part) for part in err["loc"] if not isinstance(part, int)) or "(settings)"
-        where = f" (env {SETTING_ENV_VARS[dotted]})" if dotted in from_env else (f" (in {path})" if path else "")
+        where = f" (env {from_env[dotted]})" if dotted in from_env else (f" (in {path})" if path else "")
         if err["type"] == "extra_forbidden":
             lines.append(f"  - unknown setting {dotted!r}{where}")
             continue

@@ -20,8 +20,9 @@ from bot.generation.engine import Generated, ReplyHints
 from bot.generation.queueing import HeldStream, InFlightLimit
 from bot.generation.worker import GenerationService
 from bot.ops import metrics
-from bot.prompt import Turn, build_prompt, conversation_start
-from bot.retrieval import ExampleStore, leans_on_history, related_turns, retrieval_query
+from bot.prompt import build_prompt, conversation_start
+from bot.retrieval import leans_on_history, related_turns, retrieval_query
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 from bot.types import (
     Answering,
@@ -38,6 +39,7 @@ from bot.types import (
     Reply,
     StreamEvent,
     Token,
+    Turn,
     UserError,
     scope_of,
 )
@@ -147,11 +149,11 @@ class Core:
     ) -> ReplyHints:
         """How this reply is written: which tokens the answer bias favours, and with which model."""
         favored: tuple[int, ...] = ()
-        if self.settings.answer_bias and retrieved and in_prompt[:1] == (retrieved[0].id,):
+        if self.settings.tuning.answer_bias and retrieved and in_prompt[:1] == (retrieved[0].id,):
             favored = tuple(favored_tokens(generation.tokenizer, retrieved[0].output))
         # A LoRA is trained to answer from the verified answers in its prompt (bot/training/dataset.py); without
         # one, the base model answers, so a LoRA can't cost the general answers it was never meant for.
-        base_only = self.settings.lora_for == "examples" and not in_prompt
+        base_only = self.settings.tuning.lora_for == "examples" and not in_prompt
         return ReplyHints(favored, base_only)
 
     def _answer_stream(self, message: Message, owner: str) -> Iterator[StreamEvent]:
@@ -165,12 +167,12 @@ class Core:
             raise UserError(f"the message has {len(text)} characters; the limit is {self.settings.max_message_chars}")
         started = time.monotonic()
         settings = self.settings
-        history = recent = self.store.history(message.conversation, settings.history_turns)
+        history = recent = self.store.history(message.conversation, settings.tuning.history_turns)
         query = retrieval_query(text, history[-1].user if history else None)
         if not leans_on_history(text):  # a new question: unrelated turns only distract the small model
-            history = related_turns(self.examples.embedder, text, history, settings.history_similarity)
+            history = related_turns(self.examples.embedder, text, history)
         examples = self.examples.retrieve(
-            query, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, message.scope
+            query, settings.tuning.retrieval_k, settings.tuning.min_similarity, scope=message.scope
         )
         try:
             prompt = build_prompt(
@@ -180,7 +182,6 @@ class Core:
                 history,
                 text,
                 budget_tokens=settings.context_tokens - settings.max_new_tokens,
-                layout=settings.example_layout,
             )
         except ValueError as exc:
             raise UserError(str(exc)) from None
@@ -207,7 +208,7 @@ class Core:
                     scope=message.scope,
                 )
                 # The conversation's turns as its next message will read them (no second query).
-                turns = settings.history_turns
+                turns = settings.tuning.history_turns
                 upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
                 self._read_next_start_ahead(generation, upcoming, hints)
                 yield Done(Reply(event.text, exchange_id, event.lora_version, prompt.example_ids, stats))
@@ -217,7 +218,7 @@ class Core:
         start with (the system prompt and the turns so far, this one included), so that the next
         reply reads only its examples and message: bench/cpu_speed.py --prompt conversation."""
         settings = self.settings
-        start = conversation_start(generation.tokenizer, settings.system_prompt, history, settings.example_layout)
+        start = conversation_start(generation.tokenizer, settings.system_prompt, history)
         if start:
             generation.read_ahead(start, hints)
 
@@ -273,46 +274,3 @@ class Core:
         generation.request_sync().result(timeout=120)
         swap = generation.engine.loras.last_swap_s
         return f"{text} (swap took {swap:.2f} s)" if swap is not None else text
-
-    def status_data(self) -> dict[str, object]:
-        """What `status` shows, as values: for `bot status --json` and the text below."""
-        data: dict[str, object] = {}
-        if self.generation is not None:
-            engine = self.generation.engine
-            files = engine.files
-            data.update(model=files.model_id if files else None, engine=engine.description,
-                        lora_serving=engine.loras.version, queued=self.generation.queued())  # fmt: skip
-        if self.registry is not None:
-            data["lora_active"] = self.registry.active_pointer()
-        data.update(examples=self.examples.count(), exchanges=self.store.count_exchanges(),
-                    pending_corrections=len(self.store.corrections("pending")))  # fmt: skip
-        data["retention"] = self.settings.retention.model_dump()
-        if self.trainer is not None:
-            status = self.trainer.read_status()
-            data["training"] = None if status is None else status.model_dump(exclude={"manifest"})
-            data["training_text"] = self.trainer.status_text()
-        return data
-
-    def status_text(self) -> str:
-        data = self.status_data()
-        lines = []
-        if self.generation is not None:
-            lines += [
-                f"Model: {data['model'] or 'unknown'} ({data['engine'] or '?'})",
-                f"LoRA serving: {data['lora_serving'] or 'none (base model)'}",
-            ]
-        elif "lora_active" in data:  # the CLI: no model here, the registry says what serves
-            lines.append(f"LoRA active in the registry: {data['lora_active'] or 'none (base model)'}")
-        lines.append(
-            f"Examples: {data['examples']}  Exchanges: {data['exchanges']}  "
-            f"Pending corrections: {data['pending_corrections']}"
-        )
-        kept = self.settings.retention
-        prompts = f"{kept.prompt_days} days" if kept.prompt_days else "forever"
-        lines.append(f"Retention: prompts {prompts}, {kept.keep_candidates} LoRA candidates, "
-                     f"{kept.log_backups} earlier train.log(s)")  # fmt: skip
-        if self.generation is not None:
-            lines.append(f"Queue: {data['queued']} waiting")
-        if "training_text" in data:
-            lines.append(str(data["training_text"]))
-        return "\n".join(lines)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from bot.config import Settings
 from bot.ops import metrics
-from bot.retrieval import ExampleStore, example_id
+from bot.stores.examples import ExampleStore, example_id
 from bot.stores.feedback import FeedbackStore
 from bot.stores.records import Exchange
 from bot.types import (

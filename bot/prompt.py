@@ -11,19 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from bot.generation.tokenizer_lock import tokenizer_lock
-from bot.types import Example
+from bot.types import Example, Turn
 
-Layout = Literal["system", "turns", "nearest", "inline"]
 _PLACEHOLDER = "\x00slot{}\x00"  # never produced by a chat template, never allowed in user text
-
-
-@dataclass(frozen=True)
-class Turn:
-    user: str
-    assistant: str
 
 
 @dataclass(frozen=True)
@@ -36,50 +29,16 @@ class Prompt:
     history_dropped: int
 
 
-def examples_block(examples: Sequence[Example]) -> str:
-    """The examples as text for the system prompt: the best one first, marked as verified."""
-    lines = ["Verified answers from this team (use their facts when they fit the question):"]
-    for example in examples:
-        lines.append(f"Q: {example.input}\nA: {example.output}")
-    return "\n\n".join(lines)
-
-
-def inline_question(examples: Sequence[Example], text: str) -> str:
-    """The question with the verified answers it retrieved, in one user turn."""
-    return f"{examples_block(examples)}\n\nQuestion: {text}"
-
-
-def layout_messages(
-    system_prompt: str,
-    examples: Sequence[Example],
-    history: Sequence[Turn],
-    text: str,
-    layout: Layout,
+def prompt_messages(
+    system_prompt: str, examples: Sequence[Example], history: Sequence[Turn], text: str
 ) -> list[dict[str, str]]:
-    system = system_prompt
-    messages: list[dict[str, str]] = []
-    if examples and layout == "system":
-        system = f"{system_prompt}\n\n{examples_block(examples)}"
-    messages.append({"role": "system", "content": system})
-    # Weakest first so that the strongest example sits nearest the question.
-    example_turns = [
-        turn
-        for example in reversed(examples)
-        for turn in ({"role": "user", "content": example.input}, {"role": "assistant", "content": example.output})
-    ]
-    history_turns = [
-        turn
-        for past in history
-        for turn in ({"role": "user", "content": past.user}, {"role": "assistant", "content": past.assistant})
-    ]
-    if layout == "turns":
-        messages += example_turns + history_turns
-    elif layout == "nearest":
-        messages += history_turns + example_turns
-    else:
-        messages += history_turns
-    if layout == "inline" and examples:
-        text = inline_question(examples, text)
+    """The system prompt, the history, the examples as earlier turns (weakest first, so that the best
+    sits right before the message), then the message. One layout: the small model copies the turn
+    nearest its reply (docs/training.md), and with the examples after the history a conversation's
+    start stays the same from one message to the next, so it can be read ahead (conversation_start)."""
+    messages = [{"role": "system", "content": system_prompt}]
+    for user, assistant in [(t.user, t.assistant) for t in history] + [(e.input, e.output) for e in reversed(examples)]:
+        messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
     messages.append({"role": "user", "content": text})
     return messages
 
@@ -113,14 +72,14 @@ def tokenize_messages(
     return ids
 
 
-def conversation_start(tokenizer: Any, system_prompt: str, history: Sequence[Turn], layout: Layout) -> list[int] | None:
+def conversation_start(tokenizer: Any, system_prompt: str, history: Sequence[Turn]) -> list[int] | None:
     """The tokens a conversation's next prompt starts with, given its `history`, whatever the next
-    message and its examples: the system prompt and the turns, in layouts that put the examples after
-    them (None in those that put them first). `build_prompt` ids start with these while every turn is
-    kept (the next message leans on them and the budget holds them)."""
-    if layout not in ("nearest", "inline") or not history:
+    message and its examples: the system prompt and the turns (None without turns). `build_prompt`
+    ids start with these while every turn is kept (the next message leans on them and the budget
+    holds them)."""
+    if not history:
         return None
-    return tokenize_messages(tokenizer, layout_messages(system_prompt, [], history, "", layout)[:-1], False)
+    return tokenize_messages(tokenizer, prompt_messages(system_prompt, [], history, "")[:-1], False)
 
 
 def build_prompt(
@@ -130,7 +89,6 @@ def build_prompt(
     history: Sequence[Turn],
     text: str,
     budget_tokens: int,
-    layout: Layout = "nearest",
 ) -> Prompt:
     """Fit everything into `budget_tokens`: drop the oldest history, then the weakest examples.
 
@@ -141,7 +99,7 @@ def build_prompt(
     history = list(history)
     dropped_history = dropped_examples = 0
     while True:
-        messages = layout_messages(system_prompt, examples, history, text, layout)
+        messages = prompt_messages(system_prompt, examples, history, text)
         ids = tokenize_messages(tokenizer, messages)
         if len(ids) <= budget_tokens:
             return Prompt(

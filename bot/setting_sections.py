@@ -1,5 +1,5 @@
 """The settings' building blocks and the sections that need nothing from bot/config.py: a plain
-section model, comma-separated lists, the secret marker, and the training and retention sections."""
+section model, comma-separated lists, the secret marker, and the training, tuning and retention sections."""
 
 from __future__ import annotations
 
@@ -34,45 +34,12 @@ class TrainingSettings(Section):
     epochs: float = Field(1.0, gt=0, description="passes over the training rows")
     learning_rate: float = Field(2e-4, gt=0, lt=1, description="LoRA learning rate")
     lora_r: int = Field(16, ge=1, le=256, description="LoRA rank")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (scaling)")
-    # No dropout by default: one epoch over a few dozen rows gives it little to regularize, and on a
-    # CPU its random masks (one per wrapped layer and step) took a third of a training step.
-    lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the LoRA layers")
-    cpu_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto",
-        description="what a CPU trains in: `auto` is bfloat16 where the CPU multiplies it in hardware "
-        "(AMX or AVX512-BF16), else float32",
-    )
-    target_modules: CommaList = Field(
-        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-        description="comma-separated names of the modules the LoRA wraps",
-    )
-    batch_size: int = Field(4, ge=1, description="training rows per step")
-    max_seq_len: int = Field(768, ge=64, description="tokens per training row; a longer prompt loses its start")
-    holdout_fraction: float = Field(0.15, ge=0, lt=1, description="share of good examples held out for the gate")
-    replay_size: int = Field(16, ge=0, description="rows of bot/data/general.jsonl mixed in against forgetting")
-    replay_answers: Literal["self", "written"] = Field(
-        "self", description="replay targets: `self` (the base model's own answers that state the facts) or `written`"
-    )
-    paraphrases: int = Field(2, ge=0, le=6, description="extra rows per example, its question rephrased by rule")
-    history_share: float = Field(
-        0.5, ge=0, le=1, description="share of rows asked after earlier, unrelated exchanges, as in a conversation"
-    )
-    missing_share: float = Field(
-        0.15, ge=0, le=1, description="share of rephrased rows whose own example is left out of the prompt"
-    )
     vote_scopes: CommaList = Field(
         [],
         description="scopes whose vote-made examples train the shared LoRA, e.g. `discord:123,slack:T1` "
         "(none: the Discord home server, the allowed Slack workspaces, the terminal; DMs with admins always)",
     )
     vote_min_voters: int = Field(3, ge=0, description="distinct upvoters (not the asker) that let any vote train")
-    use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
-    seed: int = Field(7, description="seed of the holdout split, the replay sample and training")
-    # The eval gate promotes a new LoRA when neither score falls by more than its margin.
-    gate_heldout_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the held-out score")
-    gate_regression_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the regression score")
-    keep_loaded: int = Field(3, ge=2, description="LoRA versions kept in memory (the active and previous at least)")
     runner: Literal["here", "worker"] = Field(
         "here", description="`here`: a child process of the bot asked; `worker`: a request `bot trainer` takes"
     )
@@ -80,6 +47,98 @@ class TrainingSettings(Section):
     worker_timeout_s: float = Field(
         3 * 3600.0, gt=0, description="`worker`: seconds a retrain waits for `bot trainer` to run it before giving up"
     )
+
+
+class TuningSettings(Section):
+    """Values chosen by measurement (bench/, figures in docs/training.md, docs/decoding.md,
+    docs/cpu_speed.md), not by an operator: README's table leaves them out. The benchmarks and tests
+    vary them (`[tuning]` in TOML, `BOT_TUNING_*`, `tuning__name=` in code)."""
+
+    model_config = SettingsConfigDict(env_prefix="BOT_TUNING_")
+    # The transformers engine (llama.cpp and vLLM have their own): bench/gpu_check.py compares them.
+    quantize: Literal["4bit", "none"] = Field("4bit", description="`4bit` (bitsandbytes NF4, CPU or CUDA) or `none`")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`, `cpu` or `cuda`")
+    # What a reply is written from: bench/sweep.py, bench/retrieval.py.
+    retrieval_k: int = Field(3, ge=0, le=50, description="examples put in the prompt")
+    min_similarity: float = Field(0.35, ge=-1, le=1, description="cosine similarity floor for retrieved examples")
+    history_turns: int = Field(3, ge=0, le=200, description="exchanges of a conversation kept in the prompt")
+    # How it is written: bench/decoding.py. Against greedy loops, on the reply only (the prompt's facts
+    # stay free to copy).
+    temperature: float = Field(0.0, ge=0, le=5, description="0 is greedy (reproducible)")
+    no_repeat_ngram: int = Field(
+        4, ge=0, le=64, description="a reply never repeats one of its own n-grams of this size (0: off)"
+    )
+    repetition_penalty: float = Field(
+        1.05, ge=1.0, le=2.0, description="above 1, tokens the reply already used are less likely (1.0: off)"
+    )
+    answer_bias: float = Field(
+        2.0, ge=0, le=20, description="logit bonus for the best retrieved answer's tokens (0: off; docs/decoding.md)"
+    )
+    lora_for: Literal["examples", "all"] = Field(
+        "examples", description="the LoRA writes `examples` (replies whose prompt holds an example) or `all` replies"
+    )
+    # Training runs: bench/train_eval.py.
+    batch_size: int = Field(4, ge=1, description="training rows per step")
+    max_seq_len: int = Field(768, ge=64, description="tokens per training row; a longer prompt loses its start")
+    holdout_fraction: float = Field(0.15, ge=0, lt=1, description="share of good examples held out for the gate")
+    replay_size: int = Field(16, ge=0, description="rows of bot/data/general.jsonl mixed in against forgetting")
+    paraphrases: int = Field(2, ge=0, le=6, description="extra rows per example, its question rephrased by rule")
+    use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
+    cpu_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="what a CPU trains in: `auto` is bfloat16 where the CPU multiplies it in hardware "
+        "(AMX or AVX512-BF16), else float32",
+    )
+    # The eval gate promotes a new LoRA when neither score falls by more than its margin.
+    gate_heldout_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the held-out score")
+    gate_regression_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the regression score")
+    keep_loaded: int = Field(3, ge=2, description="LoRA versions kept in memory (the active and previous at least)")
+
+
+# Old setting names -> the names now, as TOML keys and (prefix + name) as environment variables
+# (`training.batch_size`: BOT_TRAIN_BATCH_SIZE): an old name sets the new setting where that is not
+# set itself (bot/config.py). The one table of renames.
+RENAMED_SETTINGS: dict[str, str] = {
+    "backend": "engine",
+    "max_pending_corrections": "max_pending_corrections_per_user",  # its variable before the name grew
+    # Measured values moved out of the operator's settings (issue 30): a value set for them still holds.
+    "quantize": "tuning.quantize",
+    "device": "tuning.device",
+    "retrieval_k": "tuning.retrieval_k",
+    "min_similarity": "tuning.min_similarity",
+    "history_turns": "tuning.history_turns",
+    "temperature": "tuning.temperature",
+    "no_repeat_ngram": "tuning.no_repeat_ngram",
+    "repetition_penalty": "tuning.repetition_penalty",
+    "answer_bias": "tuning.answer_bias",
+    "lora_for": "tuning.lora_for",
+    "training.batch_size": "tuning.batch_size",
+    "training.max_seq_len": "tuning.max_seq_len",
+    "training.holdout_fraction": "tuning.holdout_fraction",
+    "training.replay_size": "tuning.replay_size",
+    "training.paraphrases": "tuning.paraphrases",
+    "training.use_kto": "tuning.use_kto",
+    "training.cpu_dtype": "tuning.cpu_dtype",
+    "training.gate_heldout_margin": "tuning.gate_heldout_margin",
+    "training.gate_regression_margin": "tuning.gate_regression_margin",
+    "training.keep_loaded": "tuning.keep_loaded",
+}
+# Settings whose value is fixed in the code now, beside the code that uses it -> why, for the warning.
+# Named in a file or variable they are ignored with a warning, not refused: each was an experiment's
+# value that the measurements settled, and an old bot.toml that names one (most often at the very value
+# now fixed) should not stop the bot at an upgrade. A name never known stays an error (a typo).
+REMOVED_SETTINGS: dict[str, str] = {
+    "example_layout": "the prompt has one layout, the examples right before the message (bot/prompt.py)",
+    "dedup_similarity": "fixed in bot/stores/examples.py (DEDUP_SIMILARITY)",
+    "history_similarity": "fixed in bot/retrieval.py (HISTORY_SIMILARITY)",
+    "training.lora_alpha": "fixed in bot/finetune/qlora.py (LORA_ALPHA)",
+    "training.lora_dropout": "no dropout: fixed in bot/finetune/qlora.py (LORA_DROPOUT)",
+    "training.target_modules": "fixed in bot/finetune/qlora.py (TARGET_MODULES)",
+    "training.seed": "fixed in bot/training/dataset.py (SEED)",
+    "training.replay_answers": "replay rows are always the base model's own answers (bot/finetune/self_replay.py)",
+    "training.history_share": "fixed in bot/training/dataset.py (HISTORY_SHARE)",
+    "training.missing_share": "fixed in bot/training/dataset.py (MISSING_SHARE)",
+}
 
 
 class RetentionSettings(Section):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic.fields import FieldInfo
 
-from bot.config import SETTING_ENV_VARS, settings_fields
+from bot.config import SETTING_ENV_VARS, TuningSettings, settings_fields
 
 TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 REGENERATE = "python -m bot.settings_table --update-readme"
@@ -22,9 +22,12 @@ def _shown_default(field: FieldInfo) -> str:
 
 
 def settings_table() -> str:
-    """README's configuration table, from the model: every setting, its variable, default and meaning."""
+    """README's configuration table, from the model: every setting, its variable, default and meaning;
+    not the measured values of `tuning`, which are the benchmarks' to vary (docs/training.md)."""
     rows = ["| setting | env var | default | meaning |", "| --- | --- | --- | --- |"]
-    for dotted, _, _, field in settings_fields():
+    for dotted, model, _, field in settings_fields():
+        if model is TuningSettings:
+            continue
         meaning = (field.description or "").replace("|", "\\|")
         rows.append(f"| {dotted} | `{SETTING_ENV_VARS[dotted]}` | {_shown_default(field)} | {meaning} |")
     return "\n".join(rows) + "\n"

@@ -245,6 +245,14 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One exchange of a conversation's history, as the prompt and the training rows carry it."""
+
+    user: str
+    assistant: str
+
+
+@dataclass(frozen=True)
 class VoteResult:
     """The outcome of a vote: the exchange's net score and whether it is now a good example."""
 

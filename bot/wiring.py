@@ -1,7 +1,7 @@
 """Wiring: a core from its parts (`assemble_core`, shared by the bot, the CLI, the tests and the
 benchmarks), and the real bot's from settings (`build_core`). The engines are built by
 bot/generation/engines.py, the stores opened by bot/stores/opening.py; the training process has its
-own wiring (bot/trainer/parts.py)."""
+own wiring (bot/finetune/parts.py)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import threading
 
 from bot.config import Settings
 from bot.core import Core
+from bot.embedder import SentenceEmbedder
 from bot.generation.engine import Engine
 from bot.generation.engines import build_engine
 from bot.generation.model_files import prepare_model
 from bot.generation.worker import GenerationService
-from bot.retrieval import ExampleStore, SentenceEmbedder
 from bot.stores.example_server import DataDirOwner
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 from bot.stores.lora_registry import LoraRegistry
 from bot.stores.opening import build_examples, build_feedback

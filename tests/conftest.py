@@ -11,7 +11,7 @@ import pytest
 
 from bot.config import Settings, load_settings
 from bot.core import Core
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 from bot.wiring import assemble_core
 from tests.fakes import FakeEmbedder, FakeEngine
@@ -31,6 +31,11 @@ def test_settings(data_dir: Path, **overrides: Any) -> Settings:
     return load_settings(env={}, data_dir=str(data_dir), model_cache=str(MODEL_CACHE), **overrides)
 
 
+def tuned(settings: Settings, **values: Any) -> Settings:
+    """`settings` with these `tuning` values (the measured ones a test varies)."""
+    return settings.model_copy(update={"tuning": settings.tuning.model_copy(update=values)})
+
+
 MakeCore = Callable[..., Core]
 
 
@@ -46,7 +51,7 @@ def make_core(tmp_path: Path) -> Iterator[MakeCore]:
         examples: ExampleStore | None = None,
         **overrides: Any,
     ) -> Core:
-        overrides.setdefault("min_similarity", 0.2)
+        overrides.setdefault("tuning__min_similarity", 0.2)
         data_dir = tmp_path / f"data{len(cores)}"
         settings = test_settings(data_dir, admins=list(admins), **overrides)
         examples = examples or ExampleStore(FakeEmbedder(), data_dir / "chroma")
@@ -112,7 +117,7 @@ BOTH_ENGINES = pytest.mark.parametrize("serving_engine", ["transformers", "llama
 
 @pytest.fixture(scope="session")
 def real_embedder():
-    from bot.retrieval import SentenceEmbedder
+    from bot.embedder import SentenceEmbedder
 
     return SentenceEmbedder()
 
@@ -135,7 +140,7 @@ def make_real_core(
         for core in cores:  # one worker drives the shared model at a time
             core.generation.close()
         data_dir = data_dir or tmp_path / "data"
-        # The training process answers its gate on the same engine (bot/trainer/gate.py).
+        # The training process answers its gate on the same engine (bot/finetune/gate.py).
         settings = test_settings(data_dir, admins=list(admins), **{"engine": serving_engine, **overrides})
         registry = LoraRegistry.open(settings, real_files.fingerprint)
         real_engine.settings = settings

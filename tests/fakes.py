@@ -1,7 +1,7 @@
 """Fast stand-ins for the model and the embedder, for tests that are not about them.
 
 They implement the same protocols as the real classes (bot.generation.engine.Engine,
-bot.retrieval.Embedder), so the real GenerationService, stores and core run around them.
+bot.embedder.Embedder), so the real GenerationService, stores and core run around them.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ class FakeEmbedder:
 
 
 def fake_settings_overrides() -> dict[str, Any]:
-    return {"min_similarity": 0.2}
+    return {"tuning__min_similarity": 0.2}
 
 
 class _FakeReply(dict):

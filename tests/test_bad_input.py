@@ -12,9 +12,10 @@ import pytest
 
 from adapters.console import run_console
 from adapters.discord_bot.client import plain_text
+from bot import status
 from bot.commands import parse
 from bot.config import MIN_PROMPT_TOKENS, ConfigError, Settings, load_settings
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.types import UserError
 from tests.conftest import MakeCore
 from tests.fakes import FakeEmbedder
@@ -56,10 +57,10 @@ def test_console_keeps_chatting_after_bad_and_failing_commands(
 ) -> None:
     core = make_core()
 
-    def broken() -> str:
+    def broken(_core: object) -> str:
         raise RuntimeError("the status broke")
 
-    monkeypatch.setattr(core, "status_text", broken)
+    monkeypatch.setattr(status, "status_text", broken)
     out = io.StringIO()
     run_console(core, ['/feedback accept "abc', "/status", "/help"], out)
     text = out.getvalue()
@@ -109,9 +110,9 @@ def test_context_must_leave_room_for_the_prompt(tmp_path: Path) -> None:
 
 
 def test_the_answer_settings_come_from_env_vars_and_bad_values_name_the_variable() -> None:
-    settings = load_settings(env={"BOT_ANSWER_BIAS": "0", "BOT_LORA_FOR": "all", "BOT_TRAIN_REPLAY_ANSWERS": "written"})
-    assert (settings.answer_bias, settings.lora_for, settings.training.replay_answers) == (0.0, "all", "written")
-    with pytest.raises(ConfigError, match=r"lora_for \(env BOT_LORA_FOR\) = 'some'"):
-        load_settings(env={"BOT_LORA_FOR": "some"})
-    with pytest.raises(ConfigError, match=r"answer_bias \(env BOT_ANSWER_BIAS\)"):
+    settings = load_settings(env={"BOT_TUNING_ANSWER_BIAS": "0", "BOT_TUNING_LORA_FOR": "all"})
+    assert (settings.tuning.answer_bias, settings.tuning.lora_for) == (0.0, "all")
+    with pytest.raises(ConfigError, match=r"lora_for \(env BOT_TUNING_LORA_FOR\) = 'some'"):
+        load_settings(env={"BOT_TUNING_LORA_FOR": "some"})
+    with pytest.raises(ConfigError, match=r"answer_bias \(env BOT_ANSWER_BIAS\)"):  # an old name: the one given
         load_settings(env={"BOT_ANSWER_BIAS": "-1"})

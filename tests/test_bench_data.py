@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bot.evaluation import load_eval_file
-from bot.retrieval import parse_examples_file
+from bot.stores.examples import parse_examples_file
 from tests.conftest import REPO
 
 BENCH_DATA = REPO / "bench" / "data"

@@ -85,10 +85,10 @@ def test_sigterm_stops_run_at_once_with_exit_0(tmp_path: Path) -> None:
     assert time.monotonic() - stopped < 2.0
 
 
-@pytest.mark.parametrize("entry", ["bot.trainer", "bot.training"])
-def test_the_training_process_starts_under_its_name_and_its_old_one(entry: str) -> None:
-    """`python -m bot.trainer`, and `python -m bot.training` as trainer deployments and scripts
-    written before the move call it: both are the training process's own argument parser."""
-    run = subprocess.run([sys.executable, "-m", entry, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120)
+def test_the_training_process_starts_under_its_name() -> None:
+    """`python -m bot.finetune`, the one entry of the training process (the bot starts it; operators
+    run `bot retrain` or `bot trainer`): its own argument parser."""
+    run = subprocess.run([sys.executable, "-m", "bot.finetune", "--help"], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "--staging-dir" in run.stdout and "python -m bot.trainer" in run.stdout
+    assert "--staging-dir" in run.stdout and "python -m bot.finetune" in run.stdout

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot.evaluation import ALONE, EvalItem, evaluate, load_eval_file, shuffled
-from bot.prompt import Turn, build_prompt
+from bot.prompt import build_prompt
 from bot.retrieval import retrieval_query
+from bot.training import dataset
 from bot.training.dataset import Pair, build_training_data, prompt_ids, render
-from bot.types import ConversationKey, Example, Message, UserError
+from bot.types import ConversationKey, Example, Message, Turn, UserError
 from tests.conftest import BOTH_ENGINES, MakeCore
 from tests.fakes import FakeTokenizer
 
@@ -88,8 +89,6 @@ def test_the_nearest_layout_puts_the_verified_answers_between_the_history_and_th
     assert [m["content"] for m in messages] == ["sys", "What is the wifi password?", "It is fjord-2291.",
                                                 "Who approves travel expenses?", "Mia Lind in finance.",
                                                 "who signs off travel?"]  # fmt: skip
-    turns = build_prompt(FakeTokenizer(), "sys", examples, history, "q", 10_000, layout="turns").messages
-    assert turns[2]["content"] == "Mia Lind in finance." and turns[4]["content"] == "It is fjord-2291."
 
 
 @pytest.mark.parametrize(
@@ -115,8 +114,10 @@ def test_a_followup_retrieves_the_example_its_opener_was_about(make_core: MakeCo
     assert reply.example_ids[:1] == (hours.id,)
 
 
-def test_rows_in_a_conversation_are_the_prompts_serving_builds(make_core: MakeCore) -> None:
-    """Half the rows (training.history_share) come after earlier exchanges about other facts; each row's
+def test_rows_in_a_conversation_are_the_prompts_serving_builds(
+    make_core: MakeCore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Half the rows (HISTORY_SHARE) come after earlier exchanges about other facts; each row's
     prompt is what serving builds for that history, token for token."""
     facts = [(f"What is fact number {i}?", f"Fact {i} is {i * 7} units.") for i in range(8)]
     core = make_core()
@@ -141,8 +142,8 @@ def test_rows_in_a_conversation_are_the_prompts_serving_builds(make_core: MakeCo
         assert messages.index(row.history[0].user) < messages.index(row.context[0].input) < len(messages) - 1
     again = build_training_data(core.settings, core.examples, core.store)
     assert again.fingerprint == data.fingerprint  # seeded
-    none = core.settings.model_copy(update={"training": core.settings.training.model_copy(update={"history_share": 0})})
-    assert not any(r.history for r in build_training_data(none, core.examples, core.store).train)
+    monkeypatch.setattr(dataset, "HISTORY_SHARE", 0.0)
+    assert not any(r.history for r in build_training_data(core.settings, core.examples, core.store).train)
 
 
 TAUGHT = [

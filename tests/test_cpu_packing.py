@@ -41,7 +41,7 @@ def test_base_lora_rollback_base_returns_the_same_answers_token_for_token(
 ) -> None:
     from bot.generation.hf_engine import HFEngine
 
-    core = make_real_core(max_new_tokens=24, retrieval_k=0, history_turns=0, lora_for="all")
+    core = make_real_core(max_new_tokens=24, tuning__retrieval_k=0, tuning__history_turns=0, tuning__lora_for="all")
     engine = core.generation.engine
     version = commit_lora(core.registry, random_loras[0])
 
@@ -86,7 +86,7 @@ def test_forced_repacking_survives_lora_load_swap_and_unload_on_any_cpu(
     from bot.generation.hf_engine import HFEngine
 
     wanted: list[tuple[str, Path] | None] = [None]
-    engine = HFEngine(settings_for(tmp_path, training__keep_loaded=2), real_files, lambda: wanted[0])
+    engine = HFEngine(settings_for(tmp_path, tuning__keep_loaded=2), real_files, lambda: wanted[0])
     layers = [m for m in engine.model.modules() if isinstance(m, Linear4bit)]
     original = [dequantize_4bit(m.weight.data, m.weight.quant_state).clone() for m in layers]
 
@@ -111,12 +111,14 @@ def test_forced_repacking_survives_lora_load_swap_and_unload_on_any_cpu(
 def test_the_training_gate_compares_base_and_candidate_on_uncorrupted_weights(
     real_files, random_loras, tmp_path: Path
 ) -> None:
-    from bot.retrieval import ExampleStore
-    from bot.trainer.gate import serving_answerer
+    from bot.finetune.gate import serving_answerer
+    from bot.stores.examples import ExampleStore
     from tests.fakes import FakeEmbedder
 
     # Every reply generated (no kept base replies) and written by the candidate (no examples here).
-    settings = settings_for(tmp_path, max_new_tokens=24, retrieval_k=0, lora_for="all", engine="transformers")
+    settings = settings_for(
+        tmp_path, max_new_tokens=24, tuning__retrieval_k=0, tuning__lora_for="all", engine="transformers"
+    )
     examples = ExampleStore(FakeEmbedder(), tmp_path / "chroma")
     with serving_answerer(settings, real_files, examples, None) as (answer, use):
         base = answer("1", QUESTION)  # each in a conversation of its own

@@ -1,4 +1,4 @@
-"""What a CPU trains in (bot/trainer/qlora.py): bfloat16 where the CPU multiplies it in hardware
+"""What a CPU trains in (bot/finetune/qlora.py): bfloat16 where the CPU multiplies it in hardware
 (AMX, AVX512-BF16), float32 elsewhere. Both paths run on every CPU: the choice is forced here."""
 
 from __future__ import annotations
@@ -9,13 +9,12 @@ import pytest
 import torch
 
 from bot.config import load_settings
-from bot.trainer.qlora import cpu_training_dtype
+from bot.finetune.qlora import cpu_training_dtype
 from tests.conftest import MODEL_CACHE
 
 
-def _settings(tmp_path: Path, **training: object):
-    return load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(MODEL_CACHE),
-                         **{f"training__{k}": v for k, v in training.items()})  # fmt: skip
+def _settings(tmp_path: Path, **overrides: object):
+    return load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(MODEL_CACHE), **overrides)
 
 
 @pytest.mark.parametrize(
@@ -29,12 +28,12 @@ def test_auto_trains_in_bfloat16_only_where_the_cpu_multiplies_it(
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     assert cpu_training_dtype(_settings(tmp_path)) == expected
     for forced in ("float32", "bfloat16"):  # an admin's choice stands, whatever the CPU
-        assert cpu_training_dtype(_settings(tmp_path, cpu_dtype=forced)) == forced
+        assert cpu_training_dtype(_settings(tmp_path, tuning__cpu_dtype=forced)) == forced
 
 
 def test_a_dtype_the_trainer_does_not_know_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cpu_dtype"):
-        _settings(tmp_path, cpu_dtype="float16")
+        _settings(tmp_path, tuning__cpu_dtype="float16")
 
 
 @pytest.mark.slow
@@ -45,8 +44,8 @@ def test_each_cpu_dtype_trains_the_same_lora_from_the_same_starting_loss(tmp_pat
     computes the same thing, only faster where the CPU has the hardware."""
     from safetensors.torch import load_file
 
+    from bot.finetune.qlora import dequantized_for_cpu, train_lora
     from bot.generation.hf_engine import HFEngine
-    from bot.trainer.qlora import dequantized_for_cpu, train_lora
     from bot.training.dataset import Row, TrainingData
     from bot.training.status import StatusFile
 
@@ -56,7 +55,7 @@ def test_each_cpu_dtype_trains_the_same_lora_from_the_same_starting_loss(tmp_pat
                 "You can get a refund within 14 days.", True, "test")]  # fmt: skip
     first_losses, saved = {}, {}
     for dtype in ("float32", "bfloat16"):
-        settings = _settings(tmp_path, cpu_dtype=dtype, batch_size=2, lora_r=4)
+        settings = _settings(tmp_path, tuning__cpu_dtype=dtype, tuning__batch_size=2, training__lora_r=4)
         weights = dequantized_for_cpu(HFEngine(settings, real_files).model, settings).parameters()
         assert next(weights).dtype == getattr(torch, dtype)
         out = tmp_path / dtype

@@ -6,7 +6,7 @@ import pytest
 
 from bot.generation.decoding import ReplyRules, banned_next_tokens, clean_reply, favored_tokens
 from bot.types import ConversationKey, Message
-from tests.conftest import MakeCore
+from tests.conftest import MakeCore, tuned
 from tests.fakes import FakeEngine
 
 
@@ -73,16 +73,16 @@ def test_no_rules_means_no_processing() -> None:
     from bot.config import Settings
 
     settings = Settings()
-    plain = settings.model_copy(update={"answer_bias": 0.0, "no_repeat_ngram": 0, "repetition_penalty": 1.0})
+    plain = tuned(settings, answer_bias=0.0, no_repeat_ngram=0, repetition_penalty=1.0)
     assert ReplyRules.for_reply(plain, 10, [1, 2]) is None
     assert ReplyRules.for_reply(settings, 10, [2, 1, 2]).favored == (1, 2)
-    assert ReplyRules.for_reply(settings.model_copy(update={"answer_bias": 0.0}), 10, [1]).favored == ()
+    assert ReplyRules.for_reply(tuned(settings, answer_bias=0.0), 10, [1]).favored == ()
 
 
 def test_the_best_examples_answer_is_favored_only_when_the_bias_is_on(make_core: MakeCore) -> None:
     for bias in (0.0, 2.0):
         engine = FakeEngine()
-        core = make_core(engine, answer_bias=bias)
+        core = make_core(engine, tuning__answer_bias=bias)
         core.examples.add("How long do refunds take?", "Refunds take 14 days.", "good", "taught")
         core.examples.add("Where is the office?", "The office is in Leeds.", "good", "taught")
         core.answer(Message(ConversationKey("t", "c"), "u", "How long do refunds take to arrive?"))
@@ -96,7 +96,7 @@ def test_a_reply_without_a_verified_answer_is_written_by_the_base_model(
     make_core: MakeCore, tmp_path, lora_for: str, base_only: list[bool]
 ) -> None:
     engine = FakeEngine(lora_source=lambda: ("v0001", tmp_path))
-    core = make_core(engine, lora_for=lora_for)
+    core = make_core(engine, tuning__lora_for=lora_for)
     core.generation.request_sync().result(timeout=10)
     core.examples.add("How long do refunds take?", "Refunds take 14 days.", "good", "taught")
     team = core.answer(Message(ConversationKey("t", "c"), "u", "How long do refunds take to arrive?"))

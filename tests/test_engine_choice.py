@@ -10,13 +10,14 @@ import pytest
 from bot.generation import engines as app
 from bot.types import UserError
 from tests.conftest import test_settings as settings_for
+from tests.conftest import tuned
 
 
 def test_auto_picks_llama_cpp_on_a_cpu_where_it_serves_and_transformers_otherwise(monkeypatch, tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, device="cpu")
+    settings = settings_for(tmp_path, tuning__device="cpu")
     monkeypatch.setattr(app, "llama_cpp_problem", lambda: None)
     assert app.choose_engine(settings) == "llama.cpp"
-    assert app.choose_engine(settings.model_copy(update={"device": "cuda"})) == "transformers"
+    assert app.choose_engine(tuned(settings, device="cuda")) == "transformers"
     assert app.choose_engine(settings.model_copy(update={"model": str(tmp_path)})) == "transformers"
     assert app.choose_engine(settings.model_copy(update={"engine": "transformers"})) == "transformers"
     assert app.choose_engine(settings.model_copy(update={"vllm_url": "http://gpu:8000"})) == "vllm"

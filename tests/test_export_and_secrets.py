@@ -11,8 +11,8 @@ from typing import Any, cast
 import pytest
 
 from bot.config import Settings, load_settings, settings_without_secrets_json
+from bot.finetune import __main__ as training
 from bot.stores.lora_registry import LoraRegistry
-from bot.trainer import __main__ as training
 from bot.training.runner import TrainingRunner, training_dir
 from bot.types import ConversationKey
 from tests.conftest import MakeCore
@@ -98,7 +98,7 @@ SECRETS = {
 
 
 def _secret_settings(data_dir: Path) -> Settings:
-    return load_settings(env={**SECRETS, "BOT_DATA_DIR": str(data_dir), "BOT_RETRIEVAL_K": "7"})
+    return load_settings(env={**SECRETS, "BOT_DATA_DIR": str(data_dir), "BOT_TUNING_RETRIEVAL_K": "7"})
 
 
 def test_the_training_payload_has_no_secret(tmp_path: Path) -> None:
@@ -106,7 +106,7 @@ def test_the_training_payload_has_no_secret(tmp_path: Path) -> None:
     payload = settings_without_secrets_json(settings)
     assert not [value for value in SECRETS.values() if value in payload]
     back = Settings.model_validate_json(payload)
-    assert back.retrieval_k == 7 and back.data_dir == tmp_path  # everything else travels
+    assert back.tuning.retrieval_k == 7 and back.data_dir == tmp_path  # everything else travels
     assert (back.slack.bot_token, back.slack.app_token, back.discord.token) == ("", "", "")
 
 
@@ -160,7 +160,7 @@ def test_training_runner_writes_no_secret_and_pipes_the_settings(
 
     (child,) = started
     assert child.command[-2:] == ["--settings", "-"] and child.kwargs["stdin"] == subprocess.PIPE
-    assert Settings.model_validate_json(child.sent).retrieval_k == 7
+    assert Settings.model_validate_json(child.sent).tuning.retrieval_k == 7
     leaked = [value for value in SECRETS.values() if value.encode() in child.sent]
     assert not leaked
     assert not [var for var in SECRETS if var in child.kwargs["env"]], "the child's environment has no token"
@@ -170,7 +170,7 @@ def test_training_runner_writes_no_secret_and_pipes_the_settings(
 
 
 def test_training_main_reads_settings_from_stdin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load_settings(env={"BOT_DATA_DIR": str(tmp_path), "BOT_RETRIEVAL_K": "9"})
+    settings = load_settings(env={"BOT_DATA_DIR": str(tmp_path), "BOT_TUNING_RETRIEVAL_K": "9"})
     for var, value in (("HF_HUB_OFFLINE", "1"), ("ANONYMIZED_TELEMETRY", "False")):
         monkeypatch.setenv(var, value)  # main sets them; restored after the test
     monkeypatch.setattr("sys.stdin", io.StringIO(settings_without_secrets_json(settings)))
@@ -184,4 +184,4 @@ def test_training_main_reads_settings_from_stdin(tmp_path: Path, monkeypatch: py
     argv = ["--data-dir", str(tmp_path), "--status-file", str(tmp_path / "s.json"), "--staging-dir",
             str(tmp_path / "st"), "--triggered-by", "test", "--settings", "-"]  # fmt: skip
     assert training.main(argv) == 0
-    assert (seen[0].retrieval_k, seen[0].data_dir) == (9, tmp_path)
+    assert (seen[0].tuning.retrieval_k, seen[0].data_dir) == (9, tmp_path)

@@ -12,10 +12,9 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
-from bot.prompt import Turn
 from bot.stores.feedback import FeedbackStore
 from bot.stores.records import example_sync, votes
-from bot.types import ConversationKey, ReplyStats
+from bot.types import ConversationKey, ReplyStats, Turn
 
 REPO = Path(__file__).resolve().parent.parent
 CONV = ConversationKey("slack", "C1", "T1")

@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 from bot.evaluation import EvalReport
-from bot.trainer.gate import gate_scores
-from bot.trainer.gate_cache import cached_regression, regression_key
+from bot.finetune.gate import gate_scores
+from bot.finetune.gate_cache import cached_regression, regression_key
 from bot.training.dataset import REGRESSION_FILE, Pair
 from tests.conftest import test_settings as settings_for
+from tests.conftest import tuned
 
 
 def test_the_key_follows_answer_settings_base_weights_and_the_regression_file(tmp_path: Path) -> None:
@@ -17,12 +18,7 @@ def test_the_key_follows_answer_settings_base_weights_and_the_regression_file(tm
     key = regression_key(settings, "weights-a", REGRESSION_FILE, "transformers")
     assert regression_key(settings, "weights-a", REGRESSION_FILE, "transformers") == key
     assert regression_key(settings, "weights-b", REGRESSION_FILE, "transformers") != key
-    assert (
-        regression_key(
-            settings.model_copy(update={"min_similarity": 0.3}), "weights-a", REGRESSION_FILE, "transformers"
-        )
-        != key
-    )
+    assert regression_key(tuned(settings, min_similarity=0.3), "weights-a", REGRESSION_FILE, "transformers") != key
     other = tmp_path / "regression.jsonl"
     other.write_text(REGRESSION_FILE.read_text() + '{"question": "One more?", "expect_any": ["yes"]}\n')
     assert regression_key(settings, "weights-a", other, "transformers") != key

@@ -69,7 +69,7 @@ def test_gpu_check_tiny_on_cpu() -> None:
     assert_complete(figures, stdout)
     assert figures["quantization"].startswith("nf4"), figures["quantization"]
     assert figures["reply_path"].startswith("Core (ExampleStore on chromadb, FeedbackStore on SQLite")
-    assert figures["train_path"].startswith("bot.trainer.qlora.train_lora")
+    assert figures["train_path"].startswith("bot.finetune.qlora.train_lora")
 
 
 def test_gpu_check_tiny_as_on_the_gpu_machine(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from sqlalchemy import update
 from bot import commands
 from bot.config import load_settings
 from bot.feedback_rules import REVIEW_CHARS, REVIEW_PAGE
+from bot.status import status_data, status_text
 from bot.stores.feedback import FeedbackStore
 from bot.stores.lora_registry import LoraRegistry
 from bot.stores.records import exchanges
@@ -199,9 +200,9 @@ def test_status_shows_the_retention_settings(make_core: MakeCore) -> None:
     env = {"BOT_RETENTION_PROMPT_DAYS": "7", "BOT_RETENTION_KEEP_CANDIDATES": "2", "BOT_RETENTION_LOG_BACKUPS": "3"}
     assert load_settings(env=env).retention.model_dump() == {"prompt_days": 7, "keep_candidates": 2, "log_backups": 3}
     core = make_core(retention__prompt_days=7, retention__keep_candidates=2)
-    assert "Retention: prompts 7 days, 2 LoRA candidates, 1 earlier train.log(s)" in core.status_text()
-    assert core.status_data()["retention"] == {"prompt_days": 7, "keep_candidates": 2, "log_backups": 1}
-    assert "Retention: prompts forever" in make_core(retention__prompt_days=0).status_text()
+    assert "Retention: prompts 7 days, 2 LoRA candidates, 1 earlier train.log(s)" in status_text(core)
+    assert status_data(core)["retention"] == {"prompt_days": 7, "keep_candidates": 2, "log_backups": 1}
+    assert "Retention: prompts forever" in status_text(make_core(retention__prompt_days=0))
 
 
 def _worker_runner(data_dir: Path, timeout_s: float) -> TrainingRunner:

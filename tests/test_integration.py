@@ -56,9 +56,9 @@ def test_malformed_import_reports_line_numbers_and_imports_nothing(tmp_path: Pat
 
 
 def test_bad_config_is_refused_with_the_value(tmp_path: Path) -> None:
-    result = cli(tmp_path, "examples", "list", env={"BOT_RETRIEVAL_K": "ten"})
+    result = cli(tmp_path, "examples", "list", env={"BOT_TUNING_RETRIEVAL_K": "ten"})
     assert result.returncode == 2
-    assert "BOT_RETRIEVAL_K" in result.stderr and "'ten'" in result.stderr
+    assert "BOT_TUNING_RETRIEVAL_K" in result.stderr and "'ten'" in result.stderr
     assert not (tmp_path / "chroma").exists()
 
 

@@ -12,13 +12,13 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("bot", "adapters")
 CHAT_SDKS = ("slack_bolt", "slack_sdk", "discord")
 # The modules that belong at the top of bot/: the core and what every part shares. Everything else
-# lives in a package by role: generation/, stores/, training/ (the bot's side), trainer/ (the
+# lives in a package by role: generation/, stores/, training/ (the bot's side), finetune/ (the
 # training process), cli/, ops/.
 TOP_OF_BOT = {
-    "__init__", "__main__", "core", "commands", "config", "evaluation", "feedback_rules", "jsonl", "prompt",
-    "retrieval", "setting_sections", "settings_table", "types", "wiring",
+    "__init__", "__main__", "core", "commands", "config", "embedder", "evaluation", "feedback_rules", "jsonl",
+    "prompt", "retrieval", "setting_sections", "settings_table", "status", "types", "wiring",
 }  # fmt: skip
-PACKAGES_OF_BOT = {"cli", "data", "generation", "ops", "stores", "trainer", "training"}
+PACKAGES_OF_BOT = {"cli", "data", "finetune", "generation", "ops", "stores", "training"}
 
 
 def python_files(*roots: str) -> list[Path]:
@@ -109,10 +109,9 @@ def test_there_is_no_import_loop_even_through_function_level_or_type_checking_im
 
 def test_the_packages_import_each_other_one_way_only() -> None:
     """bot/'s packages, each taken as one node (a module at the top of bot/ stays itself), import
-    each other one way only: the training process (trainer) uses the bot's training side, never the
+    each other one way only: the training process (finetune) uses the bot's training side, never the
     other way round; the core uses generation and stores, which never use the core. Entry points
-    (`__main__`) are left out: nothing imports them (`python -m bot.training` is the old name of
-    `python -m bot.trainer` and only calls it)."""
+    (`__main__`) are left out: nothing imports them."""
 
     def node(module: str) -> str:
         parts = module.split(".")
@@ -144,9 +143,9 @@ def test_only_the_core_and_what_every_part_shares_sit_at_the_top_of_bot() -> Non
 
 
 def test_the_training_process_never_imports_the_bots_wiring() -> None:
-    """bot/trainer/ builds its own parts (bot/trainer/parts.py): the bot's wiring would start runners."""
+    """bot/finetune/ builds its own parts (bot/finetune/parts.py): the bot's wiring would start runners."""
     offenders = {module_name(p): sorted(m for m in all_imports(p) if m.startswith(("bot.wiring", "bot.cli")))
-                 for p in (REPO / "bot" / "trainer").rglob("*.py")}  # fmt: skip
+                 for p in (REPO / "bot" / "finetune").rglob("*.py")}  # fmt: skip
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

@@ -12,10 +12,10 @@ import pytest
 
 from bot.core import Core
 from bot.evaluation import core_answerer, evaluate_file
-from bot.retrieval import parse_examples_file
+from bot.stores.examples import parse_examples_file
 from bot.training.status import TrainingStatus
 from bot.types import ConversationKey, Message, Reply
-from tests.conftest import BOTH_ENGINES, SAMPLE_DATA, commit_lora
+from tests.conftest import BOTH_ENGINES, SAMPLE_DATA, commit_lora, tuned
 
 pytestmark = [pytest.mark.slow, BOTH_ENGINES]  # the learning loop holds on either engine
 CONV = ConversationKey("console", "loop")
@@ -25,14 +25,14 @@ ANSWER = "The office cat is called Biscuit."
 TINY = {
     "training__epochs": 8,
     "training__learning_rate": 1e-3,
-    "training__holdout_fraction": 0.0,
-    "training__replay_size": 0,
-    "training__gate_heldout_margin": 1.0,  # a tiny run is not judged on quality here
-    "training__gate_regression_margin": 1.0,
+    "tuning__holdout_fraction": 0.0,
+    "tuning__replay_size": 0,
+    "tuning__gate_heldout_margin": 1.0,  # a tiny run is not judged on quality here
+    "tuning__gate_regression_margin": 1.0,
     "max_new_tokens": 12,
     # These tests ask without examples in the prompt to see the LoRA itself; by default the base
     # model would write those replies (lora_for = "examples", tested below and in test_lora_swap).
-    "lora_for": "all",
+    "tuning__lora_for": "all",
 }
 
 
@@ -48,7 +48,7 @@ def wait_for(predicate, timeout: float, what: str):
 
 def without_retrieval(core: Core) -> Core:
     """The same bot (model, stores, LoRA) answering with no examples in the prompt."""
-    return Core(core.settings.model_copy(update={"retrieval_k": 0}), core.generation, core.examples, core.store)
+    return Core(tuned(core.settings, retrieval_k=0), core.generation, core.examples, core.store)
 
 
 def test_teach_retrain_promote_and_the_answer_changes(make_real_core) -> None:

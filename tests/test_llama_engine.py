@@ -170,7 +170,7 @@ def test_replies_are_written_together_each_in_its_own_cache(real_llama_engine) -
 
 def test_the_answer_bias_steers_llama_cpp_like_transformers(real_llama_engine) -> None:
     engine = real_llama_engine
-    engine.settings = settings_for(REPO / ".cache" / "unused", answer_bias=8.0)
+    engine.settings = settings_for(REPO / ".cache" / "unused", tuning__answer_bias=8.0)
     favored = tuple(engine.tokenizer(" Biscuit", add_special_tokens=False)["input_ids"])
     ids = prompt_ids(engine, "What is the name of the office cat?")
     plain, steered = [], []
@@ -227,7 +227,7 @@ def test_a_conversations_next_prompt_reuses_the_start_it_shares_and_writes_the_s
     """The system prompt and earlier turns are not read again (bot/generation/llama_sequences.py),
     and the reply is token for token the one a cold read of the whole prompt gives."""
     from bot.generation.prompt_reuse import CHUNK
-    from bot.prompt import Turn
+    from bot.types import Turn
 
     engine = real_llama_engine
     engine.settings = settings_for(REPO / ".cache" / "unused", max_new_tokens=24)

@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.slow, BOTH_ENGINES]  # the learning loop holds on eith
 
 
 def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras) -> None:
-    core = make_real_core(max_new_tokens=6, training__keep_loaded=2, lora_for="all")
+    core = make_real_core(max_new_tokens=6, tuning__keep_loaded=2, tuning__lora_for="all")
     registry: LoraRegistry = core.registry
     v1, v2 = (commit_lora(registry, path) for path in random_loras)
     base_reply = core.answer(Message(ConversationKey("t", "base"), "u", "Say hello."))
@@ -53,7 +53,7 @@ def test_swap_and_rollback_under_load_lose_nothing(make_real_core, random_loras)
 
 
 def test_old_versions_are_unloaded_but_kept_on_disk(make_real_core, random_loras) -> None:
-    core = make_real_core(max_new_tokens=2, training__keep_loaded=2, lora_for="all")
+    core = make_real_core(max_new_tokens=2, tuning__keep_loaded=2, tuning__lora_for="all")
     registry: LoraRegistry = core.registry
     versions = [commit_lora(registry, random_loras[i % 2]) for i in range(3)]
     for version in versions:
@@ -99,7 +99,7 @@ def test_a_version_named_like_one_of_another_registry_is_its_own_lora(make_real_
     """Version names are unique in one registry only: a v0001 of a recreated data dir is new weights."""
 
     def serve(data_dir, lora):
-        core = make_real_core(data_dir=data_dir, max_new_tokens=8, lora_for="all")
+        core = make_real_core(data_dir=data_dir, max_new_tokens=8, tuning__lora_for="all")
         version = commit_lora(core.registry, lora)
         core.command("console", "local", f"lora use {version}", ConversationKey("t", "a"))
         return version, core.answer(Message(ConversationKey("t", "q"), "u", "Say hello.")).text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.training import dataset
 from bot.training.dataset import build_training_data
 from bot.training.paraphrase import question_variants
 from tests.conftest import MakeCore
@@ -29,13 +30,15 @@ def test_yes_no_and_request_forms_are_made_by_rules(question: str, expected: str
 
 
 def test_paraphrase_rows_answer_from_the_original_example_or_without_it_as_retrieval_misses_do(
-    make_core: MakeCore,
+    make_core: MakeCore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each paraphrase row has its example first, except the `missing_share` whose example is left
+    """Each paraphrase row has its example first, except the MISSING_SHARE whose example is left
     out (near misses only), as when retrieval misses in use: the LoRA learns to answer those too."""
+    monkeypatch.setattr(dataset, "MISSING_SHARE", 0.5)
+    monkeypatch.setattr(dataset, "HISTORY_SHARE", 0.0)
     core = make_core()
     teach_all(core)
-    no_holdout(core, replay_size=0, paraphrases=2, missing_share=0.5, history_share=0.0)
+    no_holdout(core, replay_size=0, paraphrases=2)
     data = build_training_data(core.settings, core.examples, core.store)
     assert data.counts["paraphrases"] == 2 * len(FACTS) and len(data.train) == 3 * len(FACTS)
     without_own = 0

@@ -16,7 +16,6 @@ from typing import Any
 import pytest
 from filelock import FileLock, Timeout
 
-from bot.retrieval import ExampleStore, example_id
 from bot.stores.example_server import (
     LOCK_FILE,
     SOCKET_FILE,
@@ -25,6 +24,7 @@ from bot.stores.example_server import (
     examples_access,
     snapshot,
 )
+from bot.stores.examples import ExampleStore, example_id
 from bot.stores.lora_registry import LoraRegistry
 from bot.training import remote
 from bot.training.runner import TrainingRunner
@@ -213,8 +213,8 @@ def test_promote_if_active_only_when_the_compared_version_still_serves(tmp_path:
 def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import bot.finetune.pipeline
     import bot.generation.model_files
-    import bot.trainer.pipeline
 
     settings = conftest.test_settings(tmp_path / "data")
     monkeypatch.setattr(bot.generation.model_files, "prepare_model", lambda s: SimpleNamespace(fingerprint="fp1"))
@@ -232,9 +232,9 @@ def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
         return {"promote": True, "reason": "no worse than the serving model", "timings": {"train_s": 1.0},
                 "losses": [{"step": 1, "loss": 0.5}], "final_loss": 0.5}  # fmt: skip
 
-    monkeypatch.setattr(bot.trainer.pipeline, "train_candidate", train_candidate)
+    monkeypatch.setattr(bot.finetune.pipeline, "train_candidate", train_candidate)
     status_file = tmp_path / "status.json"
-    bot.trainer.pipeline.run_pipeline(settings, registry.new_staging(), StatusFile(status_file), "slack:U1")
+    bot.finetune.pipeline.run_pipeline(settings, registry.new_staging(), StatusFile(status_file), "slack:U1")
 
     assert compared == [(v2, registry.root / v2)]
     assert registry.active_pointer() == v1  # the rollback stands
@@ -248,11 +248,11 @@ def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
 
 # one training run at a time, held by the training process ---------------------------------------
 
-# `python -m bot.trainer` as it runs, with a pipeline that trains until the test writes <data>/stop.
+# `python -m bot.finetune` as it runs, with a pipeline that trains until the test writes <data>/stop.
 _TRAINING = textwrap.dedent(
     """
     import sys, time
-    import bot.trainer.__main__ as training
+    import bot.finetune.__main__ as training
 
     def pipeline(settings, staging, status, by):
         while not (settings.data_dir / "stop").exists():

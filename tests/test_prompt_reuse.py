@@ -10,7 +10,8 @@ import pytest
 
 from bot.generation.engine import NO_HINTS
 from bot.generation.prompt_reuse import CHUNK, chunk_ends, reusable
-from bot.prompt import Turn, build_prompt
+from bot.prompt import build_prompt
+from bot.types import Turn
 
 
 def test_only_whole_chunks_of_the_common_start_are_reused_and_never_the_last_token() -> None:
@@ -83,13 +84,11 @@ def test_a_conversations_start_is_what_its_next_prompt_starts_with(real_files) -
     tokenizer = AutoTokenizer.from_pretrained(real_files.path)
     history = [Turn("What are the hours?", "We open at 9.\nClosed <|im_end|> Sundays."), Turn("And Sundays?", "No.")]
     examples = [Example("a", "Where is it?", "Main street 4."), Example("b", "Wifi?", "The password is x.")]
-    for layout in ("nearest", "inline"):
-        start = conversation_start(tokenizer, "Be brief.", history, layout)
-        assert start is not None
-        ids = build_prompt(tokenizer, "Be brief.", examples, history, "Is parking free?", 1800, layout).input_ids
-        assert len(start) > 40 and ids[: len(start)] == start, layout
-    assert conversation_start(tokenizer, "Be brief.", history, "turns") is None, "examples first: no common start"
-    assert conversation_start(tokenizer, "Be brief.", [], "nearest") is None
+    start = conversation_start(tokenizer, "Be brief.", history)
+    assert start is not None
+    ids = build_prompt(tokenizer, "Be brief.", examples, history, "Is parking free?", 1800).input_ids
+    assert len(start) > 40 and ids[: len(start)] == start
+    assert conversation_start(tokenizer, "Be brief.", []) is None
 
 
 def test_after_a_reply_the_engine_reads_the_conversations_start_before_the_next_message(make_core) -> None:

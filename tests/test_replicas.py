@@ -29,7 +29,7 @@ class Replica:
     def __init__(self, data_dir: Path) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SLACK_", "DISCORD_"))}
         # lora_for=all: the LoRA writes every reply, so each one says which version served it.
-        env.update(PYTHONPATH=str(REPO), BOT_MODEL_CACHE=str(MODEL_CACHE), BOT_LORA_FOR="all",
+        env.update(PYTHONPATH=str(REPO), BOT_MODEL_CACHE=str(MODEL_CACHE), BOT_TUNING_LORA_FOR="all",
                    BOT_MAX_NEW_TOKENS="4", HF_HUB_OFFLINE="1", ANONYMIZED_TELEMETRY="False")  # fmt: skip
         self.data_dir = data_dir
         self.process = subprocess.Popen(

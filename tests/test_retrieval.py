@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.retrieval import ExampleStore, example_id, parse_examples_file
+from bot.stores.examples import ExampleStore, example_id, parse_examples_file
 from bot.types import (
     ALL_SCOPES,
     GLOBAL_SCOPE,

@@ -1,15 +1,15 @@
-"""Base-model replies kept between retrains (bot/trainer/base_replies.py) and replay rows in the base
-model's own words (bot/trainer/self_replay.py), on the fake engine."""
+"""Base-model replies kept between retrains (bot/finetune/base_replies.py) and replay rows in the base
+model's own words (bot/finetune/self_replay.py), on the fake engine."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from bot.finetune.base_replies import CACHE_FILE, BaseReplies
+from bot.finetune.self_replay import MAX_NEW_TOKENS, SelfAnswers
 from bot.generation.engine import NO_HINTS, ReplyHints
-from bot.trainer.base_replies import CACHE_FILE, BaseReplies
-from bot.trainer.self_replay import MAX_NEW_TOKENS, SelfAnswers
 from bot.training.dataset import build_training_data
-from tests.conftest import MakeCore
+from tests.conftest import MakeCore, tuned
 from tests.conftest import test_settings as settings_for
 from tests.fakes import FakeEngine
 
@@ -29,10 +29,8 @@ def _base_model(question_to_reply: dict[str, str]) -> FakeEngine:
 def test_replay_targets_are_the_base_models_words_when_they_state_the_facts(
     make_core: MakeCore, tmp_path: Path
 ) -> None:
-    core = make_core(lora_for="all")  # every replay row kept, with or without an example in its prompt
-    settings = core.settings.model_copy(
-        update={"training": core.settings.training.model_copy(update={"replay_size": 32})}
-    )
+    core = make_core(tuning__lora_for="all")  # every replay row kept, with or without an example in its prompt
+    settings = core.settings.model_copy(update={"tuning": core.settings.tuning.model_copy(update={"replay_size": 32})})
     engine = _base_model({
         "Italy?": "Rome is the capital of Italy.",  # the facts in its own words: kept
         "Japan?": "The capital of Japan is Kyoto.",  # a wrong fact: the written answer stays
@@ -76,12 +74,12 @@ def test_base_replies_are_kept_per_weights_settings_and_prompt_and_never_for_a_l
     assert len(engine.calls) == 1
     for other in (
         BaseReplies(engine, settings, "weights-b", path),  # other weights
-        BaseReplies(engine, settings.model_copy(update={"repetition_penalty": 1.2}), "weights-a", path),
+        BaseReplies(engine, tuned(settings, repetition_penalty=1.2), "weights-a", path),
     ):
         ask(other, [1, 2, 3])
         assert other.misses == 1
     calls = len(engine.calls)
-    sampled = BaseReplies(engine, settings.model_copy(update={"temperature": 0.7}), "weights-a", path)
+    sampled = BaseReplies(engine, tuned(settings, temperature=0.7), "weights-a", path)
     ask(sampled, [1, 2, 3])
     assert len(engine.calls) == calls + 1 and sampled.hits == 0  # sampling is never replayed
 

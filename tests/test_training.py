@@ -11,20 +11,18 @@ from pathlib import Path
 import pytest
 
 from bot.evaluation import evaluate_file, key_token_recall, load_eval_file
-from bot.prompt import examples_block
-from bot.trainer.gate import GateScores, decide
+from bot.finetune.gate import GateScores, decide
 from bot.training.dataset import (
     GENERAL_FILE,
     REGRESSION_FILE,
     build_training_data,
-    export_feedback,
-    kto_path,
     load_general,
     split_holdout,
     tokenize_row,
 )
+from bot.training.export import export_feedback, kto_path
 from bot.types import ConversationKey, Message, UserError
-from tests.conftest import MODEL_CACHE, REPO, MakeCore
+from tests.conftest import MODEL_CACHE, REPO, MakeCore, tuned
 from tests.fakes import FakeTokenizer
 
 FACTS = [
@@ -41,14 +39,8 @@ def teach_all(core, facts=FACTS) -> None:
         core.rules.teach("console", "local", question, answer)
 
 
-def no_holdout(core, **training) -> None:
-    core.settings = core.settings.model_copy(
-        update={
-            "training": core.settings.training.model_copy(
-                update={"holdout_fraction": 0.0, "paraphrases": 0, **training}
-            )
-        }
-    )
+def no_holdout(core, **tuning) -> None:
+    core.settings = tuned(core.settings, **{"holdout_fraction": 0.0, "paraphrases": 0, **tuning})
 
 
 # evaluation ------------------------------------------------------------------------------------
@@ -100,7 +92,7 @@ def test_shipped_sets_are_well_formed_and_disjoint() -> None:
 
 
 def test_rows_are_rendered_exactly_as_serving_with_loss_on_the_answer_only(make_core: MakeCore) -> None:
-    core = make_core(example_layout="system")  # the turns layout has its own test below
+    core = make_core()
     teach_all(core)
     no_holdout(core, replay_size=0)
     question, answer = FACTS[0]
@@ -116,13 +108,13 @@ def test_rows_are_rendered_exactly_as_serving_with_loss_on_the_answer_only(make_
     tokenizer = FakeTokenizer()
     expected_answer = tokenizer(answer, split_special_tokens=True)["input_ids"] + tokenizer("<|im_end|>")["input_ids"]
     assert ids["input_ids"][cut:] == expected_answer  # the answer and its end of turn, nothing else
-    # The right example is in the context, first, as the verified answer.
+    # The right example is in the context, first, as the verified answer: the turn before the question.
     assert row.context is not None and row.context[0].input == question
-    assert examples_block(row.context) in row.messages[0]["content"]
+    assert row.messages[-3:-1] == [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
 
 
-def test_turns_layout_puts_examples_as_prior_turns(make_core: MakeCore) -> None:
-    core = make_core(example_layout="turns")
+def test_examples_are_prior_turns_the_strongest_nearest(make_core: MakeCore) -> None:
+    core = make_core()
     teach_all(core)
     no_holdout(core, replay_size=0)
     row = build_training_data(core.settings, core.examples, core.store).train[0]
@@ -154,12 +146,12 @@ def test_dedup_newest_answer_wins_and_counts(make_core: MakeCore) -> None:
 
 
 def test_holdout_and_replay_are_seeded_and_disjoint(make_core: MakeCore) -> None:
-    core = make_core(lora_for="all")  # every replay row kept
+    core = make_core(tuning__lora_for="all")  # every replay row kept
     teach_all(core)
     first = build_training_data(core.settings, core.examples, core.store)
     again = build_training_data(core.settings, core.examples, core.store)
     assert first.fingerprint == again.fingerprint
-    assert first.counts["heldout"] == 1 and first.counts["replay"] == core.settings.training.replay_size
+    assert first.counts["heldout"] == 1 and first.counts["replay"] == core.settings.tuning.replay_size
     held = {p.question for p in first.heldout}
     trained = {r.messages[-1]["content"] for r in first.train}
     assert held and not held & trained
@@ -171,13 +163,13 @@ def test_replay_rows_meet_an_unrelated_example_when_the_lora_writes_only_such_re
     """With lora_for = "examples" the base model answers a prompt without an example, so a replay row
     without one would teach the LoRA nothing: it gets the nearest example, below the floor, instead,
     as a general question that retrieves an unrelated example meets it."""
-    every = make_core(lora_for="all")
+    every = make_core(tuning__lora_for="all")
     teach_all(every)
-    some = every.settings.model_copy(update={"lora_for": "examples"})
+    some = tuned(every.settings, lora_for="examples")
     all_rows = build_training_data(every.settings, every.examples, every.store).train
     kept = build_training_data(some, every.examples, every.store).train
     replay = [r for r in all_rows if r.source == "replay"]
-    assert len(replay) == every.settings.training.replay_size and any(not r.context for r in replay)
+    assert len(replay) == every.settings.tuning.replay_size and any(not r.context for r in replay)
     kept_replay = [r for r in kept if r.source == "replay"]
     assert len(kept_replay) == len(replay) and all(len(r.context) >= 1 for r in kept_replay)
     assert {r.question for r in kept_replay} == {r.question for r in replay}
@@ -271,9 +263,7 @@ def test_gate_promotes_only_when_no_worse_within_margins(make_core: MakeCore) ->
     assert not promote and "regression 8/10 vs 9/10" in reason
     promote, reason = decide(_scores(0.4, 9), _scores(0.5, 9), settings)
     assert not promote and "held-out recall 40% vs 50%" in reason
-    lenient = settings.model_copy(
-        update={"training": settings.training.model_copy(update={"gate_regression_margin": 0.1})}
-    )
+    lenient = tuned(settings, gate_regression_margin=0.1)
     assert decide(_scores(0.8, 8), _scores(0.5, 9), lenient)[0]
     assert decide(_scores(None, 9), _scores(None, 9), settings)[0]
 
@@ -283,7 +273,7 @@ def test_gate_promotes_only_when_no_worse_within_margins(make_core: MakeCore) ->
 
 @pytest.mark.slow
 def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
-    """`python -m bot.trainer` on the default model: a few steps, a loss curve, a status file, a version."""
+    """`python -m bot.finetune` on the default model: a few steps, a loss curve, a status file, a version."""
     from bot.config import load_settings
     from bot.generation.model_files import prepare_model
     from bot.stores.lora_registry import LoraRegistry
@@ -294,7 +284,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     config = tmp_path / "bot.toml"
     config.write_text(
         f'model_cache = "{MODEL_CACHE}"\nmax_new_tokens = 12\n'
-        "[training]\nepochs = 1\nreplay_size = 2\nbatch_size = 2\nholdout_fraction = 0.34\nparaphrases = 1\n"
+        "[training]\nepochs = 1\n[tuning]\nreplay_size = 2\nbatch_size = 2\nholdout_fraction = 0.34\nparaphrases = 1\n"
     )
     settings = load_settings(config, env={}, data_dir=str(data_dir))
     examples = build_examples(settings)
@@ -306,7 +296,7 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
     status_file = training_dir(data_dir) / "status.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
     run = subprocess.run(
-        [sys.executable, "-m", "bot.trainer", "--data-dir", str(data_dir), "--status-file", str(status_file),
+        [sys.executable, "-m", "bot.finetune", "--data-dir", str(data_dir), "--status-file", str(status_file),
          "--staging-dir", str(staging), "--triggered-by", "console:local", "--config", str(config)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
@@ -334,21 +324,23 @@ def test_tiny_real_training_run_commits_a_loadable_lora(tmp_path: Path) -> None:
 
     from peft import PeftConfig
 
+    from bot.finetune.qlora import TARGET_MODULES
+
     lora = PeftConfig.from_pretrained(str(version_dir))
-    assert lora.r == settings.training.lora_r and set(lora.target_modules) == set(settings.training.target_modules)
+    assert lora.r == settings.training.lora_r and set(lora.target_modules) == set(TARGET_MODULES)
 
 
 @pytest.mark.slow
 def test_kto_trains_on_good_and_downvoted_rows_and_saves_a_lora(tmp_path: Path, real_files) -> None:
-    """`training.use_kto`: a few KTO steps on the default model through TRL, in the serving layout."""
+    """`tuning.use_kto`: a few KTO steps on the default model through TRL, in the serving layout."""
     from bot.config import load_settings
+    from bot.finetune.qlora import train_lora
     from bot.generation.hf_engine import HFEngine
-    from bot.trainer.qlora import train_lora
     from bot.training.dataset import Row, TrainingData
     from bot.training.status import StatusFile
 
     settings = load_settings(env={}, data_dir=str(tmp_path / "data"), model_cache=str(MODEL_CACHE),
-                             training__batch_size=2, training__use_kto=True)  # fmt: skip
+                             tuning__batch_size=2, tuning__use_kto=True)  # fmt: skip
 
     def row(question: str, answer: str, desirable: bool) -> Row:
         return Row([{"role": "user", "content": question}], answer, desirable, "test")
@@ -368,7 +360,7 @@ def test_the_gate_never_answers_on_the_users_vllm_server(monkeypatch, tmp_path: 
     """With BOT_VLLM_URL set, the gate's model is its own (transformers): loading a candidate LoRA
     into the server that serves users would show it to them before the gate decided."""
     import bot.generation.engines as engines
-    from bot.trainer.gate import serving_answerer
+    from bot.finetune.gate import serving_answerer
     from tests.conftest import test_settings
 
     built: list[tuple[str, str]] = []

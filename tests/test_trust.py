@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bot.core import Core
-from bot.retrieval import example_id
+from bot.stores.examples import example_id
 from bot.types import ALL_SCOPES, CommandResult, ConversationKey, Incoming, Message, dm_scope, workspace_scope
 from tests.fakes import FakeEngine
 
@@ -22,7 +22,7 @@ def ask(core: Core, user: str, scope: str, channel: str = "C1", text: str = QUES
 
 def retrieved(core: Core, scope: str, text: str = QUESTION) -> list[str]:
     s = core.settings
-    return [e.output for e in core.examples.retrieve(text, 3, s.min_similarity, s.dedup_similarity, scope)]
+    return [e.output for e in core.examples.retrieve(text, 3, s.tuning.min_similarity, scope=scope)]
 
 
 # --- item 2: votes never change or delete an example they did not create ---------------------------

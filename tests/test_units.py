@@ -14,10 +14,10 @@ from bot.commands import parse
 from bot.config import ConfigError, load_settings
 from bot.generation.queueing import FairQueue
 from bot.jsonl import JsonlFileError
-from bot.prompt import Turn, build_prompt
-from bot.retrieval import parse_examples_file
+from bot.prompt import build_prompt
+from bot.stores.examples import parse_examples_file
 from bot.stores.lora_registry import LoraRegistry
-from bot.types import Example, UserError
+from bot.types import Example, Turn, UserError
 from tests.fakes import FakeTokenizer
 
 # config -----------------------------------------------------------------------------------------
@@ -25,12 +25,12 @@ from tests.fakes import FakeTokenizer
 
 def test_config_layers_toml_env_and_quotes_bad_values(tmp_path: Path) -> None:
     toml = tmp_path / "bot.toml"
-    toml.write_text('retrieval_k = 5\n[slack]\ncommand = "/helper"\n')
+    toml.write_text('[slack]\ncommand = "/helper"\n[tuning]\nretrieval_k = 5\n')
     settings = load_settings(toml, env={"BOT_MAX_NEW_TOKENS": "64"})
-    assert (settings.retrieval_k, settings.slack.command, settings.max_new_tokens) == (5, "/helper", 64)
-    assert load_settings(toml, env={"BOT_RETRIEVAL_K": "2"}).retrieval_k == 2  # env beats the file
-    with pytest.raises(ConfigError, match=r"retrieval_k \(env BOT_RETRIEVAL_K\) = 'ten'"):
-        load_settings(env={"BOT_RETRIEVAL_K": "ten"})
+    assert (settings.tuning.retrieval_k, settings.slack.command, settings.max_new_tokens) == (5, "/helper", 64)
+    assert load_settings(toml, env={"BOT_TUNING_RETRIEVAL_K": "2"}).tuning.retrieval_k == 2  # env beats the file
+    with pytest.raises(ConfigError, match=r"retrieval_k \(env BOT_TUNING_RETRIEVAL_K\) = 'ten'"):
+        load_settings(env={"BOT_TUNING_RETRIEVAL_K": "ten"})
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN"):
         load_settings(env={"SLACK_BOT_TOKEN": "xoxb-1"})
     with pytest.raises(ConfigError, match="platform:user_id"):
@@ -73,8 +73,8 @@ def test_prompt_drops_oldest_history_then_weakest_examples_never_the_message() -
         build_prompt(tok, "sys", [], [], "long " * 100, budget_tokens=20)
 
 
-def test_turns_layout_puts_the_best_example_nearest_the_question() -> None:
-    prompt = build_prompt(FakeTokenizer(), "sys", _examples(2), [], "q", 10_000, layout="turns")
+def test_examples_are_prior_turns_with_the_best_nearest_the_question() -> None:
+    prompt = build_prompt(FakeTokenizer(), "sys", _examples(2), [], "q", 10_000)
     roles = [m["role"] for m in prompt.messages]
     assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
     assert prompt.messages[3]["content"].startswith("question 0")

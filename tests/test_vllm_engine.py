@@ -65,7 +65,7 @@ def test_replies_stream_from_the_server_as_token_ids_in(make_core, server, tmp_p
 def test_the_registry_pointer_loads_serves_and_unloads_loras_by_name(make_core, server, tmp_path: Path) -> None:
     emulator, url = server
     active: list[tuple[str, Path] | None] = [None]
-    core, engine = core_on(make_core, url, active, tmp_path, lora_for="all", training__keep_loaded=2)
+    core, engine = core_on(make_core, url, active, tmp_path, tuning__lora_for="all", tuning__keep_loaded=2)
     paths = [saved_lora(tmp_path, f"v000{n}") for n in (1, 2, 3)]
     for n, path in enumerate(paths, start=1):
         active[0] = (f"v000{n}", path)
@@ -95,7 +95,7 @@ def test_base_only_replies_and_the_answer_bias_reach_the_server(make_core, serve
     assert reply.lora_version == "v0001" and request["model"].startswith("v0001__")
     favored = FakeTokenizer()("Use the reset link.")["input_ids"]
     assert set(request["logit_bias"]) == {str(t) for t in favored}
-    assert set(request["logit_bias"].values()) == {core.settings.answer_bias}
+    assert set(request["logit_bias"].values()) == {core.settings.tuning.answer_bias}
 
 
 def test_a_server_error_is_the_replys_failure_and_the_next_reply_works(make_core, server, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_a_server_with_an_api_key_refuses_a_bot_without_it_and_serves_one_with_i
         VLLMEngine(settings_for(tmp_path / "nokey", vllm_url=url), SimpleNamespace(path=None),
                    tokenizer=FakeTokenizer())  # fmt: skip
     active: list[tuple[str, Path] | None] = [("v0001", saved_lora(tmp_path, "v0001"))]
-    core, _ = core_on(make_core, url, active, tmp_path, lora_for="all", vllm_api_key="k3y")
+    core, _ = core_on(make_core, url, active, tmp_path, tuning__lora_for="all", vllm_api_key="k3y")
     core.generation.request_sync().result(timeout=10)  # the LoRA load, a /v1 call that needs the key too
     reply = core.answer(Message(CONV, "U1", "Hi"))
     assert reply.lora_version == "v0001" and reply.text.startswith("Answer from v0001__")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from bot.status import status_data
 from bot.types import LOCAL_SCOPE, ConversationKey, Message, UserError
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def ask(
             "example_ids": list(reply.example_ids),
             "examples": [{"id": i, "input": examples[i].input} for i in reply.example_ids if i in examples],
             "lora_version": reply.lora_version,
-            "engine": core.status_data().get("engine"),
+            "engine": status_data(core).get("engine"),
             "latency_s": round(reply.stats.latency_s, 3),
             "first_token_s": round(first, 3) if (first := reply.stats.first_token_s) is not None else None,
             "prompt_tokens": reply.stats.prompt_tokens,

@@ -33,7 +33,7 @@ from bot.cli.base import app, console, examples_app, fail, feedback_app, lora_ap
 def examples_import(file: Path) -> None:
     """Import a JSONL file of {"input", "output", "label"?}; nothing is imported if any line is bad."""
     from bot.jsonl import JsonlFileError
-    from bot.retrieval import parse_examples_file
+    from bot.stores.examples import parse_examples_file
 
     s = settings()
     try:

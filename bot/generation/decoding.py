@@ -45,8 +45,9 @@ class ReplyRules:
     @classmethod
     def for_reply(cls, settings: Settings, prompt_tokens: int, favored: Sequence[int]) -> ReplyRules | None:
         """The rules the settings ask for on this reply; None when there are none."""
-        rules = cls(prompt_tokens, tuple(sorted(set(favored))) if settings.answer_bias else (),
-                    settings.answer_bias, settings.no_repeat_ngram, settings.repetition_penalty)  # fmt: skip
+        t = settings.tuning
+        rules = cls(prompt_tokens, tuple(sorted(set(favored))) if t.answer_bias else (),
+                    t.answer_bias, t.no_repeat_ngram, t.repetition_penalty)  # fmt: skip
         return rules if rules.favored or rules.ngram or rules.penalty != 1.0 else None
 
     def apply(self, row: Any, reply: Sequence[int]) -> None:

@@ -35,8 +35,8 @@ class Generated:
 class ReplyHints:
     """What the core knows about one reply that changes how it is generated."""
 
-    favored: tuple[int, ...] = ()  # token ids raised by `settings.answer_bias`: the best verified answer's
-    base_only: bool = False  # write it with the base model even while a LoRA serves (`settings.lora_for`)
+    favored: tuple[int, ...] = ()  # token ids raised by `tuning.answer_bias`: the best verified answer's
+    base_only: bool = False  # write it with the base model even while a LoRA serves (`tuning.lora_for`)
 
 
 NO_HINTS = ReplyHints()

@@ -39,8 +39,8 @@ class _HeldPrompt:
 
 
 def pick_device(settings: Settings) -> str:
-    if settings.device != "auto":
-        return settings.device
+    if settings.tuning.device != "auto":
+        return settings.tuning.device
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -61,11 +61,11 @@ class HFEngine(OneAtATime):
         self.settings = settings
         self.files = files
         self.device = pick_device(settings)
-        self.description = f"transformers, {settings.quantize} on {self.device}"
+        self.description = f"transformers, {settings.tuning.quantize} on {self.device}"
         started = time.monotonic()
         self.tokenizer = AutoTokenizer.from_pretrained(files.path)
         compute_dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        if settings.quantize == "4bit":
+        if settings.tuning.quantize == "4bit":
             self.model: Any = load_4bit(settings, files, compute_dtype, self.device)
         else:
             self.model = AutoModelForCausalLM.from_pretrained(files.path, dtype=compute_dtype, device_map=self.device)
@@ -80,7 +80,7 @@ class HFEngine(OneAtATime):
         # The examples' "Q:/A:" layout can leak: a reply that starts a new "Q:" has ended. Built once:
         # transformers' stop-string tables take ~85 ms, which `stop_strings=` would pay every reply.
         self._stop_strings = StopStringCriteria(tokenizer=self.tokenizer, stop_strings=list(STOP_STRINGS))
-        self.loras = LoraFollower(lora_source, lambda: self.settings.training.keep_loaded, self._load_lora,
+        self.loras = LoraFollower(lora_source, lambda: self.settings.tuning.keep_loaded, self._load_lora,
                                  self._unload_lora, self._use_lora)  # fmt: skip
         log.info(
             "model %s loaded on %s in %.1f s (%.0f MB)",
@@ -110,7 +110,7 @@ class HFEngine(OneAtATime):
 
         streamer = _Streamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         ids = torch.tensor([input_ids], device=self.model.device)
-        sampling = self.settings.temperature > 0
+        sampling = self.settings.tuning.temperature > 0
         options: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": sampling,
@@ -119,7 +119,7 @@ class HFEngine(OneAtATime):
             "streamer": streamer,
         }
         if sampling:
-            options["temperature"] = self.settings.temperature
+            options["temperature"] = self.settings.tuning.temperature
         else:
             options.update(temperature=None, top_p=None, top_k=None)
         rules = ReplyRules.for_reply(self.settings, len(input_ids), hints.favored)

@@ -114,7 +114,7 @@ class LlamaCppEngine:
         self._stop_ids = set(end_of_turn_ids(self.tokenizer))
         self._held = HeldPrompts(self.slots)  # free slots and the prompts their KV caches still hold
         self._sequences: list[SlotReply] = []
-        self.loras = LoraFollower(lora_source, lambda: self.settings.training.keep_loaded, self._load_lora,
+        self.loras = LoraFollower(lora_source, lambda: self.settings.tuning.keep_loaded, self._load_lora,
                                  self._unload_lora)  # fmt: skip
         self._adapters: dict[str, Any] = {}  # LoRA name -> llama.cpp adapter
         self._applied: str | None = None  # the LoRA name set on the context now
@@ -246,7 +246,7 @@ class LlamaCppEngine:
         return len(sequence.reply) >= sequence.max_new_tokens
 
     def _choose(self, logits: np.ndarray) -> int:
-        temperature = self.settings.temperature
+        temperature = self.settings.tuning.temperature
         if temperature <= 0:
             return int(np.argmax(logits))
         scaled = (logits - logits.max()) / temperature

@@ -52,7 +52,7 @@ class VLLMEngine(OneAtATime):
         self._http = httpx.Client(base_url=settings.vllm_url.rstrip("/"), timeout=TIMEOUT, headers=auth)
         self.base_model = self._served_model()
         # The LoRAs loaded: those on the server.
-        self.loras = LoraFollower(lora_source, lambda: self.settings.training.keep_loaded, self._load_lora,
+        self.loras = LoraFollower(lora_source, lambda: self.settings.tuning.keep_loaded, self._load_lora,
                                  self._unload_lora)  # fmt: skip
 
     def _served_model(self) -> str:
@@ -69,13 +69,13 @@ class VLLMEngine(OneAtATime):
     def generate(
         self, input_ids: list[int], max_new_tokens: int, on_text: Callable[[str], None], hints: ReplyHints = NO_HINTS
     ) -> int:
-        bias = self.settings.answer_bias
+        bias = self.settings.tuning.answer_bias
         body: dict[str, Any] = {
             "model": self.base_model if hints.base_only or self.loras.name is None else self.loras.name,
             "prompt": input_ids,  # token ids: the server never re-reads user text as special tokens
             "max_tokens": max_new_tokens,
-            "temperature": self.settings.temperature,
-            "repetition_penalty": self.settings.repetition_penalty,
+            "temperature": self.settings.tuning.temperature,
+            "repetition_penalty": self.settings.tuning.repetition_penalty,
             "stop": list(STOP_STRINGS),
             "stream": True,
             "stream_options": {"include_usage": True},

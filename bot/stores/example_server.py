@@ -38,7 +38,8 @@ from typing import Any, Protocol
 import numpy as np
 from filelock import FileLock, Timeout
 
-from bot.retrieval import Embedder, ExampleStore, ParsedExample, Rows, _parse_example
+from bot.embedder import Embedder
+from bot.stores.examples import ExampleStore, ParsedExample, Rows, parse_example
 from bot.types import UserError
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def handle_request(examples: ExampleStore, request: dict[str, Any]) -> dict[str,
     if op == "count":
         return {"count": examples.count()}
     if op == "upsert":
-        items = [_parse_example(row) for row in request["rows"]]  # the checks of a file import
+        items = [parse_example(row) for row in request["rows"]]  # the checks of a file import
         ids = examples.upsert(items, source=str(request["source"]))
         return {"ids": ids, "count": examples.count()}
     if op == "remove":

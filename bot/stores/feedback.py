@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import Connection, Executable, Row, Table, and_, case, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from bot.prompt import Turn
 from bot.stores.database import WRITE, database_url, insert, migrate, open_engine, write_lock
 from bot.stores.records import (
     SEEN_EVENTS_KEEP_S,
@@ -36,7 +35,7 @@ from bot.stores.records import (
     seen_events,
     votes,
 )
-from bot.types import ConversationKey, ReplyStats
+from bot.types import ConversationKey, ReplyStats, Turn
 
 log = logging.getLogger(__name__)
 # A cleared prompt reads back as none recorded: training then rebuilds it as serving would.

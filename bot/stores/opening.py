@@ -4,8 +4,9 @@ snapshot for the training process, and the feedback store (SQLite or PostgreSQL)
 from __future__ import annotations
 
 from bot.config import Settings
-from bot.retrieval import Embedder, ExampleStore, SentenceEmbedder
+from bot.embedder import Embedder, SentenceEmbedder
 from bot.stores.example_server import snapshot
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 
 

@@ -1,4 +1,5 @@
-"""Training data from the stores, rendered in the exact layout the bot serves in.
+"""Training data from the stores, rendered in the exact layout the bot serves in (`feedback export`
+writes the same rows: bot/training/export.py).
 
 Each good example becomes one supervised row: the prompt is what the bot would build for that
 question (system prompt, the examples retrieval returns for it, the question) and the loss covers
@@ -13,29 +14,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
-from bot.prompt import Turn, build_prompt, layout_messages, tokenize_messages
+from bot.prompt import build_prompt, prompt_messages, tokenize_messages
 from bot.training.paraphrase import question_variants
 from bot.training.trust import LeftOut, training_examples
-from bot.types import ALL_SCOPES, Example, UserError
+from bot.types import ALL_SCOPES, Example, Turn
 
 if TYPE_CHECKING:
-    from bot.retrieval import ExampleStore
+    from bot.stores.examples import ExampleStore
     from bot.stores.feedback import FeedbackStore
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # bot/data
 GENERAL_FILE = DATA_DIR / "general.jsonl"  # replay: general questions with short correct answers
 REGRESSION_FILE = DATA_DIR / "regression.jsonl"  # the gate's forgetting check; disjoint from replay
 
-EXPORTS_DIR = "exports"  # under the data directory: where `feedback export` from chat writes
+SEED = 7  # of the holdout split, the replay sample, the rows' rephrasings and histories, and training
+# Half the rows come after earlier exchanges: without such rows a LoRA never saw history (docs/training.md).
+HISTORY_SHARE = 0.5
+# Retrieval misses in use too: this share of rephrased rows has its own example left out of the prompt.
+MISSING_SHARE = 0.15
 
 Retrieve = Callable[[str], list[Example]]
 
@@ -153,16 +156,16 @@ def context_for(pair: Pair, retrieve: Retrieve, k: int, example: Pair | None = N
 
 
 def paraphrase_rows(pairs: Sequence[Pair], retrieve: Retrieve, settings: Settings) -> list[Row]:
-    """`training.paraphrases` other phrasings of each example's question, answered with its answer."""
+    """`tuning.paraphrases` other phrasings of each example's question, answered with its answer."""
     rows = []
-    t = settings.training
+    t = settings.tuning
     for pair in pairs:
-        for variant in question_variants(pair.question, t.paraphrases, t.seed):
+        for variant in question_variants(pair.question, t.paraphrases, SEED):
             asked = Pair(variant, pair.answer, "paraphrase", pair.ref)
-            context = context_for(asked, retrieve, settings.retrieval_k, pair)
-            # Retrieval misses in use too: some rows answer from what the LoRA learned, beside near misses.
+            context = context_for(asked, retrieve, t.retrieval_k, pair)
+            # Some rows answer from what the LoRA learned, beside near misses (MISSING_SHARE).
             others = context[1:]
-            if others and random.Random(f"{t.seed}:missing:{variant}").random() < t.missing_share:
+            if others and random.Random(f"{SEED}:missing:{variant}").random() < MISSING_SHARE:
                 context = others
             rows.append(render(asked, context, settings))
     return rows
@@ -171,23 +174,22 @@ def paraphrase_rows(pairs: Sequence[Pair], retrieve: Retrieve, settings: Setting
 def render(
     pair: Pair, context: Sequence[Example], settings: Settings, desirable: bool = True, history: Sequence[Turn] = ()
 ) -> Row:
-    messages = layout_messages(settings.system_prompt, context, history, pair.question, settings.example_layout)
+    messages = prompt_messages(settings.system_prompt, context, history, pair.question)
     return Row(messages, pair.answer, desirable, pair.source, tuple(context), tuple(history), pair.question)
 
 
 def in_conversations(rows: list[Row], pool: Sequence[Pair], settings: Settings) -> list[Row]:
-    """`training.history_share` of the rows asked after 1 to `history_turns` earlier exchanges about
-    other things, answered right, as a chat has them (seeded per question). Without such rows a LoRA
-    never saw history, and in a conversation the base model copied the last reply it had given."""
-    t = settings.training
-    turns = min(settings.history_turns, 3)
-    if turns <= 0 or t.history_share <= 0:
+    """HISTORY_SHARE of the rows asked after 1 to `history_turns` earlier exchanges about other
+    things, answered right, as a chat has them (seeded per question). Without such rows a LoRA never
+    saw history, and in a conversation the base model copied the last reply it had given."""
+    turns = min(settings.tuning.history_turns, 3)
+    if turns <= 0:
         return rows
     out = []
     for row in rows:
-        rng = random.Random(f"{t.seed}:history:{row.question}:{row.completion}")
+        rng = random.Random(f"{SEED}:history:{row.question}:{row.completion}")
         others = [p for p in pool if _norm(p.answer) != _norm(row.completion)]
-        if row.context is None or not others or rng.random() >= t.history_share:
+        if row.context is None or not others or rng.random() >= HISTORY_SHARE:
             out.append(row)
             continue
         earlier = [Turn(p.question, p.answer) for p in rng.sample(others, min(len(others), rng.randint(1, turns)))]
@@ -201,9 +203,7 @@ def prompt_ids(tokenizer: Any, row: Row, settings: Settings, budget: int) -> lis
     weakest examples), or a recorded prompt as it was served."""
     if row.context is None:
         return tokenize_messages(tokenizer, row.messages)
-    return build_prompt(
-        tokenizer, settings.system_prompt, row.context, row.history, row.question, budget, settings.example_layout
-    ).input_ids
+    return build_prompt(tokenizer, settings.system_prompt, row.context, row.history, row.question, budget).input_ids
 
 
 def tokenize_row(tokenizer: Any, row: Row, settings: Settings) -> dict[str, list[int]]:
@@ -214,10 +214,11 @@ def tokenize_row(tokenizer: Any, row: Row, settings: Settings) -> dict[str, list
     """
     full = [*row.messages, {"role": "assistant", "content": row.completion}]
     answer_ids = _completion_ids(tokenizer, full)
-    budget = min(settings.context_tokens - settings.max_new_tokens, settings.training.max_seq_len - len(answer_ids))
+    max_len = settings.tuning.max_seq_len
+    budget = min(settings.context_tokens - settings.max_new_tokens, max_len - len(answer_ids))
     prompt = prompt_ids(tokenizer, row, settings, budget)
-    ids = (prompt + answer_ids)[-settings.training.max_seq_len :]
-    mask = ([0] * len(prompt) + [1] * len(answer_ids))[-settings.training.max_seq_len :]
+    ids = (prompt + answer_ids)[-max_len:]
+    mask = ([0] * len(prompt) + [1] * len(answer_ids))[-max_len:]
     return {"input_ids": ids, "completion_mask": mask}
 
 
@@ -240,35 +241,33 @@ def build_training_data(
 ) -> TrainingData:
     """Everything a run trains and gates on, deterministic for a given store and settings.
 
-    `replay_answer` gives each replay row its target (bot/trainer/self_replay.py: the base model's own
+    `replay_answer` gives each replay row its target (bot/finetune/self_replay.py: the base model's own
     words); without it a replay row answers with the written answer.
     """
-    t = settings.training
+    t = settings.tuning
     nearest: Retrieve = retrieve or (lambda text: [])
     if retrieve is None:
 
         def retrieve(text: str) -> list[Example]:
             # A LoRA serves everyone, so it trains on every scope's examples (README: the trust model).
-            return examples.retrieve(
-                text, settings.retrieval_k, settings.min_similarity, settings.dedup_similarity, ALL_SCOPES
-            )
+            return examples.retrieve(text, t.retrieval_k, t.min_similarity, scope=ALL_SCOPES)
 
         def nearest(text: str) -> list[Example]:
-            return examples.retrieve(text, 1, -1.0, settings.dedup_similarity, ALL_SCOPES)
+            return examples.retrieve(text, 1, -1.0, scope=ALL_SCOPES)
 
     good, duplicates, left_out = good_pairs(examples, settings, store)
-    train_pairs, heldout = split_holdout(good, t.holdout_fraction, t.seed)
+    train_pairs, heldout = split_holdout(good, t.holdout_fraction, SEED)
     general = load_general(general_path) if t.replay_size else []
-    replay = random.Random(t.seed).sample(general, min(t.replay_size, len(general)))
-    rows = [render(p, context_for(p, retrieve, settings.retrieval_k), settings) for p in train_pairs]
+    replay = random.Random(SEED).sample(general, min(t.replay_size, len(general)))
+    rows = [render(p, context_for(p, retrieve, t.retrieval_k), settings) for p in train_pairs]
     for pair in replay:
-        context = context_for(pair, retrieve, settings.retrieval_k)
-        if not context and settings.lora_for == "examples":
+        context = context_for(pair, retrieve, t.retrieval_k)
+        if not context and t.lora_for == "examples":
             # The base model writes every reply whose prompt holds no example, so a replay row teaches
             # the LoRA only beside an unrelated example: the nearest one, as a general question that
             # retrieves one meets it (the LoRA must answer it, not copy the example: the regression gate).
             context = nearest(pair.question)
-        if context or settings.lora_for != "examples":
+        if context or t.lora_for != "examples":
             rows.append(render(pair, context, settings))
     replay_rows = sum(r.source == "replay" for r in rows)
     if replay_answer is not None:
@@ -282,7 +281,7 @@ def build_training_data(
                 undesirable.append(Row(served, pair.answer, False, pair.source))
             else:
                 context = [e for e in retrieve(pair.question) if _norm(e.input) != _norm(pair.question)]
-                undesirable.append(render(pair, context[: settings.retrieval_k], settings, desirable=False))
+                undesirable.append(render(pair, context[: t.retrieval_k], settings, desirable=False))
     digest = hashlib.sha256()
     for row in rows + undesirable:
         digest.update(json.dumps([row.messages, row.completion, row.desirable], sort_keys=True).encode())
@@ -301,85 +300,3 @@ def build_training_data(
         "rows": len(rows),
     }
     return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts, left_out)
-
-
-# export ------------------------------------------------------------------------------------------
-
-
-def kto_path(path: Path) -> Path:
-    """Where the KTO rows go beside an SFT export: data.jsonl -> data.kto.jsonl."""
-    return path.with_name(f"{path.stem}.kto{path.suffix or '.jsonl'}")
-
-
-def chat_export_path(data_dir: Path, name: str) -> Path:
-    """Where `feedback export NAME` from a chat platform writes: a new file under <data_dir>/exports/.
-
-    Chat never names a path outside that folder nor replaces a file, so neither a typo nor a stolen
-    admin account can overwrite the bot's own stores or anything else the bot can write. Both the
-    SFT file and its KTO sibling are checked. Refusals change nothing (the folder is made last).
-    """
-    given = Path(name)
-    if given.is_absolute():
-        raise UserError(f"{name!r} is a full path; from chat, give a file name such as feedback.jsonl")
-    if ".." in given.parts:
-        raise UserError(f"{name!r} leaves the exports folder (`..`); give a file name such as feedback.jsonl")
-    if given.name in ("", "."):
-        raise UserError("give a file name such as feedback.jsonl")
-    folder = data_dir / EXPORTS_DIR
-    root = folder.resolve()
-    target = folder / given
-    for path in (target, kto_path(target)):
-        if not path.resolve().is_relative_to(root):  # a symbolic link inside the folder leading out
-            raise UserError(f"{name!r} leads outside the exports folder; choose another name")
-        if os.path.lexists(path):
-            raise UserError(f"{path.relative_to(folder)} already exists in the exports folder; choose a new name")
-    folder.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-def export_feedback(settings: Settings, examples: ExampleStore, store: FeedbackStore, path: Path) -> dict[str, int]:
-    """Write the feedback as JSONL that TRL loads directly; returns {"sft": n, "kto": m}.
-
-    `path` gets SFT rows (conversational prompt/completion, in the serving layout); the file beside
-    it named by `kto_path` gets KTO rows (prompt/completion/label: good rows true, downvoted false).
-    Both are written to temporary files and renamed into place, so a failure leaves nothing half-written.
-    """
-    # Everything the stores hold and nothing made up: no held-out split, no replay, no synthetic
-    # phrasings, downvotes included.
-    everything = settings.training.model_copy(
-        update={"holdout_fraction": 0, "replay_size": 0, "paraphrases": 0, "use_kto": True}
-    )
-    data = build_training_data(settings.model_copy(update={"training": everything}), examples, store)
-    kto = [r.as_trl(with_label=True) for r in data.train + data.undesirable]
-    _write_jsonl_atomically({path: [r.as_trl(with_label=False) for r in data.train], kto_path(path): kto})
-    return {"sft": len(data.train), "kto": len(kto), "left_out": len(data.left_out)}
-
-
-def _write_jsonl_atomically(files: dict[Path, list[dict[str, Any]]]) -> None:
-    staged: list[tuple[str, Path]] = []
-    try:
-        for target, rows in files.items():
-            target = Path(target)
-            if target.is_dir():
-                raise UserError(f"{target} is a directory; give a file name such as feedback.jsonl")
-            if target.parent.exists() and not target.parent.is_dir():
-                raise UserError(f"cannot write {target}: {target.parent} is not a folder")
-            if not target.parent.is_dir():
-                raise UserError(f"cannot write {target}: the folder {target.parent} does not exist")
-            try:
-                handle, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            except OSError as exc:
-                raise UserError(f"cannot write {target}: {exc.strerror}") from None
-            staged.append((temp, target))
-            with os.fdopen(handle, "w", encoding="utf-8") as out:
-                for row in rows:
-                    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-        for temp, target in staged:
-            try:
-                os.replace(temp, target)
-            except OSError as exc:
-                raise UserError(f"cannot write {target}: {exc.strerror}") from None
-    finally:
-        for temp, _ in staged:
-            if os.path.exists(temp):
-                os.unlink(temp)

@@ -1,4 +1,4 @@
-"""Starts the training pipeline (python -m bot.trainer) in its own process and follows its progress.
+"""Starts the training pipeline (python -m bot.finetune) in its own process and follows its progress.
 
 The bot keeps answering while a LoRA trains: training never shares the serving process's model
 or threads. One run at a time, across processes: the training process holds <data_dir>/loras/training/lock
@@ -94,7 +94,7 @@ class StartResult:
 
 class TrainingRunner:
     # What the interpreter runs for a run: tests put a stand-in pipeline here.
-    entry: tuple[str, ...] = ("-m", "bot.trainer")
+    entry: tuple[str, ...] = ("-m", "bot.finetune")
 
     def __init__(
         self,
@@ -251,7 +251,7 @@ class TrainingRunner:
         """The run may have added a candidate: keep retention.keep_candidates of them."""
         try:
             pruned = self.registry.prune_candidates(
-                self.settings.retention.keep_candidates, self.settings.training.keep_loaded
+                self.settings.retention.keep_candidates, self.settings.tuning.keep_loaded
             )
         except Exception:  # housekeeping: the run's result still reaches the admin
             log.exception("could not prune old LoRA candidates (next run)")

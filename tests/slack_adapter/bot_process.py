@@ -14,7 +14,7 @@ from typing import Any
 
 from adapters.slack.app import build_app, start_socket_mode
 from adapters.slack.http import start_http
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.wiring import assemble_core
 from tests.conftest import test_settings
 from tests.fakes import FakeEmbedder, FakeEngine

@@ -79,7 +79,7 @@ def bot_process(slack: SlackEmulator, tmp_path: Path) -> Iterator[Callable[..., 
 
     def start(**extra: Any) -> BotProcess:
         data_dir = tmp_path / f"process{len(started)}"
-        overrides = {"admins": [f"slack:{ADMIN}"], "min_similarity": 0.2, **slack_overrides(slack, **extra)}
+        overrides = {"admins": [f"slack:{ADMIN}"], "tuning__min_similarity": 0.2, **slack_overrides(slack, **extra)}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "SLACK_", "DISCORD_"))}
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.slack_adapter.bot_process", str(data_dir), json.dumps(overrides)],

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 from tests.emulators.slack_api import SlackEmulator
 from tests.fakes import FakeEmbedder

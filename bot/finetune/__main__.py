@@ -1,6 +1,6 @@
 """The training pipeline, run as its own process: dataset -> QLoRA -> loss curve -> eval gate -> registry.
 
-    python -m bot.trainer --data-dir DIR --status-file FILE --staging-dir DIR --triggered-by WHO [--config FILE]
+    python -m bot.finetune --data-dir DIR --status-file FILE --staging-dir DIR --triggered-by WHO [--config FILE]
 
 Progress goes to the status file (bot/training/status.py), which the serving bot polls. The process
 holds the one-run lock (bot/training/runner.py) from before its first status to its end.
@@ -17,8 +17,8 @@ from pathlib import Path
 from filelock import Timeout
 
 from bot.config import Settings, load_settings
+from bot.finetune.pipeline import run_pipeline
 from bot.stores.private_dir import create_files_privately
-from bot.trainer.pipeline import run_pipeline
 from bot.training.runner import claim_run
 from bot.training.status import StatusFile
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bot.trainer", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m bot.finetune", description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True)
     parser.add_argument("--status-file", type=Path, required=True)
     parser.add_argument("--staging-dir", type=Path, required=True)

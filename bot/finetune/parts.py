@@ -1,5 +1,5 @@
 """The training process's own wiring: the parts it answers with, built here so that nothing in
-bot/trainer/ imports the bot's wiring (bot/wiring.py) or anything that starts training."""
+bot/finetune/ imports the bot's wiring (bot/wiring.py) or anything that starts training."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from bot.config import Settings
 from bot.core import Core
 from bot.generation.engine import Engine
 from bot.generation.worker import GenerationService
-from bot.retrieval import ExampleStore
+from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
 
 

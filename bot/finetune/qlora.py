@@ -10,19 +10,25 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
-from bot.training.dataset import TrainingData, tokenize_row
+from bot.training.dataset import SEED, TrainingData, tokenize_row
 from bot.training.status import StatusFile
+
+# The LoRA besides its rank (training.lora_r): alpha 32 (the scale is alpha / r), on every projection of
+# the decoder layers, and no dropout: one epoch over a few dozen rows gives it little to regularize, and
+# on a CPU its random masks (one per wrapped layer and step) took a third of a training step.
+LORA_ALPHA = 32
+LORA_DROPOUT = 0.0
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def lora_config(settings: Settings) -> Any:
     from peft import LoraConfig
 
-    t = settings.training
     return LoraConfig(
-        r=t.lora_r,
-        lora_alpha=t.lora_alpha,
-        lora_dropout=t.lora_dropout,
-        target_modules=list(t.target_modules),
+        r=settings.training.lora_r,
+        lora_alpha=LORA_ALPHA,
+        lora_dropout=LORA_DROPOUT,
+        target_modules=list(TARGET_MODULES),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -60,7 +66,7 @@ def cpu_has_bf16_matmul() -> bool:
 
 def cpu_training_dtype(settings: Settings) -> str:
     """What the dequantized base computes in when training on a CPU: bfloat16 or float32."""
-    chosen = settings.training.cpu_dtype
+    chosen = settings.tuning.cpu_dtype
     if chosen == "auto":
         return "bfloat16" if cpu_has_bf16_matmul() else "float32"
     return chosen
@@ -93,7 +99,7 @@ def train_lora(
     from datasets import Dataset
     from peft import prepare_model_for_kbit_training
 
-    t = settings.training
+    t, tuning = settings.training, settings.tuning
     losses: list[dict[str, float]] = []
     on_cpu = str(model.device) == "cpu"
     dtype = training_dtype(model, settings)
@@ -107,22 +113,22 @@ def train_lora(
         "output_dir": scratch.name,
         "num_train_epochs": t.epochs,
         "learning_rate": t.learning_rate,
-        "per_device_train_batch_size": t.batch_size,
+        "per_device_train_batch_size": tuning.batch_size,
         "lr_scheduler_type": "cosine",
         "warmup_steps": 0.1,
         "logging_steps": 1,
         "save_strategy": "no",
         "report_to": [],
-        "seed": t.seed,
-        "data_seed": t.seed,
+        "seed": SEED,
+        "data_seed": SEED,
         "gradient_checkpointing": False,
         "use_cpu": on_cpu,
         "bf16": dtype == "bfloat16",  # autocast
-        "max_length": t.max_seq_len,
+        "max_length": tuning.max_seq_len,
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }
-    if t.use_kto and data.undesirable:
+    if tuning.use_kto and data.undesirable:
         trainer_class, config, rows = _kto_parts(tokenizer, data, settings, common)
     else:
         from trl import SFTConfig, SFTTrainer
@@ -175,8 +181,8 @@ def _kto_parts(
         rows.append({"prompt_ids": ids["input_ids"][:cut], "completion_ids": ids["input_ids"][cut:],
                      "label": row.desirable})  # fmt: skip
     # The KL estimate pairs neighbours in a fixed order, so the shuffle happens here, seeded.
-    random.Random(settings.training.seed).shuffle(rows)
-    config = KTOConfig(**{**common, "per_device_train_batch_size": max(2, settings.training.batch_size)})
+    random.Random(SEED).shuffle(rows)
+    config = KTOConfig(**{**common, "per_device_train_batch_size": max(2, settings.tuning.batch_size)})
     return ServingLayoutKTOTrainer, config, rows
 
 

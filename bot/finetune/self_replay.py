@@ -8,15 +8,15 @@ LoRA towards the base model's behaviour and teaches nothing else: self-distillat
 is used only when it states every fact of the written answer that the question does not already
 hold (its key tokens, bot.evaluation) and ended by itself; otherwise the written answer stays,
 so replay never teaches a wrong fact. The base model's replies are kept between runs by
-bot/trainer/base_replies.py, so only the first retrain pays for generating them.
+bot/finetune/base_replies.py, so only the first retrain pays for generating them.
 """
 
 from __future__ import annotations
 
 from bot.config import Settings
 from bot.evaluation import key_tokens
+from bot.finetune.base_replies import BaseReplies
 from bot.generation.decoding import clean_reply
-from bot.trainer.base_replies import BaseReplies
 from bot.training.dataset import Row, prompt_ids
 
 MAX_NEW_TOKENS = 96  # general answers are a sentence or two; a longer one is not kept anyway

@@ -15,7 +15,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.evaluation import AnswerFn, EvalReport, core_answerer, evaluate, key_token_recall, load_eval_file
-from bot.trainer.base_replies import BaseReplies
+from bot.finetune.base_replies import BaseReplies
 from bot.training.dataset import Pair
 
 
@@ -63,7 +63,7 @@ def gate_scores(
 
 def decide(candidate: GateScores, baseline: GateScores, settings: Settings) -> tuple[bool, str]:
     """Promote iff the candidate is no worse than the baseline on both checks, within the margins."""
-    t = settings.training
+    t = settings.tuning
     problems: list[str] = []
     lines: list[str] = []
     if candidate.heldout is not None and baseline.heldout is not None:
@@ -120,9 +120,9 @@ def serving_answerer(
     base model writes is read back from `base_replies` when an earlier run wrote it already (None:
     every reply is generated).
     """
+    from bot.finetune.parts import answering_core
     from bot.generation.engines import build_engine
     from bot.stores.feedback import FeedbackStore
-    from bot.trainer.parts import answering_core
 
     current: list[tuple[str, Path] | None] = [None]
     # Never the vLLM server at BOT_VLLM_URL: it serves users, and a candidate is not theirs to see.

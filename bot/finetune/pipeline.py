@@ -16,12 +16,12 @@ from typing import Any
 
 from bot.config import Settings
 from bot.evaluation import load_eval_file
-from bot.trainer.base_replies import CACHE_FILE as BASE_REPLIES
-from bot.trainer.base_replies import BaseReplies
-from bot.trainer.gate import decide, gate_engine, gate_scores, gate_settings, serving_answerer
-from bot.trainer.gate_cache import cached_regression, regression_key
-from bot.trainer.qlora import lora_config, plot_losses, train_lora, training_dtype
-from bot.trainer.self_replay import SelfAnswers
+from bot.finetune.base_replies import CACHE_FILE as BASE_REPLIES
+from bot.finetune.base_replies import BaseReplies
+from bot.finetune.gate import decide, gate_engine, gate_scores, gate_settings, serving_answerer
+from bot.finetune.gate_cache import cached_regression, regression_key
+from bot.finetune.qlora import lora_config, plot_losses, train_lora, training_dtype
+from bot.finetune.self_replay import SelfAnswers
 from bot.training.dataset import REGRESSION_FILE, build_training_data
 from bot.training.status import StatusFile
 
@@ -61,7 +61,7 @@ def train_candidate(
     registry_root = settings.data_dir / "loras"
     base = BaseReplies(engine, settings, files.fingerprint, registry_root / BASE_REPLIES)
     self_answers = None
-    if settings.training.replay_answers == "self" and settings.training.replay_size:
+    if settings.tuning.replay_size:  # replay rows in the base model's own words (bot/finetune/self_replay.py)
         self_answers = SelfAnswers(base, settings)
     data = build_training_data(settings, examples, store, replay_answer=self_answers)
     base.save()
@@ -110,16 +110,16 @@ def train_candidate(
         "base_model": files.model_id,
         "base_fingerprint": files.fingerprint,
         "compared_with": active[0] if active else "base",
-        "example_layout": settings.example_layout,
         "lora_config": {k: v for k, v in lora_config(settings).to_dict().items() if _plain(v)},
         "training": settings.training.model_dump(),
+        "tuning": settings.tuning.model_dump(),
         "train_dtype": train_dtype,
         "dataset": {"fingerprint": data.fingerprint, "counts": data.counts},
         "losses": losses,
         "final_loss": losses[-1]["loss"] if losses else None,
         "eval": {"candidate": candidate.to_json(), "baseline": baseline.to_json()},
         "gate_engine": engine,
-        "regression_key": key,  # its regression report serves the next run's gate (bot/trainer/gate_cache.py)
+        "regression_key": key,  # its regression report serves the next run's gate (bot/finetune/gate_cache.py)
         "baseline_regression_cached": cached is not None,
         "timings": {k: round(v, 2) for k, v in timings.items()},
         "promote": promote,

@@ -2,8 +2,8 @@
 
 Every retrain asks the base model the same things: the gate's regression questions (for the
 baseline, and for the candidate wherever no verified answer is in the prompt, since such replies are
-written by the base model: `settings.lora_for`), and the replay questions whose answers become
-training targets (bot/trainer/self_replay.py). Greedy decoding makes each of those replies a function of the
+written by the base model: `tuning.lora_for`), and the replay questions whose answers become
+training targets (bot/finetune/self_replay.py). Greedy decoding makes each of those replies a function of the
 prompt tokens, the weights, the decoding settings and the CPU's kernels, so `BaseReplies` wraps the
 training process's engine and keeps them in <loras>/base_replies.json under a key of all of these.
 The first retrain pays for them; the next ones mostly read them back.
@@ -47,8 +47,8 @@ class BaseReplies(OneAtATime):
         self.loras = inner.loras  # the inner engine's LoRA is the one serving
         self.path = path
         # Sampling is not a function of the prompt: nothing is cached then.
-        self.enabled = settings.temperature == 0
-        decoding = {name: getattr(settings, name) for name in DECODING_SETTINGS}
+        self.enabled = settings.tuning.temperature == 0
+        decoding = {name: getattr(settings.tuning, name) for name in DECODING_SETTINGS}
         engine = type(inner).__name__  # transformers' and llama.cpp's replies differ in near ties
         self._salt = json.dumps([base_fingerprint, decoding, _cpu_kernels(), engine], sort_keys=True)
         self._replies: dict[str, dict[str, Any]] = self._load() if self.enabled else {}
