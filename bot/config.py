@@ -65,11 +65,6 @@ class SlackSettings(Section):
     allowed_teams: CommaList = Field([], description="workspace (team) ids the bot answers in (none: every one)")
     up_emoji: CommaList = Field(["+1", "thumbsup"], description="comma-separated reaction names that count as 👍")
     down_emoji: CommaList = Field(["-1", "thumbsdown"], description="comma-separated reaction names that count as 👎")
-    # chat.update is rate tier 3 (about 50 a minute).
-    stream_interval_s: float = Field(1.2, ge=0.0, description="seconds between edits of a streamed reply")
-    streaming: Literal["auto", "native", "edit"] = Field(
-        "auto", description="`native`: chat.startStream in threads; `edit`: chat.update; `auto`: native, else edit"
-    )
     assistant: bool = Field(False, description="Slack's AI app side panel (manifest: `assistant_view`, docs/slack.md)")
 
     @property
@@ -98,12 +93,8 @@ class DiscordSettings(Section):
     message_content: bool = Field(
         True, description="ask for the privileged Message Content intent (off: mentions, DMs and commands only)"
     )
-    # Discord allows about 5 edits per 5 s per channel; every reply streaming in a channel shares these.
-    edits_per_minute: float = Field(60.0, gt=0, description="streaming edits per minute per channel, all replies")
-    edit_burst: int = Field(5, ge=1, description="streaming edits a channel may spend at once")
     up_emoji: CommaList = Field(["👍"], description="comma-separated vote emoji (a custom emoji by its name)")
     down_emoji: CommaList = Field(["👎"], description="comma-separated vote emoji (a custom emoji by its name)")
-    stream_interval_s: float = Field(1.0, ge=0.0, description="seconds between edits of a streamed reply")
 
     @property
     def enabled(self) -> bool:

@@ -93,6 +93,19 @@ class TuningSettings(Section):
     gate_heldout_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the held-out score")
     gate_regression_margin: float = Field(0.0, ge=0, le=1, description="gate: allowed drop of the regression score")
     keep_loaded: int = Field(3, ge=2, description="LoRA versions kept in memory (the active and previous at least)")
+    # Showing a reply, within the platforms' rate limits (docs/slack.md, docs/discord.md); the tests
+    # shorten them, and pick each of Slack's two ways of showing a reply.
+    slack_streaming: Literal["auto", "native", "edit"] = Field(
+        "auto", description="`native`: chat.startStream in threads; `edit`: chat.update; `auto`: native, else edit"
+    )
+    # chat.update is rate tier 3 (about 50 a minute).
+    slack_stream_interval_s: float = Field(1.2, ge=0.0, description="Slack: seconds between edits of a reply")
+    discord_stream_interval_s: float = Field(1.0, ge=0.0, description="Discord: seconds between edits of a reply")
+    # Discord allows about 5 edits per 5 s per channel; every reply streaming in a channel shares these.
+    discord_edits_per_minute: float = Field(
+        60.0, gt=0, description="Discord: edits per minute per channel, all replies"
+    )
+    discord_edit_burst: int = Field(5, ge=1, description="Discord: edits a channel may spend at once")
 
 
 # Old setting names -> the names now, as TOML keys and (prefix + name) as environment variables
@@ -122,6 +135,11 @@ RENAMED_SETTINGS: dict[str, str] = {
     "training.gate_heldout_margin": "tuning.gate_heldout_margin",
     "training.gate_regression_margin": "tuning.gate_regression_margin",
     "training.keep_loaded": "tuning.keep_loaded",
+    "slack.streaming": "tuning.slack_streaming",
+    "slack.stream_interval_s": "tuning.slack_stream_interval_s",
+    "discord.stream_interval_s": "tuning.discord_stream_interval_s",
+    "discord.edits_per_minute": "tuning.discord_edits_per_minute",
+    "discord.edit_burst": "tuning.discord_edit_burst",
 }
 # Settings whose value is fixed in the code now, beside the code that uses it -> why, for the warning.
 # Named in a file or variable they are ignored with a warning, not refused: each was an experiment's

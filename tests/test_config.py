@@ -165,6 +165,11 @@ RENAMED_VALUES = {
     "tuning.gate_heldout_margin": ("0.1", 0.1),
     "tuning.gate_regression_margin": ("0.2", 0.2),
     "tuning.keep_loaded": ("4", 4),
+    "tuning.slack_streaming": ("edit", "edit"),
+    "tuning.slack_stream_interval_s": ("0.5", 0.5),
+    "tuning.discord_stream_interval_s": ("0.25", 0.25),
+    "tuning.discord_edits_per_minute": ("30", 30.0),
+    "tuning.discord_edit_burst": ("3", 3),
 }
 
 

@@ -80,7 +80,7 @@ class DiscordBot(ContentFallbackClient):
         self._background: set[asyncio.Task[Any]] = set()
         section = settings.discord
         # Discord limits edits per channel, for every reply there together: one budget per channel.
-        self._edits = EditBudget(section.edits_per_minute, section.edit_burst)
+        self._edits = EditBudget(settings.tuning.discord_edits_per_minute, settings.tuning.discord_edit_burst)
         guild = discord.Object(section.guild_id) if section.guild_id else None
         add_commands(self.tree, self.run_command, functools.partial(suggest, core), guild)
         if not self.intents.message_content:
@@ -174,7 +174,9 @@ class DiscordBot(ContentFallbackClient):
         loop = asyncio.get_running_loop()
         channel = str(message.channel.id)
         screen = DiscordScreen(loop, message.channel, message.to_reference(fail_if_not_exists=False))
-        on_screen = ReplyOnScreen(screen, MAX_CHARS, self.settings.discord.stream_interval_s, self._edits, channel)
+        on_screen = ReplyOnScreen(
+            screen, MAX_CHARS, self.settings.tuning.discord_stream_interval_s, self._edits, channel
+        )
         typing = asyncio.create_task(keep_typing(message.channel))
         try:
             reply = await loop.run_in_executor(self._answers, show_answer, self.core, answering, [on_screen], PLATFORM)

@@ -67,13 +67,14 @@ class SlackAdapter:
     def __init__(self, core: Core, settings: Settings) -> None:
         self.core = core
         self.slack = settings.slack
+        self.interval_s = settings.tuning.slack_stream_interval_s  # between edits or appends of a reply
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="slack-answer")
         self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
         self._channel_kinds: dict[str, str] = {}  # channel id -> channel_type, for app_mention
         # One budget per workspace, shared by every reply this process shows.
         self.edits = EditBudget(EDITS_PER_MINUTE, EDIT_BURST)
         self.appends = EditBudget(APPENDS_PER_MINUTE, APPEND_BURST)
-        self.streams = StreamChoice(self.slack.streaming)
+        self.streams = StreamChoice(settings.tuning.slack_streaming)
         client = WebClient(token=self.slack.bot_token, base_url=_with_slash(self.slack.api_url))
         # slack_sdk retries connection errors by default but 429s only when asked to.
         client.retry_handlers.append(SdkRetries(max_retry_count=3))
@@ -124,7 +125,7 @@ class SlackAdapter:
         )
         if isinstance(outcome, Answering):  # the listener returns at once: the ack never waits for it
             _later(self._answers, self._answer, client, outcome, Target(
-                client, channel, thread, team, user, self.slack.stream_interval_s, self.appends))  # fmt: skip
+                client, channel, thread, team, user, self.interval_s, self.appends))  # fmt: skip
         elif isinstance(outcome, CommandResult):  # a correction, already stored
             _later(self._replies, self._post_result, client, outcome, channel, user, in_thread)
         return outcome
@@ -148,7 +149,7 @@ class SlackAdapter:
         """On the answers pool: streamed natively where the workspace can, else (or when Slack
         refuses the stream) a placeholder at once and the answer edited into it."""
         edited = ReplyOnScreen(SlackScreen(client, to.channel, to.thread_ts or None), MAX_CHARS,
-                               self.slack.stream_interval_s, self.edits, to.team, placeholder="…")  # fmt: skip
+                               self.interval_s, self.edits, to.team, placeholder="…")  # fmt: skip
         native = [NativeStream(to, self.streams)] if self.streams.native(to.team, to.thread_ts) else []
         show_answer(self.core, answering, [*native, edited], PLATFORM)
 

@@ -4,7 +4,7 @@ replies in a thread (Slack streams only there).
 
 The stream carries the reply's first part (the same split as the edit-based screen, so both show
 the same text); later parts, if any, are posted as messages, and the feedback buttons go under
-the last. Appends go out at most every `stream_interval_s`, whole words only (Markdown and the
+the last. Appends go out at most every `tuning.slack_stream_interval_s`, whole words only (Markdown and the
 no-ping escaping see whole words), and spend the workspace's append budget: when it is spent the
 text waits for the next append; the rest always goes with stopStream.
 
@@ -41,7 +41,7 @@ UNSUPPORTED = frozenset(
 
 
 class StreamChoice:
-    """Whether a reply streams natively (`slack.streaming`), remembering workspaces that refused."""
+    """Whether a reply streams natively (`tuning.slack_streaming`), remembering workspaces that refused."""
 
     def __init__(self, mode: Literal["auto", "native", "edit"]) -> None:
         self.mode = mode

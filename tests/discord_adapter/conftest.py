@@ -31,7 +31,7 @@ def fast_core(make_core: Callable[..., Core], emulator: DiscordEmulator) -> Call
         gate: threading.Event | None = None,
         **overrides: Any,
     ) -> Core:
-        overrides.setdefault("discord__stream_interval_s", 0.1)
+        overrides.setdefault("tuning__discord_stream_interval_s", 0.1)
         overrides.setdefault("discord__guild_id", int(emulator.guild_id))
         return make_core(
             FakeEngine(reply=reply, delay_s=delay_s, gate=gate),

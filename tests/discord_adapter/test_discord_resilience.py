@@ -130,10 +130,10 @@ def test_real_model_answers_a_mention(
         update={
             "api_url": emulator.api_url,
             "gateway_url": emulator.gateway_url,
-            "stream_interval_s": 0.5,
         }
     )
-    settings = real_core.settings.model_copy(update={"discord": discord_settings})
+    tuning = real_core.settings.tuning.model_copy(update={"discord_stream_interval_s": 0.5})
+    settings = real_core.settings.model_copy(update={"discord": discord_settings, "tuning": tuning})
     start_bot(real_core, settings)
     user = emulator.add_user("kim")
     asked = emulator.send_message(user, f"{emulator.mention()} What is the capital of France?")

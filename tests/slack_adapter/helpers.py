@@ -20,10 +20,10 @@ def slack_overrides(slack: SlackEmulator, **extra: Any) -> dict[str, Any]:
         "slack__app_token": slack.app_token,
         "slack__signing_secret": slack.signing_secret,
         "slack__api_url": slack.api_url,
-        "slack__stream_interval_s": INTERVAL,
+        "tuning__slack_stream_interval_s": INTERVAL,
         # Most tests count the edit-based path's calls (placeholder, chat.update); the tests of
         # native streaming ask for it.
-        "slack__streaming": "edit",
+        "tuning__slack_streaming": "edit",
         **extra,
     }
 

@@ -42,7 +42,7 @@ def ask(slack: SlackEmulator, user: str = ALICE) -> dict[str, Any]:
 
 @pytest.mark.parametrize("mode", ["auto", "native"])
 def test_a_reply_in_a_thread_streams_natively(slack: SlackEmulator, socket_bot: StartBot, mode: str) -> None:
-    core = socket_bot(FakeEngine(REPLY, delay_s=0.03), slack__streaming=mode)
+    core = socket_bot(FakeEngine(REPLY, delay_s=0.03), tuning__slack_streaming=mode)
     mention = ask(slack)
     (reply,) = finished(slack, CHANNEL, mention["ts"])
     assert reply["streamed"] and reply["markdown"] == REPLY and reply["text"] == REPLY
@@ -60,7 +60,7 @@ def test_a_reply_in_a_thread_streams_natively(slack: SlackEmulator, socket_bot: 
 
 
 def test_where_streaming_is_refused_edits_show_the_same_text(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    socket_bot(FakeEngine(RISKY, delay_s=0.02), slack__streaming="auto")
+    socket_bot(FakeEngine(RISKY, delay_s=0.02), tuning__slack_streaming="auto")
     native = finished(slack, CHANNEL, ask(slack)["ts"])
 
     slack.streaming_error = "not_allowed"  # the workspace cannot stream (any more)
@@ -74,7 +74,7 @@ def test_where_streaming_is_refused_edits_show_the_same_text(slack: SlackEmulato
 
 
 def test_a_dm_without_a_thread_uses_edits(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    socket_bot(slack__streaming="native")
+    socket_bot(tuning__slack_streaming="native")
     slack.send_event(slack.user_message(DM, ALICE, "hello", channel_type="im"))
     slack.wait_for(lambda: any(len(m.get("blocks", [])) == 2 for m in slack.bot_messages(DM)), what="the reply")
     assert not slack.calls("chat.startStream"), "Slack streams only in threads"
@@ -82,7 +82,7 @@ def test_a_dm_without_a_thread_uses_edits(slack: SlackEmulator, socket_bot: Star
 
 @pytest.mark.parametrize("mode", ["edit", "native"])
 def test_markdown_is_rendered_and_pings_no_one(slack: SlackEmulator, socket_bot: StartBot, mode: str) -> None:
-    socket_bot(FakeEngine(RISKY), slack__streaming=mode)
+    socket_bot(FakeEngine(RISKY), tuning__slack_streaming=mode)
     mention = ask(slack)
     (reply,) = finished(slack, CHANNEL, mention["ts"])
     assert reply["markdown"] == RISKY_SHOWN
@@ -100,7 +100,7 @@ def test_markdown_is_rendered_and_pings_no_one(slack: SlackEmulator, socket_bot:
 def test_a_long_reply_streams_its_first_part_and_posts_the_rest(slack: SlackEmulator, socket_bot: StartBot) -> None:
     paragraph = " ".join(f"Sentence {i} says something." for i in range(40))
     long_reply = "\n\n".join(f"{n}. {paragraph}" for n in range(8))
-    socket_bot(FakeEngine(long_reply), slack__streaming="native", max_new_tokens=4000, context_tokens=8192)
+    socket_bot(FakeEngine(long_reply), tuning__slack_streaming="native", max_new_tokens=4000, context_tokens=8192)
     mention = ask(slack)
     parts = finished(slack, CHANNEL, mention["ts"])
     assert len(parts) >= 3 and parts[0]["streamed"] and not parts[1].get("streamed")
