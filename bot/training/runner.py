@@ -281,9 +281,22 @@ class TrainingRunner:
         return read_status(self.status_file)
 
     def progress_text(self) -> str:
-        status = self.read_status()
+        return self._describe(self.read_status(), running=True)
+
+    def status_text(self) -> str:
+        """Training's line in `status`: the run's progress while one goes, else what the last did."""
+        running = self.running()
+        if not running and remote.requested(self.dir):
+            return "Training: requested, waiting for a trainer (`bot trainer`)."
+        return self._describe(self.read_status(), running)
+
+    @staticmethod
+    def _describe(status: TrainingStatus | None, running: bool) -> str:
         if status is None:
-            return "Training: starting."
+            return "Training: starting." if running else "Training: no run yet."
+        if not running:
+            plot = f"\nLoss curve: {status.loss_plot}" if status.loss_plot else ""
+            return f"Last training: {status.summary or status.phase}{plot}"
         parts = [f"Training: {status.phase}"]
         if status.total_steps:
             parts.append(f"step {status.step}/{status.total_steps}")
@@ -292,19 +305,6 @@ class TrainingRunner:
         if status.eta_s is not None:
             parts.append(f"ETA {status.eta_s:.0f} s")
         return ", ".join(parts)
-
-    def status_text(self) -> str:
-        if self.running():
-            return self.progress_text()
-        if remote.requested(self.dir):
-            return "Training: requested, waiting for a trainer (`bot trainer`)."
-        status = self.read_status()
-        if status is None:
-            return "Training: no run yet."
-        lines = [f"Last training: {status.summary or status.phase}"]
-        if status.loss_plot:
-            lines.append(f"Loss curve: {status.loss_plot}")
-        return "\n".join(lines)
 
     def wait(self, poll_s: float = 0.5, on_progress: Callable[[TrainingStatus], None] | None = None) -> int:
         """Block until this runner's child ends, reporting its progress once it has any; returns its exit code."""
