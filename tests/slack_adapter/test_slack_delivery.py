@@ -159,8 +159,14 @@ def test_split_text_keeps_shown_parts_stable_while_a_reply_grows() -> None:
 def test_real_model_answers_a_mention_and_takes_a_vote(slack: SlackEmulator, real_core: Core) -> None:
     # real_core is shared across tests: point only this app's copy of the settings at the emulator.
     base: Settings = real_core.settings
-    fields = {key.removeprefix("slack__"): value for key, value in slack_overrides(slack).items()}
-    settings = base.model_copy(update={"slack": base.slack.model_copy(update=fields)})
+    given = slack_overrides(slack)  # `slack__*` and `tuning__*` values: each goes to its section
+    sections = {
+        name: getattr(base, name).model_copy(
+            update={key.removeprefix(f"{name}__"): value for key, value in given.items() if key.startswith(f"{name}__")}
+        )
+        for name in ("slack", "tuning")
+    }
+    settings = base.model_copy(update=sections)
     running = start_socket_mode(build_app(real_core, settings), settings)
     try:
         slack.wait_connected()
