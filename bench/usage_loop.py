@@ -61,9 +61,9 @@ class Intent:
 
 def load_intents(limit: int | None, use_per_intent: int | None) -> list[Intent]:
     """The subset's intents in file order (the first `limit`), each with its phrasings by role."""
-    answers = {row["intent"]: row for row in read_jsonl(DATA / "clinc_answers.jsonl")}
+    answers = {row["intent"]: row for row in read_jsonl(DATA / "clinc_answers.jsonl", dict)}
     roles: dict[str, dict[str, list[str]]] = {}
-    for row in read_jsonl(DATA / "clinc_phrasings.jsonl"):
+    for row in read_jsonl(DATA / "clinc_phrasings.jsonl", dict):
         roles.setdefault(row["intent"], {}).setdefault(row["role"], []).append(row["question"])
     intents = [
         Intent(
@@ -255,7 +255,7 @@ def main() -> int:
     parser.add_argument("--plot", type=Path, default=None, help="where to draw the curve (a PNG)")
     args = parser.parse_args()
     intents = load_intents(args.intents, args.use)
-    oos = [row["question"] for row in read_jsonl(DATA / "clinc_oos.jsonl")][: args.oos]
+    oos = [row["question"] for row in read_jsonl(DATA / "clinc_oos.jsonl", dict)][: args.oos]
     results: dict[str, Any] = {"intents": len(intents), "oos": len(oos)}
     with tempfile.TemporaryDirectory(prefix="bench-usage-") as tmp:
         data_dir = Path(tmp) / "data"
