@@ -53,7 +53,7 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def wsgi_server(app: Callable[..., Any], host: str, port: int) -> WSGIServer:
-    """A threaded WSGI server (port 0 picks a free one); also Slack's HTTP mode's (adapters/slack.py)."""
+    """A threaded WSGI server (port 0 picks a free one); also Slack's HTTP mode's (adapters/slack/http.py)."""
     return make_server(host, port, app, server_class=_Server, handler_class=_QuietHandler)
 
 
