@@ -48,17 +48,20 @@ class DiscordScreen:
             raise RateLimited(retry_after(exc)) from exc
 
     def post(self, text: str, buttons: str | None = None) -> str:
-        extra = {"view": feedback_view(buttons)} if buttons else {}
-        sent = self._run(self.channel.send(text, reference=self.reference, mention_author=False, **extra))
+        sent = self._run(self.channel.send(text, reference=self.reference, mention_author=False, **_view(buttons)))
         self.messages[str(sent.id)] = sent
         return str(sent.id)
 
     def edit(self, ref: str, text: str, buttons: str | None = None) -> None:
-        extra = {"view": feedback_view(buttons)} if buttons else {}
-        self.messages[ref] = self._run(self.messages[ref].edit(content=text, **extra))
+        self.messages[ref] = self._run(self.messages[ref].edit(content=text, **_view(buttons)))
 
     def delete(self, ref: str) -> None:
         self._run(self.messages.pop(ref).delete())
+
+
+def _view(buttons: str | None) -> dict[str, Any]:
+    """The feedback buttons of exchange `buttons` as a send or edit argument; none leaves a message's view as it is."""
+    return {"view": feedback_view(buttons)} if buttons else {}
 
 
 def retry_after(exc: discord.HTTPException) -> float:
