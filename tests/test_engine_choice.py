@@ -70,3 +70,25 @@ def test_auto_falls_back_to_transformers_when_llama_cpp_does_not_start(monkeypat
     assert isinstance(app.build_engine(settings_for(tmp_path), None, None), hf_engine.HFEngine)  # type: ignore[arg-type]
     with pytest.raises(OSError, match="libllama"):
         app.build_engine(settings_for(tmp_path, engine="llama.cpp"), None, None)  # type: ignore[arg-type]
+
+
+def test_a_process_that_serves_on_llama_cpp_gives_torch_one_thread(monkeypatch, tmp_path: Path) -> None:
+    """torch's idle OpenMP threads spin on the cores llama.cpp decodes on (issue 35): once llama.cpp
+    serves, torch keeps one thread; a transformers engine keeps torch's own."""
+    import torch
+
+    from bot.generation import hf_engine, llama_engine
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(hf_engine.HFEngine, "__init__", lambda self, *a, **k: None)
+    monkeypatch.setattr(llama_engine.LlamaCppEngine, "for_default_model", classmethod(lambda cls, *a, **k: "llama"))
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name == "llama_cpp" else installed(name))
+    try:
+        torch.set_num_threads(2)
+        app.build_engine(settings_for(tmp_path, engine="transformers"), None, None)  # type: ignore[arg-type]
+        assert torch.get_num_threads() == 2
+        assert app.build_engine(settings_for(tmp_path, engine="llama.cpp"), None, None) == "llama"  # type: ignore[arg-type]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

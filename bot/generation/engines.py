@@ -10,6 +10,7 @@ import logging
 from bot.config import DEFAULT_MODEL, Settings
 from bot.generation.engine import Engine
 from bot.generation.hf_engine import HFEngine, pick_device
+from bot.generation.llama_cpu import leave_cores_to_llama
 from bot.generation.lora_follow import LoraSource
 from bot.generation.model_files import ModelFiles
 from bot.types import UserError
@@ -59,7 +60,7 @@ def build_engine(settings: Settings, files: ModelFiles, lora_source: LoraSource)
         from bot.generation.llama_engine import LlamaCppEngine
 
         try:
-            return LlamaCppEngine.for_default_model(settings, files, lora_source=lora_source)
+            engine = LlamaCppEngine.for_default_model(settings, files, lora_source=lora_source)
         except Exception as exc:
             if settings.engine != "auto":
                 raise
@@ -67,6 +68,8 @@ def build_engine(settings: Settings, files: ModelFiles, lora_source: LoraSource)
             # keep the bot from answering.
             log.warning("llama.cpp does not start (%s): replies come from transformers instead", exc)
             return HFEngine(settings, files, lora_source=lora_source)
+        leave_cores_to_llama()  # every process that serves on it: run, chat, ask, eval, the gate, the image
+        return engine
     if pick_device(settings) == "cpu" and settings.model == DEFAULT_MODEL:
         log.info("replies on this CPU are several times faster with llama.cpp: make install EXTRAS=llama")
     return HFEngine(settings, files, lora_source=lora_source)

@@ -110,3 +110,16 @@ def plain_llama_params() -> Iterator[None]:
         yield
     finally:
         low_level.llama_model_default_params = default
+
+
+def leave_cores_to_llama() -> None:
+    """Give torch one thread in a process where llama.cpp writes the replies on the CPU.
+
+    torch runs the embedder there (one query per message) and, left at its default, keeps a pool of
+    OpenMP threads, one per core, that spin after each use and take the cores from llama.cpp's own
+    threads while it decodes: `bot ask` decoded at 60 tokens/s against 70 with one torch thread, and
+    at 24 under OMP_WAIT_POLICY=active (where torch's pool never sleeps), against 70 again
+    (docs/cpu_speed.md). One thread embeds a question in a few milliseconds more."""
+    import torch
+
+    torch.set_num_threads(1)
