@@ -41,7 +41,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bot_ask_speed import bot_ask
 from bot.config import load_settings
 from bot.finetune.qlora import LORA_ALPHA, TARGET_MODULES
 from bot.generation.decoding import favored_tokens
@@ -200,42 +202,6 @@ def llama_path(gguf: Path, n_threads: int, lora_gguf: Path | None) -> tuple[floa
     return load_s, run, lambda: None
 
 
-def bot_ask(tokens: int, runs: int, prompt: str, data_dir: Path) -> dict[str, float]:
-    """The bot as users start it: `bot ask --json`, a process of its own each time (embedder, stores,
-    engine, all of it), with the timings it prints (issue 35: inside the benchmark's bot path the
-    engine decoded at twice the speed it reached in the product's process). `conversation`: the acme
-    examples imported first, so a retrieved example is in the prompt, and each question is followed
-    in its conversation by a second one, whose first token is the next reply's."""
-    env = {**os.environ, "BOT_DATA_DIR": str(data_dir), "BOT_MAX_NEW_TOKENS": str(tokens), "BOT_ENGINE": "llama.cpp"}
-
-    def ask(text: str, conversation: str) -> dict[str, float]:
-        done = subprocess.run([sys.executable, "-m", "bot", "ask", "--json", "--conversation", conversation, text],
-                              env=env, capture_output=True, text=True, check=True)  # fmt: skip
-        return json.loads(done.stdout)
-
-    if prompt == "conversation":
-        subprocess.run([sys.executable, "-m", "bot", "examples", "import", str(ACME)], env=env, check=True,
-                       capture_output=True)  # fmt: skip
-    started = time.monotonic()
-    ask("Hello!", "warm-up")  # the first start writes the served GGUF and fills the OS's file cache
-    warm_up_s = time.monotonic() - started
-    replies, nexts = [], []
-    for n in range(runs):
-        replies.append(ask(QUESTION, f"run-{n}"))
-        if prompt == "conversation":
-            nexts.append(ask("And what if I no longer have my phone?", f"run-{n}")["first_token_s"])
-    decode = statistics.median((r["completion_tokens"] - 1) / (r["latency_s"] - r["first_token_s"]) for r in replies)
-    figures = {"first": statistics.median(r["first_token_s"] for r in replies), "decode": decode}
-    line("bot ask: first process (GGUF written, caches cold)", f"{warm_up_s:.1f} s")
-    line("bot ask: tokens written (median)", str(statistics.median(r["completion_tokens"] for r in replies)))
-    line("bot ask: time to first token (median)", f"{figures['first']:.3f} s")
-    line(f"bot ask: decode tokens/s (median of {runs})", f"{decode:.1f}")
-    if nexts:
-        figures["next_first"] = statistics.median(nexts)
-        line("bot ask: next reply's first token (median)", f"{figures['next_first']:.3f} s")
-    return figures
-
-
 def measure(
     name: str, load_s: float, run: Run, prompts: Prompts, tokens: int, runs: int, ahead: ReadAhead | None = None
 ) -> dict[str, float]:
@@ -379,7 +345,7 @@ def main() -> None:
             results[engine] = json.loads(next(text for text in lines if text.startswith(RESULT))[len(RESULT) :])
         whole = None
         if "llama.cpp" in (args.only or ENGINES) and not lora:
-            whole = bot_ask(args.tokens, args.runs, args.prompt, Path(tmp) / "bot-ask")
+            whole = bot_ask(args.tokens, args.runs, args.prompt, Path(tmp) / "bot-ask", QUESTION, ACME, line)
         from transformers import AutoTokenizer
 
         from bot.generation.lora_gguf import gguf_lora_path

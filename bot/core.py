@@ -21,6 +21,7 @@ from bot.generation.queueing import HeldStream, InFlightLimit
 from bot.generation.worker import GenerationService
 from bot.ops import metrics
 from bot.prompt import build_prompt, conversation_start
+from bot.query_adapter import AdapterFiles, QueryAdapter
 from bot.retrieval import leans_on_history, related_turns, retrieval_query
 from bot.stores.examples import ExampleStore
 from bot.stores.feedback import FeedbackStore
@@ -73,6 +74,7 @@ class Core:
         self.registry = registry
         self.trainer = trainer
         self._in_flight = InFlightLimit(settings.max_waiting_per_user, settings.answer_threads)
+        self._adapters = AdapterFiles()  # the query adapters of the LoRA versions served so far
 
     @property
     def settings(self) -> Settings:
@@ -171,8 +173,9 @@ class Core:
         query = retrieval_query(text, history[-1].user if history else None)
         if not leans_on_history(text):  # a new question: unrelated turns only distract the small model
             history = related_turns(self.examples.embedder, text, history)
+        retriever_version, adapter = self._query_adapter(generation)
         examples = self.examples.retrieve(
-            query, settings.tuning.retrieval_k, settings.tuning.min_similarity, scope=message.scope
+            query, settings.tuning.retrieval_k, settings.tuning.min_similarity, scope=message.scope, adapter=adapter
         )
         try:
             prompt = build_prompt(
@@ -206,12 +209,20 @@ class Core:
                     lora_version=event.lora_version,
                     stats=stats,
                     scope=message.scope,
+                    retriever_version=retriever_version,
                 )
                 # The conversation's turns as its next message will read them (no second query).
                 turns = settings.tuning.history_turns
                 upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
                 self._read_next_start_ahead(generation, upcoming, hints)
                 yield Done(Reply(event.text, exchange_id, event.lora_version, prompt.example_ids, stats))
+
+    def _query_adapter(self, generation: GenerationService) -> tuple[str | None, QueryAdapter | None]:
+        """The serving LoRA version's query adapter, if it has one, and that version: retrieval
+        follows the LoRA (promoted, swapped and rolled back together)."""
+        serving = generation.serving_lora
+        adapter = self._adapters.get(serving[1]) if serving else None
+        return (serving[0] if serving and adapter else None), adapter
 
     def _read_next_start_ahead(self, generation: GenerationService, history: list[Turn], hints: ReplyHints) -> None:
         """While the user reads the reply, the engine reads what the conversation's next prompt will

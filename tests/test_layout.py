@@ -16,7 +16,7 @@ CHAT_SDKS = ("slack_bolt", "slack_sdk", "discord")
 # training process), cli/, ops/.
 TOP_OF_BOT = {
     "__init__", "__main__", "core", "commands", "config", "embedder", "evaluation", "feedback_rules", "jsonl",
-    "prompt", "retrieval", "setting_sections", "settings_table", "status", "types", "wiring",
+    "prompt", "query_adapter", "retrieval", "setting_sections", "settings_table", "status", "types", "wiring",
 }  # fmt: skip
 PACKAGES_OF_BOT = {"cli", "data", "finetune", "generation", "ops", "stores", "training"}
 

@@ -21,6 +21,7 @@ from bot.finetune.base_replies import BaseReplies
 from bot.finetune.gate import decide, gate_engine, gate_scores, gate_settings, serving_answerer
 from bot.finetune.gate_cache import cached_regression, regression_key
 from bot.finetune.qlora import lora_config, plot_losses, train_lora, training_dtype
+from bot.finetune.retriever import train_retriever
 from bot.finetune.self_replay import SelfAnswers
 from bot.training.dataset import REGRESSION_FILE, build_training_data
 from bot.training.status import StatusFile
@@ -72,6 +73,10 @@ def train_candidate(
 
     clock = time.monotonic()
     staging_dir.mkdir(parents=True, exist_ok=True)
+    retriever = train_retriever(data, examples.embedder, staging_dir)  # before the gate, which retrieves with it
+    timings["retriever_s"] = time.monotonic() - clock
+
+    clock = time.monotonic()
     engine.restore_4bit_layout()  # replay answers were generated on it: train on the layers as loaded
     train_dtype = training_dtype(engine.model, settings)
     losses = train_lora(settings, engine.model, engine.tokenizer, data, staging_dir, status)
@@ -115,6 +120,7 @@ def train_candidate(
         "tuning": settings.tuning.model_dump(),
         "train_dtype": train_dtype,
         "dataset": {"fingerprint": data.fingerprint, "counts": data.counts},
+        "retriever": retriever,
         "losses": losses,
         "final_loss": losses[-1]["loss"] if losses else None,
         "eval": {"candidate": candidate.to_json(), "baseline": baseline.to_json()},

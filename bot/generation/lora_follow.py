@@ -63,7 +63,7 @@ class LoraFollower:
         self._keep_loaded = keep_loaded  # read at each swap: the setting can change
         self._load, self._unload, self._use = load, unload, use
         self._loaded = LoadedLoras()
-        self._active: tuple[str, str] | None = None  # (version, name) serving; None: the base model
+        self._active: tuple[str, str, Path] | None = None  # (version, name, directory) serving; None: the base model
         self.last_swap_s: float | None = None
         self._failed: dict[str, str] = {}  # LoRA name -> why it did not load
 
@@ -76,6 +76,12 @@ class LoraFollower:
     def name(self) -> str | None:
         """The name the serving LoRA is loaded under (`lora_name`)."""
         return self._active[1] if self._active else None
+
+    @property
+    def serving(self) -> tuple[str, Path] | None:
+        """(version, directory) of the LoRA serving: what else the version holds (its query adapter)
+        goes with it."""
+        return (self._active[0], self._active[2]) if self._active else None
 
     def swap_pending(self) -> bool:
         """Whether the registry asks for another LoRA than the one serving (no swap made)."""
@@ -106,7 +112,7 @@ class LoraFollower:
                     raise LoraUnavailable(self._failed[name]) from exc
             if self._use is not None:
                 self._use(name)
-            self._active = (version, name)
+            self._active = (version, name, path)
             for oldest in self._loaded.use(name, self._keep_loaded()):
                 self._unload(oldest)
                 log.info("unloaded LoRA %s from memory (still on disk)", oldest)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.generation.decoding import clean_reply
@@ -103,6 +104,11 @@ class GenerationService:
     @property
     def tokenizer(self) -> Any:
         return self.engine.tokenizer
+
+    @property
+    def serving_lora(self) -> tuple[str, Path] | None:
+        """(version, directory) of the LoRA the engine serves now; None: the base model."""
+        return self.engine.loras.serving
 
     def queued(self) -> int:
         return len(self._queue)

@@ -22,6 +22,7 @@ import numpy as np
 
 from bot.embedder import Embedder
 from bot.jsonl import read_jsonl
+from bot.query_adapter import QueryAdapter
 from bot.types import ALL_SCOPES, GLOBAL_SCOPE, Example, UserError
 
 log = logging.getLogger(__name__)
@@ -233,12 +234,15 @@ class ExampleStore:
         min_similarity: float,
         dedup_similarity: float = DEDUP_SIMILARITY,
         scope: str = GLOBAL_SCOPE,
+        adapter: QueryAdapter | None = None,
     ) -> list[Example]:
         """Top-k good examples above the similarity floor that `scope` may see (global ones and its
-        own; ALL_SCOPES sees every one), best first, near-duplicates removed."""
+        own; ALL_SCOPES sees every one), best first, near-duplicates removed. `adapter`: the serving
+        LoRA version's query map (bot/query_adapter.py), applied to the question's vector."""
         if k <= 0:
             return []
-        query = self.embedder.embed([text])[0].tolist()
+        vector = self.embedder.embed([text])[0]
+        query = (adapter.apply(vector) if adapter else vector).tolist()
         # No count() first (9 ms at 100k examples, a third of a retrieval): chromadb returns fewer
         # than n_results, or none, from a smaller collection.
         allowed = None if scope == ALL_SCOPES else {GLOBAL_SCOPE, scope}

@@ -99,7 +99,10 @@ class FeedbackStore:
         lora_version: str | None,
         stats: ReplyStats,
         scope: str,
+        retriever_version: str | None = None,
     ) -> str:
+        """`retriever_version`: the LoRA version whose query adapter chose the examples (None: the
+        embedder alone)."""
         exchange_id = uuid.uuid4().hex
         with self._tx() as db:
             db.execute(
@@ -116,6 +119,7 @@ class FeedbackStore:
                     lora_version=lora_version,
                     **dataclasses.asdict(stats),  # a column of each name
                     scope=scope,
+                    retriever_version=retriever_version,
                 )
             )
         return exchange_id

@@ -38,6 +38,7 @@ exchanges = Table(
     Column("prompt_tokens", Integer),
     Column("completion_tokens", Integer),
     Column("scope", Text, nullable=False, server_default=""),
+    Column("retriever_version", Text),  # the LoRA version whose query adapter retrieved; None: the embedder alone
     Index("exchanges_by_conversation", "conversation", "created_at"),
 )
 message_links = Table(
@@ -113,6 +114,7 @@ class Exchange:
     lora_version: str | None
     stats: ReplyStats | None  # None: a row without measurements (the columns allow it; early bots wrote such rows)
     scope: str = ""
+    retriever_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ def exchange_from_row(row: Mapping[str, Any]) -> Exchange:
         lora_version=row["lora_version"],
         stats=stats_from_row(row),
         scope=row["scope"],
+        retriever_version=row["retriever_version"],
     )
 
 

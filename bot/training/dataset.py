@@ -86,6 +86,7 @@ class TrainingData:
     fingerprint: str
     counts: dict[str, int] = field(default_factory=dict)
     left_out: list[LeftOut] = field(default_factory=list)  # good examples that do not train, and why
+    examples: list[Pair] = field(default_factory=list)  # the good examples that train (the held-out ones do not)
 
 
 def _norm(text: str) -> str:
@@ -299,4 +300,4 @@ def build_training_data(
         "without_own_example": sum(r.source == "paraphrase" and not _has_own(r) for r in rows),
         "rows": len(rows),
     }
-    return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts, left_out)
+    return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts, left_out, train_pairs)

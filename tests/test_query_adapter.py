@@ -1,0 +1,86 @@
+"""The retriever learns from feedback (issue 31): a query adapter learnt in the retrain, kept only if
+held-out phrasings find their answer first more often, and served, swapped and rolled back with
+the LoRA version that holds it, recorded on every reply."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.retrieval_adapter import labelled, load_subset
+from bot.finetune.retriever import train_retriever
+from bot.query_adapter import ADAPTER_FILE, QueryAdapter, askable, fit_query_adapter, top1_hits
+from bot.stores.examples import document_text
+from bot.training.dataset import Pair, TrainingData
+from bot.types import ConversationKey, Message
+from tests.fakes import FakeEmbedder, FakeEngine
+
+CONV = ConversationKey("console", "local")
+
+
+@pytest.mark.slow
+def test_an_adapter_learnt_from_a_weeks_feedback_finds_more_held_out_phrasings_first(real_embedder) -> None:
+    """Real crowd-written phrasings (CLINC150): the taught phrasing and the four a week of use
+    brought are the examples; the adapter learns on the latter; the two held-out phrasings per
+    intent, never seen, are asked. Measured: 102 -> 107 of 120 first."""
+    answers, roles, _ = load_subset()
+    examples, heldout = roles["teach"] + roles["use"], roles["heldout"]
+    data = labelled(real_embedder, answers, examples, heldout)
+    learn = askable(data, range(len(roles["teach"]), len(examples)))
+    asked = list(range(len(examples), len(examples) + len(heldout)))
+    adapter = fit_query_adapter(data, learn)
+    before, after = top1_hits(data, asked, None), top1_hits(data, asked, adapter)
+    assert before >= 90 and after >= before + 3, (before, after)
+
+
+def test_the_retrain_keeps_an_adapter_only_with_evidence(tmp_path: Path) -> None:
+    embedder = FakeEmbedder()
+    alone = [Pair(f"question {n} about topic{n}", f"answer {n}", "import", f"e{n}") for n in range(6)]
+    skipped = train_retriever(TrainingData([], [], alone[:2], "x", examples=alone[2:]), embedder, tmp_path)
+    assert skipped["kept"] is False and "two phrasings" in skipped["reason"]
+    assert not (tmp_path / ADAPTER_FILE).exists()
+
+    # Each answer asked three ways, one of them held out: the adapter learns on two, the gate asks
+    # the third (its own example left out), and a kept adapter is written beside the LoRA.
+    train, heldout = [], []
+    for n in range(4):
+        answer = f"the answer is code{n}"
+        train += [Pair(f"how do i find code{n}", answer, "import", f"a{n}"),
+                  Pair(f"where is thing{n} kept", answer, "vote", f"b{n}")]  # fmt: skip
+        heldout.append(Pair(f"where is thing{n}", answer, "vote", f"c{n}"))
+    entry = train_retriever(TrainingData([], [], heldout, "x", examples=train), embedder, tmp_path)
+    assert entry["trained_on"] == 8 and entry["heldout"] == 4
+    assert entry["top1_after"] >= entry["top1_before"] and entry["kept"] is True
+    assert QueryAdapter.load(tmp_path) is not None
+
+
+def test_retrieval_follows_the_serving_lora_versions_adapter_and_records_it(make_core, tmp_path: Path) -> None:
+    serving: list[tuple[str, Path] | None] = [None]
+    core = make_core(FakeEngine(lora_source=lambda: serving[0]))
+    password = core.examples.add("How do I reset my password?", "Use the reset link.", "good", "import")
+    vpn = core.examples.add("Where is the VPN config?", "On the intranet, under Network.", "good", "import")
+
+    def ask() -> tuple[tuple[str, ...], str | None]:
+        reply = core.answer(Message(CONV, "u", "How do I reset my password?"))
+        exchange = core.store.exchange(reply.exchange_id)
+        return reply.example_ids, exchange.retriever_version
+
+    assert ask() == ((password,), None)
+
+    # An adapter that maps every question onto the VPN example: served with its version.
+    target = FakeEmbedder().embed([document_text("Where is the VPN config?", "On the intranet, under Network.")])[0]
+    with_adapter, without = tmp_path / "v0001", tmp_path / "v0002"
+    with_adapter.mkdir()
+    without.mkdir()
+    QueryAdapter(np.outer(np.ones(FakeEmbedder.dims), target)).save(with_adapter)
+    for version, expected in ((("v0001", with_adapter), ((vpn,), "v0001")), (("v0002", without), None),
+                              (None, None), (("v0001", with_adapter), ((vpn,), "v0001"))):  # fmt: skip
+        serving[0] = version
+        core.generation.request_sync().result(timeout=10)
+        ids, recorded = ask()
+        if expected is None:  # rolled back, or a version trained before adapters: the embedder alone
+            assert (ids, recorded) == ((password,), None)
+        else:
+            assert ids[0] == expected[0][0] and recorded == expected[1]
