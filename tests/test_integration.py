@@ -34,6 +34,7 @@ def test_cli_import_then_ask_json_uses_the_retrieved_example(tmp_path: Path) -> 
     result = json.loads(asked.stdout)
     assert result["reply"].strip()
     assert result["lora_version"] is None and result["latency_s"] > 0 and result["exchange_id"]
+    assert result["retriever_version"] is None  # no retrain yet: the embedder alone
     assert result["examples"][0]["input"] == "How do I reset my Acme Cloud password?"
     listed = json.loads(cli(tmp_path, "examples", "list", "--json", "--limit", "100").stdout)
     assert result["example_ids"][0] in {e["id"] for e in listed}

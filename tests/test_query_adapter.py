@@ -84,3 +84,17 @@ def test_retrieval_follows_the_serving_lora_versions_adapter_and_records_it(make
             assert (ids, recorded) == ((password,), None)
         else:
             assert ids[0] == expected[0][0] and recorded == expected[1]
+
+
+def test_lora_list_says_which_versions_also_retrieve_better(tmp_path: Path) -> None:
+    from bot.stores.lora_registry import REQUIRED_FILES, LoraRegistry
+
+    registry = LoraRegistry(tmp_path / "loras", "model", "fingerprint")
+    for retriever in ({"kept": True, "top1_before": 30, "top1_after": 36}, {"kept": False, "reason": "..."}):
+        staging = registry.new_staging()
+        for name in REQUIRED_FILES:
+            (staging / name).write_text("{}")
+        registry.commit(staging, {"reason": "held-out 80% -> 90%", "retriever": retriever})
+    first, second = registry.describe().splitlines()[1:3]
+    assert first.endswith("held-out 80% -> 90%; retriever: 30 -> 36 held-out found first")
+    assert second.endswith("held-out 80% -> 90%")

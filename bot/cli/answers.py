@@ -41,12 +41,14 @@ def ask(
         fail(str(exc), 2)
     if as_json:
         examples = {e.id: e for e in core.examples.get(list(reply.example_ids))}
+        stored = core.store.exchange(reply.exchange_id)
         print(json.dumps({
             "reply": reply.text,
             "exchange_id": reply.exchange_id,
             "example_ids": list(reply.example_ids),
             "examples": [{"id": i, "input": examples[i].input} for i in reply.example_ids if i in examples],
             "lora_version": reply.lora_version,
+            "retriever_version": stored.retriever_version if stored else None,
             "engine": status_data(core).get("engine"),
             "latency_s": round(reply.stats.latency_s, 3),
             "first_token_s": round(first, 3) if (first := reply.stats.first_token_s) is not None else None,

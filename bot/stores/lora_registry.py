@@ -240,6 +240,9 @@ class LoraRegistry:
         lines = ["LoRA versions (newest last):"]
         for v in versions:
             summary = v.manifest.get("reason", "")
+            retriever = v.manifest.get("retriever") or {}
+            if retriever.get("kept"):  # the version also maps questions for retrieval (bot/query_adapter.py)
+                summary += f"; retriever: {retriever['top1_before']} -> {retriever['top1_after']} held-out found first"
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.created_at))
             lines.append(f"  {v.version}  {v.status:<9}  {when}  {summary}")
         if not any(v.status == "active" for v in versions):
