@@ -73,7 +73,7 @@ def train_candidate(
 
     clock = time.monotonic()
     staging_dir.mkdir(parents=True, exist_ok=True)
-    retriever = train_retriever(data, examples.embedder, staging_dir)  # before the gate, which retrieves with it
+    retriever = train_retriever(data, examples, store, staging_dir)  # before the gate, which retrieves with it
     timings["retriever_s"] = time.monotonic() - clock
 
     clock = time.monotonic()
