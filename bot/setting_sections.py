@@ -58,6 +58,11 @@ class TuningSettings(Section):
     # The transformers engine (llama.cpp and vLLM have their own): bench/gpu_check.py compares them.
     quantize: Literal["4bit", "none"] = Field("4bit", description="`4bit` (bitsandbytes NF4, CPU or CUDA) or `none`")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="`auto`, `cpu` or `cuda`")
+    # The llama.cpp engine's weights (docs/cpu_speed.md weighs them): the shipped Q4_1 GGUF as it is,
+    # or rewritten once in the model cache as F16 (Q4_1's values exactly) or Q8_0.
+    served_weights: Literal["f16", "q8_0", "q4_1"] = Field(
+        "f16", description="the GGUF llama.cpp serves: `f16`, `q8_0` or the shipped `q4_1`"
+    )
     # What a reply is written from: bench/sweep.py, bench/retrieval.py.
     retrieval_k: int = Field(3, ge=0, le=50, description="examples put in the prompt")
     min_similarity: float = Field(0.35, ge=-1, le=1, description="cosine similarity floor for retrieved examples")

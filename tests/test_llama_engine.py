@@ -256,3 +256,21 @@ def test_a_conversations_next_prompt_reuses_the_start_it_shares_and_writes_the_s
     assert kept == shared // CHUNK * CHUNK, (kept, shared)
     engine._held.forget(None)
     assert reply(second.input_ids) == (0, warm), "a held start gives the reply a cold read gives"
+
+
+def test_the_served_weights_are_a_setting(real_files, tmp_path) -> None:
+    """`tuning.served_weights` (docs/cpu_speed.md weighs them): the shipped Q4_1 as it is, or a copy
+    rewritten once in the model cache; each engine names the file it serves."""
+    require_llama_cpp()
+    from bot.generation.llama_engine import LlamaCppEngine, serving_gguf
+    from bot.generation.model_files import default_gguf_path
+
+    shipped = default_gguf_path()
+    assert serving_gguf(settings_for(tmp_path, tuning__served_weights="q4_1"), shipped) == shipped
+    q8 = serving_gguf(settings_for(tmp_path / "own-cache", tuning__served_weights="q8_0"), shipped)
+    assert q8.name.endswith(".q8_0.gguf") and q8.is_file() and q8.stat().st_size < 2 * shipped.stat().st_size
+    engine = LlamaCppEngine.for_default_model(settings_for(tmp_path, tuning__served_weights="q4_1"), real_files)
+    try:
+        assert shipped.name in engine.description
+    finally:
+        engine.close()

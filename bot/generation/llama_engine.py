@@ -36,26 +36,30 @@ log = logging.getLogger(__name__)
 
 
 def serving_gguf(settings: Settings, source: Path) -> Path:
-    """The GGUF llama.cpp serves: the default model's Q4_1 file rewritten once as F16 in the model
-    cache (about a second). F16 holds Q4_1's values exactly, and llama.cpp multiplies F16 weights
-    with F16 activations; with Q8_0 weights it rounds every activation to 8 bits as well, and that
-    cost the default engine answers: on the library set, examples only, 61.7% (Q8_0) against 68.3%
-    (F16, the same as F32) and 75.0% on transformers; a taught answer in a short conversation was
-    lost on an AVX512 CPU (docs/cpu_speed.md has the figures, speed included)."""
+    """The GGUF llama.cpp serves (`tuning.served_weights`): by default the default model's Q4_1 file
+    rewritten once as F16 in the model cache (about a second). F16 holds Q4_1's values exactly, and
+    llama.cpp multiplies F16 weights with F16 activations; with Q8_0 weights it rounds every
+    activation to 8 bits as well, and that cost the default engine answers: on the library set,
+    examples only, 61.7% (Q8_0) against 68.3% (F16, the same as F32) and 75.0% on transformers; a
+    taught answer in a short conversation was lost on an AVX512 CPU. `q4_1` serves the shipped file
+    as it is, the fastest (docs/cpu_speed.md has the figures, speed and real phrasings included)."""
+    weights = settings.tuning.served_weights
+    if weights == "q4_1":
+        return source
     llama_cpp = load_llama_cpp()
 
-    target = model_cache_dir(settings) / f"{source.stem}.f16.gguf"
+    target = model_cache_dir(settings) / f"{source.stem}.{weights}.gguf"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_suffix(f".{os.getpid()}.tmp")
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = llama_cpp.LLAMA_FTYPE_MOSTLY_F16
+        params.ftype = {"f16": llama_cpp.LLAMA_FTYPE_MOSTLY_F16, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0}[weights]
         params.allow_requantize = True
         params.nthread = settings.threads or os.cpu_count() or 1
         started = time.monotonic()
         if llama_cpp.llama_model_quantize(str(source).encode(), str(staging).encode(), ctypes.byref(params)) != 0:
             staging.unlink(missing_ok=True)
-            raise RuntimeError(f"llama.cpp cannot rewrite {source} as F16")
+            raise RuntimeError(f"llama.cpp cannot rewrite {source} as {weights.upper()}")
         staging.chmod(0o644)  # read by a bot running as another user than the one that built the cache
         staging.replace(target)
         log.info("wrote %s for llama.cpp in %.1f s (once)", target.name, time.monotonic() - started)
