@@ -14,15 +14,12 @@ from typing import Any
 from bot.query_adapter import Labelled, askable, fit_query_adapter, top1_hits
 from bot.stores.examples import document_text
 from bot.training.dataset import Pair, TrainingData
+from bot.training.trust import text_key
 
 log = logging.getLogger(__name__)
 # Every question is scored against every example (a softmax over the store): 2,000 x 20,000 floats
 # is 160 MB. A larger store keeps its embedder alone until this step samples.
 MAX_EXAMPLES, MAX_QUESTIONS = 20_000, 2_000
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
 
 
 def _overlap(a: str, b: str) -> float:
@@ -43,14 +40,14 @@ def answer_groups(pairs: Sequence[Pair], examples: Any, store: Any) -> list[str]
             label = parent[label]
         return label
 
-    labels = [_norm(p.answer) for p in pairs]
+    labels = [text_key(p.answer) for p in pairs]
     stored = {e.id: e for e in examples.get([p.ref for p in pairs if p.source == "vote"])} if store else {}
     for pair, label in zip(pairs, labels, strict=True):
         example = stored.get(pair.ref)
         exchange = store.exchange(example.exchange_id) if example is not None and example.exchange_id else None
         if exchange is None:
             continue
-        sources = [_norm(e.output) for e in examples.get(list(exchange.example_ids))]
+        sources = [text_key(e.output) for e in examples.get(list(exchange.example_ids))]
         best = max(sources, key=lambda answer: _overlap(answer, label), default=None)
         if best is not None and best != label and _overlap(best, label) >= 0.5:
             parent[root(label)] = root(best)

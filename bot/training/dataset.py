@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Settings
 from bot.prompt import build_prompt, prompt_messages, tokenize_messages
 from bot.training.paraphrase import question_variants
-from bot.training.trust import LeftOut, training_examples
+from bot.training.trust import LeftOut, text_key, training_examples
 from bot.types import ALL_SCOPES, Example, Turn
 
 if TYPE_CHECKING:
@@ -89,10 +89,6 @@ class TrainingData:
     examples: list[Pair] = field(default_factory=list)  # the good examples that train (the held-out ones do not)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def good_pairs(
     examples: ExampleStore, settings: Settings, store: FeedbackStore | None
 ) -> tuple[list[Pair], int, list[LeftOut]]:
@@ -112,15 +108,15 @@ def bad_pairs(examples: ExampleStore, store: FeedbackStore | None) -> list[tuple
         for exchange, score in store.scored_exchanges():
             if score < 0 and exchange.reply.strip():
                 pair = Pair(exchange.user_text, exchange.reply, "downvote", exchange.id)
-                found[(_norm(pair.question), _norm(pair.answer))] = (pair, exchange.prompt)
+                found[(text_key(pair.question), text_key(pair.answer))] = (pair, exchange.prompt)
     for example in examples.list(label="bad"):
-        key = (_norm(example.input), _norm(example.output))
+        key = (text_key(example.input), text_key(example.output))
         found.setdefault(key, (Pair(example.input, example.output, "bad-example", example.id), None))
     return sorted(found.values(), key=lambda item: item[0].ref)
 
 
 def _has_own(row: Row) -> bool:
-    return any(_norm(e.output) == _norm(row.completion) for e in row.context or ())
+    return any(text_key(e.output) == text_key(row.completion) for e in row.context or ())
 
 
 def load_general(path: Path = GENERAL_FILE) -> list[Pair]:
@@ -147,9 +143,13 @@ def context_for(pair: Pair, retrieve: Retrieve, k: int, example: Pair | None = N
         return []
     source = example or pair
     retrieved = retrieve(pair.question)
-    own = [e for e in retrieved if _norm(e.input) == _norm(source.question) and _norm(e.output) == _norm(source.answer)]
+    own = [
+        e
+        for e in retrieved
+        if text_key(e.input) == text_key(source.question) and text_key(e.output) == text_key(source.answer)
+    ]
     # Another answer to the same question (an older, replaced one) would contradict the target.
-    others = [e for e in retrieved if _norm(e.input) != _norm(source.question)]
+    others = [e for e in retrieved if text_key(e.input) != text_key(source.question)]
     if pair.source == "replay" and not own:
         return others[:k]  # general questions are served with whatever retrieval finds, if anything
     mine = own[0] if own else Example(id=source.ref, input=source.question, output=source.answer)
@@ -189,7 +189,7 @@ def in_conversations(rows: list[Row], pool: Sequence[Pair], settings: Settings) 
     out = []
     for row in rows:
         rng = random.Random(f"{SEED}:history:{row.question}:{row.completion}")
-        others = [p for p in pool if _norm(p.answer) != _norm(row.completion)]
+        others = [p for p in pool if text_key(p.answer) != text_key(row.completion)]
         if row.context is None or not others or rng.random() >= HISTORY_SHARE:
             out.append(row)
             continue
@@ -281,7 +281,7 @@ def build_training_data(
             if served:  # train against the reply in the prompt it was actually produced from
                 undesirable.append(Row(served, pair.answer, False, pair.source))
             else:
-                context = [e for e in retrieve(pair.question) if _norm(e.input) != _norm(pair.question)]
+                context = [e for e in retrieve(pair.question) if text_key(e.input) != text_key(pair.question)]
                 undesirable.append(render(pair, context[: t.retrieval_k], settings, desirable=False))
     digest = hashlib.sha256()
     for row in rows + undesirable:

@@ -38,7 +38,8 @@ class LeftOut:
     why: str
 
 
-def _norm(text: str) -> str:
+def text_key(text: str) -> str:
+    """A text as it compares with another: case and spacing ignored (one answer, however typed)."""
     return " ".join(text.lower().split())
 
 
@@ -81,7 +82,7 @@ def training_examples(
         if not vouched(example) and (why := vote_trains(example, settings, store)) is not None:
             left_out.append(LeftOut(example, why))
             continue
-        key = _norm(example.input)
+        key = text_key(example.input)
         held = chosen.get(key)
         if held is not None and vouched(held) != vouched(example):  # the vouched-for one stays, whatever its age
             loser, winner = (example, held) if vouched(held) else (held, example)
