@@ -6,6 +6,7 @@ synchronous and thread-safe; generation itself is serialized by the GenerationSe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -190,32 +191,34 @@ class Core:
             raise UserError(str(exc)) from None
         hints = self._reply_hints(generation, examples, prompt.example_ids)
         first_token: float | None = None  # as the user sees it: from the message's arrival
-        for event in generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints):
-            if isinstance(event, (Queued, Token)):
-                if isinstance(event, Token) and first_token is None:
-                    first_token = time.monotonic() - started
-                yield event
-            elif isinstance(event, Generated):
-                latency = time.monotonic() - started
-                metrics.observe_reply(latency, first_token, event.started_after_s, event.stats.completion_tokens)
-                stats = dataclasses.replace(event.stats, latency_s=latency)  # the worker's counts from its start
-                exchange_id = self.store.add_exchange(
-                    conversation=message.conversation,
-                    user_id=message.user_id,
-                    user_text=text,
-                    reply=event.text,
-                    prompt=prompt.messages,
-                    example_ids=prompt.example_ids,
-                    lora_version=event.lora_version,
-                    stats=stats,
-                    scope=message.scope,
-                    retriever_version=retriever_version,
-                )
-                # The conversation's turns as its next message will read them (no second query).
-                turns = settings.tuning.history_turns
-                upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
-                self._read_next_start_ahead(generation, upcoming, hints)
-                yield Done(Reply(event.text, exchange_id, event.lora_version, prompt.example_ids, stats))
+        # Closed with this stream: a reply nobody waits for any more is cancelled, not written (worker.py).
+        with contextlib.closing(generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints)) as events:
+            for event in events:
+                if isinstance(event, (Queued, Token)):
+                    if isinstance(event, Token) and first_token is None:
+                        first_token = time.monotonic() - started
+                    yield event
+                elif isinstance(event, Generated):
+                    latency = time.monotonic() - started
+                    metrics.observe_reply(latency, first_token, event.started_after_s, event.stats.completion_tokens)
+                    stats = dataclasses.replace(event.stats, latency_s=latency)  # the worker's counts from its start
+                    exchange_id = self.store.add_exchange(
+                        conversation=message.conversation,
+                        user_id=message.user_id,
+                        user_text=text,
+                        reply=event.text,
+                        prompt=prompt.messages,
+                        example_ids=prompt.example_ids,
+                        lora_version=event.lora_version,
+                        stats=stats,
+                        scope=message.scope,
+                        retriever_version=retriever_version,
+                    )
+                    # The conversation's turns as its next message will read them (no second query).
+                    turns = settings.tuning.history_turns
+                    upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
+                    self._read_next_start_ahead(generation, upcoming, hints)
+                    yield Done(Reply(event.text, exchange_id, event.lora_version, prompt.example_ids, stats))
 
     def _query_adapter(self, generation: GenerationService) -> tuple[str | None, QueryAdapter | None]:
         """The serving LoRA version's query adapter, if it has one, and that version: retrieval

@@ -75,3 +75,49 @@ def test_an_answer_its_adapter_drops_unread_frees_its_slot(make_core) -> None:
     gc.collect()
     assert isinstance(core.handle(question("u", 2)), Answering)
     assert core.store.count_exchanges() == 0, "the dropped answer was never generated"
+
+
+def test_forty_abandoned_questions_are_taken_out_of_the_queue_not_written(make_core) -> None:
+    """A channel where the bot may read but not post: every stream is dropped after its first event.
+    Each one leaves the model's queue with its slot, so the limits still limit (issue 32)."""
+    gate = threading.Event()
+    engine = FakeEngine("ok", gate=gate)
+    core = make_core(engine, max_waiting_per_user=1, answer_threads=2)
+    blocker = core.handle(question("blocker", 0))  # holds the model until the gate opens
+    assert isinstance(blocker, Answering)
+    pool = ThreadPoolExecutor(1)
+    blocked = pool.submit(lambda: list(blocker.events))
+    while not engine.calls:
+        time.sleep(0.01)
+    for n in range(40):
+        answering = core.handle(question(f"mute{n}", 0))
+        assert isinstance(answering, Answering), answering
+        assert type(next(answering.events)).__name__ == "Queued"
+        answering.events.close()  # posting failed: the adapter drops the stream
+    assert core.generation.queued() == 0, "the dropped questions left the queue"
+    gate.set()
+    assert isinstance(blocked.result(timeout=30)[-1], Done)
+    pool.shutdown()
+    assert len(engine.calls) == 1 and core.store.count_exchanges() == 1, "only the answer someone read was written"
+
+
+def test_a_dropped_reply_stops_being_written_and_frees_its_slot_once_the_worker_lets_go(make_core) -> None:
+    engine = FakeEngine(" ".join(f"w{n}" for n in range(400)), delay_s=0.01)
+    core = make_core(engine, max_waiting_per_user=1, answer_threads=1)
+    written: list[str] = []
+    original = engine.generate
+
+    def counting(input_ids, max_new_tokens, on_text, hints):
+        return original(input_ids, max_new_tokens, lambda text: (written.append(text), on_text(text)), hints)
+
+    engine.generate = counting
+    answering = core.handle(question("u", 0))
+    assert isinstance(answering, Answering)
+    assert type(next(answering.events)).__name__ == "Token"
+    answering.events.close()  # returns once the worker has let the reply go
+    count = len(written)
+    time.sleep(0.5)  # 50 more pieces, were it still being written
+    assert len(written) == count < 20, f"{len(written)} pieces written, {count} when the stream was dropped"
+    assert core.store.count_exchanges() == 0
+    again = core.handle(question("u", 1))  # the user's and the bot's only slot are free again
+    assert isinstance(again, Answering) and isinstance(list(again.events)[-1], Done)

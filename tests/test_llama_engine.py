@@ -274,3 +274,22 @@ def test_the_served_weights_are_a_setting(real_files, tmp_path) -> None:
         assert shipped.name in engine.description
     finally:
         engine.close()
+
+
+def test_a_dropped_reply_leaves_the_batch_at_its_next_token_and_the_others_go_on(real_llama_engine) -> None:
+    service = GenerationService(real_llama_engine)
+    try:
+        kept_ids = prompt_ids(real_llama_engine, "Write a long story about a lighthouse keeper.")
+        dropped = service.stream("u1", prompt_ids(real_llama_engine, "Tell me about the sea."), 200)
+        kept = threading.Thread(target=lambda: results.extend(service.stream("u2", kept_ids, 24)))
+        results: list = []
+        kept.start()
+        first = next(event for event in dropped if type(event).__name__ == "Token")
+        assert first.text
+        dropped.close()  # returns once the worker has let it go
+        assert all(s.max_new_tokens != 200 for s in real_llama_engine._sequences), "it left the batch"
+        kept.join(timeout=120)
+        assert isinstance(results[-1], Generated) and results[-1].stats.completion_tokens == 24
+        assert not real_llama_engine._sequences
+    finally:
+        service.close()

@@ -42,6 +42,11 @@ class ReplyHints:
 NO_HINTS = ReplyHints()
 
 
+class ReplyStopped(Exception):
+    """Raised by a reply's `on_text` once nobody waits for it (its stream was dropped or stopped): the
+    engine ends that reply there, as if it had written its last token, and goes on with the others."""
+
+
 class Engine(Protocol):
     """Writes replies, up to `slots` together (continuous batching): `start` begins one, each `step`
     decodes every reply begun and a reply joins as soon as a slot is free and leaves when it ends."""
@@ -119,7 +124,10 @@ class OneAtATime(ABC):
         begun, self._begun = self._begun, None
         if begun is None:
             return []
-        return [(begun, self.generate(begun.input_ids, begun.max_new_tokens, begun.on_text, begun.hints))]
+        try:
+            return [(begun, self.generate(begun.input_ids, begun.max_new_tokens, begun.on_text, begun.hints))]
+        except ReplyStopped:
+            return [(begun, 0)]
 
     def abort(self) -> None:
         self._begun = None

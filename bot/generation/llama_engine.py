@@ -24,7 +24,7 @@ import numpy as np
 
 from bot.config import Settings
 from bot.generation.decoding import STOP_STRINGS, ReplyRules, end_of_turn_ids
-from bot.generation.engine import NO_HINTS, ReplyHints
+from bot.generation.engine import NO_HINTS, ReplyHints, ReplyStopped
 from bot.generation.llama_cpu import ggml_cpu_backend, load_llama_cpp, model_params_for_this_cpu
 from bot.generation.llama_sequences import HeldPrompts, SlotReply, TextStream
 from bot.generation.lora_follow import LoraFollower, LoraSource
@@ -243,7 +243,10 @@ class LlamaCppEngine:
         sequence.reply.append(token)
         if token in self._stop_ids:
             return True
-        sequence.on_text(sequence.text.push(token))
+        try:
+            sequence.on_text(sequence.text.push(token))
+        except ReplyStopped:
+            return True
         if any(stop in sequence.text.text for stop in STOP_STRINGS):
             return True
         sequence.pending.append(token)

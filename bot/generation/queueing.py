@@ -43,6 +43,18 @@ class FairQueue(Generic[T]):
             self._cond.notify_all()
             return item
 
+    def remove(self, item: T) -> bool:
+        """Take `item` out of the queue (its asker left); False if it was not queued (taken already)."""
+        with self._cond:
+            for owner, lane in self._lanes.items():
+                if any(queued is item for queued in lane):
+                    lane.remove(item)
+                    if not lane:
+                        del self._lanes[owner]
+                    self._cond.notify_all()
+                    return True
+            return False
+
     def position(self, item: T) -> int | None:
         """How many items will be served before `item` (0 = next), or None if not queued."""
         with self._cond:

@@ -16,12 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.generation.decoding import clean_reply
-from bot.generation.engine import NO_HINTS, Engine, Generated, ReplyHints
+from bot.generation.engine import NO_HINTS, Engine, Generated, ReplyHints, ReplyStopped
 from bot.generation.lora_follow import LoraUnavailable
 from bot.generation.queueing import FairQueue
 from bot.ops import metrics
@@ -33,6 +33,8 @@ T = TypeVar("T")
 # person takes seconds to read a reply and type, while a program asking one question after another
 # (`bot eval`, the training gate) sends the next within milliseconds and would wait for the reading.
 READ_AHEAD_AFTER_S = 0.25
+# How long a dropped stream waits for the worker to let its reply go (it stops at its next token).
+LET_GO_WAIT_S = 30.0
 
 
 @dataclass
@@ -44,6 +46,8 @@ class _Job:
     events: queue.Queue[Any]
     submitted: float
     started: threading.Event
+    cancelled: threading.Event = field(default_factory=threading.Event)  # nobody waits for the reply
+    ended: threading.Event = field(default_factory=threading.Event)  # the worker has let it go
 
 
 class _Run:
@@ -58,6 +62,8 @@ class _Run:
         self.pieces: list[str] = []
 
     def on_text(self, text: str) -> None:
+        if self.job.cancelled.is_set():
+            raise ReplyStopped
         if text:
             if self.first is None:
                 self.first = time.monotonic() - self.start
@@ -68,9 +74,11 @@ class _Run:
         stats = ReplyStats(time.monotonic() - self.start, self.first, len(self.job.input_ids), count)
         text = clean_reply("".join(self.pieces))
         self.job.events.put(Generated(text, self.version, stats, started_after_s=self.start - self.job.submitted))
+        self.job.ended.set()
 
     def fail(self, exc: BaseException) -> None:
         self.job.events.put(RuntimeError(f"generation failed: {exc}"))
+        self.job.ended.set()
 
 
 class GenerationService:
@@ -116,26 +124,45 @@ class GenerationService:
     def stream(
         self, owner: str, input_ids: list[int], max_new_tokens: int, hints: ReplyHints = NO_HINTS
     ) -> Iterator[Queued | Token | Generated]:
-        """Queued(position) while waiting, Token(delta) as text comes, then Generated."""
+        """Queued(position) while waiting, Token(delta) as text comes, then Generated.
+
+        Closing it before Generated (the asker's stream was dropped or stopped) cancels the reply: taken
+        out of the queue if it waits, ended at its next token if it is being written. The close returns
+        once the worker has let the reply go, so a slot held for it is not freed before then.
+        """
         job = _Job(owner, input_ids, max_new_tokens, hints, queue.Queue(), time.monotonic(), threading.Event())
         self._queue.put(owner, job)
-        last_position = 0
-        while not job.started.is_set():
-            position = self._queue.position(job)
-            if position is None:
-                break
-            waiting_behind = position + (1 if self._busy.is_set() else 0)
-            if waiting_behind != last_position and waiting_behind > 0:
-                last_position = waiting_behind
-                yield Queued(waiting_behind)
-            self._queue.wait_changed(0.25)
-        while True:
-            event = job.events.get()
-            if isinstance(event, BaseException):
-                raise event
-            yield event
-            if isinstance(event, Generated):
-                return
+        try:
+            last_position = 0
+            while not job.started.is_set():
+                position = self._queue.position(job)
+                if position is None:
+                    break
+                waiting_behind = position + (1 if self._busy.is_set() else 0)
+                if waiting_behind != last_position and waiting_behind > 0:
+                    last_position = waiting_behind
+                    yield Queued(waiting_behind)
+                self._queue.wait_changed(0.25)
+            while True:
+                event = job.events.get()
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+                if isinstance(event, Generated):
+                    return
+        finally:
+            if not job.ended.is_set():
+                self._cancel(job)
+
+    def _cancel(self, job: _Job) -> None:
+        job.cancelled.set()
+        if self._queue.remove(job):
+            job.ended.set()
+            metrics.REPLIES_CANCELLED.labels("waiting").inc()
+            return
+        metrics.REPLIES_CANCELLED.labels("writing").inc()
+        if not job.ended.wait(LET_GO_WAIT_S):
+            log.warning("a dropped reply was not let go within %.0f s", LET_GO_WAIT_S)
 
     def read_ahead(self, input_ids: list[int], hints: ReplyHints = NO_HINTS) -> Future[int]:
         """Have the engine read `input_ids` (the start a conversation's next prompt will likely have)
@@ -254,6 +281,9 @@ class GenerationService:
             )
             if job is None:
                 break
+            if job.cancelled.is_set():  # dropped between leaving the queue and now
+                job.ended.set()
+                continue
             run = _Run(job, engine.loras.version)
             try:
                 handle = engine.start(job.input_ids, job.max_new_tokens, run.on_text, job.hints)

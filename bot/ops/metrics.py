@@ -24,6 +24,9 @@ TOKENS_PER_SECOND = Histogram(
 REPLY_TOKENS = Counter("bot_reply_tokens_total", "Tokens written in replies")
 RATE_LIMITED = Counter("bot_rate_limited_total", "Platform 429s met while showing a reply (it is still delivered)")
 REFUSED = Counter("bot_refused_total", "Questions refused at once, before anything was queued", ["reason"])
+REPLIES_CANCELLED = Counter(
+    "bot_replies_cancelled_total", "Replies whose asker left (stream dropped or stopped), by where they were", ["stage"]
+)
 QUEUE_LENGTH = Gauge("bot_queue_length", "Replies waiting for the model")
 VOTES = Counter("bot_votes_total", "Votes on replies", ["value"])
 CORRECTIONS = Counter("bot_corrections_total", "Corrections and taught answers", ["status"])
