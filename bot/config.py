@@ -137,6 +137,13 @@ class Settings(BaseSettings):
     answer_threads: int = Field(
         32, ge=1, le=1024, description="answers in flight at most (each adapter has this many threads); more refused"
     )
+    workspace_share: float = Field(
+        0.75,
+        gt=0,
+        le=1,
+        description="share of `answer_threads` one workspace or server may hold; the rest is kept "
+        "free for the others (1: no reserve, e.g. with one workspace)",
+    )
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="what every conversation starts with")
     admins: CommaList = Field([], description="comma-separated `platform:user_id`, e.g. `slack:U0123,discord:4567`")
     vote_threshold: int = Field(1, ge=1, description="net 👍 score at which a reply becomes an example")

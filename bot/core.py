@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -74,7 +75,11 @@ class Core:
         self.store = store
         self.registry = registry
         self.trainer = trainer
-        self._in_flight = InFlightLimit(settings.max_waiting_per_user, settings.answer_threads)
+        self._in_flight = InFlightLimit(
+            settings.max_waiting_per_user,
+            settings.answer_threads,
+            max(1, int(settings.answer_threads * settings.workspace_share)),
+        )
         self._adapters = AdapterFiles()  # the query adapters of the LoRA versions served so far
 
     @property
@@ -118,7 +123,8 @@ class Core:
         # An empty one (a bare mention) is answered too: the stream says what is wrong.
         if not self.store.claim_event(event.platform, event.event_id):
             return Ignored("a retry of a message already answered")
-        message = Message(event.conversation, event.user_id, event.text.strip(), event.user_name, scope_of(event))
+        message = Message(event.conversation, event.user_id, event.text.strip(), event.user_name, scope_of(event),
+                          event.workspace)  # fmt: skip
         try:  # a flood is refused here, at once: nothing is queued in an adapter's pool or the model's
             return Answering(message, self.answer_stream(message))
         except UserError as exc:
@@ -133,7 +139,8 @@ class Core:
         already has `max_waiting_per_user` questions in flight or the bot `answer_threads`.
         """
         owner = f"{message.platform}:{message.user_id}"
-        admitted = self._in_flight.acquire(owner)
+        group = f"{message.platform}:{message.workspace}"
+        admitted = self._in_flight.acquire(owner, group)
         if admitted != "admitted":
             metrics.REFUSED.labels(admitted).inc()
         if admitted == "owner busy":
@@ -144,8 +151,14 @@ class Core:
             )
         if admitted == "all busy":
             raise UserError(f"I'm answering {self._in_flight.total} questions right now; please ask again in a minute.")
-        # Released when the answer ends, fails, or is dropped by its adapter.
-        return HeldStream(self._answer_stream(message, owner), lambda: self._in_flight.release(owner))
+        if admitted == "group busy":
+            raise UserError(
+                f"I'm answering {self._in_flight.per_group} questions from this workspace right now, its share; "
+                "please ask again in a minute."
+            )
+        # Released when the answer ends, fails, or is dropped by its adapter (once the model has let it go).
+        release = functools.partial(self._in_flight.release, owner, group)
+        return HeldStream(self._answer_stream(message, owner, group), release)
 
     def _reply_hints(
         self, generation: GenerationService, retrieved: Sequence[Example], in_prompt: tuple[str, ...]
@@ -159,7 +172,7 @@ class Core:
         base_only = self.settings.tuning.lora_for == "examples" and not in_prompt
         return ReplyHints(favored, base_only)
 
-    def _answer_stream(self, message: Message, owner: str) -> Iterator[StreamEvent]:
+    def _answer_stream(self, message: Message, owner: str, group: str) -> Iterator[StreamEvent]:
         if self.generation is None:
             raise UserError("no model is loaded in this process; ask the running bot")
         generation = self.generation
@@ -192,7 +205,9 @@ class Core:
         hints = self._reply_hints(generation, examples, prompt.example_ids)
         first_token: float | None = None  # as the user sees it: from the message's arrival
         # Closed with this stream: a reply nobody waits for any more is cancelled, not written (worker.py).
-        with contextlib.closing(generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints)) as events:
+        with contextlib.closing(
+            generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints, group)
+        ) as events:
             for event in events:
                 if isinstance(event, (Queued, Token)):
                     if isinstance(event, Token) and first_token is None:

@@ -63,6 +63,7 @@ class Message:
     text: str
     user_name: str = ""
     scope: str = ""
+    workspace: str = ""  # the workspace or server it came from, for fair shares ("": a DM outside one, the terminal)
 
     def __post_init__(self) -> None:
         if not self.scope:

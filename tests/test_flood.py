@@ -53,7 +53,7 @@ def test_forty_from_one_user_are_refused_at_once_and_another_user_is_answered_ne
 
 def test_no_more_answers_are_admitted_than_an_adapter_has_threads(make_core) -> None:
     gate = threading.Event()
-    core = make_core(FakeEngine("ok", gate=gate), answer_threads=4)
+    core = make_core(FakeEngine("ok", gate=gate), answer_threads=4, workspace_share=1.0)  # DMs: one group
     held = [core.handle(question(f"user{n}", 0)) for n in range(4)]
     assert all(isinstance(o, Answering) for o in held)
     busy = core.handle(question("user9", 0))
@@ -82,7 +82,7 @@ def test_forty_abandoned_questions_are_taken_out_of_the_queue_not_written(make_c
     Each one leaves the model's queue with its slot, so the limits still limit (issue 32)."""
     gate = threading.Event()
     engine = FakeEngine("ok", gate=gate)
-    core = make_core(engine, max_waiting_per_user=1, answer_threads=2)
+    core = make_core(engine, max_waiting_per_user=1, answer_threads=2, workspace_share=1.0)
     blocker = core.handle(question("blocker", 0))  # holds the model until the gate opens
     assert isinstance(blocker, Answering)
     pool = ThreadPoolExecutor(1)
@@ -121,3 +121,40 @@ def test_a_dropped_reply_stops_being_written_and_frees_its_slot_once_the_worker_
     assert core.store.count_exchanges() == 0
     again = core.handle(question("u", 1))  # the user's and the bot's only slot are free again
     assert isinstance(again, Answering) and isinstance(list(again.events)[-1], Done)
+
+
+def test_one_server_flooding_with_many_accounts_leaves_room_for_another_workspace(make_core) -> None:
+    """11 accounts in one Discord server ask at once; a Slack user of another workspace asks after
+    them: they are admitted (the server holds its share of the slots, no more) and answered next
+    (the queue takes turns by workspace before user)."""
+    gate = threading.Event()
+    engine = FakeEngine("ok", gate=gate)
+    core = make_core(engine, max_waiting_per_user=1, answer_threads=8)
+
+    def asked(platform: str, workspace: str, user: str) -> Incoming:
+        conversation = ConversationKey(platform, f"C-{workspace}", user)
+        return Incoming(platform, conversation, user, f"question from {user}", workspace=workspace,
+                        mentions_bot=True, event_id=f"{workspace}-{user}")  # fmt: skip
+
+    crowd = [core.handle(asked("discord", "G-flood", f"crowd{n}")) for n in range(11)]
+    admitted = [o for o in crowd if isinstance(o, Answering)]
+    refused = [o for o in crowd if isinstance(o, CommandResult)]
+    assert len(admitted) == 6 and len(refused) == 5, "8 slots, a server's share is 75% of them"
+    assert "from this workspace right now, its share" in refused[0].text
+    other = core.handle(asked("slack", "T-other", "alice"))
+    assert isinstance(other, Answering)
+    pool = ThreadPoolExecutor(8)
+    futures = [pool.submit(lambda a: list(a.events), a) for a in admitted]
+    while core.generation.queued() < 5:  # one of the crowd's being written, the others waiting
+        time.sleep(0.01)
+    futures.append(pool.submit(lambda: list(other.events)))
+    while core.generation.queued() < 6:
+        time.sleep(0.01)
+    gate.set()
+    for future in futures:
+        assert isinstance(future.result(timeout=30)[-1], Done)
+    pool.shutdown()
+    alice = engine.tokenizer("alice")["input_ids"][0]
+    served = ["alice" if alice in call else "crowd" for call in engine.calls]
+    # After the crowd's answer in progress and the one whose turn had come, not after all five waiting.
+    assert served.index("alice") == 2, served

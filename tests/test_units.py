@@ -12,7 +12,7 @@ import pytest
 
 from bot.commands import parse
 from bot.config import ConfigError, load_settings
-from bot.generation.queueing import FairQueue
+from bot.generation.queueing import FairQueue, InFlightLimit
 from bot.jsonl import JsonlFileError
 from bot.prompt import build_prompt
 from bot.stores.examples import parse_examples_file
@@ -145,6 +145,28 @@ def test_fair_queue_round_robins_users_and_reports_positions() -> None:
     assert queue.position("b1") == 1 and queue.position("a3") == 3
     assert [queue.get(0) for _ in range(4)] == ["a1", "b1", "a2", "a3"]
     assert queue.get(0.01) is None and queue.position("a1") is None
+
+
+def test_fair_queue_takes_turns_by_workspace_first_then_by_user() -> None:
+    queue: FairQueue[str] = FairQueue()
+    crowd = [f"c{user}" for user in range(11)]  # one server's crowd, one question each
+    for user, item in enumerate(crowd):
+        queue.put(f"crowd{user}", item, group="discord:flood")
+    queue.put("alice", "a1", group="slack:T2")
+    queue.put("alice", "a2", group="slack:T2")
+    queue.put("bob", "b1", group="slack:T2")
+    assert queue.position("a1") == 1 and queue.position("b1") == 3 and queue.position("a2") == 5
+    assert [queue.get(0) for _ in range(6)] == ["c0", "a1", "c1", "b1", "c2", "a2"]
+    assert queue.remove(crowd[5]) and not queue.remove(crowd[5]) and len(queue) == 7
+
+
+def test_one_group_holds_its_share_of_the_slots_and_no_more() -> None:
+    limit = InFlightLimit(per_owner=1, total=4, per_group=3)
+    assert [limit.acquire(f"u{n}", "discord:flood") for n in range(4)] == ["admitted"] * 3 + ["group busy"]
+    assert limit.acquire("alice", "slack:T2") == "admitted"
+    assert limit.acquire("bob", "slack:T2") == "all busy"
+    limit.release("u0", "discord:flood")
+    assert limit.acquire("u9", "discord:flood") == "admitted"
 
 
 # commands ---------------------------------------------------------------------------------------

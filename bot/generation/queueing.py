@@ -1,6 +1,8 @@
-"""A fair queue: round-robin across users, first-come within a user.
+"""A fair queue: round-robin across workspaces, then across users within a workspace, first-come
+within a user.
 
-One user who sends ten questions does not make everyone else wait behind all ten.
+One user who sends ten questions does not make everyone else wait behind all ten, and one workspace
+whose hundred users ask at once does not make another workspace wait behind all of them.
 """
 
 from __future__ import annotations
@@ -11,16 +13,18 @@ from collections.abc import Callable, Iterator
 from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
+Lanes = OrderedDict[str, OrderedDict[str, deque[T]]]  # group -> owner -> items, each in turn order
 
 
 class FairQueue(Generic[T]):
     def __init__(self) -> None:
-        self._lanes: OrderedDict[str, deque[T]] = OrderedDict()
+        self._groups: Lanes[T] = OrderedDict()
         self._cond = threading.Condition()
 
-    def put(self, owner: str, item: T) -> None:
+    def put(self, owner: str, item: T, group: str = "") -> None:
+        """Queue `item` for `owner` (a user) of `group` (their workspace or server)."""
         with self._cond:
-            self._lanes.setdefault(owner, deque()).append(item)
+            self._groups.setdefault(group, OrderedDict()).setdefault(owner, deque()).append(item)
             self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> T | None:
@@ -31,34 +35,41 @@ class FairQueue(Generic[T]):
         """The next item if `accept(item)`; None when it is refused (it stays next: no item
         overtakes it) or after `timeout` seconds with nothing queued."""
         with self._cond:
-            if not self._cond.wait_for(lambda: bool(self._lanes), timeout):
+            if not self._cond.wait_for(lambda: bool(self._groups), timeout):
                 return None
-            owner, lane = next(iter(self._lanes.items()))
-            if not accept(lane[0]):
+            if not accept(_head(self._groups)):
                 return None
-            item = lane.popleft()
-            del self._lanes[owner]
-            if lane:  # the owner goes to the back of the line
-                self._lanes[owner] = lane
+            item = _pop(self._groups)
             self._cond.notify_all()
             return item
 
     def remove(self, item: T) -> bool:
         """Take `item` out of the queue (its asker left); False if it was not queued (taken already)."""
         with self._cond:
-            for owner, lane in self._lanes.items():
-                if any(queued is item for queued in lane):
-                    lane.remove(item)
-                    if not lane:
-                        del self._lanes[owner]
-                    self._cond.notify_all()
-                    return True
+            for group, lanes in self._groups.items():
+                for owner, lane in lanes.items():
+                    if any(queued is item for queued in lane):
+                        lane.remove(item)
+                        if not lane:
+                            del lanes[owner]
+                        if not lanes:
+                            del self._groups[group]
+                        self._cond.notify_all()
+                        return True
             return False
 
     def position(self, item: T) -> int | None:
         """How many items will be served before `item` (0 = next), or None if not queued."""
         with self._cond:
-            return _position(list(self._lanes.values()), item)
+            groups: Lanes[T] = OrderedDict(
+                (g, OrderedDict((o, deque(lane)) for o, lane in lanes.items())) for g, lanes in self._groups.items()
+            )
+        served = 0
+        while groups:  # the service order, simulated on a copy
+            if _pop(groups) is item:
+                return served
+            served += 1
+        return None
 
     def wait_changed(self, timeout: float) -> None:
         with self._cond:
@@ -66,57 +77,68 @@ class FairQueue(Generic[T]):
 
     def __len__(self) -> int:
         with self._cond:
-            return sum(len(lane) for lane in self._lanes.values())
+            return sum(len(lane) for lanes in self._groups.values() for lane in lanes.values())
 
 
-def _position(lanes: list[deque[T]], item: T) -> int | None:
-    # Simulate round-robin service order without mutating the real lanes.
-    lanes = [deque(lane) for lane in lanes]
-    served = 0
-    while lanes:
-        next_round: list[deque[T]] = []
-        for lane in lanes:
-            if lane.popleft() is item:
-                return served
-            served += 1
-            if lane:
-                next_round.append(lane)
-        lanes = next_round
-    return None
+def _head(groups: Lanes[T]) -> T:
+    lanes = next(iter(groups.values()))
+    return next(iter(lanes.values()))[0]
+
+
+def _pop(groups: Lanes[T]) -> T:
+    """The next item; its owner goes to the back of its group's line, and the group to the back of all."""
+    group, lanes = next(iter(groups.items()))
+    owner, lane = next(iter(lanes.items()))
+    item = lane.popleft()
+    del lanes[owner]
+    if lane:
+        lanes[owner] = lane
+    del groups[group]
+    if lanes:
+        groups[group] = lanes
+    return item
 
 
 class InFlightLimit:
-    """Counts requests in flight (waiting or running), per owner and in all, and refuses one past
-    either limit.
+    """Counts requests in flight (waiting or running), per owner, per group and in all, and refuses
+    one past any limit.
 
-    The fair queue stops one user from delaying others' turns; this stops one user, or a crowd,
-    from holding every thread that waits on an answer (an adapter's answer pool has `total` threads:
-    an admitted answer always gets one at once, so nothing waits in a pool's own queue).
+    The fair queue stops one user or workspace from delaying others' turns; this stops one user, one
+    workspace's crowd, or a crowd from everywhere, from holding every thread that waits on an answer
+    (an adapter's answer pool has `total` threads: an admitted answer always gets one at once, so
+    nothing waits in a pool's own queue). A group (a workspace or server) holds `per_group` at most,
+    so the rest stays free for the others.
     """
 
-    def __init__(self, per_owner: int, total: int) -> None:
+    def __init__(self, per_owner: int, total: int, per_group: int | None = None) -> None:
         self.per_owner, self.total = per_owner, total
+        self.per_group = total if per_group is None else per_group
         self._counts: dict[str, int] = {}
+        self._groups: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def acquire(self, owner: str) -> Literal["admitted", "owner busy", "all busy"]:
-        """Count one more request for `owner`, or say which limit refuses it (nothing counted)."""
+    def acquire(self, owner: str, group: str = "") -> Literal["admitted", "owner busy", "group busy", "all busy"]:
+        """Count one more request for `owner` of `group`, or say which limit refuses it (nothing counted)."""
         with self._lock:
             count = self._counts.get(owner, 0)
             if count >= self.per_owner:
                 return "owner busy"
             if sum(self._counts.values()) >= self.total:
                 return "all busy"
+            if self._groups.get(group, 0) >= self.per_group:
+                return "group busy"
             self._counts[owner] = count + 1
+            self._groups[group] = self._groups.get(group, 0) + 1
             return "admitted"
 
-    def release(self, owner: str) -> None:
+    def release(self, owner: str, group: str = "") -> None:
         with self._lock:
-            count = self._counts.get(owner, 0) - 1
-            if count > 0:
-                self._counts[owner] = count
-            else:
-                self._counts.pop(owner, None)  # idle owners leave no entry behind
+            for counts, key in ((self._counts, owner), (self._groups, group)):
+                left = counts.get(key, 0) - 1
+                if left > 0:
+                    counts[key] = left
+                else:
+                    counts.pop(key, None)  # idle owners and groups leave no entry behind
 
     def count(self, owner: str) -> int:
         with self._lock:

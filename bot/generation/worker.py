@@ -122,16 +122,17 @@ class GenerationService:
         return len(self._queue)
 
     def stream(
-        self, owner: str, input_ids: list[int], max_new_tokens: int, hints: ReplyHints = NO_HINTS
+        self, owner: str, input_ids: list[int], max_new_tokens: int, hints: ReplyHints = NO_HINTS, group: str = ""
     ) -> Iterator[Queued | Token | Generated]:
-        """Queued(position) while waiting, Token(delta) as text comes, then Generated.
+        """Queued(position) while waiting, Token(delta) as text comes, then Generated. The queue takes
+        turns by `group` (the asker's workspace), then by `owner` (the asker).
 
         Closing it before Generated (the asker's stream was dropped or stopped) cancels the reply: taken
         out of the queue if it waits, ended at its next token if it is being written. The close returns
         once the worker has let the reply go, so a slot held for it is not freed before then.
         """
         job = _Job(owner, input_ids, max_new_tokens, hints, queue.Queue(), time.monotonic(), threading.Event())
-        self._queue.put(owner, job)
+        self._queue.put(owner, job, group)
         try:
             last_position = 0
             while not job.started.is_set():
