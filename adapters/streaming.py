@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Protocol
 
 from adapters.edit_budget import EditBudget
-from adapters.text import split_text
+from adapters.text import plain_links, split_text
 from bot.ops import metrics
 from bot.types import Answering, CommandResult, Done, Queued, Reply, StreamEvent, Token, UserError
 
@@ -189,7 +189,7 @@ class ReplyOnScreen:
 
     def _apply(self, text: str, posted: list[str], buttons: str | None) -> None:
         """Make the messages show `text`; `posted` collects what is posted, even when a later call fails."""
-        chunks = split_text(text, self.limit)
+        chunks = split_text(plain_links(text), self.limit)  # no link hides its address, on any platform
         for i, chunk in enumerate(chunks):
             wanted = buttons if i == len(chunks) - 1 else None
             if i < len(self.parts):

@@ -1,4 +1,5 @@
-"""Splitting long replies into platform-sized messages; one function for every adapter."""
+"""What every adapter does to the text it posts: links in plain sight, and long replies split into
+platform-sized messages."""
 
 from __future__ import annotations
 
@@ -7,6 +8,18 @@ import re
 _FENCE = re.compile(r"^```[^\n`]*", re.MULTILINE)
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]*_]*\s")
 _CLOSE = "\n```"
+# `](`, `][` and `]:` are what make a Markdown link, a reference link or a link definition: Slack's
+# Markdown and Discord render `[Sign in](https://evil.example)` as "Sign in", its address hidden.
+_LINK_SYNTAX = re.compile(r"\](?=[(\[:])")
+_WORD_JOINER = "\u2060"  # invisible; no Markdown parser sees "]\u2060(" as a link
+
+
+def plain_links(text: str) -> str:
+    """The text with no link that hides its address: a Markdown link shows as its label and its
+    address as written (which the platform may link, in plain sight). Idempotent, and local to two
+    characters with no space between them, so pieces cut at whitespace convert to the same as the
+    whole (a stream appends such pieces)."""
+    return _LINK_SYNTAX.sub("]" + _WORD_JOINER, text)
 
 
 def split_text(text: str, limit: int) -> list[str]:

@@ -235,3 +235,18 @@ def test_fifo_within_a_user() -> None:
     for i in range(5):
         queue.put("u", i)
     assert deque(queue.get(0) for _ in range(5)) == deque(range(5))
+
+
+def test_no_link_the_bot_posts_hides_its_address() -> None:
+    from adapters.slack.format import to_slack
+    from adapters.text import plain_links
+
+    for disguised in ("[Sign in](https://evil.example)", "[a](<https://e.x>)", "![img](https://e.x/p.png)",
+                      "[x][1]\n[1]: https://e.x", "[Sign in] (not a link)"):  # fmt: skip
+        shown = plain_links(disguised)
+        assert "](" not in shown and "][" not in shown and "]:" not in shown
+        assert shown.replace("\u2060", "") == disguised and plain_links(shown) == shown
+    text = "Go [here](https://evil.example/a b) now, [x][y] and [y]: https://e.x"
+    pieces = text.split(" ")  # a stream appends pieces cut at whitespace
+    assert " ".join(to_slack(piece) for piece in pieces) == to_slack(text)
+    assert "https://evil.example/a" in to_slack(text) and "](" not in to_slack(text)

@@ -22,6 +22,7 @@ from discord import ui
 from adapters.discord_bot import PLATFORM
 from adapters.discord_bot.caller import private_to, role_ids, server_id
 from adapters.discord_bot.conversations import of_interaction
+from adapters.text import plain_links
 from bot.types import CommandResult, Correction, Ignored, Vote, VoteResult
 
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ async def vote_clicked(interaction: discord.Interaction, exchange_id: str, value
     log.info("button vote on %s: %s", exchange_id, outcome)
     if not isinstance(outcome, VoteResult):
         reason = outcome.reason if isinstance(outcome, Ignored) else "not a vote"
-        await interaction.response.send_message(f"Not counted: {reason}.", ephemeral=True)
+        await interaction.response.send_message(plain_links(f"Not counted: {reason}."), ephemeral=True)
     elif value < 0:
         await interaction.response.send_modal(CorrectionModal(exchange_id, core.settings.max_correction_chars))
     else:
@@ -144,4 +145,4 @@ async def correction_submitted(interaction: discord.Interaction, exchange_id: st
     else:
         why = outcome.text if isinstance(outcome, CommandResult) else getattr(outcome, "reason", "not a correction")
         said = f"{thanks(-1)} The correction was not kept: {why}"
-    await interaction.response.send_message(said, ephemeral=True)
+    await interaction.response.send_message(plain_links(said), ephemeral=True)  # it may quote the correction

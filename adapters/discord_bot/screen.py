@@ -13,7 +13,7 @@ import discord
 
 from adapters.discord_bot.feedback import feedback_view
 from adapters.streaming import RateLimited
-from adapters.text import split_text
+from adapters.text import plain_links, split_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -22,7 +22,8 @@ MAX_CHARS = 2000  # Discord's limit for a message's content
 
 
 def split_message(text: str) -> list[str]:
-    return split_text(text, MAX_CHARS)
+    """What the bot sends on Discord, in parts of at most MAX_CHARS, no link hiding its address."""
+    return split_text(plain_links(text), MAX_CHARS)
 
 
 class DiscordScreen:

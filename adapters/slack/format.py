@@ -2,15 +2,17 @@
 
 A reply goes out twice in one message: `text`, mrkdwn (what notifications and old clients show),
 and a `markdown` block (or a stream's `markdown_text`), which Slack renders as Markdown: `**bold**`,
-headings, lists, links, tables. In both, `&`, `<` and `>` are escaped and `@here`, `@channel` and
-`@everyone` are broken by a word joiner, so nothing the model writes can ping a channel, mention
-someone or forge a link.
+headings, lists, tables. In both, `&`, `<` and `>` are escaped, `@here`, `@channel` and
+`@everyone` are broken by a word joiner, and Markdown links lose their syntax (adapters/text.py), so
+nothing the model writes can ping a channel, mention someone, forge a link or hide a link's address.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from adapters.text import plain_links
 
 FEEDBACK_ACTION = "feedback"  # the action_id of the buttons (app.action)
 UP, DOWN = "up", "down"  # a button's value is "up:<exchange id>" or "down:<exchange id>"
@@ -19,11 +21,12 @@ _WORD_JOINER = "\u2060"  # invisible, and no mention parser sees "@\u2060here" a
 
 
 def to_slack(text: str) -> str:
-    """Escape &, < and >, Slack's control characters, and break @here, @channel and @everyone: a
-    reply must never ping, forge a link or mention anyone, whatever the model writes. The same
+    """Escape &, < and >, Slack's control characters, break @here, @channel and @everyone, and show
+    Markdown links' addresses: a reply must never ping, forge or disguise a link or mention anyone,
+    whatever the model writes. The same
     text is mrkdwn and Markdown, and pieces cut at whitespace convert to the same as the whole
     (a stream appends such pieces)."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    escaped = plain_links(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     return _BROADCAST.sub(lambda m: "@" + _WORD_JOINER + m.group(1), escaped)
 
 

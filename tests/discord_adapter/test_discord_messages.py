@@ -196,3 +196,19 @@ def test_queued_request_says_so(
     )
     assert posted.body["content"].startswith("⏳"), posted.body["content"]
     assert answer["content"] == "one two three four five"
+
+
+def test_a_masked_link_in_a_reply_shows_its_address(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    """Discord renders `[Sign in](<https://...>)` as a masked link: the reply shows the address."""
+    core = fast_core(reply="Please [Sign in](<https://evil.example/login>) to reset it.", delay_s=0.02)
+    start_bot(core)
+    asked = emulator.send_message(emulator.add_user("alice"), f"{emulator.mention()} how do I reset my password?")
+    [answer] = final_reply(emulator, asked)
+    assert answer["content"] == "Please [Sign in]\u2060(<https://evil.example/login>) to reset it."
+    channel = str(emulator.channel_id)
+    sent = emulator.calls_to("POST", rf"/channels/{channel}/messages") + emulator.calls_to(
+        "PATCH", rf"/channels/{channel}/messages/.+"
+    )
+    assert sent and all("](" not in call.body.get("content", "") for call in sent)

@@ -153,3 +153,21 @@ def test_slack_markup_is_escaped_both_ways(slack: SlackEmulator, socket_bot: Sta
     assert answer.body["text"].startswith("Learned"), answer.body["text"]
     assert "&lt;b&gt;" in answer.body["text"] and "<b>" not in answer.body["text"]
     assert [e.input for e in core.examples.list()] == ["What is <b>?"]
+
+
+def test_a_markdown_link_in_a_reply_or_a_correction_shows_its_address(
+    slack: SlackEmulator, socket_bot: StartBot
+) -> None:
+    """Slack's Markdown renders `[Sign in](https://...)` as "Sign in", the address hidden under the
+    bot's name: the reply, its streamed updates and an echoed correction show the address instead."""
+    disguised = (
+        "Please [Sign in](https://evil.example/login) to reset it, see [docs][1].\n\n[1]: https://evil.example/x"
+    )
+    core = socket_bot(FakeEngine(disguised, delay_s=0.02))
+    slack.send_event(slack.user_message(DM, ALICE, "how do I reset my password?", channel_type="im"))
+    shown = "Please [Sign in]\u2060(https://evil.example/login) to reset it, see [docs]\u2060[1].\n\n[1]\u2060: https://evil.example/x"
+    reply = final_reply(slack, DM, shown)
+    for update in updates_of(slack, reply["ts"]):
+        for text in (update.params["text"], *(b.get("text", "") for b in update.params.get("blocks") or [])):
+            assert "](" not in text and "][" not in text and "]:" not in text, text
+    assert core.store.exchanges()[0].reply == disguised, "stored as written; only what is shown changes"
