@@ -7,10 +7,20 @@ import discord
 
 
 def private_to(channel: object) -> str:
-    """A private thread's id (what is taught there stays there, as in a DM), else ''."""
-    if isinstance(channel, discord.Thread) and channel.type is discord.ChannelType.private_thread:
-        return str(channel.id)
-    return ""
+    """Where what is taught stays, as in a DM ('' for the whole server): a private thread's id, or the
+    id of a channel @everyone cannot view (a thread inside one included), as Slack keeps a private
+    channel's. A thread whose channel is not known is kept to that channel: unsure means private."""
+    if isinstance(channel, discord.Thread):
+        if channel.type is discord.ChannelType.private_thread:
+            return str(channel.id)
+        if channel.parent is None:
+            return str(channel.parent_id)
+        channel = channel.parent
+    hidden = (
+        isinstance(channel, discord.abc.GuildChannel)
+        and not channel.permissions_for(channel.guild.default_role).view_channel
+    )
+    return str(channel.id) if hidden else ""
 
 
 def role_ids(user: discord.User | discord.Member) -> tuple[str, ...]:

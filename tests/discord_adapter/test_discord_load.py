@@ -39,7 +39,9 @@ def test_thirty_questions_at_once_all_finish_under_the_channel_limit(
     # Unannounced, discord.py cannot wait ahead of the limit and meets 429s, as beside other replicas.
     emulator.limit_route("POST", POST, limit=5, window_s=1.0, announce=announced)
     emulator.limit_route("PATCH", EDIT, limit=5, window_s=1.0, announce=announced)
-    core = fast_core(reply=reply, delay_s=0.01, tuning__discord_edits_per_minute=300, tuning__discord_edit_burst=5)
+    # 30 questions from one server: within its share of the answer slots (75% of 40).
+    core = fast_core(reply=reply, delay_s=0.01, answer_threads=40, tuning__discord_edits_per_minute=300,
+                     tuning__discord_edit_burst=5)  # fmt: skip
     start_bot(core)
     users = [emulator.add_user(f"user{i}") for i in range(15)]
     asked = [emulator.send_message(user, f"{emulator.mention()} question {n} from {user['username']}")

@@ -216,6 +216,24 @@ class DiscordEmulator:
             "type": 12,
             "name": "private",
         }
+        # A channel @everyone cannot view (a mods-only channel), and a public thread inside it.
+        self.private_channel_id = self.snowflake()
+        hidden = {"id": str(self.guild_id), "type": 0, "allow": "0", "deny": str(1 << 10)}  # VIEW_CHANNEL
+        shown = {"id": str(self.admin_role_id), "type": 0, "allow": str(1 << 10), "deny": "0"}
+        self.channels[str(self.private_channel_id)] = {
+            **self.channels[str(self.channel_id)],
+            "id": str(self.private_channel_id),
+            "name": "mods",
+            "position": 1,
+            "permission_overwrites": [hidden, shown],
+        }
+        self.private_channel_thread_id = self.snowflake()
+        self.channels[str(self.private_channel_thread_id)] = {
+            **self.channels[str(self.thread_id)],
+            "id": str(self.private_channel_thread_id),
+            "parent_id": str(self.private_channel_id),
+            "name": "a thread in mods",
+        }
         self.messages: dict[str, dict[str, Any]] = {}
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.calls: list[Call] = []

@@ -18,7 +18,9 @@ QUESTIONS, IN_CHANNEL = 30, 10  # 20 DMs and 10 mentions in one channel, all at 
 def test_thirty_questions_at_once_all_finish_under_rate_limits(
     slack: SlackEmulator, socket_bot: StartBot, streaming: str
 ) -> None:
-    core = socket_bot(FakeBatchingEngine(ANSWER, delay_s=0.05, slots=QUESTIONS), tuning__slack_streaming=streaming)
+    # 30 questions from one workspace: within its share of the answer slots (75% of 40).
+    core = socket_bot(FakeBatchingEngine(ANSWER, delay_s=0.05, slots=QUESTIONS), tuning__slack_streaming=streaming,
+                      answer_threads=40)  # fmt: skip
     slack.enforce_rate_limits()
     where = []
     for i in range(QUESTIONS):
