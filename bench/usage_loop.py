@@ -1,6 +1,6 @@
 """A deployment's first week, on phrasings real people wrote (the CLINC150 subset in bench/data/clinc_*.jsonl).
 
-    .venv/bin/python bench/usage_loop.py [--intents N] [--use N] [--skip-retrain] [--plot docs/usage_loop.png]
+    .venv/bin/python bench/usage_loop.py [--intents N] [--use N] [--weeks N] [--skip-retrain] [--plot FILE.png]
 
 Stages, everything through `Core.handle` as a Slack workspace sends it (issue 31):
   A    an admin teaches one phrasing per intent (`teach`); the held-out phrasings are asked, each alone
@@ -8,6 +8,8 @@ Stages, everything through `Core.handle` as a Slack workspace sends it (issue 31
        the asker, a wrong one an admin's `correct:` reply in its thread
   B    the held-out phrasings again, on examples alone
   C    one retrain with the defaults (its own process, its gate, the live swap); the held-out ones again
+With `--weeks N` the use phrasings are shared out over N weeks, each ending in a retrain (C, C2, ...):
+from the second on, a retrain continues the serving LoRA on what is new (bot/finetune/continued.py).
 At every stage the held-out phrasings are also asked as one conversation, the out-of-scope queries are
 asked (a reply that states a taught fact is a false answer), and the general questions of the gate's
 regression set. A hit is a reply that contains its intent's fact; "another fact" counts replies that
@@ -190,13 +192,14 @@ def measure(chat: Chat, intents: list[Intent], oos: list[str], stage: str) -> di
     return out
 
 
-def use_week(chat: Chat, intents: list[Intent]) -> dict[str, int]:
-    """Every `use` phrasing asked once, in an interleaved order; right replies upvoted, wrong ones corrected."""
-    asked = [(i, q) for i in intents for q in i.use]
-    random.Random(31).shuffle(asked)
+def use_week(chat: Chat, intents: list[Intent], week: int = 0, weeks: int = 1) -> dict[str, int]:
+    """This week's share of the `use` phrasings (every one, over `weeks`), each asked once in an interleaved
+    order; right replies upvoted, wrong ones corrected."""
+    asked = [(i, q) for i in intents for n, q in enumerate(i.use) if n % weeks == week]
+    random.Random(31 + week).shuffle(asked)
     right = corrected = 0
     for n, (intent, question) in enumerate(asked, 1):
-        thread = f"use-{n}"
+        thread = f"use-{week}-{n}"
         reply = chat.ask(ASKERS[n % len(ASKERS)], question, thread)
         if intent.name in facts_in(reply.text, intents):
             chat.upvote(reply)
@@ -209,20 +212,26 @@ def use_week(chat: Chat, intents: list[Intent]) -> dict[str, int]:
     return {"asked": len(asked), "upvoted": right, "corrected": corrected}
 
 
+STAGES = ("A", "B", "C", "C2", "C3", "C4")
+STAGE_NAMES = {"A": "A: taught", "B": "B: after use", "C": "C: a retrain"} | {
+    f"C{n}": f"C{n}: week {n}" for n in range(2, 5)
+}
+
+
 def plot(results: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    stages = [s for s in ("A", "B", "C") if s in results]
+    stages = [s for s in STAGES if s in results]
     fig, ax = plt.subplots(figsize=(6, 4))
     for mode, style in (("alone", "o-"), ("conversation", "s--")):
         ax.plot(stages, [100 * results[s][mode]["accuracy"] for s in stages], style, label=f"held-out, {mode}")
     ax.plot(stages, [100 * results[s]["out_of_scope"]["rate"] for s in stages], "x:", label="out-of-scope answered")
     ax.set_ylim(0, 100)
     ax.set_ylabel("%")
-    ax.set_xticks(stages, ["A: taught", "B: after a week's use", "C: after a retrain"][: len(stages)])
+    ax.set_xticks(stages, [STAGE_NAMES[s] for s in stages])
     ax.set_title(f"Real phrasings (CLINC150 subset, {results['intents']} intents)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
@@ -234,7 +243,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
 def print_table(results: dict[str, Any]) -> None:
     print("\n| stage | held-out alone | another fact | conversation | out-of-scope answered | general |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for stage in ("A", "B", "C"):
+    for stage in STAGES:
         if stage in results:
             r = results[stage]
             print(
@@ -250,6 +259,7 @@ def main() -> int:
     parser.add_argument("--intents", type=int, default=None, help="the first N intents only (all: 60)")
     parser.add_argument("--use", type=int, default=None, help="use phrasings per intent (all: 4)")
     parser.add_argument("--oos", type=int, default=None, help="out-of-scope queries (all: 60)")
+    parser.add_argument("--weeks", type=int, default=1, help="weeks of use, each ending in a retrain (default 1)")
     parser.add_argument("--skip-retrain", action="store_true", help="stop after B")
     parser.add_argument("--model-cache", type=Path, default=REPO / ".cache" / "models")
     parser.add_argument("--plot", type=Path, default=None, help="where to draw the curve (a PNG)")
@@ -272,18 +282,23 @@ def main() -> int:
         for intent in intents:
             chat.teach(intent.teach, intent.answer)
         results["A"] = measure(chat, intents, oos, "A")
-        results["use"] = use_week(chat, intents)
-        results["B"] = measure(chat, intents, oos, "B")
-        if not args.skip_retrain:
+        for week in range(args.weeks):
+            stage = "C" if week == 0 else f"C{week + 1}"
+            results["use" if week == 0 else f"use{week + 1}"] = use_week(chat, intents, week, args.weeks)
+            if week == 0:
+                results["B"] = measure(chat, intents, oos, "B")
+            if args.skip_retrain:
+                break
             status, manifest = retrain(core, data_dir)
-            results["retrain"] = {
+            results["retrain" if week == 0 else f"retrain{week + 1}"] = {
                 "pipeline_s": pipeline_s(status),
                 "promoted": status.promoted,
+                "continued_from": manifest.get("continued_from"),
                 "timings": manifest["timings"],
                 "dataset": manifest["dataset"]["counts"],
             }
             core.generation.request_sync().result(timeout=300)
-            results["C"] = measure(chat, intents, oos, "C")
+            results[stage] = measure(chat, intents, oos, stage)
         core.generation.close()
     print_table(results)
     if args.plot:

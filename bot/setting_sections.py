@@ -89,6 +89,9 @@ class TuningSettings(Section):
     replay_size: int = Field(16, ge=0, description="rows of bot/data/general.jsonl mixed in against forgetting")
     paraphrases: int = Field(2, ge=0, le=6, description="extra rows per example, its question rephrased by rule")
     use_kto: bool = Field(False, description="also learn from downvoted replies and bad examples (TRL's KTOTrainer)")
+    continue_training: bool = Field(
+        True, description="a retrain continues the serving LoRA on what is new since it trained (false: from scratch)"
+    )
     cpu_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto",
         description="what a CPU trains in: `auto` is bfloat16 where the CPU multiplies it in hardware "

@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.evaluation import load_eval_file
 from bot.finetune.base_replies import CACHE_FILE as BASE_REPLIES
 from bot.finetune.base_replies import BaseReplies
+from bot.finetune.continued import parent_for, save_trained
 from bot.finetune.gate import decide, gate_engine, gate_scores, gate_settings, serving_answerer
 from bot.finetune.gate_cache import cached_regression, regression_key
 from bot.finetune.qlora import lora_config, plot_losses, train_lora, training_dtype
@@ -64,7 +65,10 @@ def train_candidate(
     self_answers = None
     if settings.tuning.replay_size:  # replay rows in the base model's own words (bot/finetune/self_replay.py)
         self_answers = SelfAnswers(base, settings)
-    data = build_training_data(settings, examples, store, replay_answer=self_answers)
+    parent = parent_for(active, settings)
+    data = build_training_data(settings, examples, store, replay_answer=self_answers,
+                               seen=parent.seen if parent else None)  # fmt: skip
+    parent = parent if data.continued else None
     base.save()
     if not [row for row in data.train if row.source != "replay"]:
         raise RuntimeError("there are no good examples to train on: import, teach or upvote some first")
@@ -79,7 +83,9 @@ def train_candidate(
     clock = time.monotonic()
     engine.restore_4bit_layout()  # replay answers were generated on it: train on the layers as loaded
     train_dtype = training_dtype(engine.model, settings)
-    losses = train_lora(settings, engine.model, engine.tokenizer, data, staging_dir, status)
+    losses = train_lora(settings, engine.model, engine.tokenizer, data, staging_dir, status,
+                        parent.path if parent else None)  # fmt: skip
+    learned = save_trained(staging_dir, parent, data.trained)
     timings["train_s"] = time.monotonic() - clock
     del engine
     gc.collect()
@@ -120,6 +126,8 @@ def train_candidate(
         "tuning": settings.tuning.model_dump(),
         "train_dtype": train_dtype,
         "dataset": {"fingerprint": data.fingerprint, "counts": data.counts},
+        "continued_from": parent.version if parent else None,
+        "pairs_learned": learned,
         "retriever": retriever,
         "losses": losses,
         "final_loss": losses[-1]["loss"] if losses else None,
@@ -162,8 +170,12 @@ def run_pipeline(settings: Settings, staging_dir: Path, status: StatusFile, trig
         )
         plot = registry.path_for(version.version) / LOSS_PLOT
         verb = "promoted and now serving" if promoted else "kept as a candidate"
+        counts = manifest["dataset"]["counts"]
+        how = (f"continued {manifest['continued_from']} on {counts['trained'] - counts['old_replayed']} new "
+               f"example(s) and {counts['old_replayed']} old ones" if manifest["continued_from"]
+               else f"trained from scratch on {counts['trained']} example(s)")  # fmt: skip
         summary = (
-            f"LoRA {version.version} {verb}: {manifest['reason']}. Training took "
+            f"LoRA {version.version} {verb}: {manifest['reason']}. Training ({how}) took "
             f"{manifest['timings']['train_s']:.0f} s ({len(manifest['losses'])} steps, final loss "
             f"{manifest['final_loss']:.3f})."
         )

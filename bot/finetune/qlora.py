@@ -93,11 +93,18 @@ def dequantized_for_cpu(model: Any, settings: Settings) -> Any:
 
 
 def train_lora(
-    settings: Settings, model: Any, tokenizer: Any, data: TrainingData, out_dir: Path, status: StatusFile
+    settings: Settings,
+    model: Any,
+    tokenizer: Any,
+    data: TrainingData,
+    out_dir: Path,
+    status: StatusFile,
+    parent: Path | None = None,
 ) -> list[dict[str, float]]:
-    """QLoRA on the given 4-bit model through TRL; saves the LoRA into out_dir; returns the losses."""
+    """QLoRA on the given 4-bit model through TRL, a new LoRA or the one in `parent` trained further
+    (bot/finetune/continued.py); saves the LoRA into out_dir; returns the losses."""
     from datasets import Dataset
-    from peft import prepare_model_for_kbit_training
+    from peft import PeftModel, prepare_model_for_kbit_training
 
     t, tuning = settings.training, settings.tuning
     losses: list[dict[str, float]] = []
@@ -108,6 +115,8 @@ def train_lora(
     elif not on_cpu:
         # Gradient checkpointing only saves memory, which a small model does not need, and costs time.
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if parent is not None:
+        model = PeftModel.from_pretrained(model, str(parent), is_trainable=True)
     scratch = tempfile.TemporaryDirectory(prefix="trainer-")  # the Trainer's own files; we save the LoRA
     common: dict[str, Any] = {
         "output_dir": scratch.name,
@@ -140,7 +149,7 @@ def train_lora(
         args=config,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(settings),
+        peft_config=None if parent is not None else lora_config(settings),
         callbacks=[_progress_callback(status, losses)],
     )
     try:

@@ -39,6 +39,10 @@ SEED = 7  # of the holdout split, the replay sample, the rows' rephrasings and h
 HISTORY_SHARE = 0.5
 # Retrieval misses in use too: this share of rephrased rows has its own example left out of the prompt.
 MISSING_SHARE = 0.15
+# A retrain that continues the serving LoRA (bot/finetune/continued.py) trains on the pairs new since it
+# trained and replays old ones beside them: half as many as there are new, at least this many.
+OLD_REPLAY_SHARE = 0.5
+OLD_REPLAY_MIN = 8
 
 Retrieve = Callable[[str], list[Example]]
 
@@ -87,6 +91,21 @@ class TrainingData:
     counts: dict[str, int] = field(default_factory=dict)
     left_out: list[LeftOut] = field(default_factory=list)  # good examples that do not train, and why
     examples: list[Pair] = field(default_factory=list)  # the good examples that train (the held-out ones do not)
+    trained: list[Pair] = field(default_factory=list)  # those this run's rows answer (all of them, unless continued)
+    continued: bool = False  # rows for what is new since the parent LoRA trained, and a replay of the rest
+
+
+def pair_key(question: str, answer: str) -> str:
+    """A question and answer as text (the same up to case and spacing): what a LoRA has learned."""
+    return hashlib.sha256(f"{text_key(question)}\x00{text_key(answer)}".encode()).hexdigest()[:16]
+
+
+def continuation(pairs: Sequence[Pair], seen: frozenset[str]) -> tuple[list[Pair], list[Pair]]:
+    """(the pairs new since the parent LoRA trained, a seeded sample of the others to replay beside them)."""
+    new = [p for p in pairs if pair_key(p.question, p.answer) not in seen]
+    old = [p for p in pairs if pair_key(p.question, p.answer) in seen]
+    count = min(len(old), max(OLD_REPLAY_MIN, round(len(new) * OLD_REPLAY_SHARE)))
+    return new, random.Random(SEED).sample(old, count)
 
 
 def good_pairs(
@@ -239,11 +258,14 @@ def build_training_data(
     retrieve: Retrieve | None = None,
     general_path: Path = GENERAL_FILE,
     replay_answer: Callable[[Row], str] | None = None,
+    seen: frozenset[str] | None = None,
 ) -> TrainingData:
     """Everything a run trains and gates on, deterministic for a given store and settings.
 
     `replay_answer` gives each replay row its target (bot/finetune/self_replay.py: the base model's own
-    words); without it a replay row answers with the written answer.
+    words); without it a replay row answers with the written answer. `seen`: the pairs the LoRA this
+    run continues has learned (`pair_key`); rows then answer the new pairs and a replay sample of the
+    others (`continuation`), or every pair when none is new.
     """
     t = settings.tuning
     nearest: Retrieve = retrieve or (lambda text: [])
@@ -258,9 +280,15 @@ def build_training_data(
 
     good, duplicates, left_out = good_pairs(examples, settings, store)
     train_pairs, heldout = split_holdout(good, t.holdout_fraction, SEED)
+    trained, old_replayed = train_pairs, []
+    if seen is not None:
+        new, old_replayed = continuation(train_pairs, seen)
+        if new:
+            trained = new + old_replayed
+    continued = trained is not train_pairs
     general = load_general(general_path) if t.replay_size else []
     replay = random.Random(SEED).sample(general, min(t.replay_size, len(general)))
-    rows = [render(p, context_for(p, retrieve, t.retrieval_k), settings) for p in train_pairs]
+    rows = [render(p, context_for(p, retrieve, t.retrieval_k), settings) for p in trained]
     for pair in replay:
         context = context_for(pair, retrieve, t.retrieval_k)
         if not context and t.lora_for == "examples":
@@ -273,7 +301,7 @@ def build_training_data(
     replay_rows = sum(r.source == "replay" for r in rows)
     if replay_answer is not None:
         rows = [replace(r, completion=replay_answer(r)) if r.source == "replay" else r for r in rows]
-    rows += paraphrase_rows(train_pairs, retrieve, settings)
+    rows += paraphrase_rows(trained, retrieve, settings)
     rows = in_conversations(rows, train_pairs + general, settings)
     undesirable: list[Row] = []
     if t.use_kto:
@@ -293,11 +321,14 @@ def build_training_data(
         "left_out_by_trust": len(left_out),
         "train": len(train_pairs),
         "heldout": len(heldout),
+        "trained": len(trained),
+        "old_replayed": len(old_replayed) if continued else 0,
         "replay": replay_rows,
-        "paraphrases": len(rows) - len(train_pairs) - replay_rows,
+        "paraphrases": len(rows) - len(trained) - replay_rows,
         "undesirable": len(undesirable),
         "in_conversation": sum(bool(r.history) for r in rows),
         "without_own_example": sum(r.source == "paraphrase" and not _has_own(r) for r in rows),
         "rows": len(rows),
     }
-    return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts, left_out, train_pairs)
+    return TrainingData(rows, undesirable, heldout, digest.hexdigest()[:16], counts, left_out, train_pairs, trained,
+                        continued)  # fmt: skip
