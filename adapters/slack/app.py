@@ -89,7 +89,7 @@ class SlackAdapter:
         self.app.command(self.slack.command)(self.on_command)
         FeedbackButtons(core, lambda *args: _later(self._replies, *args), self._channel_kind).register(self.app)
         if self.slack.assistant:
-            self.app.assistant(build_assistant(core, self.handle_message))
+            self.app.assistant(build_assistant(core, self.handle_message, lambda work: _later(self._replies, work)))
 
     def on_message(self, event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         """app_mention and message.* events: the core decides whether and how to answer."""

@@ -1,7 +1,9 @@
 """Slack's AI app surface (`slack.assistant`): bolt's `Assistant` middleware on the side panel.
 
-A new assistant thread gets a greeting and up to four suggested prompts: the questions of the
-examples this workspace sees (taught, corrected and imported ones first). A question in it is
+A new assistant thread in a workspace the bot serves (`SLACK_ALLOWED_TEAMS`) gets one greeting,
+however often Slack delivers the event, and up to four suggested prompts: questions of the examples
+the panel's own answers can retrieve (the global ones and that DM's; taught, corrected and imported
+ones first). Both are posted from the adapter's reply pool, after the ack. A question in it is
 answered through the same core path as any DM (the thread is the conversation); the thread is
 titled after its first question and shows "thinking…" until the answer appears (Slack clears the
 status when the app replies). Channel mentions and DMs outside the panel are unchanged.
@@ -18,7 +20,7 @@ from slack_bolt.middleware.assistant import Assistant
 from slack_sdk import WebClient
 
 from adapters.slack import PLATFORM
-from bot.types import GLOBAL_SCOPE, Answering, CommandResult, ConversationKey, Outcome, workspace_scope
+from bot.types import GLOBAL_SCOPE, Answering, CommandResult, ConversationKey, Outcome, dm_scope
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -32,12 +34,13 @@ TITLE_CHARS = 60
 THINKING = "thinking…"
 SOURCES = ("taught", "correction", "import")  # the verified answers, in this order of preference
 HandleMessage = Callable[[dict[str, Any], BoltContext, WebClient], Outcome | None]
+Later = Callable[[Callable[[], None]], object]
 
 
-def suggested_prompts(core: Core, team: str) -> list[str]:
-    """Up to MAX_PROMPTS questions of this workspace's (and every workspace's) good examples."""
-    seen = {GLOBAL_SCOPE, workspace_scope(PLATFORM, team)}
-    examples = [e for e in core.examples.list(label="good") if e.scope in seen]
+def suggested_prompts(core: Core, channel: str) -> list[str]:
+    """Up to MAX_PROMPTS questions of the good examples a message in the panel's DM `channel` retrieves
+    from: the global ones and that DM's (a workspace's voted examples are not retrieved in a DM)."""
+    examples = core.examples.list(label="good", scopes=(GLOBAL_SCOPE, dm_scope(PLATFORM, channel)))
     rank = {source: i for i, source in enumerate(SOURCES)}
     examples.sort(key=lambda e: rank.get(e.source, len(SOURCES)))  # stable: oldest first within a source
     prompts: list[str] = []
@@ -50,16 +53,31 @@ def suggested_prompts(core: Core, team: str) -> list[str]:
     return prompts
 
 
-def build_assistant(core: Core, handle_message: HandleMessage) -> Assistant:
-    """The middleware, with its listeners; `handle_message` is the adapter's path for a message."""
+def build_assistant(core: Core, handle_message: HandleMessage, later: Later) -> Assistant:
+    """The middleware, with its listeners; `handle_message` is the adapter's path for a message,
+    `later` runs work on its reply pool (after the listener returns, and so after the ack)."""
     assistant = Assistant()
 
     @assistant.thread_started
-    def started(say: Say, set_suggested_prompts: SetSuggestedPrompts, context: BoltContext) -> None:
-        say(GREETING)
-        prompts = suggested_prompts(core, context.team_id or "")
-        if prompts:
-            set_suggested_prompts(prompts=prompts, title=PROMPTS_TITLE)
+    def started(
+        payload: dict[str, Any], body: dict[str, Any], say: Say, set_suggested_prompts: SetSuggestedPrompts,
+        context: BoltContext,
+    ) -> None:  # fmt: skip
+        team = context.team_id or body.get("team_id") or ""
+        if not core.rules.invited(PLATFORM, team):
+            return  # a workspace the bot does not serve: nothing said, nothing listed
+        thread = payload.get("assistant_thread") or {}
+        started_id = f"assistant:{thread.get('channel_id', '')}:{thread.get('thread_ts', '')}"
+        if not core.store.claim_event(PLATFORM, started_id):
+            return  # Slack delivered the event again: one greeting per thread
+
+        def greet() -> None:
+            say(GREETING)
+            prompts = suggested_prompts(core, thread.get("channel_id") or context.channel_id or "")
+            if prompts:
+                set_suggested_prompts(prompts=prompts, title=PROMPTS_TITLE)
+
+        later(greet)
 
     @assistant.thread_context_changed
     def context_changed() -> None:

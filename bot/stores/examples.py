@@ -202,8 +202,14 @@ class ExampleStore:
         by_id = {i: _example(i, m) for i, m in zip(result["ids"], result["metadatas"], strict=True)}
         return [by_id[i] for i in ids if i in by_id]
 
-    def list(self, limit: int | None = None, offset: int = 0, label: str | None = None) -> list[Example]:
-        where = {"label": label} if label else None
+    def list(
+        self, limit: int | None = None, offset: int = 0, label: str | None = None, scopes: Sequence[str] = ()
+    ) -> list[Example]:
+        """Stored examples, oldest first; with `label`, only those; with `scopes`, only those scopes'."""
+        clauses: list[dict[str, Any]] = [{"label": label}] if label else []
+        if scopes:
+            clauses.append({"scope": {"$in": list(scopes)}})
+        where = clauses[0] if len(clauses) == 1 else {"$and": clauses} if clauses else None
         result = self._collection.get(include=["metadatas"], limit=limit, offset=offset, where=where)
         examples = [_example(i, m) for i, m in zip(result["ids"], result["metadatas"], strict=True)]
         return sorted(examples, key=lambda e: (e.created_at, e.id))

@@ -4,6 +4,8 @@ the assistant thread, through the same core path as a DM. Channel mentions keep 
 
 from __future__ import annotations
 
+import time
+
 from adapters.slack.assistant import GREETING, MAX_PROMPTS, THINKING
 from tests.emulators.slack_api import SlackEmulator
 from tests.fakes import FakeEngine
@@ -56,3 +58,34 @@ def test_channel_mentions_still_work_with_the_assistant_on(slack: SlackEmulator,
     slack.send_event(mention)
     assert final_reply(slack, CHANNEL, REPLY)["thread_ts"] == mention["ts"]
     assert not slack.calls("assistant.threads.setStatus")
+
+
+def test_a_new_thread_is_greeted_once_with_prompts_its_answers_can_use(
+    slack: SlackEmulator, socket_bot: StartBot
+) -> None:
+    core = socket_bot(slack__assistant=True)
+    core.rules.teach("slack", ADMIN, "Where is the office?", "On Main Street.")  # global: every place sees it
+    core.examples.add("What did this workspace vote up?", "Lunch at noon.", "good", "vote", None, "slack:T0TEST")
+    core.examples.add("What did I ask before?", "Your badge.", "good", "vote", None, f"slack:dm:{DM}")
+    started = slack.assistant_thread_started(DM, ALICE)
+    thread_ts = started["assistant_thread"]["thread_ts"]
+    for _ in range(2):  # Slack delivers it again when the ack is late
+        slack.wait_ack(slack.send_event(started))
+    prompts = slack.wait_for(lambda: slack.ok_calls("assistant.threads.setSuggestedPrompts"), what="prompts")[0]
+    titles = [p["title"] for p in prompts.params["prompts"]]
+    # The panel is a DM: its answers retrieve global examples and the DM's own, not the workspace's votes.
+    assert titles == ["Where is the office?", "What did I ask before?"]
+    slack.wait_for(lambda: slack.thread(DM, thread_ts), what="the greeting")
+    time.sleep(0.3)
+    assert [m["text"] for m in slack.thread(DM, thread_ts)] == [GREETING], "one greeting, however many deliveries"
+    assert len(slack.ok_calls("assistant.threads.setSuggestedPrompts")) == 1
+
+
+def test_a_workspace_not_allowed_gets_no_greeting_and_no_prompts(slack: SlackEmulator, socket_bot: StartBot) -> None:
+    core = socket_bot(slack__assistant=True, slack__allowed_teams=["TOTHER"])  # the emulator's team is T0TEST
+    core.rules.teach("slack", ADMIN, "Where is the office?", "On Main Street.")
+    started = slack.assistant_thread_started(DM, ALICE)
+    slack.wait_ack(slack.send_event(started))
+    time.sleep(0.5)
+    assert not slack.thread(DM, started["assistant_thread"]["thread_ts"])
+    assert not slack.calls("assistant.threads.setSuggestedPrompts")
