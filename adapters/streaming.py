@@ -114,7 +114,8 @@ class ReplyOnScreen:
     `ReplyView` of every message-editing platform.
 
     Edits spend `budget` under `key` (the workspace or channel route, shared by every reply): an
-    intermediate one is skipped when it is spent or rate-limited, the final one always goes.
+    intermediate one (the text so far, a queue notice) is skipped when it is spent or rate-limited,
+    the final one always goes.
     """
 
     def __init__(
@@ -140,7 +141,11 @@ class ReplyOnScreen:
             self.show(self.placeholder, wait=False)
 
     def queued(self, position: int) -> None:
-        self.show(queued_text(position), wait=True)
+        # Waiting in line, the reply has time: the notice keeps the edit interval, then spends the
+        # shared budget like any intermediate edit, skipped when it is spent or rate-limited (a later
+        # notice or the reply replaces it). It never ends a reply.
+        time.sleep(max(0.0, self.last + self.interval_s - time.monotonic()))
+        self.show(queued_text(position), wait=False)
 
     def grow(self, text: str) -> None:
         if text.strip():

@@ -11,10 +11,10 @@ from tests.emulators.slack_api import SlackEmulator
 from tests.fakes import FakeEngine
 from tests.slack_adapter.helpers import ALICE, BOB, CHANNEL, DM, REPLY, StartBot, exchange_of, posts_in
 
-# Markdown, and everything that could ping or forge: none of it may reach Slack unescaped.
+# Markdown, and everything that could ping, forge or hide a link: none of it may reach Slack as written.
 RISKY = "**Bold** and a [link](https://example.com). Ping <!channel> @here @channel <@U123> & more > less"
 RISKY_SHOWN = (
-    "**Bold** and a [link](https://example.com). Ping &lt;!channel&gt; @\u2060here @\u2060channel "
+    "**Bold** and a [link]\u2060(https://example.com). Ping &lt;!channel&gt; @\u2060here @\u2060channel "
     "&lt;@U123&gt; &amp; more &gt; less"
 )
 
