@@ -247,9 +247,12 @@ class Core:
         start with (the system prompt and the turns so far, this one included), so that the next
         reply reads only its examples and message: bench/cpu_speed.py --prompt conversation."""
         settings = self.settings
-        start = conversation_start(generation.tokenizer, settings.system_prompt, history)
-        if start:
-            generation.read_ahead(start, hints)
+        try:
+            start = conversation_start(generation.tokenizer, settings.system_prompt, history)
+            if start:
+                generation.read_ahead(start, hints)
+        except Exception:  # time saved on the next reply, no more: the answer stored is shown as it is
+            log.exception("reading the conversation's next start ahead failed")
 
     def answer(self, message: Message) -> Reply:
         for event in self.answer_stream(message):

@@ -36,6 +36,18 @@ def test_stream_yields_tokens_then_done(make_core) -> None:
     assert isinstance(events[-1], Done) and events[-1].reply.text == "one two three"
 
 
+def test_a_stored_answer_is_shown_even_when_reading_ahead_fails_after_it(make_core, monkeypatch) -> None:
+    core = make_core(FakeEngine("one two three"))
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("the engine cannot hold prompts")
+
+    monkeypatch.setattr(core.generation, "read_ahead", broken)
+    events = list(core.answer_stream(Message(CONV, "u", "hi")))
+    assert isinstance(events[-1], Done) and events[-1].reply.text == "one two three"
+    assert core.store.exchange(events[-1].reply.exchange_id) is not None
+
+
 def test_history_is_per_conversation_and_reset(make_core, database_url: str) -> None:
     engine = FakeEngine("ok")
     core = make_core(engine, database_url=database_url)
