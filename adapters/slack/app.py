@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
@@ -54,6 +55,8 @@ USER_SUBTYPES = {None, "thread_broadcast", "file_share"}
 # How long a command may run before its ack goes out anyway (Slack shows an error after 3 s);
 # its writes take milliseconds, so they are durable before the ack unless something is stuck.
 ACK_WAIT_S = 2.0
+# Channels and people remembered (their kind, whether a person): LRU, so memory stays bounded.
+MAX_REMEMBERED = 4096
 REPLY_THREADS = 8
 # chat.update is rate tier 3, about 50 a minute per workspace per app; the burst leaves room for
 # the final edits, which always go (they overdraw the budget and later intermediate edits wait).
@@ -70,7 +73,9 @@ class SlackAdapter:
         self.interval_s = settings.tuning.slack_stream_interval_s  # between edits or appends of a reply
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="slack-answer")
         self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
-        self._channel_kinds: dict[str, str] = {}  # channel id -> channel_type, for app_mention
+        # Bounded: a workspace's channels and people are many, and these only save API calls.
+        self._channel_kinds: LRUCache[str, str] = LRUCache(MAX_REMEMBERED)  # channel id -> channel_type
+        self._people: LRUCache[str, bool] = LRUCache(MAX_REMEMBERED)  # user id -> a person (not a bot or app)
         # One budget per workspace, shared by every reply this process shows.
         self.edits = EditBudget(EDITS_PER_MINUTE, EDIT_BURST)
         self.appends = EditBudget(APPENDS_PER_MINUTE, APPEND_BURST)
@@ -145,6 +150,20 @@ class SlackAdapter:
         self._channel_kinds[channel] = kind
         return kind
 
+    def _is_person(self, client: WebClient, user: str) -> bool:
+        """Whether `user` is a person: not a bot user, an app's user, Slackbot or a deactivated
+        account (users.info, once a user). If Slack won't say (users:read missing), not counted."""
+        person = self._people.get(user)
+        if person is None:
+            try:
+                info = client.users_info(user=user)["user"]
+            except SlackApiError as exc:
+                log.warning("Slack: users.info(%s) failed (%s): its reaction is not counted", user, exc)
+                return False
+            person = not (info.get("is_bot") or info.get("is_app_user") or info.get("deleted") or user == "USLACKBOT")
+            self._people[user] = person
+        return person
+
     def _answer(self, client: WebClient, answering: Answering, to: Target) -> None:
         """On the answers pool: streamed natively where the workspace can, else (or when Slack
         refuses the stream) a placeholder at once and the answer edited into it."""
@@ -153,11 +172,13 @@ class SlackAdapter:
         native = [NativeStream(to, self.streams)] if self.streams.native(to.team, to.thread_ts) else []
         show_answer(self.core, answering, [*native, edited], PLATFORM)
 
-    def on_reaction(self, event: dict[str, Any], body: dict[str, Any], context: BoltContext) -> None:
+    def on_reaction(self, event: dict[str, Any], body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         item = event.get("item", {})
         # Only reactions on the bot's own messages can be votes; skip the rest before any write.
         if item.get("type") != "message" or event.get("item_user") != context.bot_user_id:
             return
+        if not self._is_person(client, event["user"]):
+            return  # another app's bot user: only people vote
         ref = message_ref(item["channel"], item["ts"])
         added = event["type"] == "reaction_added"
         workspace = context.team_id or body.get("team_id") or ""

@@ -120,10 +120,12 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
         "app_mention", "message.im", "message.channels", "message.groups", "message.mpim", "reaction_added",
         "reaction_removed",
     }  # fmt: skip
-    # conversations.info (is this channel private?) needs the :read scopes of each kind; nothing
-    # else is asked for (the adapter adds no reactions and opens no conversations).
+    # conversations.info (is this channel private?) needs the :read scopes of each kind, users.info (is
+    # who reacted a person?) users:read; nothing else is asked for (the adapter adds no reactions and
+    # opens no conversations).
     needed = {"app_mentions:read", "chat:write", "im:history", "channels:history", "groups:history",
-              "mpim:history", "channels:read", "groups:read", "mpim:read", "reactions:read", "commands"}  # fmt: skip
+              "mpim:history", "channels:read", "groups:read", "mpim:read", "reactions:read", "users:read",
+              "commands"}  # fmt: skip
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == needed
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True, "people must be able to DM the bot"
     assert manifest["settings"]["interactivity"]["is_enabled"] is True, "the feedback buttons and the modal"

@@ -56,6 +56,20 @@ def test_reaction_added_then_removed_is_a_vote_then_a_retraction(slack: SlackEmu
     assert slack.stays(lambda: core.store.score(exchange) == 0 and core.examples.count() == 0)
 
 
+def test_another_apps_bot_user_reacting_is_not_a_vote(slack: SlackEmulator, socket_bot: StartBot) -> None:
+    core = socket_bot()
+    slack.add_user("UOTHERBOT", "autoreact")
+    slack.users["UOTHERBOT"] |= {"is_bot": True}  # another app's bot user, reacting to every message
+    mention = slack.user_message(CHANNEL, ALICE, "<@UBOT> capital of France?", mention=True)
+    slack.send_event(mention)
+    reply = final_reply(slack, CHANNEL, REPLY)
+    exchange = exchange_of(slack, core, CHANNEL, reply["ts"])
+    slack.wait_ack(slack.send_event(slack.reaction_event(CHANNEL, reply["ts"], "UOTHERBOT", "+1")))
+    assert slack.stays(lambda: core.store.score(exchange) == 0 and core.examples.count() == 0)
+    slack.send_event(slack.reaction_event(CHANNEL, reply["ts"], BOB, "+1"))
+    slack.wait_for(lambda: core.store.score(exchange) == 1, what="a person's 👍 to count")
+
+
 def test_correction_in_the_thread(slack: SlackEmulator, socket_bot: StartBot) -> None:
     core = socket_bot()
     mention = slack.user_message(CHANNEL, ALICE, "<@UBOT> capital of France?", mention=True)
