@@ -64,6 +64,19 @@ def test_exchanges_and_corrections_round_trip(feedback_store: FeedbackStore) -> 
         other.close()
 
 
+def test_a_correction_id_already_taken_is_drawn_again(
+    feedback_store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uuid
+
+    drawn = iter(["a" * 32, "a" * 32, "b" * 32])  # the second correction first draws the first's id
+    monkeypatch.setattr("bot.stores.feedback.uuid.uuid4", lambda: uuid.UUID(next(drawn)))
+    first = feedback_store.add_correction(None, "console", "local", "Wifi?", "guest-net", "console:local")
+    second = feedback_store.add_correction(None, "console", "local", "Door code?", "4711", "console:local")
+    assert (first.id, second.id) == ("aaaaaaaa", "bbbbbbbb")
+    assert [c.answer for c in feedback_store.corrections()] == ["guest-net", "4711"]
+
+
 def test_one_vote_per_user_and_the_last_one_wins(feedback_store: FeedbackStore) -> None:
     store = feedback_store
     exchange_id = add(store)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Executable, Row, Table, and_, case, delete, func, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.stores.database import WRITE, database_url, insert, migrate, open_engine, write_lock
 from bot.stores.records import (
@@ -40,6 +40,8 @@ from bot.types import ConversationKey, ReplyStats, Turn
 log = logging.getLogger(__name__)
 # A cleared prompt reads back as none recorded: training then rebuilds it as serving would.
 CLEARED_PROMPT = "[]"
+# Correction ids are 8 hex digits (short enough to type); a taken one is drawn again, at most this often.
+CORRECTION_ID_TRIES = 5
 
 
 def storable(text: str) -> str:
@@ -293,36 +295,45 @@ class FeedbackStore:
     def add_correction(
         self, exchange_id: str | None, platform: str, user_id: str, question: str, answer: str, accepted_by: str | None
     ) -> Correction:
+        """Store a correction under a short id admins can type (`feedback accept ID`): 8 hex digits,
+        drawn again should one already be taken."""
         now = time.time()
-        correction = Correction(
-            id=uuid.uuid4().hex[:8],
-            created_at=now,
-            exchange_id=exchange_id,
-            platform=platform,
-            user_id=user_id,
-            question=storable(question),
-            answer=storable(answer),
-            status="accepted" if accepted_by else "pending",
-            reviewed_by=accepted_by,
-        )
-        with self._tx() as db:
-            db.execute(
-                corrections.insert().values(
-                    id=correction.id,
-                    created_at=now,
-                    exchange_id=exchange_id,
-                    platform=platform,
-                    user_id=user_id,
-                    question=correction.question,
-                    answer=correction.answer,
-                    status=correction.status,
-                    reviewed_by=accepted_by,
-                    reviewed_at=now if accepted_by else None,
-                )
+        for attempt in range(CORRECTION_ID_TRIES):
+            correction = Correction(
+                id=uuid.uuid4().hex[:8],
+                created_at=now,
+                exchange_id=exchange_id,
+                platform=platform,
+                user_id=user_id,
+                question=storable(question),
+                answer=storable(answer),
+                status="accepted" if accepted_by else "pending",
+                reviewed_by=accepted_by,
             )
-            if accepted_by:
-                _queue_sync(self._insert, db, "correction", correction.id)
-        return correction
+            try:
+                with self._tx() as db:
+                    db.execute(
+                        corrections.insert().values(
+                            id=correction.id,
+                            created_at=now,
+                            exchange_id=exchange_id,
+                            platform=platform,
+                            user_id=user_id,
+                            question=correction.question,
+                            answer=correction.answer,
+                            status=correction.status,
+                            reviewed_by=accepted_by,
+                            reviewed_at=now if accepted_by else None,
+                        )
+                    )
+                    if accepted_by:
+                        _queue_sync(self._insert, db, "correction", correction.id)
+                return correction
+            except IntegrityError:
+                if attempt == CORRECTION_ID_TRIES - 1 or self.correction(correction.id) is None:
+                    raise  # not the id (or never a free one): a real error
+                log.info("correction id %s was taken; drawing another", correction.id)
+        raise AssertionError("unreachable")
 
     def count_pending_corrections(self, platform: str, user_id: str) -> int:
         mine = and_(corrections.c.platform == platform, corrections.c.user_id == user_id)
