@@ -4,7 +4,7 @@ The buttons are persistent dynamic items: a button's custom id names its exchang
 (`vote:<exchange id>:up`), so a click counts without any state in this process, after a restart
 too (`Client.add_dynamic_items(VoteButton)`). A click is a `Vote` for `Core.handle`, counted as a
 reaction is; the voter is told privately. Discord allows one initial response per interaction
-and a modal is one: a 👎 records the vote first, then opens "What would be right?", whose
+and a modal is one: a 👎 opens "What would be right?" first, then records the vote, whose
 thanks comes when it is submitted (a dismissed modal says nothing, and Discord never tells).
 """
 
@@ -104,23 +104,32 @@ def _core(interaction: discord.Interaction) -> Core:
 
 
 async def vote_clicked(interaction: discord.Interaction, exchange_id: str, value: int) -> None:
-    """Count the click (the core's vote rules), then thank the voter or, for 👎, ask what is right."""
+    """Count the click (the core's vote rules), then thank the voter or, for 👎, ask what is right.
+
+    A modal must be the first response, within Discord's 3 seconds: a 👎 opens it at once and its
+    vote is written after (a slow write would otherwise show "interaction failed" though it counted).
+    """
     core = _core(interaction)
     vote = Vote(PLATFORM, exchange_id, str(interaction.user.id), value,
                 event_id=f"interaction:{interaction.id}", workspace=server_id(interaction.guild))  # fmt: skip
+    # Not in a server the bot serves: no modal, and the vote is ignored below like any click there.
+    modal = value < 0 and core.rules.invited(PLATFORM, vote.workspace)
+    if modal:
+        await interaction.response.send_modal(CorrectionModal(exchange_id, core.settings.max_correction_chars))
     try:
         # Off the event loop, on its default executor, which answers never fill (client.py `_core`).
         outcome = await asyncio.to_thread(core.handle, vote)
     except Exception:
         log.exception("counting the vote of %s on %s failed", interaction.user.id, exchange_id)
-        await interaction.response.send_message(SORRY, ephemeral=True)
+        if not modal:
+            await interaction.response.send_message(SORRY, ephemeral=True)
         return
     log.info("button vote on %s: %s", exchange_id, outcome)
+    if modal:
+        return  # answered already, by the modal; its submission says what was kept
     if not isinstance(outcome, VoteResult):
         reason = outcome.reason if isinstance(outcome, Ignored) else "not a vote"
         await interaction.response.send_message(plain_links(f"Not counted: {reason}."), ephemeral=True)
-    elif value < 0:
-        await interaction.response.send_modal(CorrectionModal(exchange_id, core.settings.max_correction_chars))
     else:
         await interaction.response.send_message(thanks(value), ephemeral=True)
 

@@ -3,11 +3,12 @@ are, the voter thanked privately, a 👎's "What would be right?" modal, and cli
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from bot.core import Core
-from bot.types import workspace_scope
+from bot.types import Vote, workspace_scope
 from tests.discord_adapter.helpers import ADMIN_ID, TIMEOUT, BotThread, buttons, final_reply
 from tests.emulators.discord_api import (
     CHANNEL_MESSAGE,
@@ -114,7 +115,7 @@ def test_a_down_opens_a_modal_whose_text_becomes_a_correction(
     assert modal["type"] == MODAL and modal["data"]["title"] == "What would be right?"
     [label] = modal["data"]["components"]
     assert label["component"]["style"] == 2 and label["component"]["max_length"] == 300, "a paragraph, capped"
-    assert core.store.score(exchange) == -1, "the vote counts before the modal is even answered"
+    wait_until(lambda: core.store.score(exchange) == -1, what="the vote, counted before the modal is answered")
 
     submitted = emulator.submit_modal(bob, down, "The office opens at 9.")
     said = told(emulator, submitted)
@@ -122,6 +123,26 @@ def test_a_down_opens_a_modal_whose_text_becomes_a_correction(
     [pending] = core.store.corrections("pending")
     assert (pending.exchange_id, pending.answer, pending.user_id) == (exchange, "The office opens at 9.", bob["id"])
     assert not any(e.output == "The office opens at 9." for e in core.examples.list()), "waits for an admin"
+
+
+def test_a_down_opens_its_modal_first_however_slow_the_vote_is_to_write(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core(reply=ANSWER)
+    start_bot(core)
+    answer, exchange = answered(emulator, core, emulator.add_user("alice"))
+    handle = core.handle
+
+    def slow_votes(event):
+        if isinstance(event, Vote):
+            time.sleep(1.5)  # a busy database
+        return handle(event)
+
+    core.handle = slow_votes
+    down = emulator.click(emulator.add_user("bob"), answer["id"], f"vote:{exchange}:down")
+    assert emulator.callback_of(down)["type"] == MODAL
+    assert core.store.score(exchange) == 0, "the modal came first"
+    wait_until(lambda: core.store.score(exchange) == -1, what="the vote, written after")
 
 
 def test_an_admins_modal_correction_is_learned_at_once(
