@@ -21,7 +21,7 @@ from bot.training.dataset import (
     tokenize_row,
 )
 from bot.training.export import export_feedback, kto_path
-from bot.types import ConversationKey, Message, UserError
+from bot.types import LOCAL_SCOPE, ConversationKey, Message, UserError
 from tests.conftest import MODEL_CACHE, REPO, MakeCore, tuned
 from tests.fakes import FakeTokenizer
 
@@ -181,7 +181,7 @@ def test_replay_rows_meet_an_unrelated_example_when_the_lora_writes_only_such_re
 def test_downvoted_replies_become_undesirable_rows_only_with_kto(make_core: MakeCore) -> None:
     core = make_core()
     teach_all(core)
-    reply = core.answer(Message(CONV, "u", "Tell me the refund window"))
+    reply = core.answer(Message(CONV, "u", "Tell me the refund window", scope=LOCAL_SCOPE))  # as the terminal asks
     core.rules.vote(reply.exchange_id, "console", "u", -1)
     no_holdout(core, replay_size=0)
     assert build_training_data(core.settings, core.examples, core.store).undesirable == []
@@ -200,7 +200,7 @@ def test_export_writes_trl_readable_sft_and_kto_files(make_core: MakeCore, tmp_p
 
     core = make_core()
     teach_all(core)
-    reply = core.answer(Message(CONV, "u", "Tell me the refund window"))
+    reply = core.answer(Message(CONV, "u", "Tell me the refund window", scope=LOCAL_SCOPE))  # as the terminal asks
     core.rules.vote(reply.exchange_id, "console", "u", -1)
     path = tmp_path / "feedback.jsonl"
     counts = export_feedback(core.settings, core.examples, core.store, path)

@@ -106,3 +106,24 @@ def test_feedback_export_writes_what_would_train_and_says_what_it_left_out(make_
     result = run(core, caller, named("feedback export", {"file": str(out)}))
     assert result.ok and "1 good example(s) left out" in result.text, result.text
     assert INJECTED not in out.read_text() and TAUGHT in out.read_text()
+
+
+def test_a_strangers_downvotes_never_train_against_a_taught_answer_nor_alone(make_core) -> None:
+    """With `tuning.use_kto`, a 👎 makes an undesirable row only by the trust rule of an upvote."""
+    core = make_core(FakeEngine(TAUGHT), **settings(), tuning__use_kto=True)
+    core.rules.teach("discord", "admin", QUESTION, TAUGHT)
+
+    def downvoted(server: str, voters: list[str], text: str = QUESTION) -> None:
+        message = Message(ConversationKey("discord", f"chan-{server}"), "asker", text,
+                          scope=workspace_scope("discord", server))  # fmt: skip
+        reply = core.answer(message)
+        for voter in voters:
+            core.rules.vote(reply.exchange_id, "discord", voter, -1)
+
+    downvoted(HOME, ["mallory"])  # the taught answer itself, 👎 in the home server
+    downvoted(STRANGER, ["sock1"], "Where is the Oslo office?")  # another reply, 👎 in a stranger's server
+    assert build_training_data(core.settings, core.examples, core.store).undesirable == []
+    core.generation.engine.reply = "The Oslo office is in Bergen."
+    downvoted(HOME, ["mallory"], "Where exactly is the Oslo office?")  # a reply no one vouched for, at home
+    [row] = build_training_data(core.settings, core.examples, core.store).undesirable
+    assert row.completion == "The Oslo office is in Bergen."

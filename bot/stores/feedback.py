@@ -270,11 +270,10 @@ class FeedbackStore:
         counted = votes.c.value if asker_counts else case((own_upvote, 0), else_=votes.c.value)
         return int(self._scalar(_sum_of(counted, exchange_id)))
 
-    def upvoters(self, exchange_id: str) -> set[tuple[str, str]]:
-        """(platform, user id) of everyone whose vote on the exchange is a 👍."""
-        rows = self._rows(
-            select(votes.c.platform, votes.c.user_id).where(votes.c.exchange_id == exchange_id, votes.c.value > 0)
-        )
+    def voters(self, exchange_id: str, value: int = 1) -> set[tuple[str, str]]:
+        """(platform, user id) of everyone whose vote on the exchange is a 👍 (`value` 1) or a 👎 (-1)."""
+        chosen = votes.c.value > 0 if value > 0 else votes.c.value < 0
+        rows = self._rows(select(votes.c.platform, votes.c.user_id).where(votes.c.exchange_id == exchange_id, chosen))
         return {(row.platform, row.user_id) for row in rows}
 
     def score(self, exchange_id: str) -> int:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from bot.config import Settings
 from bot.prompt import build_prompt, prompt_messages, tokenize_messages
 from bot.training.paraphrase import question_variants
-from bot.training.trust import LeftOut, text_key, training_examples
+from bot.training.trust import LeftOut, downvote_trains, text_key, training_examples, vouched
 from bot.types import ALL_SCOPES, Example, Turn
 
 if TYPE_CHECKING:
@@ -120,12 +120,18 @@ def good_pairs(
     return pairs, len(good) - len(pairs) - len(left_out), left_out
 
 
-def bad_pairs(examples: ExampleStore, store: FeedbackStore | None) -> list[tuple[Pair, list[dict[str, str]] | None]]:
-    """Undesirable replies: downvoted exchanges (with the prompt they were served with) and bad examples."""
+def bad_pairs(
+    examples: ExampleStore, store: FeedbackStore | None, settings: Settings
+) -> list[tuple[Pair, list[dict[str, str]] | None]]:
+    """Undesirable replies: downvoted exchanges (with the prompt they were served with) and bad examples.
+
+    A downvote trains by the same trust rule as an upvote (bot/training/trust.py: `downvote_trains`),
+    and never against an answer somebody trusted gave."""
     found: dict[tuple[str, str], tuple[Pair, list[dict[str, str]] | None]] = {}
     if store is not None:
+        trusted = {text_key(e.output) for e in examples.list(label="good") if vouched(e)}
         for exchange, score in store.scored_exchanges():
-            if score < 0 and exchange.reply.strip():
+            if score < 0 and exchange.reply.strip() and downvote_trains(exchange, trusted, settings, store) is None:
                 pair = Pair(exchange.user_text, exchange.reply, "downvote", exchange.id)
                 found[(text_key(pair.question), text_key(pair.answer))] = (pair, exchange.prompt)
     for example in examples.list(label="bad"):
@@ -305,7 +311,7 @@ def build_training_data(
     rows = in_conversations(rows, train_pairs + general, settings)
     undesirable: list[Row] = []
     if t.use_kto:
-        for pair, served in bad_pairs(examples, store):
+        for pair, served in bad_pairs(examples, store, settings):
             if served:  # train against the reply in the prompt it was actually produced from
                 undesirable.append(Row(served, pair.answer, False, pair.source))
             else:

@@ -21,6 +21,7 @@ from bot.types import LOCAL_SCOPE, Example
 if TYPE_CHECKING:
     from bot.config import Settings
     from bot.stores.feedback import FeedbackStore
+    from bot.stores.records import Exchange
 
 # Sources whose answer a trusted person gave ("import:FILE" too); every other ("vote") users' votes made.
 VOUCHED = ("taught", "import", "correction")
@@ -54,21 +55,41 @@ def home_scopes(settings: Settings) -> set[str]:
 
 def vote_trains(example: Example, settings: Settings, store: FeedbackStore | None) -> str | None:
     """None when a vote-made example may train the shared LoRA, else why not."""
-    allowed = set(settings.training.vote_scopes) or home_scopes(settings)
-    if example.scope in allowed:
-        return None
     exchange = store.exchange(example.exchange_id) if store is not None and example.exchange_id else None
-    if exchange is None:
-        return f"voted in {example.scope or 'an unknown scope'}, not a scope that trains (training.vote_scopes)"
-    asker = f"{exchange.platform}:{exchange.user_id}"
-    if example.scope.startswith(f"{exchange.platform}:dm:") and asker in settings.admins:
-        return None  # a DM with an admin: an admin could have taught it
-    voters = store.upvoters(exchange.id) - {(exchange.platform, exchange.user_id)} if store is not None else set()
-    needed = settings.training.vote_min_voters
-    if needed and len(voters) >= needed:
+    return votes_train(example.scope, exchange, 1, settings, store)
+
+
+def votes_train(
+    scope: str, exchange: Exchange | None, value: int, settings: Settings, store: FeedbackStore | None
+) -> str | None:
+    """None when the 👍 (`value` 1) or 👎 (-1) votes on `exchange`, given in `scope`, may train the
+    shared LoRA: from a scope that trains, a DM with an admin, or enough voters (`training.vote_min_voters`;
+    for 👍 people other than the asker); else why not."""
+    if scope in (set(settings.training.vote_scopes) or home_scopes(settings)):
         return None
-    return (f"voted in {example.scope}, not a scope that trains (training.vote_scopes), by {len(voters)} "
+    if exchange is None:
+        return f"voted in {scope or 'an unknown scope'}, not a scope that trains (training.vote_scopes)"
+    asker = f"{exchange.platform}:{exchange.user_id}"
+    if scope.startswith(f"{exchange.platform}:dm:") and asker in settings.admins:
+        return None  # a DM with an admin: an admin could have taught it
+    # An asker's own 👍 does not count (it would promote their own question); their 👎 does.
+    voters = store.voters(exchange.id, value) if store is not None else set()
+    others = voters - {(exchange.platform, exchange.user_id)} if value > 0 else voters
+    needed = settings.training.vote_min_voters
+    if needed and len(others) >= needed:
+        return None
+    return (f"voted in {scope}, not a scope that trains (training.vote_scopes), by {len(others)} "
             f"voter(s) (training.vote_min_voters = {needed})")  # fmt: skip
+
+
+def downvote_trains(
+    exchange: Exchange, vouched_answers: set[str], settings: Settings, store: FeedbackStore
+) -> str | None:
+    """None when a downvoted reply may become an undesirable (KTO) row, else why not: never against an
+    answer somebody trusted gave, and only as far as the votes would make an example (`votes_train`)."""
+    if text_key(exchange.reply) in vouched_answers:
+        return "a 👎 on a vouched-for answer (taught, imported or an accepted correction)"
+    return votes_train(exchange.scope, exchange, -1, settings, store)
 
 
 def training_examples(
