@@ -142,8 +142,14 @@ class FeedbackRules:
         exchange = self.store.exchange(event.exchange_id)
         if exchange is None or exchange.platform != event.platform:
             return Ignored("not a reply of this platform")
+        # A button names its exchange, and anyone can post a button that names any exchange: the
+        # message clicked must be one that shows that reply, and the click must come from its place.
+        if event.message_ref and self.store.exchange_for_message(event.platform, event.message_ref) != exchange.id:
+            return Ignored("a button on a message that does not show its reply")
         if exchange.scope.count(":") == 1 and exchange.scope != workspace_scope(event.platform, event.workspace):
-            return Ignored("a reply in another workspace")  # a button names its exchange: check where
+            return Ignored("a reply in another workspace")
+        if exchange.scope.startswith(f"{event.platform}:dm:") and event.platform == "discord" and event.workspace:
+            return Ignored("a reply in a DM, clicked in a server")  # a Discord DM has no server
         if not self.store.claim_event(event.platform, event.event_id):
             return Ignored("a retry of a vote already counted")
         return self._vote(exchange, event.platform, event.user_id, event.value)

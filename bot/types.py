@@ -131,6 +131,7 @@ class Vote:
     value: int
     event_id: str = ""
     workspace: str = ""  # Slack team, Discord server; '' in a DM
+    message_ref: str = ""  # the message the button was clicked on (as linked to its exchange)
 
 
 @dataclass(frozen=True)

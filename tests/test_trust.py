@@ -8,7 +8,7 @@ import pytest
 
 from bot.core import Core
 from bot.stores.examples import example_id
-from bot.types import ALL_SCOPES, CommandResult, ConversationKey, Incoming, Message, dm_scope, workspace_scope
+from bot.types import ALL_SCOPES, CommandResult, ConversationKey, Ignored, Incoming, Message, dm_scope, workspace_scope
 from tests.fakes import FakeEngine
 
 QUESTION = "How do I rotate the VPN certificate?"
@@ -239,3 +239,18 @@ def test_admin_role_setting_must_be_an_id_in_a_configured_server(tmp_path, env, 
 
     with pytest.raises(ConfigError, match=message):
         load_settings(env=env, data_dir=str(tmp_path))
+
+
+def test_a_discord_dm_reply_takes_no_vote_from_a_server_and_no_vote_off_its_message(make_core) -> None:
+    from bot.types import Vote
+
+    core = make_core()
+    dm = ConversationKey("discord", "DMCHAN")
+    reply = core.answer(Message(dm, "alice", "hello?", scope=dm_scope("discord", "DMCHAN")))
+    core.link_message(reply.exchange_id, "discord", "M1")
+    from_server = core.handle(Vote("discord", reply.exchange_id, "mallory", 1, "e1", workspace="G9", message_ref="M1"))
+    assert isinstance(from_server, Ignored) and "in a server" in from_server.reason
+    elsewhere = core.handle(Vote("discord", reply.exchange_id, "alice", 1, "e2", message_ref="M2"))
+    assert isinstance(elsewhere, Ignored) and "does not show its reply" in elsewhere.reason
+    assert core.store.score(reply.exchange_id) == 0
+    assert not isinstance(core.handle(Vote("discord", reply.exchange_id, "alice", 1, "e3", message_ref="M1")), Ignored)

@@ -110,8 +110,9 @@ async def vote_clicked(interaction: discord.Interaction, exchange_id: str, value
     vote is written after (a slow write would otherwise show "interaction failed" though it counted).
     """
     core = _core(interaction)
-    vote = Vote(PLATFORM, exchange_id, str(interaction.user.id), value,
-                event_id=f"interaction:{interaction.id}", workspace=server_id(interaction.guild))  # fmt: skip
+    clicked = str(interaction.message.id) if interaction.message is not None else ""
+    vote = Vote(PLATFORM, exchange_id, str(interaction.user.id), value, event_id=f"interaction:{interaction.id}",
+                workspace=server_id(interaction.guild), message_ref=clicked)  # fmt: skip
     # Not in a server the bot serves: no modal, and the vote is ignored below like any click there.
     modal = value < 0 and core.rules.invited(PLATFORM, vote.workspace)
     if modal:

@@ -19,7 +19,7 @@ from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from adapters.slack import PLATFORM
-from adapters.slack.format import FEEDBACK_ACTION, parse_vote, to_slack
+from adapters.slack.format import FEEDBACK_ACTION, message_ref, parse_vote, to_slack
 from bot.types import CommandResult, ConversationKey, Correction, Ignored, Vote, VoteResult
 
 if TYPE_CHECKING:
@@ -49,7 +49,9 @@ class FeedbackButtons:
         thread_ts = (body.get("message") or {}).get("thread_ts")
         # action_ts names one click: a redelivered payload counts once.
         event_id = f"button:{exchange_id}:{user}:{action.get('action_ts') or body.get('trigger_id', '')}"
-        outcome = self.core.handle(Vote(PLATFORM, exchange_id, user, value, event_id, team))
+        clicked = (body.get("container") or {}).get("message_ts") or (body.get("message") or {}).get("ts") or ""
+        ref = message_ref(channel, clicked) if clicked else ""
+        outcome = self.core.handle(Vote(PLATFORM, exchange_id, user, value, event_id, team, ref))
         ack()  # the vote is written: now Slack may hear it arrived
         if isinstance(outcome, VoteResult):
             text = f"Thanks — counted {'👍' if value > 0 else '👎'}."

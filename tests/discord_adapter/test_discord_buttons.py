@@ -74,7 +74,7 @@ def test_a_second_click_replaces_the_first(
     assert core.store.score(exchange) == 1
     down = emulator.click(bob, answer["id"], f"vote:{exchange}:down")
     assert emulator.callback_of(down)["type"] == MODAL, "a 👎 asks what would be right"
-    assert core.store.score(exchange) == -1, "one vote per user: the 👎 replaced the 👍"
+    wait_until(lambda: core.store.score(exchange) == -1, what="one vote per user: the 👎 replacing the 👍")
     assert not any(e.exchange_id == exchange for e in core.examples.list()), "no longer an example"
 
 
@@ -198,3 +198,18 @@ def test_reactions_still_count_and_seeding_is_opt_in(
     wait_until(lambda: len(emulator.messages[answer["id"]]["reactions"]) == 2, TIMEOUT, what="the seeded reactions")
     emulator.react(answer["id"], emulator.add_user("bob"), "👍")
     wait_until(lambda: core.store.score(exchange) == 1, TIMEOUT, what="bob's reaction vote")
+
+
+def test_a_button_copied_onto_another_message_counts_nothing(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    """Another app can post a message carrying a button whose custom id names any exchange: the
+    click must come from a message that shows that reply."""
+    core = fast_core(reply=ANSWER)
+    start_bot(core)
+    answer, exchange = answered(emulator, core, emulator.add_user("alice"))
+    forged = str(emulator.snowflake())
+    emulator.messages[forged] = {**answer, "id": forged, "author": emulator.add_user("otherapp")}
+    said = told(emulator, emulator.click(emulator.add_user("bob"), forged, f"vote:{exchange}:up"))
+    assert said == "Not counted: a button on a message that does not show its reply."
+    assert core.store.score(exchange) == 0
