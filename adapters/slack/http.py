@@ -3,7 +3,8 @@
 Bolt's adapter reads a whole body, whatever its size, before it checks the signature, and
 wsgiref waits on a slow client for as long as the client likes: anyone who can reach the port
 could hold the bot's memory or its threads. So a body over MAX_BODY is refused (413) before a
-byte of it is read, each request must arrive within REQUEST_TIMEOUT_S, and a failure is answered
+byte of it is read, each request must arrive within REQUEST_TIMEOUT_S, at most MAX_REQUESTS are
+served at once (one more gets 503, unread), and a failure is answered
 with a plain status line (the traceback goes to the log only). A small WSGI middleware and a
 handler class do it: wsgiref has no such options, and the rest of the bot serves on wsgiref
 (bot/ops/health.py), so no other server is needed.
@@ -11,10 +12,12 @@ handler class do it: wsgiref has no such options, and the rest of the bot serves
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -35,6 +38,8 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 MAX_BODY = 1 << 20  # 1 MiB: Slack's own payloads are a few KiB
 REQUEST_TIMEOUT_S = 5.0  # for the request line, headers and body together; Slack sends at once
+MAX_REQUESTS = 32  # requests served at once (Slack retries a 503 later)
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -67,7 +72,33 @@ class _Handler(WSGIRequestHandler):
 
 
 class _Server(ThreadingMixIn, WSGIServer):
+    """One thread a request, MAX_REQUESTS at most: one more is answered 503 at once, unread, so
+    that no crowd of connections can hold more threads or memory (MAX_BODY each) than that."""
+
     daemon_threads = True
+    request_queue_size = 2 * MAX_REQUESTS  # the listen backlog: a burst of Slack's requests waits, not dropped
+
+    def server_activate(self) -> None:
+        super().server_activate()
+        self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            with contextlib.suppress(OSError):
+                request.sendall(BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: give the slot back here
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]

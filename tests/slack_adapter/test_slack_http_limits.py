@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlencode, urlsplit
 
-from adapters.slack.http import REQUEST_TIMEOUT_S
+from adapters.slack.http import MAX_REQUESTS, REQUEST_TIMEOUT_S
 from bot.core import Core
 from tests.emulators.slack_api import SlackEmulator
 from tests.slack_adapter.conftest import BotProcess
@@ -115,3 +115,25 @@ def test_a_replayed_slash_command_runs_once(slack: SlackEmulator, http_bot: tupl
         assert slack.post_signed(url, body, "application/x-www-form-urlencoded", timestamp=stamp).status == 200
     slack.wait_for(slack.responses, what="the command's answer")
     assert slack.stays(lambda: len(slack.responses()) == 1, for_s=1.0), "the replay ran the command again"
+
+
+def test_more_connections_than_it_serves_at_once_are_answered_busy_at_once(http_bot: tuple[Core, str]) -> None:
+    """A crowd of connections that send half a request holds MAX_REQUESTS threads at most; one more
+    is told 503 at once, and the server serves again once the stalled ones time out."""
+    _, url = http_bot
+    stalled = []
+    for _ in range(MAX_REQUESTS):
+        sock, path = _connect(url)
+        sock.sendall(_head(path, 1000))  # and no body
+        stalled.append(sock)
+    time.sleep(0.3)  # every one of them is being served
+    extra, path = _connect(url)
+    with extra:
+        start = time.monotonic()
+        extra.sendall(_head(path, 2) + b"{}")
+        answer = _read_all(extra)
+    assert answer.split()[1] == b"503" and time.monotonic() - start < 1.0
+    for sock in stalled:
+        with sock:
+            _read_all(sock)  # each cut off at its deadline (408)
+    assert _post(url, 2).split()[1] == b"401", "served again: an unsigned request is refused as ever"
