@@ -88,7 +88,14 @@ class DiscordSettings(Section):
     gateway_url: str = Field("", description="gateway websocket URL for a proxy (none: Discord's own)")
     guild_id: int | None = Field(None, description="sync slash commands to this server only (instant), not globally")
     admin_role: str = Field("", description="a role id (digits) whose members are admins too, in discord.guild_id only")
-    allowed_guilds: CommaList = Field([], description="server ids the bot answers in (none: every one); DMs always")
+    allowed_guilds: CommaList = Field(
+        [],
+        description="server ids the bot serves (none: every one); it leaves others, and answers DMs only from "
+        "their members",
+    )
+    dm_open: bool = Field(
+        False, description="with `allowed_guilds` set, answer DMs from anyone, not only their members"
+    )
     seed_reactions: bool = Field(False, description="also add 👍 and 👎 reactions under each answer (buttons always)")
     message_content: bool = Field(
         True, description="ask for the privileged Message Content intent (off: mentions, DMs and commands only)"

@@ -29,6 +29,7 @@ from adapters.discord_bot.commands import add_commands
 from adapters.discord_bot.conversations import Conversations, of_interaction
 from adapters.discord_bot.feedback import VoteButton, seed_reactions
 from adapters.discord_bot.gateway import WITHOUT_CONTENT, ContentFallbackClient, configure_endpoints, intents
+from adapters.discord_bot.invited import NOT_A_MEMBER, Invitations
 from adapters.discord_bot.screen import MAX_CHARS, DiscordScreen, keep_typing, split_message
 from adapters.discord_bot.suggestions import suggest
 from adapters.edit_budget import EditBudget
@@ -77,6 +78,7 @@ class DiscordBot(ContentFallbackClient):
         self.tree = app_commands.CommandTree(self)
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="discord-answer")
         self._conversations = Conversations(self, core)
+        self._invited = Invitations(self, settings)
         self._background: set[asyncio.Task[Any]] = set()
         section = settings.discord
         # Discord limits edits per channel, for every reply there together: one budget per channel.
@@ -104,6 +106,10 @@ class DiscordBot(ContentFallbackClient):
 
     async def on_ready(self) -> None:
         self.readiness.up(PLATFORM)
+        await self._invited.leave_unlisted(self.guilds)
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        await self._invited.leave_unlisted([guild])
 
     async def on_resumed(self) -> None:
         self.readiness.up(PLATFORM)
@@ -136,6 +142,8 @@ class DiscordBot(ContentFallbackClient):
             return
         if message.webhook_id is not None:
             return
+        if message.guild is None and not await self._invited.may_dm(message.author.id):
+            return  # a DM from someone in none of the servers the bot serves
         mentions_bot = any(user.id == me.id for user in message.mentions)
         if self.content_withheld(message, mentions_bot):
             return
@@ -212,6 +220,9 @@ class DiscordBot(ContentFallbackClient):
     async def run_command(self, interaction: discord.Interaction, name: str, options: dict[str, Any]) -> None:
         """Defer (Discord wants an answer within 3 s), ask the core, follow up ephemerally."""
         await interaction.response.defer(ephemeral=True, thinking=True)
+        if interaction.guild is None and not await self._invited.may_dm(interaction.user.id):
+            await interaction.followup.send(NOT_A_MEMBER, ephemeral=True)
+            return
         incoming = Incoming(
             PLATFORM,
             of_interaction(interaction),
@@ -226,7 +237,9 @@ class DiscordBot(ContentFallbackClient):
             result = await self._core(self.core.handle, incoming)
         except Exception:
             result = command_failed(PLATFORM, name)
-        if not isinstance(result, CommandResult):
+        if not isinstance(result, CommandResult):  # ignored: say so, or "thinking…" would never end
+            reason = getattr(result, "reason", "not a command here")
+            await interaction.followup.send(f"Not done: {reason}.", ephemeral=True)
             return
         for part in split_message(result.text):
             await interaction.followup.send(part, ephemeral=True)

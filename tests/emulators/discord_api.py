@@ -235,6 +235,7 @@ class DiscordEmulator:
             "name": "a thread in mods",
         }
         self.messages: dict[str, dict[str, Any]] = {}
+        self.left_guilds: list[str] = []  # servers the bot left (DELETE /users/@me/guilds/{id})
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.calls: list[Call] = []
         self.gateway_ops: list[dict[str, Any]] = []  # every payload the bot sent on the gateway
@@ -329,12 +330,15 @@ class DiscordEmulator:
             "public_flags": 0,
         }
 
-    def add_user(self, name: str, *, user_id: str | None = None, admin_role: bool = False) -> dict[str, Any]:
-        """A guild member who can talk to the bot."""
+    def add_user(
+        self, name: str, *, user_id: str | None = None, admin_role: bool = False, member: bool = True
+    ) -> dict[str, Any]:
+        """A guild member who can talk to the bot (`member=False`: someone from elsewhere, who can DM it)."""
         user = self.make_user(name, user_id=user_id)
         with self._lock:
             self.users[user["id"]] = user
-            self.member_roles[user["id"]] = [str(self.admin_role_id)] if admin_role else []
+            if member:
+                self.member_roles[user["id"]] = [str(self.admin_role_id)] if admin_role else []
         return user
 
     def _member(self, user_id: str, with_user: bool = False) -> dict[str, Any]:
@@ -945,6 +949,15 @@ class DiscordEmulator:
             return _json({"message": "Unknown Channel", "code": 10003}, status=404)
         return _json(channel)
 
+    async def _get_member(self, request: web.Request, body: Any, guild_id: str, user_id: str) -> web.Response:
+        if guild_id != str(self.guild_id) or user_id not in self.member_roles:
+            return _json({"message": "Unknown Member", "code": 10007}, status=404)
+        return _json(self._member(user_id, with_user=True))
+
+    async def _leave_guild(self, request: web.Request, body: Any, guild_id: str) -> web.Response:
+        self.left_guilds.append(guild_id)
+        return web.Response(status=204)
+
     async def _typing(self, request: web.Request, body: Any, channel_id: str) -> web.Response:
         return web.Response(status=204)
 
@@ -1141,6 +1154,8 @@ class DiscordEmulator:
         ("GET", r"/gateway", _get_gateway),
         ("GET", r"/gateway/bot", _get_gateway_bot),
         ("GET", r"/channels/(?P<channel_id>\d+)", _get_channel),
+        ("GET", r"/guilds/(?P<guild_id>\d+)/members/(?P<user_id>\d+)", _get_member),
+        ("DELETE", r"/users/@me/guilds/(?P<guild_id>\d+)", _leave_guild),
         ("POST", r"/channels/(?P<channel_id>\d+)/typing", _typing),
         ("POST", r"/channels/(?P<channel_id>\d+)/messages", _create_message),
         ("GET", r"/channels/(?P<channel_id>\d+)/messages/(?P<message_id>\d+)", _get_message),
