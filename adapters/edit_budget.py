@@ -14,6 +14,12 @@ import threading
 import time
 from dataclasses import dataclass
 
+from cachetools import LRUCache
+
+# Keys (workspaces, channel routes) kept: an idle key's bucket refills to full, the same as a new one,
+# so forgetting the least recently used keeps memory bounded and changes nothing for the busy ones.
+MAX_KEYS = 4096
+
 
 @dataclass
 class _Bucket:
@@ -26,7 +32,7 @@ class EditBudget:
     def __init__(self, per_minute: float, burst: int) -> None:
         self.rate_s = per_minute / 60.0
         self.burst = float(burst)
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: LRUCache[str, _Bucket] = LRUCache(MAX_KEYS)
         self._lock = threading.Lock()
 
     def _bucket(self, key: str, now: float) -> _Bucket:

@@ -16,6 +16,8 @@ import re
 import threading
 from collections.abc import Sequence
 
+from cachetools import LRUCache
+
 from bot.config import Settings
 from bot.ops import metrics
 from bot.stores.examples import ExampleStore, example_id
@@ -59,7 +61,8 @@ class FeedbackRules:
         self.examples = examples
         self.store = store
         self._example_lock = threading.Lock()  # vote -> example upserts stay consistent
-        self._refused: set[tuple[str, str]] = set()  # workspaces not invited, each logged once
+        # Workspaces not invited, each logged once (the most recent thousand: memory stays bounded).
+        self._refused: LRUCache[tuple[str, str], bool] = LRUCache(1024)
 
     def invited(self, platform: str, workspace: str) -> bool:
         """Whether the bot serves this Slack workspace or Discord server (`slack.allowed_teams`,
@@ -71,7 +74,7 @@ class FeedbackRules:
         if not listed or (platform == "discord" and not workspace) or workspace in listed:
             return True
         if (platform, workspace) not in self._refused:
-            self._refused.add((platform, workspace))
+            self._refused[(platform, workspace)] = True
             log.warning("ignoring %s workspace %s: not in its allow-list (%s)", platform, workspace or "(none)",
                         "SLACK_ALLOWED_TEAMS" if platform == "slack" else "DISCORD_ALLOWED_GUILDS")  # fmt: skip
         return False

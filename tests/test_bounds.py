@@ -99,3 +99,34 @@ def test_the_lora_poll_reads_the_pointer_not_every_manifest(tmp_path: Path, monk
         assert reads.count("v0007") == 2 and set(reads) == {"v0030", "v0007"}  # promote's check + the poll's
     finally:
         service.close()
+
+
+def test_the_adapters_in_memory_maps_keep_a_bounded_number_of_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edit budgets per Discord channel route, open correction modals, refused workspaces: each kept to a
+    bound, the least recently used forgotten first (issue 32)."""
+    import asyncio
+
+    from adapters import edit_budget
+    from adapters.discord_bot import feedback
+
+    budget = edit_budget.EditBudget(per_minute=60, burst=2)
+    for channel in range(edit_budget.MAX_KEYS + 500):
+        budget.take(f"route:{channel}")
+    assert len(budget._buckets) == edit_budget.MAX_KEYS
+
+    monkeypatch.setattr(feedback, "MAX_OPEN_MODALS", 3)
+    monkeypatch.setattr(feedback, "_open_modals", feedback.deque())
+
+    async def open_modals() -> list[bool]:
+        modals = [feedback.CorrectionModal(f"x{n}", 100) for n in range(5)]
+        return [modal.is_finished() for modal in modals]
+
+    assert asyncio.run(open_modals()) == [True, True, False, False, False], "the two oldest were let go"
+    assert len(feedback._open_modals) == 3
+
+
+def test_workspaces_refused_are_remembered_to_a_bound(make_core) -> None:
+    core = make_core(slack__allowed_teams=["T1"])
+    for team in range(3000):
+        assert not core.rules.invited("slack", f"T-stranger-{team}")
+    assert len(core.rules._refused) == 1024

@@ -11,8 +11,10 @@ thanks comes when it is submitted (a dismissed modal says nothing, and Discord n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -36,6 +38,10 @@ EMOJI = {1: "👍", -1: "👎"}
 TEXT_INPUT_MAX = 4000  # Discord's limit for a text input's value
 # Discord never says that a modal was dismissed: forget it once its interaction token (15 min) is gone.
 MODAL_TIMEOUT_S = 15 * 60
+# discord.py keeps each open modal until it is submitted or times out: at most this many, the oldest
+# forgotten first (its late submission then fails on Discord's side, and changes nothing here).
+MAX_OPEN_MODALS = 1000
+_open_modals: deque[CorrectionModal] = deque()
 SORRY = "Sorry, that did not work; the logs say why."
 
 
@@ -89,6 +95,9 @@ async def seed_reactions(message: discord.Message, emoji: Sequence[str]) -> None
 class CorrectionModal(ui.Modal, title="What would be right?"):
     def __init__(self, exchange_id: str, max_chars: int) -> None:
         super().__init__(timeout=MODAL_TIMEOUT_S)  # its custom id is random: one per click
+        _open_modals.append(self)
+        while len(_open_modals) > MAX_OPEN_MODALS:
+            _open_modals.popleft().stop()
         self.exchange_id = exchange_id
         self.answer: ui.TextInput[CorrectionModal] = ui.TextInput(
             style=discord.TextStyle.paragraph, max_length=min(max_chars, TEXT_INPUT_MAX), required=True
@@ -96,7 +105,15 @@ class CorrectionModal(ui.Modal, title="What would be right?"):
         self.add_item(ui.Label(text="The right answer", component=self.answer))
 
     async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
+        self._forget()
         await correction_submitted(interaction, self.exchange_id, self.answer.value)
+
+    async def on_timeout(self) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        with contextlib.suppress(ValueError):
+            _open_modals.remove(self)
 
 
 def _core(interaction: discord.Interaction) -> Core:
