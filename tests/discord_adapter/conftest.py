@@ -19,6 +19,11 @@ from tests.fakes import FakeEngine
 def emulator() -> Iterator[DiscordEmulator]:
     with DiscordEmulator() as emu:
         yield emu
+    # Every request the bot sent is valid against Discord's published description (tests/emulators/discord_spec.py).
+    shown = "\n".join(f"{v.method} {v.path}: {v.message}" for v in emu.spec.violations[:10])
+    assert not emu.spec.violations, (
+        f"requests Discord's OpenAPI description (commit {emu.spec.commit}) refuses:\n{shown}"
+    )
 
 
 @pytest.fixture

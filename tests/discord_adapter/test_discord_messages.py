@@ -212,3 +212,22 @@ def test_a_masked_link_in_a_reply_shows_its_address(
         "PATCH", rf"/channels/{channel}/messages/.+"
     )
     assert sent and all("](" not in call.body.get("content", "") for call in sent)
+
+
+def test_requests_are_checked_against_discords_openapi_description(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    """The emulator checks every JSON body the bot sends (the fixture fails on a violation); here, that
+    the check runs and refuses what Discord's description refuses."""
+    from tests.emulators.discord_spec import SpecCheck
+
+    start_bot(fast_core(reply="Checked."))
+    asked = emulator.send_message(emulator.add_user("vera"), f"{emulator.mention()} are you valid?")
+    final_reply(emulator, asked)
+    assert emulator.spec.checked >= 3 and not emulator.spec.violations  # the post, its edits, the commands
+    check = SpecCheck()
+    check.check("POST", "/channels/1/messages", {"content": "fine", "allowed_mentions": {"parse": []}})
+    assert not check.violations
+    check.check("POST", "/channels/1/messages", {"content": 42, "allowed_mentions": {"parse": ["nobody"]}})
+    check.check("PATCH", "/webhooks/1/token/messages/@original", {"flags": "not a number"})
+    assert len(check.violations) >= 3, check.violations

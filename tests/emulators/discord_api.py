@@ -34,6 +34,8 @@ from urllib.parse import unquote
 
 from aiohttp import WSMsgType, web
 
+from tests.emulators.discord_spec import SpecCheck
+
 T = TypeVar("T")
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -236,6 +238,7 @@ class DiscordEmulator:
         }
         self.messages: dict[str, dict[str, Any]] = {}
         self.left_guilds: list[str] = []  # servers the bot left (DELETE /users/@me/guilds/{id})
+        self.spec = SpecCheck()  # every JSON request body against Discord's OpenAPI description
         self.commands: dict[str | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> commands
         self.calls: list[Call] = []
         self.gateway_ops: list[dict[str, Any]] = []  # every payload the bot sent on the gateway
@@ -864,6 +867,8 @@ class DiscordEmulator:
         except ValueError:
             body = raw.decode(errors="replace")
         call = Call(request.method, path, dict(request.query), body)
+        if isinstance(body, (dict, list)):  # what the bot sends, checked against Discord's description
+            self.spec.check(request.method, path, body)
         with self._lock:
             self.calls.append(call)
             forced = next(
