@@ -230,7 +230,8 @@ def test_a_training_run_does_not_undo_a_rollback_made_while_it_trained(
         (staging / "adapter_config.json").write_text("{}")
         LoraRegistry.open(settings, "fp1").rollback(by="slack:ADMIN")  # an admin, while this trains
         return {"promote": True, "reason": "no worse than the serving model", "timings": {"train_s": 1.0},
-                "losses": [{"step": 1, "loss": 0.5}], "final_loss": 0.5}  # fmt: skip
+                "losses": [{"step": 1, "loss": 0.5}], "final_loss": 0.5, "continued_from": None,
+                "dataset": {"counts": {"trained": 1, "old_replayed": 0}}}  # fmt: skip
 
     monkeypatch.setattr(bot.finetune.pipeline, "train_candidate", train_candidate)
     status_file = tmp_path / "status.json"
