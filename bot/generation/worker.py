@@ -133,6 +133,7 @@ class GenerationService:
         """
         job = _Job(owner, input_ids, max_new_tokens, hints, queue.Queue(), time.monotonic(), threading.Event())
         self._queue.put(owner, job, group)
+        generated = False
         try:
             last_position = 0
             while not job.started.is_set():
@@ -148,11 +149,12 @@ class GenerationService:
                 event = job.events.get()
                 if isinstance(event, BaseException):
                     raise event
+                generated = isinstance(event, Generated)  # written in full: nothing left to cancel
                 yield event
-                if isinstance(event, Generated):
+                if generated:
                     return
         finally:
-            if not job.ended.is_set():
+            if not generated and not job.ended.is_set():
                 self._cancel(job)
 
     def _cancel(self, job: _Job) -> None:
