@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.config import Settings
+from bot.finetune.qlora import TARGET_MODULES
 from bot.training.dataset import Pair, pair_key
 
 TRAINED_FILE = "trained_pairs.json"
@@ -45,8 +46,6 @@ def parent_for(active: tuple[str, Path] | None, settings: Settings) -> Parent | 
         shape = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError, KeyError):
         return None
-    from bot.finetune.qlora import TARGET_MODULES
-
     if shape.get("r") != settings.training.lora_r or set(shape.get("target_modules") or ()) != set(TARGET_MODULES):
         return None
     return Parent(version, path, frozenset(seen))

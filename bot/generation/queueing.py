@@ -48,8 +48,9 @@ class FairQueue(Generic[T]):
         with self._cond:
             for group, lanes in self._groups.items():
                 for owner, lane in lanes.items():
-                    if any(queued is item for queued in lane):
-                        lane.remove(item)
+                    at = next((i for i, queued in enumerate(lane) if queued is item), None)
+                    if at is not None:  # by identity: two items may compare equal
+                        del lane[at]
                         if not lane:
                             del lanes[owner]
                         if not lanes:

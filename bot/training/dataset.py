@@ -102,8 +102,9 @@ def pair_key(question: str, answer: str) -> str:
 
 def continuation(pairs: Sequence[Pair], seen: frozenset[str]) -> tuple[list[Pair], list[Pair]]:
     """(the pairs new since the parent LoRA trained, a seeded sample of the others to replay beside them)."""
-    new = [p for p in pairs if pair_key(p.question, p.answer) not in seen]
-    old = [p for p in pairs if pair_key(p.question, p.answer) in seen]
+    learned = [pair_key(p.question, p.answer) in seen for p in pairs]
+    new = [p for p, known in zip(pairs, learned, strict=True) if not known]
+    old = [p for p, known in zip(pairs, learned, strict=True) if known]
     count = min(len(old), max(OLD_REPLAY_MIN, round(len(new) * OLD_REPLAY_SHARE)))
     return new, random.Random(SEED).sample(old, count)
 

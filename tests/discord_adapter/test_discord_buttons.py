@@ -74,8 +74,9 @@ def test_a_second_click_replaces_the_first(
     assert core.store.score(exchange) == 1
     down = emulator.click(bob, answer["id"], f"vote:{exchange}:down")
     assert emulator.callback_of(down)["type"] == MODAL, "a 👎 asks what would be right"
+    # The vote is written after the modal opens: wait for the score, then for the example it unmakes.
     wait_until(lambda: core.store.score(exchange) == -1, what="one vote per user: the 👎 replacing the 👍")
-    assert not any(e.exchange_id == exchange for e in core.examples.list()), "no longer an example"
+    wait_until(lambda: not any(e.exchange_id == exchange for e in core.examples.list()), what="no longer an example")
 
 
 def test_the_askers_own_up_does_not_make_an_example(
