@@ -137,12 +137,13 @@ def _reject(core: CommandContext, caller: Caller, correction_id: str) -> Command
 
 
 def _export(core: CommandContext, caller: Caller, file: str) -> CommandResult:
-    from bot.training.export import chat_export_path, export_feedback, kto_path
+    from bot.training.export import chat_export_path, export_feedback, kto_path, votes_path
 
     # The terminal and the CLI are the data directory's owner: any path. Chat: exports/ only.
     path = Path(file) if caller.platform in LOCAL_PLATFORMS else chat_export_path(core.settings.data_dir, file)
     counts = export_feedback(core.settings, core.examples, core.store, path)
-    text = f"Wrote {counts['sft']} SFT rows to {path} and {counts['kto']} KTO rows to {kto_path(path)}"
+    text = (f"Wrote {counts['sft']} SFT rows to {path}, {counts['kto']} KTO rows to {kto_path(path)} and "
+            f"{counts['votes']} voted replies with their 👎 reasons to {votes_path(path)}")  # fmt: skip
     if counts["left_out"]:  # the files hold what a retrain would train on, nothing else
         text += (f"; {counts['left_out']} good example(s) left out, as a retrain leaves them out "
                  "(votes from scopes that do not train, or outranked by a taught answer)")  # fmt: skip

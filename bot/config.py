@@ -65,7 +65,12 @@ class SlackSettings(Section):
     allowed_teams: CommaList = Field([], description="workspace (team) ids the bot answers in (none: every one)")
     up_emoji: CommaList = Field(["+1", "thumbsup"], description="comma-separated reaction names that count as 👍")
     down_emoji: CommaList = Field(["-1", "thumbsdown"], description="comma-separated reaction names that count as 👎")
-    assistant: bool = Field(False, description="Slack's AI app side panel (manifest: `assistant_view`, docs/slack.md)")
+    agent: bool = Field(
+        True, description="Slack's agent experience: sessions with Stop, steps, DMs in threads (manifest: `agent_view`)"
+    )
+    assistant: bool = Field(
+        False, description="legacy: the AI app side panel of apps that have `assistant_view` (turns `agent` off)"
+    )
 
     @property
     def enabled(self) -> bool:

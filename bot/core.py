@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -36,6 +37,7 @@ from bot.types import (
     Feedback,
     Ignored,
     Incoming,
+    Looked,
     Message,
     Outcome,
     Queued,
@@ -125,15 +127,17 @@ class Core:
             return Ignored("a retry of a message already answered")
         message = Message(event.conversation, event.user_id, event.text.strip(), event.user_name, scope_of(event),
                           event.workspace)  # fmt: skip
+        stop = threading.Event()  # the platform's Stop button sets it
         try:  # a flood is refused here, at once: nothing is queued in an adapter's pool or the model's
-            return Answering(message, self.answer_stream(message))
+            return Answering(message, self.answer_stream(message, stop), stop)
         except UserError as exc:
             return CommandResult(str(exc), ok=False)
 
     # answering ---------------------------------------------------------------------------------
 
-    def answer_stream(self, message: Message) -> Iterator[StreamEvent]:
-        """Queued(position)*, Token(delta)*, then Done(reply) once the exchange is stored.
+    def answer_stream(self, message: Message, stop: threading.Event | None = None) -> Iterator[StreamEvent]:
+        """Looked(examples), Queued(position)*, Token(delta)*, then Done(reply) once the exchange is
+        stored; setting `stop` ends the reply early (Done with a `stopped` reply).
 
         Raises UserError at once, before anything is retrieved, queued or stored, when the user
         already has `max_waiting_per_user` questions in flight or the bot `answer_threads`.
@@ -158,7 +162,7 @@ class Core:
             )
         # Released when the answer ends, fails, or is dropped by its adapter (once the model has let it go).
         release = functools.partial(self._in_flight.release, owner, group)
-        return HeldStream(self._answer_stream(message, owner, group), release)
+        return HeldStream(self._answer_stream(message, owner, group, stop), release)
 
     def _reply_hints(
         self, generation: GenerationService, retrieved: Sequence[Example], in_prompt: tuple[str, ...]
@@ -172,7 +176,9 @@ class Core:
         base_only = self.settings.tuning.lora_for == "examples" and not in_prompt
         return ReplyHints(favored, base_only)
 
-    def _answer_stream(self, message: Message, owner: str, group: str) -> Iterator[StreamEvent]:
+    def _answer_stream(
+        self, message: Message, owner: str, group: str, stop: threading.Event | None
+    ) -> Iterator[StreamEvent]:
         if self.generation is None:
             raise UserError("no model is loaded in this process; ask the running bot")
         generation = self.generation
@@ -203,10 +209,12 @@ class Core:
         except ValueError as exc:
             raise UserError(str(exc)) from None
         hints = self._reply_hints(generation, examples, prompt.example_ids)
+        serving = generation.serving_lora
+        yield Looked(tuple(examples), None if hints.base_only or serving is None else serving[0])
         first_token: float | None = None  # as the user sees it: from the message's arrival
         # Closed with this stream: a reply nobody waits for any more is cancelled, not written (worker.py).
         with contextlib.closing(
-            generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints, group)
+            generation.stream(owner, prompt.input_ids, settings.max_new_tokens, hints, group, stop)
         ) as events:
             for event in events:
                 if isinstance(event, (Queued, Token)):
@@ -228,12 +236,14 @@ class Core:
                         stats=stats,
                         scope=message.scope,
                         retriever_version=retriever_version,
+                        stopped=event.stopped,
                     )
                     # The conversation's turns as its next message will read them (no second query).
                     turns = settings.tuning.history_turns
                     upcoming = [*recent, Turn(text, event.text)][-turns:] if turns else []
                     self._read_next_start_ahead(generation, upcoming, hints)
-                    yield Done(Reply(event.text, exchange_id, event.lora_version, prompt.example_ids, stats))
+                    reply = Reply(event.text, exchange_id, event.lora_version, prompt.example_ids, stats, event.stopped)
+                    yield Done(reply)
 
     def _query_adapter(self, generation: GenerationService) -> tuple[str | None, QueryAdapter | None]:
         """The serving LoRA version's query adapter, if it has one, and that version: retrieval

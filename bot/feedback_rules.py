@@ -24,6 +24,8 @@ from bot.stores.examples import ExampleStore, example_id
 from bot.stores.feedback import FeedbackStore
 from bot.stores.records import Exchange
 from bot.types import (
+    UNSAFE,
+    VOTE_REASONS,
     CommandResult,
     Correction,
     Feedback,
@@ -140,11 +142,13 @@ class FeedbackRules:
         return result if result is not None else Ignored("not a vote on a reply")
 
     def _button_vote(self, event: Vote) -> VoteResult | Ignored:
-        if event.value not in (1, -1):
+        if event.value not in (1, -1) or (event.reason is not None and event.reason not in VOTE_REASONS):
             return Ignored("not a vote")
         exchange = self.store.exchange(event.exchange_id)
         if exchange is None or exchange.platform != event.platform:
             return Ignored("not a reply of this platform")
+        if exchange.stopped:
+            return Ignored("a reply stopped before it was finished takes no votes")
         # A button names its exchange, and anyone can post a button that names any exchange: the
         # message clicked must be one that shows that reply, and the click must come from its place.
         if event.message_ref and self.store.exchange_for_message(event.platform, event.message_ref) != exchange.id:
@@ -155,7 +159,7 @@ class FeedbackRules:
             return Ignored("a reply in a DM, clicked in a server")  # a Discord DM has no server
         if not self.store.claim_event(event.platform, event.event_id):
             return Ignored("a retry of a vote already counted")
-        return self._vote(exchange, event.platform, event.user_id, event.value)
+        return self._vote(exchange, event.platform, event.user_id, event.value, event.reason)
 
     def _correction(self, event: Correction) -> CommandResult | Ignored:
         if not self.store.claim_event(event.platform, event.event_id):
@@ -181,9 +185,11 @@ class FeedbackRules:
             raise UserError(f"no exchange {exchange_id!r}")
         return self._vote(exchange, platform, user_id, value)
 
-    def _vote(self, exchange: Exchange, platform: str, user_id: str, value: int) -> VoteResult:
+    def _vote(
+        self, exchange: Exchange, platform: str, user_id: str, value: int, reason: str | None = None
+    ) -> VoteResult:
         with self._example_lock:
-            score = self.store.set_vote(exchange.id, platform, user_id, value)  # queues the example sync
+            score = self.store.set_vote(exchange.id, platform, user_id, value, reason)  # queues the example sync
             metrics.VOTES.labels({1: "up", -1: "down"}.get(value, "retracted")).inc()
             is_example = self._sync_vote_example(exchange)
         return VoteResult(exchange.id, score, is_example)
@@ -205,6 +211,8 @@ class FeedbackRules:
         return promoted
 
     def _promoted(self, exchange: Exchange) -> bool:
+        if exchange.stopped or self.store.reasons(exchange.id).get(UNSAFE):
+            return False  # a part-written reply, or one somebody flagged unsafe, is never an example
         asker_counts = self.is_admin(exchange.platform, exchange.user_id)
         score = self.store.promotion_score(exchange.id, exchange.platform, exchange.user_id, asker_counts)
         return score >= self.settings.vote_threshold
@@ -249,7 +257,7 @@ class FeedbackRules:
             return None
         exchange_id = self.store.exchange_for_message(platform, message_ref)
         exchange = self.store.exchange(exchange_id) if exchange_id is not None else None
-        if exchange is None:
+        if exchange is None or exchange.stopped:
             return None
         if not added:
             # Removing 👍 retracts only a 👍: a user who switched to 👎 keeps their 👎.
@@ -326,8 +334,11 @@ class FeedbackRules:
     def review_text(self, page: int = 1) -> str:
         """One page of the pending corrections, oldest first, each shortened to fit a chat message."""
         pending = self.store.corrections("pending")
+        reasons = self.store.reasons()
+        why = "👎 reasons: " + ", ".join(f"{VOTE_REASONS.get(r, r).lower()} {n}" for r, n in reasons.items())
+        why += " (unsafe answers never become examples or training rows)." if reasons.get(UNSAFE) else "."
         if not pending:
-            return "No corrections are waiting for review."
+            return "No corrections are waiting for review." + (f"\n{why}" if reasons else "")
         pages = -(-len(pending) // REVIEW_PAGE)
         if not 1 <= page <= pages:
             raise UserError(f"there is no page {page}: {len(pending)} correction(s) fit on {pages} page(s)")
@@ -339,7 +350,7 @@ class FeedbackRules:
         if pages > 1:
             more = f"; `feedback review {page + 1}` for the next" if page < pages else ""
             lines.append(f"Page {page} of {pages}{more}.")
-        return "\n".join(lines)
+        return "\n".join(lines + ([why] if reasons else []))
 
     def review(self, correction_id: str, accept: bool, reviewer: str) -> CommandResult:
         correction = self.store.review_correction(correction_id, accept, reviewer)

@@ -6,6 +6,7 @@ them without knowing anything about models or databases.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ class Vote:
     event_id: str = ""
     workspace: str = ""  # Slack team, Discord server; '' in a DM
     message_ref: str = ""  # the message the button was clicked on (as linked to its exchange)
+    reason: str | None = None  # why a 👎 (one of VOTE_REASONS), given in its form; None: not said (yet)
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,10 @@ class Correction:
     private_to: str = ""
     event_id: str = ""
 
+
+# Why a 👎: what reviewers filter on. An answer flagged "unsafe" never becomes an example or a training row.
+VOTE_REASONS = {"wrong": "Wrong fact", "outdated": "Outdated", "unhelpful": "Not helpful", "unsafe": "Unsafe"}
+UNSAFE = "unsafe"
 
 # What users say about replies; `FeedbackRules.handle` decides each.
 Feedback = Reaction | Vote | Correction
@@ -179,10 +185,12 @@ class Ignored:
 @dataclass(frozen=True)
 class Answering:
     """The core's decision to answer: iterate `events` (it blocks while the model writes) off any
-    thread or event loop that must stay responsive."""
+    thread or event loop that must stay responsive. Setting `stop` (from any thread: a platform's
+    Stop button) ends the reply at its next token; it is then stored and shown as stopped."""
 
     message: Message
     events: Iterator[StreamEvent] = field(compare=False)
+    stop: threading.Event = field(default_factory=threading.Event, compare=False)
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,16 @@ class Reply:
     lora_version: str | None
     example_ids: tuple[str, ...]
     stats: ReplyStats
+    stopped: bool = False  # the asker stopped it: `text` is what was written until then; it takes no votes
+
+
+@dataclass(frozen=True)
+class Looked:
+    """Stream event, first: the verified examples retrieved for the reply (best first; those that fit
+    the prompt are the reply's `example_ids`) and the LoRA version serving now (None: the base model)."""
+
+    examples: tuple[Example, ...]
+    lora_version: str | None
 
 
 @dataclass(frozen=True)
@@ -228,7 +246,7 @@ class Done:
     reply: Reply
 
 
-StreamEvent = Queued | Token | Done
+StreamEvent = Looked | Queued | Token | Done
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from bot.types import Answering, CommandResult, ConversationKey, Done, Incoming
+from bot.types import Answering, CommandResult, ConversationKey, Done, Ignored, Incoming, Token, Vote
 from tests.fakes import FakeEngine
+
+
+def stored_key(exchange) -> ConversationKey:
+    return ConversationKey.parse(exchange.conversation)
 
 
 def question(user: str, n: int) -> Incoming:
@@ -92,7 +96,7 @@ def test_forty_abandoned_questions_are_taken_out_of_the_queue_not_written(make_c
     for n in range(40):
         answering = core.handle(question(f"mute{n}", 0))
         assert isinstance(answering, Answering), answering
-        assert type(next(answering.events)).__name__ == "Queued"
+        assert [type(next(answering.events)).__name__ for _ in range(2)] == ["Looked", "Queued"]
         answering.events.close()  # posting failed: the adapter drops the stream
     assert core.generation.queued() == 0, "the dropped questions left the queue"
     gate.set()
@@ -113,7 +117,7 @@ def test_a_dropped_reply_stops_being_written_and_frees_its_slot_once_the_worker_
     engine.generate = counting
     answering = core.handle(question("u", 0))
     assert isinstance(answering, Answering)
-    assert type(next(answering.events)).__name__ == "Token"
+    assert [type(next(answering.events)).__name__ for _ in range(2)] == ["Looked", "Token"]
     answering.events.close()  # returns once the worker has let the reply go
     count = len(written)
     time.sleep(0.5)  # 50 more pieces, were it still being written
@@ -121,6 +125,25 @@ def test_a_dropped_reply_stops_being_written_and_frees_its_slot_once_the_worker_
     assert core.store.count_exchanges() == 0
     again = core.handle(question("u", 1))  # the user's and the bot's only slot are free again
     assert isinstance(again, Answering) and isinstance(list(again.events)[-1], Done)
+
+
+def test_a_stopped_reply_ends_at_its_next_token_and_is_stored_as_stopped(make_core) -> None:
+    engine = FakeEngine(" ".join(f"w{n}" for n in range(400)), delay_s=0.01)
+    core = make_core(engine, max_waiting_per_user=1, answer_threads=1)
+    answering = core.handle(question("u", 0))
+    assert isinstance(answering, Answering)
+    events = iter(answering.events)
+    while not isinstance(next(events), Token):
+        pass
+    answering.stop.set()  # from any thread: a platform's Stop button
+    started = time.monotonic()
+    (done,) = [e for e in events if isinstance(e, Done)]
+    assert time.monotonic() - started < 1.0 and done.reply.stopped
+    assert 0 < len(done.reply.text.split()) < 50, "what was written until then"
+    stored = core.store.exchange(done.reply.exchange_id)
+    assert stored is not None and stored.stopped and stored.reply == done.reply.text
+    assert core.store.history(stored_key(stored), 5) == [], "a stopped reply is no turn of the conversation"
+    assert isinstance(core.rules.handle(Vote(stored.platform, stored.id, "v", 1, "e")), Ignored), "it takes no votes"
 
 
 def test_one_server_flooding_with_many_accounts_leaves_room_for_another_workspace(make_core) -> None:

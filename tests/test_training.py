@@ -204,7 +204,7 @@ def test_export_writes_trl_readable_sft_and_kto_files(make_core: MakeCore, tmp_p
     core.rules.vote(reply.exchange_id, "console", "u", -1)
     path = tmp_path / "feedback.jsonl"
     counts = export_feedback(core.settings, core.examples, core.store, path)
-    assert counts == {"sft": len(FACTS), "kto": len(FACTS) + 1, "left_out": 0}
+    assert counts == {"sft": len(FACTS), "kto": len(FACTS) + 1, "votes": 1, "left_out": 0}
 
     sft = load_dataset("json", data_files=str(path), split="train")
     assert sft.column_names == ["prompt", "completion"] and len(sft) == len(FACTS)

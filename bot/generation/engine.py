@@ -29,6 +29,7 @@ class Generated:
     lora_version: str | None
     stats: ReplyStats  # times from the moment the worker started it (the core's Reply: latency from the message)
     started_after_s: float  # time spent waiting in the queue
+    stopped: bool = False  # the asker stopped it (a Stop button): `text` is what was written until then
 
 
 @dataclass(frozen=True)

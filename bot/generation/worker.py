@@ -47,6 +47,8 @@ class _Job:
     submitted: float
     started: threading.Event
     cancelled: threading.Event = field(default_factory=threading.Event)  # nobody waits for the reply
+    # The asker pressed Stop: the reply ends at its next token and what it wrote so far is its text.
+    stop: threading.Event = field(default_factory=threading.Event)
     ended: threading.Event = field(default_factory=threading.Event)  # the worker has let it go
 
 
@@ -62,7 +64,7 @@ class _Run:
         self.pieces: list[str] = []
 
     def on_text(self, text: str) -> None:
-        if self.job.cancelled.is_set():
+        if self.job.cancelled.is_set() or self.job.stop.is_set():
             raise ReplyStopped
         if text:
             if self.first is None:
@@ -73,7 +75,8 @@ class _Run:
     def finish(self, count: int) -> None:
         stats = ReplyStats(time.monotonic() - self.start, self.first, len(self.job.input_ids), count)
         text = clean_reply("".join(self.pieces))
-        self.job.events.put(Generated(text, self.version, stats, started_after_s=self.start - self.job.submitted))
+        waited = self.start - self.job.submitted
+        self.job.events.put(Generated(text, self.version, stats, waited, stopped=self.job.stop.is_set()))
         self.job.ended.set()
 
     def fail(self, exc: BaseException) -> None:
@@ -122,21 +125,39 @@ class GenerationService:
         return len(self._queue)
 
     def stream(
-        self, owner: str, input_ids: list[int], max_new_tokens: int, hints: ReplyHints = NO_HINTS, group: str = ""
+        self,
+        owner: str,
+        input_ids: list[int],
+        max_new_tokens: int,
+        hints: ReplyHints = NO_HINTS,
+        group: str = "",
+        stop: threading.Event | None = None,
     ) -> Iterator[Queued | Token | Generated]:
         """Queued(position) while waiting, Token(delta) as text comes, then Generated. The queue takes
         turns by `group` (the asker's workspace), then by `owner` (the asker).
+
+        Setting `stop` (the asker pressed Stop) ends the reply early, and still with Generated
+        (`stopped`): at its next token with the text written so far, or at once, empty, if it waits.
 
         Closing it before Generated (the asker's stream was dropped or stopped) cancels the reply: taken
         out of the queue if it waits, ended at its next token if it is being written. The close returns
         once the worker has let the reply go, so a slot held for it is not freed before then.
         """
         job = _Job(owner, input_ids, max_new_tokens, hints, queue.Queue(), time.monotonic(), threading.Event())
+        if stop is not None:
+            job.stop = stop
         self._queue.put(owner, job, group)
         generated = False
         try:
             last_position = 0
             while not job.started.is_set():
+                if job.stop.is_set() and self._queue.remove(job):
+                    job.ended.set()
+                    metrics.REPLIES_CANCELLED.labels("stopped").inc()
+                    generated = True
+                    stats = ReplyStats(0.0, None, len(input_ids), 0)
+                    yield Generated("", None, stats, time.monotonic() - job.submitted, stopped=True)
+                    return
                 position = self._queue.position(job)
                 if position is None:
                     break
@@ -150,6 +171,8 @@ class GenerationService:
                 if isinstance(event, BaseException):
                     raise event
                 generated = isinstance(event, Generated)  # written in full: nothing left to cancel
+                if generated and event.stopped:
+                    metrics.REPLIES_CANCELLED.labels("stopped").inc()
                 yield event
                 if generated:
                     return

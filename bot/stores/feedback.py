@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Executable, Row, Table, and_, case, delete, func, select, update
+from sqlalchemy import Connection, Executable, Row, Table, and_, case, delete, false, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from bot.stores.database import WRITE, database_url, insert, migrate, open_engine, write_lock
@@ -102,9 +102,10 @@ class FeedbackStore:
         stats: ReplyStats,
         scope: str,
         retriever_version: str | None = None,
+        stopped: bool = False,
     ) -> str:
         """`retriever_version`: the LoRA version whose query adapter chose the examples (None: the
-        embedder alone)."""
+        embedder alone); `stopped`: the asker stopped the reply part-written."""
         exchange_id = uuid.uuid4().hex
         with self._tx() as db:
             db.execute(
@@ -122,6 +123,7 @@ class FeedbackStore:
                     **dataclasses.asdict(stats),  # a column of each name
                     scope=scope,
                     retriever_version=retriever_version,
+                    stopped=stopped,
                 )
             )
         return exchange_id
@@ -146,7 +148,7 @@ class FeedbackStore:
         reset_at = select(conversation_resets.c.reset_at).where(conversation_resets.c.conversation == key)
         rows = self._rows(
             select(exchanges.c.user_text, exchanges.c.reply)
-            .where(exchanges.c.conversation == key)
+            .where(exchanges.c.conversation == key, exchanges.c.stopped == false())  # a stopped reply is no turn
             .where(exchanges.c.created_at > func.coalesce(reset_at.scalar_subquery(), 0))
             .order_by(exchanges.c.created_at.desc())
             .limit(turns)
@@ -232,11 +234,14 @@ class FeedbackStore:
 
     # votes -------------------------------------------------------------------------------------
 
-    def set_vote(self, exchange_id: str, platform: str, user_id: str, value: int) -> int:
-        """Record a vote (+1/-1; 0 retracts). The last vote of a user wins. Returns the net score."""
+    def set_vote(self, exchange_id: str, platform: str, user_id: str, value: int, reason: str | None = None) -> int:
+        """Record a vote (+1/-1; 0 retracts). The last vote of a user wins; a 👎's `reason` is kept
+        until the same user gives another (None: keep the one given). Returns the net score."""
         if value not in (-1, 0, 1):
             raise ValueError(f"a vote is -1, 0 or +1, not {value!r}")
         mine = and_(votes.c.exchange_id == exchange_id, votes.c.platform == platform, votes.c.user_id == user_id)
+        if reason is None and value < 0:
+            reason = self._scalar(select(votes.c.reason).where(mine, votes.c.value < 0))
         with self._tx() as db:
             if value == 0:
                 db.execute(delete(votes).where(mine))
@@ -251,6 +256,7 @@ class FeedbackStore:
                     user_id=user_id,
                     value=value,
                     updated_at=time.time(),
+                    reason=reason if value < 0 else None,
                 )
             _queue_sync(self._insert, db, "exchange", exchange_id)
             return int(db.execute(_sum_of(votes.c.value, exchange_id)).scalar_one())
@@ -275,6 +281,13 @@ class FeedbackStore:
         chosen = votes.c.value > 0 if value > 0 else votes.c.value < 0
         rows = self._rows(select(votes.c.platform, votes.c.user_id).where(votes.c.exchange_id == exchange_id, chosen))
         return {(row.platform, row.user_id) for row in rows}
+
+    def reasons(self, exchange_id: str | None = None) -> dict[str, int]:
+        """How many 👎 give each reason, on one exchange or on all."""
+        statement = select(votes.c.reason, func.count()).where(votes.c.value < 0, votes.c.reason.is_not(None))
+        if exchange_id is not None:
+            statement = statement.where(votes.c.exchange_id == exchange_id)
+        return {row[0]: int(row[1]) for row in self._rows(statement.group_by(votes.c.reason).order_by(votes.c.reason))}
 
     def score(self, exchange_id: str) -> int:
         return int(self._scalar(_sum_of(votes.c.value, exchange_id)))

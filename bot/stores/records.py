@@ -9,7 +9,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Column, Double, ForeignKey, Index, Integer, MetaData, Table, Text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Column,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    false,
+)
 
 from bot.types import ReplyStats
 
@@ -39,6 +51,7 @@ exchanges = Table(
     Column("completion_tokens", Integer),
     Column("scope", Text, nullable=False, server_default=""),
     Column("retriever_version", Text),  # the LoRA version whose query adapter retrieved; None: the embedder alone
+    Column("stopped", Boolean, nullable=False, server_default=false()),  # the asker stopped it part-written
     Index("exchanges_by_conversation", "conversation", "created_at"),
 )
 message_links = Table(
@@ -56,6 +69,7 @@ votes = Table(
     Column("user_id", Text, primary_key=True),
     Column("value", Integer, nullable=False),
     Column("updated_at", Double, nullable=False),
+    Column("reason", Text),  # why a 👎 (VOTE_REASONS: "wrong", "outdated", "unhelpful", "unsafe"); None: not said
     CheckConstraint("value IN (-1, 1)"),
 )
 corrections = Table(
@@ -115,6 +129,7 @@ class Exchange:
     stats: ReplyStats | None  # None: a row without measurements (the columns allow it; early bots wrote such rows)
     scope: str = ""
     retriever_version: str | None = None
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,6 +160,7 @@ def exchange_from_row(row: Mapping[str, Any]) -> Exchange:
         stats=stats_from_row(row),
         scope=row["scope"],
         retriever_version=row["retriever_version"],
+        stopped=bool(row["stopped"]),
     )
 
 

@@ -26,12 +26,17 @@ def kto_path(path: Path) -> Path:
     return path.with_name(f"{path.stem}.kto{path.suffix or '.jsonl'}")
 
 
+def votes_path(path: Path) -> Path:
+    """Where the votes go beside an SFT export, with their reasons: data.jsonl -> data.votes.jsonl."""
+    return path.with_name(f"{path.stem}.votes{path.suffix or '.jsonl'}")
+
+
 def chat_export_path(data_dir: Path, name: str) -> Path:
     """Where `feedback export NAME` from a chat platform writes: a new file under <data_dir>/exports/.
 
     Chat never names a path outside that folder nor replaces a file, so neither a typo nor a stolen
-    admin account can overwrite the bot's own stores or anything else the bot can write. Both the
-    SFT file and its KTO sibling are checked. Refusals change nothing (the folder is made last).
+    admin account can overwrite the bot's own stores or anything else the bot can write. The SFT
+    file and its KTO and votes siblings are all checked. Refusals change nothing (the folder is made last).
     """
     given = Path(name)
     if given.is_absolute():
@@ -43,7 +48,7 @@ def chat_export_path(data_dir: Path, name: str) -> Path:
     folder = data_dir / EXPORTS_DIR
     root = folder.resolve()
     target = folder / given
-    for path in (target, kto_path(target)):
+    for path in (target, kto_path(target), votes_path(target)):
         if not path.resolve().is_relative_to(root):  # a symbolic link inside the folder leading out
             raise UserError(f"{name!r} leads outside the exports folder; choose another name")
         if os.path.lexists(path):
@@ -56,8 +61,10 @@ def export_feedback(settings: Settings, examples: ExampleStore, store: FeedbackS
     """Write the feedback as JSONL that TRL loads directly; returns {"sft": n, "kto": m}.
 
     `path` gets SFT rows (conversational prompt/completion, in the serving layout); the file beside
-    it named by `kto_path` gets KTO rows (prompt/completion/label: good rows true, downvoted false).
-    Both are written to temporary files and renamed into place, so a failure leaves nothing half-written.
+    it named by `kto_path` gets KTO rows (prompt/completion/label: good rows true, downvoted false), and
+    the one named by `votes_path` every voted reply with its score and the 👎 reasons (what reviewers
+    filter on; an unsafe-flagged one is in no training row). All are written to temporary files and
+    renamed into place, so a failure leaves nothing half-written.
     """
     # Everything the stores hold and nothing made up: no held-out split, no replay, no synthetic
     # phrasings, downvotes included.
@@ -66,8 +73,14 @@ def export_feedback(settings: Settings, examples: ExampleStore, store: FeedbackS
     )
     data = build_training_data(settings.model_copy(update={"tuning": everything}), examples, store)
     kto = [r.as_trl(with_label=True) for r in data.train + data.undesirable]
-    _write_jsonl_atomically({path: [r.as_trl(with_label=False) for r in data.train], kto_path(path): kto})
-    return {"sft": len(data.train), "kto": len(kto), "left_out": len(data.left_out)}
+    voted = [
+        {"exchange_id": e.id, "question": e.user_text, "reply": e.reply, "score": score,
+         "reasons": store.reasons(e.id), "lora_version": e.lora_version, "scope": e.scope}
+        for e, score in store.scored_exchanges()
+    ]  # fmt: skip
+    sft = [r.as_trl(with_label=False) for r in data.train]
+    _write_jsonl_atomically({path: sft, kto_path(path): kto, votes_path(path): voted})
+    return {"sft": len(data.train), "kto": len(kto), "votes": len(voted), "left_out": len(data.left_out)}
 
 
 def _write_jsonl_atomically(files: dict[Path, list[dict[str, Any]]]) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.types import LOCAL_SCOPE, Example
+from bot.types import LOCAL_SCOPE, UNSAFE, Example
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -64,7 +64,9 @@ def votes_train(
 ) -> str | None:
     """None when the 👍 (`value` 1) or 👎 (-1) votes on `exchange`, given in `scope`, may train the
     shared LoRA: from a scope that trains, a DM with an admin, or enough voters (`training.vote_min_voters`;
-    for 👍 people other than the asker); else why not."""
+    for 👍 people other than the asker); else why not. An answer flagged unsafe never trains."""
+    if exchange is not None and store is not None and store.reasons(exchange.id).get(UNSAFE):
+        return "flagged unsafe by a 👎"
     if scope in (set(settings.training.vote_scopes) or home_scopes(settings)):
         return None
     if exchange is None:
