@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import TextIO
 
-from adapters.streaming import followup_text
+from adapters.command_output import followup_text
 from bot.core import Core
 from bot.types import (
     Answering,

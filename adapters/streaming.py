@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from adapters.edit_budget import EditBudget
+from adapters.provenance import Provenance
 from adapters.text import plain_links, split_text
 from bot.ops import metrics
-from bot.types import Answering, CommandResult, Done, Queued, Reply, StreamEvent, Token, UserError
+from bot.types import Answering, Done, Looked, Queued, Reply, StreamEvent, Token, UserError
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -30,15 +30,7 @@ log = logging.getLogger(__name__)
 
 WRITING = " …"  # shown after the text while the model still writes
 SOMETHING_WENT_WRONG = "⚠️ Sorry, something went wrong while answering. Please try again."
-COMMAND_FAILED = "Sorry, that command failed; the logs say why."
-
-
-def command_failed(platform: str, command: str) -> CommandResult:
-    """What a user sees when their command raised: call it in the `except`, which it logs (with the
-    traceback) and counts as a platform error."""
-    log.exception("%s command %r failed", platform.capitalize(), command)
-    metrics.PLATFORM_ERRORS.labels(platform).inc()
-    return CommandResult(COMMAND_FAILED, ok=False)
+STOPPED = "⏹ Stopped."  # under a reply its asker stopped (it has no feedback buttons: it takes no votes)
 
 
 class Screen(Protocol):
@@ -69,14 +61,18 @@ class ReplyView(Protocol):
 
     def begin(self) -> None: ...
 
+    def look(self, looked: Looked) -> None:
+        """The verified answers looked up for the reply, before any text."""
+        ...
+
     def queued(self, position: int) -> None: ...
 
     def grow(self, text: str) -> None:
         """The reply so far (may be skipped: rate limits)."""
         ...
 
-    def finish(self, text: str, exchange_id: str) -> list[str]:
-        """The whole reply with its feedback buttons; the refs of the messages posted now."""
+    def finish(self, text: str, exchange_id: str, about: Provenance) -> list[str]:
+        """The whole reply with its feedback buttons and where it came from; the refs of the messages posted now."""
         ...
 
     def fail(self, text: str, note: str) -> None:
@@ -86,15 +82,6 @@ class ReplyView(Protocol):
 
 def queued_text(position: int) -> str:
     return f"⏳ Queued: {position} ahead of you…"
-
-
-def followup_text(done: Future[str]) -> str:
-    """What to post when a long command (a retrain) finishes, fails or is cancelled."""
-    if done.cancelled():
-        return "⚠️ Cancelled."
-    if (exc := done.exception()) is not None:
-        return f"⚠️ Failed: {exc}"
-    return done.result()
 
 
 class RateLimited(Exception):
@@ -111,7 +98,8 @@ FINAL_TRIES = 8  # a final edit rate-limited this often in a row is a platform o
 class ReplyOnScreen:
     """A reply shown in messages it posts and edits as the text grows (deleting one when the text
     shrinks), the feedback buttons on the message with the last part of the finished reply: the
-    `ReplyView` of every message-editing platform.
+    `ReplyView` of every message-editing platform. `footer` is how the platform writes where the
+    finished reply came from, after its text.
 
     Edits spend `budget` under `key` (the workspace or channel route, shared by every reply): an
     intermediate one (the text so far, a queue notice) is skipped when it is spent or rate-limited,
@@ -126,9 +114,10 @@ class ReplyOnScreen:
         budget: EditBudget | None = None,
         key: str = "",
         placeholder: str = "",
+        footer: Callable[[Provenance], str] | None = None,
     ) -> None:
         self.screen, self.limit, self.interval_s = screen, limit, interval_s
-        self.budget, self.key, self.placeholder = budget, key, placeholder
+        self.budget, self.key, self.placeholder, self.footer = budget, key, placeholder, footer
         self.parts: list[tuple[str, str, str | None]] = []  # (message ref, text shown, its buttons)
         self.last = 0.0
 
@@ -139,6 +128,9 @@ class ReplyOnScreen:
     def begin(self) -> None:
         if self.placeholder:
             self.show(self.placeholder, wait=False)
+
+    def look(self, looked: Looked) -> None:
+        """Shown with the finished reply (`footer`)."""
 
     def queued(self, position: int) -> None:
         # Waiting in line, the reply has time: the notice keeps the edit interval, then spends the
@@ -151,8 +143,8 @@ class ReplyOnScreen:
         if text.strip():
             self.show(text + WRITING, wait=False)
 
-    def finish(self, text: str, exchange_id: str) -> list[str]:
-        return self.show(text, wait=True, buttons=exchange_id)
+    def finish(self, text: str, exchange_id: str, about: Provenance) -> list[str]:
+        return self.show(text + (self.footer(about) if self.footer else ""), wait=True, buttons=exchange_id)
 
     def fail(self, text: str, note: str) -> None:
         try:
@@ -246,6 +238,7 @@ class _Shown:
 
     def __init__(self, views: list[ReplyView]) -> None:
         self.views, self.text, self.position = views, "", None
+        self.looked: Looked | None = None
         self.view = views.pop(0)
         self.view.begin()
 
@@ -257,7 +250,10 @@ class _Shown:
                 self._next()
 
     def _show(self, event: StreamEvent, core: Core, platform: str) -> Reply | None:
-        if isinstance(event, Queued) and not self.text:
+        if isinstance(event, Looked):
+            self.looked = event
+            self.view.look(event)
+        elif isinstance(event, Queued) and not self.text:
             self.position = event.position
             self.view.queued(event.position)
         elif isinstance(event, Token):
@@ -266,7 +262,11 @@ class _Shown:
             reply = event.reply
             for ref in self.view.refs:  # link what is on screen before the last edit
                 core.link_message(reply.exchange_id, platform, ref)
-            for ref in self.view.finish(reply.text or "(no answer)", reply.exchange_id):
+            if reply.stopped:  # what was written stays, marked, without buttons: it takes no votes
+                self.view.fail(reply.text, STOPPED)
+                return reply
+            about = Provenance.of(self.looked, reply)
+            for ref in self.view.finish(reply.text or "(no answer)", reply.exchange_id, about):
                 core.link_message(reply.exchange_id, platform, ref)
             return reply
         return None
@@ -277,6 +277,8 @@ class _Shown:
             raise RuntimeError("no way left to show the reply")
         self.view = self.views.pop(0)
         self.view.begin()
+        if self.looked is not None:
+            self.view.look(self.looked)
         if self.text.strip():
             self.view.grow(self.text)
         elif self.position is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from adapters.provenance import Provenance
 from adapters.streaming import ReplyOnScreen, ShowElsewhere, show_answer
 from bot.core import Core
 from bot.types import (
@@ -212,6 +213,6 @@ def test_a_final_text_that_reads_as_already_shown_still_gets_its_buttons() -> No
     chat = MemoryChat(core=None)  # type: ignore[arg-type]  # the screen alone
     view = ReplyOnScreen(chat, limit=40, interval_s=0.0)
     view.show("Final words.", wait=False)
-    view.finish("Final words.", "x1")
+    view.finish("Final words.", "x1", Provenance((), None))
     [shown] = chat.messages.values()
     assert (shown.text, shown.buttons, shown.edits) == ("Final words.", "x1", 1)

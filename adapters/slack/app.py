@@ -17,28 +17,31 @@ assistant.py's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING, Any
 
-from cachetools import LRUCache
 from slack_bolt import Ack, App, BoltContext, Respond
 from slack_bolt.error import BoltError
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from adapters.command_output import command_failed, followup_text
 from adapters.edit_budget import EditBudget
 from adapters.slack import PLATFORM
+from adapters.slack.agent import AgentExperience
 from adapters.slack.assistant import build_assistant
+from adapters.slack.directory import SlackDirectory
 from adapters.slack.feedback import PRIVATE_KINDS, FeedbackButtons
-from adapters.slack.format import from_slack, message_ref, to_slack
+from adapters.slack.format import context_footer, from_slack, message_ref, to_slack
 from adapters.slack.http import EVENTS_PATH, Running, http_server
 from adapters.slack.screen import MAX_CHARS, SdkRetries, SlackScreen
 from adapters.slack.socket_mode import connect_socket_mode
 from adapters.slack.stream import NativeStream, StreamChoice, Target
-from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
+from adapters.streaming import ReplyOnScreen, show_answer
 from adapters.text import split_text
 from bot.ops import metrics
 from bot.ops.health import Readiness
@@ -55,8 +58,6 @@ USER_SUBTYPES = {None, "thread_broadcast", "file_share"}
 # How long a command may run before its ack goes out anyway (Slack shows an error after 3 s);
 # its writes take milliseconds, so they are durable before the ack unless something is stuck.
 ACK_WAIT_S = 2.0
-# Channels and people remembered (their kind, whether a person): LRU, so memory stays bounded.
-MAX_REMEMBERED = 4096
 REPLY_THREADS = 8
 # chat.update is rate tier 3, about 50 a minute per workspace per app; the burst leaves room for
 # the final edits, which always go (they overdraw the budget and later intermediate edits wait).
@@ -73,9 +74,7 @@ class SlackAdapter:
         self.interval_s = settings.tuning.slack_stream_interval_s  # between edits or appends of a reply
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="slack-answer")
         self._replies = ThreadPoolExecutor(REPLY_THREADS, thread_name_prefix="slack-reply")
-        # Bounded: a workspace's channels and people are many, and these only save API calls.
-        self._channel_kinds: LRUCache[str, str] = LRUCache(MAX_REMEMBERED)  # channel id -> channel_type
-        self._people: LRUCache[str, bool] = LRUCache(MAX_REMEMBERED)  # user id -> a person (not a bot or app)
+        self.directory = SlackDirectory()
         # One budget per workspace, shared by every reply this process shows.
         self.edits = EditBudget(EDITS_PER_MINUTE, EDIT_BURST)
         self.appends = EditBudget(APPENDS_PER_MINUTE, APPEND_BURST)
@@ -92,9 +91,16 @@ class SlackAdapter:
         self.app.event("reaction_added")(self.on_reaction)
         self.app.event("reaction_removed")(self.on_reaction)
         self.app.command(self.slack.command)(self.on_command)
-        FeedbackButtons(core, lambda *args: _later(self._replies, *args), self._channel_kind).register(self.app)
+        FeedbackButtons(core, lambda *args: _later(self._replies, *args), self.directory.channel_kind).register(
+            self.app
+        )
+        # The agent experience (agent_view), or the legacy side panel (assistant_view) of apps that have it.
+        self.agent = AgentExperience(core, lambda *a: _later(self._replies, *a)) if self.slack.agent else None
         if self.slack.assistant:
+            self.agent = None
             self.app.assistant(build_assistant(core, self.handle_message, lambda work: _later(self._replies, work)))
+        elif self.agent is not None:
+            self.agent.register(self.app)
 
     def on_message(self, event: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         """app_mention and message.* events: the core decides whether and how to answer."""
@@ -107,11 +113,11 @@ class SlackAdapter:
         raw = event.get("text") or ""
         mention = f"<@{context.bot_user_id or ''}>"
         in_thread = event.get("thread_ts")
-        kind = self._channel_kind(client, channel, event.get("channel_type"))
+        kind = self.directory.channel_kind(client, channel, event.get("channel_type"))
         is_dm = kind == "im"
-        # In a DM the channel is the conversation unless the user opened a thread; elsewhere the
-        # thread (or the message that starts one) is.
-        thread = in_thread or ("" if is_dm else ts)
+        # The thread (or the message that starts one) is the conversation; in a DM without the agent
+        # experience (which answers every DM in a thread), the channel is, unless the user opened one.
+        thread = in_thread or ("" if is_dm and self.agent is None else ts)
         team = context.team_id or event.get("team") or ""
         outcome = self.core.handle(
             Incoming(
@@ -135,49 +141,24 @@ class SlackAdapter:
             _later(self._replies, self._post_result, client, outcome, channel, user, in_thread)
         return outcome
 
-    def _channel_kind(self, client: WebClient, channel: str, kind: str | None = None) -> str:
-        """The channel_type of `channel`. app_mention events lack it: then what a message event
-        said, or else conversations.info (once a channel); if Slack won't say, private."""
-        if kind is None:
-            kind = self._channel_kinds.get(channel)
-        if kind is None:
-            try:
-                info = client.conversations_info(channel=channel)["channel"]
-                kind = "mpim" if info.get("is_mpim") else "group" if info.get("is_private") else "channel"
-            except SlackApiError as exc:  # e.g. missing_scope: learn here only rather than leak
-                log.warning("Slack: conversations.info(%s) failed (%s): treating it as private", channel, exc)
-                kind = "group"
-        self._channel_kinds[channel] = kind
-        return kind
-
-    def _is_person(self, client: WebClient, user: str) -> bool:
-        """Whether `user` is a person: not a bot user, an app's user, Slackbot or a deactivated
-        account (users.info, once a user). If Slack won't say (users:read missing), not counted."""
-        person = self._people.get(user)
-        if person is None:
-            try:
-                info = client.users_info(user=user)["user"]
-            except SlackApiError as exc:
-                log.warning("Slack: users.info(%s) failed (%s): its reaction is not counted", user, exc)
-                return False
-            person = not (info.get("is_bot") or info.get("is_app_user") or info.get("deleted") or user == "USLACKBOT")
-            self._people[user] = person
-        return person
-
     def _answer(self, client: WebClient, answering: Answering, to: Target) -> None:
         """On the answers pool: streamed natively where the workspace can, else (or when Slack
         refuses the stream) a placeholder at once and the answer edited into it."""
-        edited = ReplyOnScreen(SlackScreen(client, to.channel, to.thread_ts or None), MAX_CHARS,
-                               self.interval_s, self.edits, to.team, placeholder="…")  # fmt: skip
+        screen = SlackScreen(client, to.channel, to.thread_ts or None)
+        edited = ReplyOnScreen(screen, MAX_CHARS, self.interval_s, self.edits, to.team, "…", context_footer)
         native = [NativeStream(to, self.streams)] if self.streams.native(to.team, to.thread_ts) else []
-        show_answer(self.core, answering, [*native, edited], PLATFORM)
+        session = contextlib.nullcontext()
+        if self.agent is not None and to.thread_ts:  # a session: Stop shown while it is written
+            session = self.agent.session(client, to.team, to.channel, to.thread_ts, answering)
+        with session:
+            show_answer(self.core, answering, [*native, edited], PLATFORM)
 
     def on_reaction(self, event: dict[str, Any], body: dict[str, Any], context: BoltContext, client: WebClient) -> None:
         item = event.get("item", {})
         # Only reactions on the bot's own messages can be votes; skip the rest before any write.
         if item.get("type") != "message" or event.get("item_user") != context.bot_user_id:
             return
-        if not self._is_person(client, event["user"]):
+        if not self.directory.is_person(client, event["user"]):
             return  # another app's bot user: only people vote
         ref = message_ref(item["channel"], item["ts"])
         added = event["type"] == "reaction_added"

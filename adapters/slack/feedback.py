@@ -1,4 +1,5 @@
-"""The feedback buttons under Slack replies: a click is a vote, a 👎 opens "What would be right?".
+"""The feedback buttons under Slack replies: a click is a vote, a 👎 opens "What would be right?",
+which asks why (a reason, stored with the vote) and, optionally, for the right answer.
 
 A click is counted as a reaction is (the core's one vote per user per reply, last wins, the asker's
 own 👍 not promoting), written before the ack like every other listener's writes, and the voter
@@ -20,7 +21,7 @@ from slack_sdk import WebClient
 
 from adapters.slack import PLATFORM
 from adapters.slack.format import FEEDBACK_ACTION, message_ref, parse_vote, to_slack
-from bot.types import CommandResult, ConversationKey, Correction, Ignored, Vote, VoteResult
+from bot.types import VOTE_REASONS, CommandResult, ConversationKey, Correction, Ignored, Vote, VoteResult
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -72,11 +73,24 @@ class FeedbackButtons:
         meta = json.loads(view.get("private_metadata") or "{}")
         exchange_id, channel, thread = str(meta.get("exchange", "")), str(meta.get("channel", "")), meta.get("thread")
         user, team = body["user"]["id"], _team(body)
-        answer = view["state"]["values"]["answer"]["text"].get("value") or ""
+        values = view["state"]["values"]
+        answer = (values.get("answer", {}).get("text", {}).get("value") or "").strip()
+        reason = ((values.get("reason", {}).get("choice", {}).get("selected_option")) or {}).get("value")
+        said: list[str] = []
+        if reason:  # the 👎's reason, on the vote already counted (the same user's vote, so the same rules)
+            voted = self.core.handle(Vote(PLATFORM, exchange_id, user, -1, f"reason:{view.get('id', '')}", team,
+                                          reason=str(reason)))  # fmt: skip
+            said.append(f"Noted: {VOTE_REASONS.get(str(reason), reason).lower()}." if isinstance(voted, VoteResult)
+                        else f"The reason was not kept: {getattr(voted, 'reason', 'not a vote')}.")  # fmt: skip
+        if not answer:
+            ack()
+            if said:
+                self.later(_tell, client, channel, user, thread or None, " ".join(said))
+            return
         kind = self.channel_kind(client, channel)
         # Where the 👎 was clicked: the core corrects only a reply given there.
         outcome = self.core.handle(Correction(
-            PLATFORM, exchange_id, user, answer.strip(), ConversationKey(PLATFORM, channel, thread or ""),
+            PLATFORM, exchange_id, user, answer, ConversationKey(PLATFORM, channel, thread or ""),
             workspace=team, is_dm=kind == "im", private_to=channel if kind in PRIVATE_KINDS else "",
         ))  # fmt: skip
         if isinstance(outcome, CommandResult) and not outcome.ok:
@@ -84,7 +98,7 @@ class FeedbackButtons:
             return
         ack()
         if isinstance(outcome, CommandResult):
-            self.later(_tell, client, channel, user, thread or None, outcome.text)
+            self.later(_tell, client, channel, user, thread or None, " ".join([*said, outcome.text]))
 
 
 def correction_view(meta: dict[str, str], max_chars: int) -> dict[str, Any]:
@@ -99,7 +113,21 @@ def correction_view(meta: dict[str, str], max_chars: int) -> dict[str, Any]:
         "blocks": [
             {
                 "type": "input",
+                "block_id": "reason",
+                "label": {"type": "plain_text", "text": "What is wrong with it?"},
+                "element": {
+                    "type": "radio_buttons",
+                    "action_id": "choice",
+                    "options": [
+                        {"text": {"type": "plain_text", "text": label}, "value": value}
+                        for value, label in VOTE_REASONS.items()
+                    ],
+                },
+            },
+            {
+                "type": "input",
                 "block_id": "answer",
+                "optional": True,
                 "label": {"type": "plain_text", "text": "The right answer"},
                 "element": {
                     "type": "plain_text_input",
@@ -107,7 +135,7 @@ def correction_view(meta: dict[str, str], max_chars: int) -> dict[str, Any]:
                     "multiline": True,
                     "max_length": max_chars,
                 },
-            }
+            },
         ],
     }
 

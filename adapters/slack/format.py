@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from adapters.provenance import Provenance
 from adapters.text import plain_links
 
 FEEDBACK_ACTION = "feedback"  # the action_id of the buttons (app.action)
@@ -33,6 +34,18 @@ def to_slack(text: str) -> str:
 def from_slack(text: str) -> str:
     """Slack sends &, < and > escaped in message and command text; the core gets plain text."""
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def context_footer(about: Provenance) -> str:
+    """Where a reply came from, as its last line (the edit-based view's form of the stream's steps);
+    nothing for the base model with no verified answer."""
+    return f"\n\n📚 {about.line()}" if about.worth_showing else ""
+
+
+def task_chunk(task: str, title: str, status: str, details: str = "") -> dict[str, Any]:
+    """A `task_update` chunk of a stream: one step shown above the answer."""
+    chunk = {"type": "task_update", "id": task, "title": title, "status": status}
+    return chunk | ({"details": to_slack(details)[:256]} if details else {})
 
 
 def message_ref(channel: str, ts: str) -> str:

@@ -2,6 +2,10 @@
 chat.startStream / appendStream / stopStream through slack_sdk's `client.chat_stream()`, for
 replies in a thread (Slack streams only there).
 
+Above the text, the stream shows two steps (`task_update` chunks): the verified answers looked up
+(how many, and which) and the answer written (with which LoRA version), so a reader sees where
+it came from; the edit-based view says the same in its last line.
+
 The stream carries the reply's first part (the same split as the edit-based screen, so both show
 the same text); later parts, if any, are posted as messages, and the feedback buttons go under
 the last. Appends go out at most every `tuning.slack_stream_interval_s`, whole words only (Markdown and the
@@ -25,11 +29,13 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from adapters.edit_budget import EditBudget
-from adapters.slack.format import feedback_block, message_ref, to_slack
+from adapters.provenance import Provenance
+from adapters.slack.format import feedback_block, message_ref, task_chunk, to_slack
 from adapters.slack.screen import MAX_CHARS, SlackScreen, retry_after_s
 from adapters.streaming import ShowElsewhere
 from adapters.text import split_text
 from bot.ops import metrics
+from bot.types import Looked
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +104,7 @@ class NativeStream:
             buffer_size=1,  # every append is sent: this view decides when, as for edits
         )  # fmt: skip
         self.sent, self.last = "", 0.0
+        self.looked: Looked | None = None
 
     @property
     def refs(self) -> list[str]:
@@ -106,6 +113,21 @@ class NativeStream:
 
     def begin(self) -> None:
         """Nothing is shown before the first words: a stream cannot be emptied again."""
+
+    def look(self, looked: Looked) -> None:
+        self.looked = looked
+
+    def steps(self, writing: str, about: Provenance | None = None) -> list[dict[str, object]]:
+        """The lookup step (done) and the writing step in state `writing`."""
+        looked = self.looked
+        about = about or Provenance(looked.examples if looked else (), looked.lora_version if looked else None)
+        wrote = "Writing the answer" if writing == "in_progress" else "Wrote the answer"
+        return [
+            task_chunk(
+                "lookup", f"Looked up verified answers: {about.looked_up()}", "complete", "; ".join(about.named())
+            ),
+            task_chunk("write", wrote, writing, f"with {about.model}"),
+        ]
 
     def queued(self, position: int) -> None:
         if self.streamer.ts is None:
@@ -120,7 +142,10 @@ class NativeStream:
         self.sent += piece  # once handed over it is in the helper's buffer, sent or not
         self.last = time.monotonic()
         try:
-            self.streamer.append(markdown_text=to_slack(piece))
+            if started:
+                self.streamer.append(markdown_text=to_slack(piece))
+            else:  # the first append starts the stream: the steps, then the words
+                self.streamer.append(chunks=[*self.steps("in_progress"), _text(piece)])
         except SlackApiError as exc:
             if not started:
                 self.choice.refused(self.to.team, exc)
@@ -131,7 +156,7 @@ class NativeStream:
             metrics.RATE_LIMITED.inc()
             self.to.budget.rate_limited(self.to.team, wait)  # the text stays buffered for the next append
 
-    def finish(self, text: str, exchange_id: str) -> list[str]:
+    def finish(self, text: str, exchange_id: str, about: Provenance) -> list[str]:
         """Stop the stream with the rest of the first part and, when the reply is one message, the
         buttons; post the later parts, the buttons under the last."""
         parts, sent = split_text(text, MAX_CHARS), self.sent
@@ -140,8 +165,9 @@ class NativeStream:
         rest = parts[0][len(sent) :] if parts[0].startswith(sent) else parts[0][len(sent.strip()) :]
         started = self.streamer.ts is not None
         try:
+            steps = self.steps("complete", about) if started else []  # not started: the reply came at once
             self.streamer.stop(
-                markdown_text=to_slack(rest), blocks=[feedback_block(exchange_id)] if len(parts) == 1 else None
+                chunks=[*steps, _text(rest)], blocks=[feedback_block(exchange_id)] if len(parts) == 1 else None
             )
         except SlackApiError as exc:
             if started:
@@ -158,5 +184,14 @@ class NativeStream:
             raise ShowElsewhere("nothing streamed yet: the edit-based view says what went wrong")
         try:
             self.streamer.stop(markdown_text=to_slack("\n\n" + note))
-        except Exception:
-            log.warning("could not end the stream: %s", note, exc_info=True)
+        except SlackApiError:  # Slack ended it already (its Stop button does): say it in the message
+            shown = split_text(text, MAX_CHARS)[0] if text.strip() else ""
+            try:
+                ts = self.streamer.ts
+                self.to.client.chat_update(channel=self.to.channel, ts=ts, text=to_slack(f"{shown}\n\n{note}".strip()))
+            except Exception:
+                log.warning("could not end the stream: %s", note, exc_info=True)
+
+
+def _text(text: str) -> dict[str, str]:
+    return {"type": "markdown_text", "text": to_slack(text)}

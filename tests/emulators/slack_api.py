@@ -15,8 +15,13 @@ It speaks Slack's wire protocol, so the real slack_sdk/bolt code runs unchanged 
   the `view_submission` of a modal, delivered as Socket Mode `interactive` envelopes or as signed
   `payload=` forms in HTTP mode;
 - native streaming (`chat.startStream` / `appendStream` / `stopStream`; `streaming_error` makes a
-  workspace refuse it), the AI app surface (`assistant_thread_started` events,
-  `assistant.threads.setStatus` / `setSuggestedPrompts` / `setTitle`);
+  workspace refuse it; `task_update` chunks kept per message), the legacy AI app surface
+  (`assistant_thread_started` events, `assistant.threads.setStatus` / `setSuggestedPrompts` /
+  `setTitle`);
+- the agent experience: `app_home_opened` (tab `messages`) and `app_context_changed` events,
+  `agents.sessions.setStatus` / `rename` (sessions kept by thread, with their status history), and
+  the Stop button (`click_stop`: only while a session is `processing`; it ends the thread's open
+  streams and builds the `agent_session_stopped` event);
 - a Socket Mode connection that can be dropped and refused (`drop_connections`) and accepted again.
 
 `on_ack`, when set, is called on the emulator's thread the moment an ack arrives (a test can kill
@@ -53,6 +58,7 @@ T = TypeVar("T")
 # the emulator is stricter than Slack so that a reply that is not split fails loudly.
 MAX_TEXT = 4000
 MAX_MARKDOWN = 12000  # the most markdown one payload may hold (markdown blocks, markdown_text)
+TASK_STATUSES = ("pending", "in_progress", "complete", "error")  # of a task_update chunk
 
 # Slack's published rates (api.slack.com/apis/rate-limits, each method's "Rate limits"): calls a
 # minute, and what they are counted per (every limit is also per app). A bucket holds a minute's
@@ -128,6 +134,7 @@ class _Posted:
     blocks: list[dict[str, Any]] = field(default_factory=list)
     streaming: bool = False  # started with chat.startStream and not stopped yet
     streamed: bool = False  # shown by a stream (its text is the markdown streamed)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # task_update chunks by id, the latest of each
 
     def as_event(self) -> dict[str, Any]:
         msg: dict[str, Any] = {"type": "message", "user": self.user, "text": self.text, "ts": self.ts}
@@ -190,6 +197,9 @@ class SlackEmulator:
         self._enforcing = False
         self._buckets: dict[tuple[str, str], tuple[float, float]] = {}  # (method, key) -> (tokens, at)
         self.streaming_error = ""  # set: chat.startStream answers this error (the workspace can't stream)
+        self.sessions: dict[tuple[str, str], dict[str, Any]] = {}  # (channel, thread_ts) -> title, statuses
+        self.prompts: dict[str, list[dict[str, str]]] = {}  # channel -> the suggested prompts set last
+        self.agent_error = ""  # set: agents.sessions.* answer this error (the app is not an agent)
         self._views: dict[str, dict[str, Any]] = {}
         self._triggers: dict[str, float] = {}  # trigger_id -> when it was issued (valid 3 s)
         self._refusing = False
@@ -428,6 +438,32 @@ class SlackEmulator:
                   "thread_ts": thread_ts}  # fmt: skip
         return {"type": "assistant_thread_started", "assistant_thread": thread, "event_ts": self.next_ts()}
 
+    def app_home_opened(self, user: str, channel: str, tab: str = "messages") -> dict[str, Any]:
+        """A user opened the app's Messages (or Home) tab: under agent_view it replaces assistant_thread_started."""
+        return {"type": "app_home_opened", "user": user, "channel": channel, "tab": tab, "event_ts": self.next_ts()}
+
+    def app_context_changed(self, user: str, channel: str, viewing: str) -> dict[str, Any]:
+        entity = {"type": "slack#/types/channel_id", "value": viewing, "team_id": self.team_id}
+        return {"type": "app_context_changed", "user": user, "channel": channel, "event_ts": self.next_ts(),
+                "context": {"entities": [entity]}}  # fmt: skip
+
+    def session_status(self, channel: str, thread_ts: str) -> str:
+        with self._cond:
+            found = self.sessions.get((channel, thread_ts))
+            return found["statuses"][-1] if found else ""
+
+    def click_stop(self, channel: str, thread_ts: str, user: str) -> dict[str, Any]:
+        """The user clicks Stop in a session: Slack ends its open streams and sends agent_session_stopped."""
+        with self._cond:
+            if self.session_status(channel, thread_ts) != "processing":
+                raise AssertionError(f"no Stop button: the session of {channel}/{thread_ts} is not processing")
+            stopped = [m for m in self._messages.values()
+                       if m.channel == channel and m.thread_ts == thread_ts and m.streaming]  # fmt: skip
+            for m in stopped:
+                m.streaming = False
+        return {"type": "agent_session_stopped", "channel": channel, "thread_ts": thread_ts, "user": user,
+                "streaming_message_ts": [m.ts for m in stopped], "event_ts": self.next_ts()}  # fmt: skip
+
     def _user(self, user: str) -> dict[str, Any]:
         name = self.users.get(user, {}).get("name", user)
         return {"id": user, "username": name, "name": name, "team_id": self.team_id}
@@ -460,15 +496,26 @@ class SlackEmulator:
             "response_url": f"{self.base_url}/respond/{uuid.uuid4().hex}", "actions": [action],
         }  # fmt: skip
 
-    def view_submission(self, view_id: str, user: str, text: str) -> dict[str, Any]:
-        """The `view_submission` payload of `user` writing `text` into the modal's text input and sending it."""
+    def view_submission(self, view_id: str, user: str, text: str, choice: str = "wrong") -> dict[str, Any]:
+        """The `view_submission` payload of `user` writing `text` into the modal's text input (empty:
+        left empty), picking the option valued `choice` of its radio buttons, and sending it."""
         with self._cond:
             view = dict(self._views[view_id])
-        values = {
-            block["block_id"]: {block["element"]["action_id"]: {"type": block["element"]["type"], "value": text}}
-            for block in view.get("blocks", [])
-            if block.get("type") == "input"
-        }
+        values: dict[str, Any] = {}
+        for block in view.get("blocks", []):
+            element = block.get("element", {}) if block.get("type") == "input" else {}
+            if element.get("type") == "radio_buttons":
+                picked = [o for o in element["options"] if o["value"] == choice]
+                if not picked:
+                    raise AssertionError(f"the modal offers no option {choice!r}")
+                state: dict[str, Any] = {"type": "radio_buttons", "selected_option": picked[0]}
+            elif element:
+                if not text and not block.get("optional"):
+                    raise AssertionError(f"Slack does not send a modal whose required {block['block_id']} is empty")
+                state = {"type": element["type"], "value": text or None}
+            else:
+                continue
+            values[block["block_id"]] = {element["action_id"]: state}
         view["state"] = {"values": values}
         return {
             "type": "view_submission", "team": {"id": self.team_id, "domain": "emulated"}, "user": self._user(user),
@@ -726,10 +773,15 @@ class SlackEmulator:
             view = view | {"id": f"V{next(self._ts):08d}", "team_id": self.team_id, "state": {"values": {}}}
             self._views[view["id"]] = view
             return {"ok": True, "view": view}
+        if method == "assistant.threads.setSuggestedPrompts" and p.get("channel_id") and not p.get("thread_ts"):
+            self.prompts[str(p["channel_id"])] = list(_json_field(p.get("prompts")) or [])  # the Messages tab's
+            return {"ok": True}
         if method.startswith("assistant.threads."):
             if not p.get("channel_id") or not p.get("thread_ts"):
                 return {"ok": False, "error": "invalid_arguments"}
             return {"ok": True}
+        if method.startswith("agents.sessions."):
+            return self._session(method, p)
         if method == "chat.delete":
             found = self._messages.get((str(p.get("channel")), str(p.get("ts"))))
             if found is None or found.bot_id != self.bot_id:
@@ -769,12 +821,38 @@ class SlackEmulator:
             return {"ok": True, "messages": msgs, "has_more": False}
         return {"ok": False, "error": "unknown_method"}
 
+    def _session(self, method: str, p: dict[str, Any]) -> dict[str, Any]:
+        """agents.sessions.setStatus (creates the session) and rename."""
+        if self.agent_error:
+            return {"ok": False, "error": self.agent_error}
+        key = (str(p.get("channel_id") or ""), str(p.get("thread_ts") or ""))
+        if not all(key):
+            return {"ok": False, "error": "invalid_arguments"}
+        if method == "agents.sessions.rename":
+            if key not in self.sessions or not 1 <= len(str(p.get("title") or "")) <= 200:
+                return {"ok": False, "error": "session_not_found" if key not in self.sessions else "invalid_title"}
+            self.sessions[key]["title"] = str(p["title"])
+            return {"ok": True, "title": p["title"]}
+        status = str(p.get("status") or "")
+        if method != "agents.sessions.setStatus" or status not in ("processing", "active", "suspended", "closed"):
+            return {"ok": False, "error": "invalid_arguments" if method.endswith("setStatus") else "unknown_method"}
+        if len(str(p.get("title") or "")) > 200:
+            return {"ok": False, "error": "invalid_title"}
+        session = self.sessions.setdefault(key, {"title": str(p.get("title") or ""), "statuses": []})
+        session["statuses"].append(status)
+        return {"ok": True, "status": status, "title": session["title"]}
+
     def _stream(self, method: str, p: dict[str, Any], blocks: list[dict[str, Any]]) -> dict[str, Any]:
         """chat.startStream / appendStream / stopStream: one message whose markdown grows."""
         channel = str(p.get("channel") or "")
+        chunks = _json_field(p.get("chunks")) or []
         text = str(p.get("markdown_text") or "") + "".join(
-            str(c.get("text", "")) for c in _json_field(p.get("chunks")) or [] if c.get("type") == "markdown_text"
+            str(c.get("text", "")) for c in chunks if c.get("type") == "markdown_text"
         )
+        tasks = [c for c in chunks if c.get("type") == "task_update"]
+        if any(c.get("status") not in TASK_STATUSES or not c.get("id") or not c.get("title")
+               or len(str(c.get("details", ""))) > 256 for c in tasks):  # fmt: skip
+            return {"ok": False, "error": "invalid_chunks"}
         if len(text) > MAX_MARKDOWN:
             return {"ok": False, "error": "msg_too_long"}
         if method == "chat.startStream":
@@ -787,7 +865,7 @@ class SlackEmulator:
                 return {"ok": False, "error": "invalid_arguments"}  # required when streaming to channels
             ts = self.next_ts()
             msg = _Posted(channel, ts, text, self.bot_user_id, str(p["thread_ts"]), self.bot_id,
-                          streaming=True, streamed=True)  # fmt: skip
+                          streaming=True, streamed=True, tasks={c["id"]: c for c in tasks})  # fmt: skip
             self._messages[(channel, ts)] = msg
             return {"ok": True, "channel": channel, "ts": ts}
         found = self._messages.get((channel, str(p.get("ts"))))
@@ -800,14 +878,17 @@ class SlackEmulator:
         if text:
             found.edits.append(found.text)
             found.text += text
+        found.tasks.update({c["id"]: c for c in tasks})
         if method == "chat.stopStream":
             found.streaming, found.blocks = False, blocks
         return {"ok": True, "channel": channel, "ts": found.ts}
 
 
 def _shown(m: _Posted) -> dict[str, Any]:
-    """A message as tests read it: its event, the texts it showed before, what it shows as Markdown."""
-    return m.as_event() | {"edits": list(m.edits), "markdown": m.markdown(), "streaming": m.streaming}
+    """A message as tests read it: its event, the texts it showed before, what it shows as Markdown,
+    and a stream's steps."""
+    return m.as_event() | {"edits": list(m.edits), "markdown": m.markdown(), "streaming": m.streaming,
+                           "tasks": dict(m.tasks)}  # fmt: skip
 
 
 def _json_field(value: Any) -> Any:

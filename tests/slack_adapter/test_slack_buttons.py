@@ -126,16 +126,36 @@ def test_a_down_vote_opens_a_modal_whose_answer_is_a_pending_correction(
     slack.wait_ack(slack.send_interaction(slack.click_feedback(CHANNEL, reply["ts"], BOB, positive=False)))
     view = slack.wait_for(slack.views, what="the correction modal")[0]
     assert view["title"]["text"] == "What would be right?"
-    element = view["blocks"][0]["element"]
+    reasons, answer = view["blocks"]
+    assert [o["value"] for o in reasons["element"]["options"]] == ["wrong", "outdated", "unhelpful", "unsafe"]
+    element = answer["element"]
     assert (element["type"], element["multiline"], element["max_length"]) == ("plain_text_input", True, 500)
-    assert exchange in view["private_metadata"]
+    assert answer["optional"] is True and exchange in view["private_metadata"]
 
-    ack = slack.wait_ack(slack.send_interaction(slack.view_submission(view["id"], BOB, "Paris, since 987.")))
+    submitted = slack.view_submission(view["id"], BOB, "Paris, since 987.", choice="outdated")
+    ack = slack.wait_ack(slack.send_interaction(submitted))
     assert not (ack.payload or {}).get("errors"), ack.payload
+    assert core.store.reasons(exchange) == {"outdated": 1}, "the reason, on BOB's 👎"
     (correction,) = core.store.corrections()
     assert (correction.exchange_id, correction.answer, correction.status) == (exchange, "Paris, since 987.", "pending")
     assert core.examples.count() == 0, "a non-admin's correction waits for review"
     slack.wait_for(lambda: any("waiting for an admin" in t for t in thanks(slack, BOB)), what="the confirmation")
+    assert any(t.startswith("Noted: outdated.") for t in thanks(slack, BOB))
+
+
+def test_unsafe_with_no_answer_keeps_the_reply_from_ever_being_an_example(
+    slack: SlackEmulator, socket_bot: StartBot
+) -> None:
+    core = socket_bot()
+    _, reply, exchange = ask(slack, core)
+    slack.wait_ack(slack.send_interaction(slack.click_feedback(CHANNEL, reply["ts"], BOB, positive=False)))
+    view = slack.wait_for(slack.views, what="the correction modal")[0]
+    slack.wait_ack(slack.send_interaction(slack.view_submission(view["id"], BOB, "", choice="unsafe")))
+    assert core.store.reasons(exchange) == {"unsafe": 1} and not core.store.corrections()
+    for voter in (ADMIN, "UCAROL", "UDAVE"):  # even an admin's 👍 and a net score of +2
+        slack.wait_ack(slack.send_interaction(slack.click_feedback(CHANNEL, reply["ts"], voter)))
+    assert core.store.score(exchange) == 2 and core.examples.count() == 0
+    slack.wait_for(lambda: "Noted: unsafe." in thanks(slack, BOB), what="the confirmation")
 
 
 def test_an_admins_correction_from_the_modal_is_an_example_at_once(slack: SlackEmulator, socket_bot: StartBot) -> None:

@@ -118,21 +118,24 @@ def test_manifest_subscribes_to_what_the_adapter_handles() -> None:
     assert manifest["settings"]["socket_mode_enabled"] is True
     assert set(manifest["settings"]["event_subscriptions"]["bot_events"]) == {
         "app_mention", "message.im", "message.channels", "message.groups", "message.mpim", "reaction_added",
-        "reaction_removed",
+        "reaction_removed", "app_home_opened", "app_context_changed", "agent_session_stopped",
     }  # fmt: skip
     # conversations.info (is this channel private?) needs the :read scopes of each kind, users.info (is
     # who reacted a person?) users:read; nothing else is asked for (the adapter adds no reactions and
     # opens no conversations).
     needed = {"app_mentions:read", "chat:write", "im:history", "channels:history", "groups:history",
               "mpim:history", "channels:read", "groups:read", "mpim:read", "reactions:read", "users:read",
-              "commands"}  # fmt: skip
+              "commands", "assistant:write"}  # fmt: skip
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == needed
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True, "people must be able to DM the bot"
     assert manifest["settings"]["interactivity"]["is_enabled"] is True, "the feedback buttons and the modal"
-    # The side panel is opt-in (slack.assistant): its manifest lines are there, commented out.
+    # A new app gets the agent experience (slack.agent, on by default); the legacy side panel's lines
+    # are there, commented out, for apps that still have assistant_view.
+    assert manifest["features"]["agent_view"]["agent_description"] and SlackSettings().agent
+    assert len(manifest["features"]["agent_view"]["agent_description"]) <= 300
     text = (REPO / "deploy" / "slack-manifest.yaml").read_text()
     assert "assistant_view" not in manifest["features"] and "# assistant_view:" in text
-    assert "# - assistant:write" in text and "# - assistant_thread_started" in text
+    assert "# - assistant_thread_started" in text
 
 
 # -- splitting (pure) --------------------------------------------------------------------------

@@ -133,7 +133,7 @@ def test_slash_command_refuses_a_non_admin_and_helps_everyone(slack: SlackEmulat
 
 
 def test_slash_command_reset_forgets_the_conversation(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    core = socket_bot()
+    core = socket_bot(slack__agent=False)  # a DM is one conversation (with the agent, each message starts one)
     slack.send_event(slack.user_message(DM, ALICE, "remember this", channel_type="im"))
     final_reply(slack, DM, REPLY)
     assert core.store.history(ConversationKey("slack", DM, ""), 8)

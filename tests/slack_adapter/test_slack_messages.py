@@ -60,8 +60,10 @@ def test_mention_streams_a_reply_in_the_thread(slack: SlackEmulator, socket_bot:
     assert exchange.conversation == ConversationKey("slack", CHANNEL, mention["ts"]).as_str()
 
 
-def test_direct_message_is_answered_and_the_dm_is_the_conversation(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    core = socket_bot()
+def test_without_the_agent_a_dm_is_answered_in_the_dm_which_is_the_conversation(
+    slack: SlackEmulator, socket_bot: StartBot
+) -> None:
+    core = socket_bot(slack__agent=False)
     first = slack.user_message(DM, ALICE, "hello there", channel_type="im")
     slack.send_event(first)
     reply = final_reply(slack, DM, REPLY)

@@ -74,7 +74,7 @@ def test_where_streaming_is_refused_edits_show_the_same_text(slack: SlackEmulato
 
 
 def test_a_dm_without_a_thread_uses_edits(slack: SlackEmulator, socket_bot: StartBot) -> None:
-    socket_bot(tuning__slack_streaming="native")
+    socket_bot(tuning__slack_streaming="native", slack__agent=False)  # the agent answers every DM in a thread
     slack.send_event(slack.user_message(DM, ALICE, "hello", channel_type="im"))
     slack.wait_for(lambda: any(len(m.get("blocks", [])) == 2 for m in slack.bot_messages(DM)), what="the reply")
     assert not slack.calls("chat.startStream"), "Slack streams only in threads"
