@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import discord
 from discord import app_commands
 
+from adapters.command_output import command_failed, followup_text
 from adapters.discord_bot import PLATFORM
 from adapters.discord_bot.caller import private_to, role_ids, server_id
 from adapters.discord_bot.commands import add_commands
@@ -30,10 +31,10 @@ from adapters.discord_bot.conversations import Conversations, of_interaction
 from adapters.discord_bot.feedback import VoteButton, seed_reactions
 from adapters.discord_bot.gateway import WITHOUT_CONTENT, ContentFallbackClient, configure_endpoints, intents
 from adapters.discord_bot.invited import NOT_A_MEMBER, Invitations
-from adapters.discord_bot.screen import MAX_CHARS, DiscordScreen, keep_typing, split_message
+from adapters.discord_bot.screen import MAX_CHARS, DiscordScreen, keep_typing, small_footer, split_message
 from adapters.discord_bot.suggestions import suggest
 from adapters.edit_budget import EditBudget
-from adapters.streaming import ReplyOnScreen, command_failed, followup_text, show_answer
+from adapters.streaming import ReplyOnScreen, show_answer
 from bot.ops.health import Readiness
 from bot.types import Answering, CommandResult, Incoming, Reaction
 
@@ -75,7 +76,9 @@ class DiscordBot(ContentFallbackClient):
         self.core = core
         self.settings = settings
         self.readiness = readiness or Readiness()
-        self.tree = app_commands.CommandTree(self)
+        # Installed to a server only: a user install would carry the bot into servers and group DMs its
+        # allow-list does not serve, where what it learns has no server to stay in (docs/discord.md).
+        self.tree = app_commands.CommandTree(self, allowed_installs=app_commands.AppInstallationType(guild=True))
         self._answers = ThreadPoolExecutor(settings.answer_threads, thread_name_prefix="discord-answer")
         self._conversations = Conversations(self, core)
         self._invited = Invitations(self, settings)
@@ -182,9 +185,8 @@ class DiscordBot(ContentFallbackClient):
         loop = asyncio.get_running_loop()
         channel = str(message.channel.id)
         screen = DiscordScreen(loop, message.channel, message.to_reference(fail_if_not_exists=False))
-        on_screen = ReplyOnScreen(
-            screen, MAX_CHARS, self.settings.tuning.discord_stream_interval_s, self._edits, channel
-        )
+        interval = self.settings.tuning.discord_stream_interval_s
+        on_screen = ReplyOnScreen(screen, MAX_CHARS, interval, self._edits, channel, footer=small_footer)
         typing = asyncio.create_task(keep_typing(message.channel))
         try:
             reply = await loop.run_in_executor(self._answers, show_answer, self.core, answering, [on_screen], PLATFORM)

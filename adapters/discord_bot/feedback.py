@@ -5,7 +5,8 @@ The buttons are persistent dynamic items: a button's custom id names its exchang
 too (`Client.add_dynamic_items(VoteButton)`). A click is a `Vote` for `Core.handle`, counted as a
 reaction is; the voter is told privately. Discord allows one initial response per interaction
 and a modal is one: a 👎 opens "What would be right?" first, then records the vote, whose
-thanks comes when it is submitted (a dismissed modal says nothing, and Discord never tells).
+thanks comes when it is submitted (a dismissed modal says nothing, and Discord never tells). The
+modal asks why (a radio group: the reason is stored with the vote) and, optionally, the right answer.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from adapters.discord_bot import PLATFORM
 from adapters.discord_bot.caller import private_to, role_ids, server_id
 from adapters.discord_bot.conversations import of_interaction
 from adapters.text import plain_links
-from bot.types import CommandResult, Correction, Ignored, Vote, VoteResult
+from bot.types import VOTE_REASONS, CommandResult, Correction, Ignored, Vote, VoteResult
 
 if TYPE_CHECKING:
     from bot.core import Core
@@ -99,14 +100,18 @@ class CorrectionModal(ui.Modal, title="What would be right?"):
         while len(_open_modals) > MAX_OPEN_MODALS:
             _open_modals.popleft().stop()
         self.exchange_id = exchange_id
-        self.answer: ui.TextInput[CorrectionModal] = ui.TextInput(
-            style=discord.TextStyle.paragraph, max_length=min(max_chars, TEXT_INPUT_MAX), required=True
+        self.reason: ui.RadioGroup[CorrectionModal] = ui.RadioGroup(
+            options=[discord.RadioGroupOption(label=label, value=value) for value, label in VOTE_REASONS.items()]
         )
-        self.add_item(ui.Label(text="The right answer", component=self.answer))
+        self.add_item(ui.Label(text="What is wrong with it?", component=self.reason))
+        self.answer: ui.TextInput[CorrectionModal] = ui.TextInput(
+            style=discord.TextStyle.paragraph, max_length=min(max_chars, TEXT_INPUT_MAX), required=False
+        )
+        self.add_item(ui.Label(text="The right answer", description="Optional", component=self.answer))
 
     async def on_submit(self, interaction: discord.Interaction) -> None:  # type: ignore[override]
         self._forget()
-        await correction_submitted(interaction, self.exchange_id, self.answer.value)
+        await correction_submitted(interaction, self.exchange_id, self.answer.value, self.reason.value)
 
     async def on_timeout(self) -> None:
         self._forget()
@@ -152,11 +157,23 @@ async def vote_clicked(interaction: discord.Interaction, exchange_id: str, value
         await interaction.response.send_message(thanks(value), ephemeral=True)
 
 
-async def correction_submitted(interaction: discord.Interaction, exchange_id: str, text: str) -> None:
-    """The modal's text as a correction, checked by the core as a `correct:` reply is: sent from
-    where the 👎 was clicked, so a button reached from another server or DM corrects nothing."""
+async def correction_submitted(
+    interaction: discord.Interaction, exchange_id: str, text: str, reason: str | None = None
+) -> None:
+    """The modal's reason, on the user's 👎, and its text as a correction, checked by the core as a
+    `correct:` reply is: sent from where the 👎 was clicked, so a button reached from another server
+    or DM corrects nothing."""
     core = _core(interaction)
     user = str(interaction.user.id)
+    noted = ""
+    if reason:
+        vote = Vote(PLATFORM, exchange_id, user, -1, f"reason:{interaction.id}", server_id(interaction.guild),
+                    reason=reason)  # fmt: skip
+        voted = await asyncio.to_thread(core.handle, vote)
+        noted = f" Noted: {VOTE_REASONS.get(reason, reason).lower()}." if isinstance(voted, VoteResult) else ""
+    if not text.strip():
+        await interaction.response.send_message(thanks(-1) + noted, ephemeral=True)
+        return
     correction = Correction(
         PLATFORM, exchange_id, user, text.strip(), of_interaction(interaction), server_id(interaction.guild),
         role_ids(interaction.user), is_dm=interaction.guild is None, private_to=private_to(interaction.channel),
@@ -168,8 +185,8 @@ async def correction_submitted(interaction: discord.Interaction, exchange_id: st
         await interaction.response.send_message(SORRY, ephemeral=True)
         return
     if isinstance(outcome, CommandResult) and outcome.ok:
-        said = f"{thanks(-1)} {outcome.text}"
+        said = f"{thanks(-1)}{noted} {outcome.text}"
     else:
         why = outcome.text if isinstance(outcome, CommandResult) else getattr(outcome, "reason", "not a correction")
-        said = f"{thanks(-1)} The correction was not kept: {why}"
+        said = f"{thanks(-1)}{noted} The correction was not kept: {why}"
     await interaction.response.send_message(plain_links(said), ephemeral=True)  # it may quote the correction

@@ -1,5 +1,6 @@
 """The messages that show a reply on Discord (streaming.Screen), the feedback buttons on the one
-that shows the last part of a finished reply, and the typing indicator."""
+that shows the last part of a finished reply, where it came from in small text under it, and the
+typing indicator."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 import discord
 
 from adapters.discord_bot.feedback import feedback_view
+from adapters.provenance import Provenance
 from adapters.streaming import RateLimited
 from adapters.text import plain_links, split_text
 
@@ -19,6 +21,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_CHARS = 2000  # Discord's limit for a message's content
+
+
+def small_footer(about: Provenance) -> str:
+    """Where a reply came from, as one line of Discord's small text (`-#`) under it; nothing for the
+    base model with no verified answer."""
+    return f"\n-# 📚 {about.line()}" if about.worth_showing else ""
 
 
 def split_message(text: str) -> list[str]:

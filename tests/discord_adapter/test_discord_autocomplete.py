@@ -57,6 +57,9 @@ def test_help_and_reset_are_global_and_work_in_a_dm_under_guild_sync(
     global_commands = {c["name"]: c for c in emulator.commands[None]}
     assert set(global_commands) == {"help", "reset"}
     assert all(sorted(c["contexts"]) == everywhere for c in global_commands.values())
+    # Installed to servers only (docs/discord.md): a user install would reach servers the allow-list does not serve.
+    synced = [*emulator.commands[None], *emulator.commands[str(emulator.guild_id)]]
+    assert all(c["integration_types"] == [0] for c in synced)
     guild_commands = {c["name"] for c in emulator.commands[str(emulator.guild_id)]}
     assert guild_commands == {"status", "retrain", "teach", "lora", "feedback"}, "admin commands: the guild only"
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.core import Core
-from bot.types import Vote, workspace_scope
+from bot.types import ConversationKey, Vote, workspace_scope
 from tests.discord_adapter.helpers import ADMIN_ID, TIMEOUT, BotThread, buttons, final_reply
 from tests.emulators.discord_api import (
     CHANNEL_MESSAGE,
@@ -114,16 +114,52 @@ def test_a_down_opens_a_modal_whose_text_becomes_a_correction(
     down = emulator.click(bob, answer["id"], f"vote:{exchange}:down")
     modal = emulator.callback_of(down)
     assert modal["type"] == MODAL and modal["data"]["title"] == "What would be right?"
-    [label] = modal["data"]["components"]
+    reason, label = modal["data"]["components"]
+    assert reason["component"]["type"] == 21, "a radio group of reasons, in a label"
+    assert [o["value"] for o in reason["component"]["options"]] == ["wrong", "outdated", "unhelpful", "unsafe"]
     assert label["component"]["style"] == 2 and label["component"]["max_length"] == 300, "a paragraph, capped"
+    assert label["component"]["required"] is False, "the right answer is optional"
     wait_until(lambda: core.store.score(exchange) == -1, what="the vote, counted before the modal is answered")
 
-    submitted = emulator.submit_modal(bob, down, "The office opens at 9.")
+    submitted = emulator.submit_modal(bob, down, "The office opens at 9.", choice="outdated")
     said = told(emulator, submitted)
-    assert said.startswith("Thanks — counted 👎.") and "review" in said
+    assert said.startswith("Thanks — counted 👎. Noted: outdated.") and "review" in said
+    assert core.store.reasons(exchange) == {"outdated": 1} and core.store.score(exchange) == -1
     [pending] = core.store.corrections("pending")
     assert (pending.exchange_id, pending.answer, pending.user_id) == (exchange, "The office opens at 9.", bob["id"])
     assert not any(e.output == "The office opens at 9." for e in core.examples.list()), "waits for an admin"
+
+
+def test_an_answer_from_a_verified_answer_says_so_in_small_text(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core(reply=ANSWER)
+    start_bot(core)
+    core.rules.teach("discord", ADMIN_ID, "When does the office open?", "At nine.")
+    answer, exchange = answered(emulator, core, emulator.add_user("alice"))
+    assert answer["content"] == ANSWER + "\n-# 📚 From “When does the office open?” (taught) · the base model"
+    assert core.store.exchange(exchange).reply == ANSWER, "shown, not stored"
+    plain, _ = answered(emulator, core, emulator.add_user("bob"), question="zzz qqq")
+    assert plain["content"] == ANSWER, "no line when nothing verified was used and no LoRA wrote it"
+
+
+def test_unsafe_without_an_answer_unmakes_the_example_and_keeps_it_out_of_training(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    core = fast_core(reply=ANSWER)
+    start_bot(core)
+    answer, exchange = answered(emulator, core, emulator.add_user("alice"))
+    for name in ("bob", "carol"):  # two 👍 make it an example
+        told(emulator, emulator.click(emulator.add_user(name), answer["id"], f"vote:{exchange}:up"))
+    wait_until(lambda: any(e.exchange_id == exchange for e in core.examples.list()), what="the example")
+    dave = emulator.add_user("dave")
+    down = emulator.click(dave, answer["id"], f"vote:{exchange}:down")
+    said = told(emulator, emulator.submit_modal(dave, down, "", choice="unsafe"))
+    assert said == "Thanks — counted 👎. Noted: unsafe." and core.store.corrections() == []
+    assert not any(e.exchange_id == exchange for e in core.examples.list()), "an unsafe answer is no example"
+    told(emulator, emulator.click(emulator.add_user("erin"), answer["id"], f"vote:{exchange}:up"))
+    assert not any(e.exchange_id == exchange for e in core.examples.list()), "and no later 👍 makes it one"
+    assert "unsafe 1" in core.command("discord", ADMIN_ID, "feedback review", ConversationKey("discord", "c")).text
 
 
 def test_a_down_opens_its_modal_first_however_slow_the_vote_is_to_write(

@@ -598,8 +598,11 @@ class DiscordEmulator:
         data = {"custom_id": custom_id, "component_type": 2}
         return self._interaction(user, MESSAGE_COMPONENT, msg["channel_id"], data, msg)
 
-    def submit_modal(self, user: dict[str, Any], opened_by: dict[str, Any], *values: str) -> dict[str, Any]:
-        """`user` submits the modal the bot opened in answer to `opened_by`, its text inputs in order."""
+    def submit_modal(
+        self, user: dict[str, Any], opened_by: dict[str, Any], *values: str, choice: str = "wrong"
+    ) -> dict[str, Any]:
+        """`user` submits the modal the bot opened in answer to `opened_by`: its text inputs get
+        `values` in order ("" leaves one empty), its radio groups the option valued `choice`."""
         modal = wait_until(lambda: self.modal_of(opened_by), what="the modal")
         given = iter(values)
 
@@ -608,8 +611,15 @@ class DiscordEmulator:
                 return {"type": 1, "components": [submitted(c) for c in component["components"]]}
             if component["type"] == 18:  # a label around its input
                 return {"type": 18, "id": component.get("id", 0), "component": submitted(component["component"])}
+            if component["type"] == 21:  # a radio group: one of its options
+                if choice not in [o["value"] for o in component["options"]]:
+                    raise AssertionError(f"the modal offers no option {choice!r}")
+                return {"type": 21, "id": component.get("id", 0), "custom_id": component["custom_id"], "value": choice}
+            value = next(given)
+            if not value and component.get("required", True):
+                raise AssertionError("Discord does not send a modal whose required text input is empty")
             return {"type": component["type"], "id": component.get("id", 0), "custom_id": component["custom_id"],
-                    "value": next(given)}  # fmt: skip
+                    "value": value}  # fmt: skip
 
         data = {"custom_id": modal["custom_id"], "components": [submitted(c) for c in modal["components"]]}
         message = self.messages.get(opened_by["message"]["id"]) if "message" in opened_by else None
