@@ -150,6 +150,14 @@ def _export(core: CommandContext, caller: Caller, file: str) -> CommandResult:
     return CommandResult(text)
 
 
+def _examples_remove(core: CommandContext, caller: Caller, example_id: str) -> CommandResult:
+    removed = core.examples.remove([example_id])
+    if not removed:
+        raise UserError(f"no example {example_id!r}; the console's Examples page and `bot examples list` show ids")
+    log.info("%s removed example %s", caller.who, example_id)
+    return CommandResult(f"Removed example {example_id}.")
+
+
 def _lora_list(core: CommandContext, caller: Caller) -> CommandResult:
     registry = _registry(core)
     versions = [{"version": v.version, "status": v.status, "created_at": v.created_at,
@@ -181,7 +189,8 @@ def _trainer(core: CommandContext) -> TrainingRunner:
 
 
 # What a group of two-word commands is about (Discord's command groups, the CLI's subcommands).
-GROUPS = {"lora": "LoRA versions: list, serve, roll back", "feedback": "Review and export feedback"}
+GROUPS = {"lora": "LoRA versions: list, serve, roll back", "feedback": "Review and export feedback",
+          "examples": "Verified examples"}  # fmt: skip
 
 _CORRECTION_ID = Arg("correction_id", "The id shown by feedback review")
 
@@ -216,6 +225,13 @@ COMMANDS: dict[str, Command] = {
         ),
         Command("feedback accept", "accept a pending correction", _accept, (_CORRECTION_ID,), cli=False),
         Command("feedback reject", "reject a pending correction", _reject, (_CORRECTION_ID,), cli=False),
+        Command(
+            "examples remove",
+            "remove a verified example by id (a vote-made one comes back if its votes still make it)",
+            _examples_remove,
+            (Arg("example_id", "The example's id (Examples page, bot examples list)"),),
+            cli=False,  # the CLI has `bot examples remove IDS`, through a running bot's store
+        ),
         Command(
             "feedback export",
             "write the feedback as JSONL for TRL (in chat: a new file in the exports folder)",

@@ -30,11 +30,12 @@ from bot.setting_sections import (
     Section,
     TrainingSettings,
     TuningSettings,
+    WebSettings,
 )
-from bot.types import LOCAL_PLATFORMS
+from bot.types import LOCAL_PLATFORMS, WEB_PLATFORM
 
 # The platforms a message can come from (Core.is_admin matches admins as "platform:user_id").
-PLATFORMS = (*LOCAL_PLATFORMS, "slack", "discord")
+PLATFORMS = (*LOCAL_PLATFORMS, "slack", "discord", WEB_PLATFORM)
 # Tokens the prompt keeps beside max_new_tokens: the default system prompt and chat template take
 # about 45, so this leaves a short question room; below it every message would be refused.
 MIN_PROMPT_TOKENS = 64
@@ -183,6 +184,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings, description="docs/training.md")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="bounds on growth")
     tuning: TuningSettings = Field(default_factory=TuningSettings, description="measured values, for benchmarks")
+    web: WebSettings = Field(default_factory=WebSettings, description="the admin console: README, Console")
 
     @classmethod
     def settings_customise_sources(

@@ -176,3 +176,13 @@ class RetentionSettings(Section):
         5, ge=0, description="LoRA candidates kept after a run besides the active, previous and loaded ones"
     )
     log_backups: int = Field(1, ge=0, description="earlier runs' train.log kept (train.log.1, …) beside the last run's")
+
+
+class WebSettings(Section):
+    # The admin console (bot/web/): off unless `bot web` runs or `port` is set for `bot run`.
+    model_config = SettingsConfigDict(env_prefix="BOT_WEB_")
+    host: str = Field("127.0.0.1", description="address the console binds (loopback: only this machine)")
+    port: int = Field(0, ge=0, le=65535, description="`bot run` serves the admin console on this port (0: not)")
+    token: str = Field("", description="the console's sign-in secret (none: only `bot web`'s one-time link)",
+                       json_schema_extra=SECRET)  # fmt: skip
+    session_hours: float = Field(8.0, gt=0, le=24 * 7, description="how long a console sign-in lasts")

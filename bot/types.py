@@ -32,6 +32,7 @@ class ConversationKey:
 
 # The terminal chat and the CLI: run by whoever owns the data directory, on its machine.
 LOCAL_PLATFORMS = ("console", "cli")
+WEB_PLATFORM = "web"  # the admin console (bot/web/): its callers are `web:<name>`
 # Retrieval scope of examples that every conversation sees (imported, admin-taught).
 GLOBAL_SCOPE = ""
 # The terminal chat and the CLI: one person, the owner of the data directory.

@@ -115,7 +115,10 @@ def test_the_stores_admit_only_the_bot_and_the_trainer_on_their_port(docs) -> No
 def test_the_bot_admits_its_metrics_and_slack_ports_only(docs) -> None:
     sources, ports = admitted(docs, "bot")
     declared = {p["name"] for p in container(docs, "bot", "bot")["ports"]}
-    assert sources == {"*"} and ports == {"metrics", "slack-http"} == declared
+    assert sources == {"*"} and ports == {"metrics", "slack-http"} == declared - {"console"}
+    # The console: a Service for `kubectl port-forward`, and no policy admits a pod to it.
+    (service,) = [d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "bot-console"]
+    assert service["spec"]["type"] == "ClusterIP" and [p["targetPort"] for p in service["spec"]["ports"]] == ["console"]
 
 
 def test_no_secret_is_rendered_and_each_credential_comes_from_one(docs) -> None:
@@ -168,6 +171,7 @@ def test_compose_publishes_only_the_bots_health_port_on_loopback() -> None:
     assert all(service.get("network_mode", "service:").startswith("service:") for service in services.values())
     # The commented Slack HTTP line, once uncommented, binds loopback too.
     assert '# - "127.0.0.1:3000:3000"' in (DEPLOY / "compose.yaml").read_text()
+    assert '# - "127.0.0.1:8400:8400"' in (DEPLOY / "compose.yaml").read_text(), "the console, on loopback too"
 
 
 def test_compose_reaches_chroma_only_through_its_token_proxy() -> None:

@@ -56,6 +56,10 @@ def run() -> None:
         console.print("Stopped while loading.")
         return
     readiness.up("model")
+    if s.web.port:
+        from bot.cli.web import serve_beside_bot
+
+        serve_beside_bot(core, s)
     if not runners:
         from adapters.console import run_console
 

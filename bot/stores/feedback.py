@@ -80,7 +80,7 @@ class FeedbackStore:
         changes = {column: statement.excluded[column] for column in values if column not in keys}
         db.execute(statement.on_conflict_do_update(index_elements=keys, set_=changes))
 
-    def _rows(self, statement: Executable) -> Sequence[Row[Any]]:
+    def rows(self, statement: Executable) -> Sequence[Row[Any]]:
         with self.engine.connect() as connection:
             return connection.execute(statement).all()
 
@@ -129,12 +129,12 @@ class FeedbackStore:
         return exchange_id
 
     def exchange(self, exchange_id: str) -> Exchange | None:
-        rows = self._rows(select(exchanges).where(exchanges.c.id == exchange_id))
+        rows = self.rows(select(exchanges).where(exchanges.c.id == exchange_id))
         return exchange_from_row(rows[0]._mapping) if rows else None
 
     def exchanges(self, limit: int | None = None) -> list[Exchange]:
         statement = select(exchanges).order_by(exchanges.c.created_at)
-        rows = self._rows(statement.limit(limit) if limit else statement)
+        rows = self.rows(statement.limit(limit) if limit else statement)
         return [exchange_from_row(row._mapping) for row in rows]
 
     def count_exchanges(self) -> int:
@@ -146,7 +146,7 @@ class FeedbackStore:
             return []
         key = conversation.as_str()
         reset_at = select(conversation_resets.c.reset_at).where(conversation_resets.c.conversation == key)
-        rows = self._rows(
+        rows = self.rows(
             select(exchanges.c.user_text, exchanges.c.reply)
             .where(exchanges.c.conversation == key, exchanges.c.stopped == false())  # a stopped reply is no turn
             .where(exchanges.c.created_at > func.coalesce(reset_at.scalar_subquery(), 0))
@@ -156,7 +156,7 @@ class FeedbackStore:
         return [Turn(row.user_text, row.reply) for row in reversed(rows)]
 
     def has_history(self, conversation: ConversationKey) -> bool:
-        return bool(self._rows(select(1).where(exchanges.c.conversation == conversation.as_str()).limit(1)))
+        return bool(self.rows(select(1).where(exchanges.c.conversation == conversation.as_str()).limit(1)))
 
     def latest_exchange(self, conversation: ConversationKey) -> str | None:
         """The id of the bot's latest reply in a conversation (a reset forgets history, not replies)."""
@@ -279,7 +279,7 @@ class FeedbackStore:
     def voters(self, exchange_id: str, value: int = 1) -> set[tuple[str, str]]:
         """(platform, user id) of everyone whose vote on the exchange is a 👍 (`value` 1) or a 👎 (-1)."""
         chosen = votes.c.value > 0 if value > 0 else votes.c.value < 0
-        rows = self._rows(select(votes.c.platform, votes.c.user_id).where(votes.c.exchange_id == exchange_id, chosen))
+        rows = self.rows(select(votes.c.platform, votes.c.user_id).where(votes.c.exchange_id == exchange_id, chosen))
         return {(row.platform, row.user_id) for row in rows}
 
     def reasons(self, exchange_id: str | None = None) -> dict[str, int]:
@@ -287,14 +287,14 @@ class FeedbackStore:
         statement = select(votes.c.reason, func.count()).where(votes.c.value < 0, votes.c.reason.is_not(None))
         if exchange_id is not None:
             statement = statement.where(votes.c.exchange_id == exchange_id)
-        return {row[0]: int(row[1]) for row in self._rows(statement.group_by(votes.c.reason).order_by(votes.c.reason))}
+        return {row[0]: int(row[1]) for row in self.rows(statement.group_by(votes.c.reason).order_by(votes.c.reason))}
 
     def score(self, exchange_id: str) -> int:
         return int(self._scalar(_sum_of(votes.c.value, exchange_id)))
 
     def scored_exchanges(self) -> list[tuple[Exchange, int]]:
         """Every exchange that has votes, with its net score."""
-        rows = self._rows(
+        rows = self.rows(
             select(exchanges, func.sum(votes.c.value).label("net_score"))
             .join(votes, votes.c.exchange_id == exchanges.c.id)
             .group_by(exchanges.c.id)  # both allow the other columns: they depend on the primary key
@@ -353,7 +353,7 @@ class FeedbackStore:
 
     def corrections(self, status: str | None = None) -> list[Correction]:
         statement = select(corrections).order_by(corrections.c.created_at)
-        rows = self._rows(statement.where(corrections.c.status == status) if status else statement)
+        rows = self.rows(statement.where(corrections.c.status == status) if status else statement)
         return [correction_from_row(row._mapping) for row in rows]
 
     def review_correction(self, correction_id: str, accept: bool, reviewer: str) -> Correction | None:
@@ -372,14 +372,14 @@ class FeedbackStore:
         return correction_from_row(row._mapping)
 
     def correction(self, correction_id: str) -> Correction | None:
-        rows = self._rows(select(corrections).where(corrections.c.id == correction_id))
+        rows = self.rows(select(corrections).where(corrections.c.id == correction_id))
         return correction_from_row(rows[0]._mapping) if rows else None
 
     # examples owed to the example store --------------------------------------------------------
 
     def pending_example_syncs(self) -> list[tuple[str, str]]:
         """(kind, ref) of feedback whose example the example store may not have yet, oldest first."""
-        rows = self._rows(select(example_sync.c.kind, example_sync.c.ref).order_by(example_sync.c.queued_at))
+        rows = self.rows(select(example_sync.c.kind, example_sync.c.ref).order_by(example_sync.c.queued_at))
         return [(row.kind, row.ref) for row in rows]
 
     def example_synced(self, kind: str, ref: str) -> None:

@@ -61,7 +61,8 @@ def test_help_and_reset_are_global_and_work_in_a_dm_under_guild_sync(
     synced = [*emulator.commands[None], *emulator.commands[str(emulator.guild_id)]]
     assert all(c["integration_types"] == [0] for c in synced)
     guild_commands = {c["name"] for c in emulator.commands[str(emulator.guild_id)]}
-    assert guild_commands == {"status", "retrain", "teach", "lora", "feedback"}, "admin commands: the guild only"
+    admin_commands = {"status", "retrain", "teach", "lora", "feedback", "examples"}
+    assert guild_commands == admin_commands, "admin commands: the guild only"
 
     user = emulator.add_user("dana")
     dm = emulator.dm_channel_id(user)

@@ -71,7 +71,7 @@ def test_slash_commands_defer_then_follow_up(
     [sync] = emulator.calls_to("PUT", rf"/applications/{emulator.app_id}/guilds/{emulator.guild_id}/commands")
     [global_sync] = emulator.calls_to("PUT", rf"/applications/{emulator.app_id}/commands")
     synced = {c["name"]: c for c in sync.body + global_sync.body}
-    assert {c["name"] for c in sync.body} == {"status", "retrain", "teach", "lora", "feedback"}
+    assert {c["name"] for c in sync.body} == {"status", "retrain", "teach", "lora", "feedback", "examples"}
     assert {c["name"] for c in global_sync.body} == {"help", "reset"}
     manage_guild = str(discord.Permissions(manage_guild=True).value)
     assert all(
@@ -143,7 +143,7 @@ def test_non_admin_is_refused(
     start_bot(core)
     [sync] = emulator.calls_to("PUT", r"/applications/\d+/(guilds/\d+/)?commands")
     assert sync.path == f"/applications/{emulator.app_id}/commands", "no guild configured: global"
-    assert len(sync.body) == 7, "every command, in one place"
+    assert len(sync.body) == 8, "every command, in one place"
     member = emulator.add_user("member")
     # A server admin may have made /status visible to everyone: the bot still refuses.
     interaction = emulator.invoke_command(member, "status")
