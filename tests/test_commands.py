@@ -16,7 +16,7 @@ from bot.commands import COMMANDS, Command, help_text, parse
 from bot.types import UserError
 
 SAMPLE = {"version": "v0003", "question": "Is a => b a valid arrow?", "answer": "Yes.", "correction_id": "c1",
-          "file": "out.jsonl", "page": "2"}  # fmt: skip
+          "file": "out.jsonl", "page": "2", "example_id": "ab12cd34"}  # fmt: skip
 OPTION_TYPES = {str: discord.AppCommandOptionType.string, int: discord.AppCommandOptionType.integer}
 
 
@@ -98,6 +98,9 @@ def test_the_cli_offers_the_registrys_cli_commands() -> None:
 
     for command in COMMANDS.values():
         found = find(command.name.split())
+        if command.name == "examples remove":  # the CLI's own, through a running bot's store (bot/cli/manage.py)
+            assert found is not None and [p.name for p in found.params] == ["ids"], "several ids, not the chat form's one"
+            continue
         if not command.cli:
             assert found is None, f"`bot {command.name}` should not exist: it needs a chat or writes examples"
             continue

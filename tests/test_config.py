@@ -82,7 +82,13 @@ def test_names_come_from_the_model_and_every_training_field_has_one() -> None:
         "discord:1",
         "slack:T1",
     ]
-    assert SECRET_ENV_VARS == ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "DISCORD_TOKEN")
+    assert SECRET_ENV_VARS == (
+        "SLACK_BOT_TOKEN",
+        "SLACK_APP_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "DISCORD_TOKEN",
+        "BOT_WEB_TOKEN",
+    )
     assert len(set(SETTING_ENV_VARS.values())) == len(SETTING_ENV_VARS), "two settings share a variable"
 
 

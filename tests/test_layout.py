@@ -18,7 +18,7 @@ TOP_OF_BOT = {
     "__init__", "__main__", "core", "commands", "config", "embedder", "evaluation", "feedback_rules", "jsonl",
     "prompt", "query_adapter", "retrieval", "setting_sections", "settings_table", "status", "types", "wiring",
 }  # fmt: skip
-PACKAGES_OF_BOT = {"cli", "data", "finetune", "generation", "ops", "stores", "training"}
+PACKAGES_OF_BOT = {"cli", "data", "finetune", "generation", "ops", "stores", "training", "web"}
 
 
 def python_files(*roots: str) -> list[Path]:

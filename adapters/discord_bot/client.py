@@ -31,7 +31,7 @@ from adapters.discord_bot.conversations import Conversations, of_interaction
 from adapters.discord_bot.feedback import VoteButton, seed_reactions
 from adapters.discord_bot.gateway import WITHOUT_CONTENT, ContentFallbackClient, configure_endpoints, intents
 from adapters.discord_bot.invited import NOT_A_MEMBER, Invitations
-from adapters.discord_bot.screen import MAX_CHARS, DiscordScreen, keep_typing, small_footer, split_message
+from adapters.discord_bot.screen import LAYOUT_CHARS, DiscordScreen, keep_typing, small_footer, split_message
 from adapters.discord_bot.suggestions import suggest
 from adapters.edit_budget import EditBudget
 from adapters.streaming import ReplyOnScreen, show_answer
@@ -186,7 +186,7 @@ class DiscordBot(ContentFallbackClient):
         channel = str(message.channel.id)
         screen = DiscordScreen(loop, message.channel, message.to_reference(fail_if_not_exists=False))
         interval = self.settings.tuning.discord_stream_interval_s
-        on_screen = ReplyOnScreen(screen, MAX_CHARS, interval, self._edits, channel, footer=small_footer)
+        on_screen = ReplyOnScreen(screen, LAYOUT_CHARS, interval, self._edits, channel, footer=small_footer)
         typing = asyncio.create_task(keep_typing(message.channel))
         try:
             reply = await loop.run_in_executor(self._answers, show_answer, self.core, answering, [on_screen], PLATFORM)

@@ -16,10 +16,11 @@ from starlette.routing import Route
 
 from bot.stores.browse import ExchangeFilter, conversation_around, corrections_of, find_exchanges, votes_of
 from bot.web.auth import check_csrf
+from bot.web.console import back
 
 if TYPE_CHECKING:
     from bot.stores.records import Exchange
-    from bot.web.app import Console
+    from bot.web.console import Console
 
 PAGE = 25
 
@@ -63,7 +64,6 @@ def _filter(request: Request) -> ExchangeFilter:
 
 def routes(console: Console) -> list[Route]:
     core = console.core
-    from bot.web.app import back
 
     def exchange_or_404(exchange_id: str) -> Exchange:
         found = core.store.exchange(exchange_id)

@@ -21,10 +21,11 @@ from bot.jsonl import JsonlFileError
 from bot.stores.examples import parse_examples_file
 from bot.web.auth import check_csrf
 from bot.web.charts import line_chart
+from bot.web.console import back
 
 if TYPE_CHECKING:
     from bot.types import Example, LoraVersion
-    from bot.web.app import Console
+    from bot.web.console import Console
 
 log = logging.getLogger(__name__)
 SHOWN = 200  # examples listed at most
@@ -78,7 +79,6 @@ def changed(version: LoraVersion) -> list[dict[str, Any]]:
 
 def routes(console: Console) -> list[Route]:
     core = console.core
-    from bot.web.app import back
 
     async def examples(request: Request) -> Response:
         console.admin(request)

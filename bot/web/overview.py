@@ -13,7 +13,7 @@ from bot.stores.browse import reply_stats, votes_by_day
 from bot.web.charts import bar_chart
 
 if TYPE_CHECKING:
-    from bot.web.app import Console
+    from bot.web.console import Console
 
 
 def routes(console: Console) -> list[Route]:

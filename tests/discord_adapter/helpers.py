@@ -9,7 +9,7 @@ from typing import Any
 from adapters.discord_bot.client import DiscordBot
 from bot.core import Core
 from bot.types import Incoming
-from tests.emulators.discord_api import DiscordEmulator, wait_until
+from tests.emulators.discord_api import DiscordEmulator, text_displays, wait_until
 from tests.fakes import FakeTokenizer
 
 ADMIN_ID = "111"
@@ -59,8 +59,14 @@ class BotThread:
 
 
 def buttons(message: dict[str, Any]) -> list[str]:
-    """The custom ids of a message's buttons, in order."""
-    return [c["custom_id"] for row in message.get("components", []) for c in row.get("components", [])]
+    """The custom ids of a message's buttons (in its action rows), in order."""
+    rows = [c for c in message.get("components", []) if c.get("type") == 1]
+    return [c["custom_id"] for row in rows for c in row.get("components", [])]
+
+
+def text_of(message: dict[str, Any]) -> str:
+    """What a message shows: its content, or a Components V2 message's text displays."""
+    return message["content"] or "".join(text_displays(message.get("components", [])))
 
 
 def final_reply(
@@ -74,7 +80,7 @@ def final_reply(
             return None
         if with_buttons and not buttons(parts[-1]):
             return None
-        if any(part["content"].endswith(" …") or part["content"].startswith("⏳") for part in parts):
+        if any(text_of(part).endswith(" …") or text_of(part).startswith("⏳") for part in parts):
             return None  # still being written
         return parts
 

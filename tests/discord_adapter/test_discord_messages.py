@@ -18,8 +18,8 @@ import discord
 from adapters.discord_bot.client import split_message
 from bot.core import Core
 from bot.types import ConversationKey
-from tests.discord_adapter.helpers import TIMEOUT, BotThread, buttons, final_reply, token_id
-from tests.emulators.discord_api import DiscordEmulator, wait_until
+from tests.discord_adapter.helpers import TIMEOUT, BotThread, buttons, final_reply, text_of, token_id
+from tests.emulators.discord_api import COMPONENTS_V2, DiscordEmulator, wait_until
 from tests.fakes import FakeEngine
 
 # ----------------------------------------------------------------------------- messages
@@ -143,27 +143,44 @@ def test_thread_is_one_conversation(
     assert core.store.has_history(ConversationKey("discord", str(emulator.channel_id), thread))
 
 
-def test_long_reply_is_split_into_linked_messages(
+def test_a_long_reply_is_one_layout_message_with_its_buttons(
     emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
 ) -> None:
     paragraph = " ".join(f"sentence{i} has several words in it." for i in range(40))
-    reply = paragraph + "\n\n" + paragraph  # ~2,900 characters with one paragraph break
-    assert len(reply) > 2000
-    core = fast_core(reply=reply, max_new_tokens=1000, context_tokens=4096)
+    reply = paragraph + "\n\n" + paragraph  # ~2,900 characters: over a message's content, within a layout's
+    assert 2000 < len(reply) <= 4000
+    core = fast_core(reply=reply, max_new_tokens=1000, context_tokens=4096, tuning__discord_stream_interval_s=0.05)
     start_bot(core)
-    user = emulator.add_user("erin")
-    asked = emulator.send_message(user, f"{emulator.mention()} tell me everything")
+    asked = emulator.send_message(emulator.add_user("erin"), f"{emulator.mention()} tell me everything")
 
+    [answer] = final_reply(emulator, asked)
+    assert answer["flags"] & COMPONENTS_V2 and answer["content"] == "", "a Components V2 message carries no content"
+    assert text_of(answer) == reply and len(buttons(answer)) == 2, "the whole reply in one message, 👍/👎 under it"
+    exchange = core.exchange_for_message("discord", answer["id"])
+    assert exchange is not None and buttons(answer)[0] == f"vote:{exchange}:up"
+    # It began as a plain message and became a layout once it grew past 2,000 characters.
+    [posted] = emulator.calls_to("POST", r"/channels/\d+/messages")
+    assert posted.body.get("content") and not int(posted.body.get("flags") or 0) & COMPONENTS_V2
+    assert any(int(c.body.get("flags") or 0) & COMPONENTS_V2 for c in emulator.calls_to("PATCH", r"/channels/.+"))
+    click = emulator.click(emulator.add_user("fay"), answer["id"], f"vote:{exchange}:up")
+    assert "counted" in str(emulator.callback_of(click)["data"]["content"]), "its buttons work"
+
+
+def test_a_reply_past_a_layouts_4000_characters_continues_in_another_message(
+    emulator: DiscordEmulator, fast_core: Callable[..., Core], start_bot: Callable[..., BotThread]
+) -> None:
+    paragraph = " ".join(f"sentence{i} has several words in it." for i in range(80))  # ~2,900 characters
+    reply = "\n\n".join([paragraph] * 2)
+    assert len(reply) > 4000
+    core = fast_core(reply=reply, max_new_tokens=2000, context_tokens=4096)
+    start_bot(core)
+    asked = emulator.send_message(emulator.add_user("erin"), f"{emulator.mention()} tell me everything")
     parts = final_reply(emulator, asked, expected_parts=2)
-    assert len(parts) == 2
-    assert [p["content"] for p in parts] == [paragraph, paragraph], "cut at the paragraph break"
+    assert [text_of(p) for p in parts] == [paragraph, paragraph], "cut at the paragraph break"
+    assert buttons(parts[0]) == [] and len(buttons(parts[1])) == 2, "👍/👎 once, on the last part"
     exchange = core.exchange_for_message("discord", parts[0]["id"])
-    assert exchange is not None
-    # A part the final text posts is linked once it is posted (its buttons carry the exchange already).
     wait_until(lambda: core.exchange_for_message("discord", parts[1]["id"]) == exchange, TIMEOUT,
                what="the second part linked to the exchange")  # fmt: skip
-    assert buttons(parts[0]) == [] and len(buttons(parts[1])) == 2, "👍/👎 once, on the last part"
-    assert all(len(c.body["content"]) <= 2000 for c in emulator.calls_to("PATCH", r"/channels/.+"))
 
 
 def test_split_message_boundaries() -> None:

@@ -47,6 +47,8 @@ OP_INVALID_SESSION, OP_HELLO, OP_HEARTBEAT_ACK = 9, 10, 11
 
 ADMINISTRATOR = 1 << 3
 EPHEMERAL = 1 << 6
+COMPONENTS_V2 = 1 << 15  # a message flag: its text is in text displays, and it has no content
+LAYOUT_CHARS = 4000  # the most text a Components V2 message's text displays hold in all
 MESSAGE_CONTENT = 1 << 15  # the privileged gateway intent
 
 # Interaction types and callback types (https://discord.com/developers/docs/interactions/receiving-and-responding)
@@ -92,6 +94,28 @@ def _too_many(retry_after: float, limit: int, bucket: str) -> web.Response:
             "X-RateLimit-Scope": "user",
         },
     )
+
+
+def _layout_refused(flags: int, content: str, components: list[dict[str, Any]]) -> str:
+    """Why Discord refuses a Components V2 message ('' if it does not): it carries no content, and its
+    text displays hold at most LAYOUT_CHARS characters in all; a plain message holds no layout."""
+    if not flags & COMPONENTS_V2:
+        return "Components V2 items need the IS_COMPONENTS_V2 flag" if text_displays(components) else ""
+    if content:
+        return "A message with IS_COMPONENTS_V2 cannot have content"
+    if sum(len(t) for t in text_displays(components)) > LAYOUT_CHARS:
+        return f"Text displays hold at most {LAYOUT_CHARS} characters in all"
+    return ""
+
+
+def text_displays(components: list[dict[str, Any]]) -> list[str]:
+    """The text of every text display (type 10) in a message's components, nested ones included, in order."""
+    found: list[str] = []
+    for component in components:
+        if component.get("type") == 10:
+            found.append(str(component.get("content", "")))
+        found.extend(text_displays(component.get("components") or []))
+    return found
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -592,7 +616,7 @@ class DiscordEmulator:
     def click(self, user: dict[str, Any], message_id: str, custom_id: str) -> dict[str, Any]:
         """A user clicks the button `custom_id` on a message (a MESSAGE_COMPONENT interaction)."""
         msg = self.messages[message_id]
-        buttons = [c for row in msg["components"] for c in row.get("components", [])]
+        buttons = [c for row in msg["components"] if row.get("type") == 1 for c in row.get("components", [])]
         if not any(b.get("custom_id") == custom_id for b in buttons):
             raise AssertionError(f"message {message_id} has no button {custom_id!r}: {msg['components']}")
         data = {"custom_id": custom_id, "component_type": 2}
@@ -980,6 +1004,9 @@ class DiscordEmulator:
         if channel_id not in self.channels:
             return _json({"message": "Unknown Channel", "code": 10003}, status=404)
         content = body.get("content") or ""
+        flags = int(body.get("flags") or 0)
+        if refused := _layout_refused(flags, content, body.get("components") or []):
+            return _json({"message": refused, "code": 50035}, status=400)
         if len(content) > 2000:
             return _json(self._too_long(), status=400)
         ref = (body.get("message_reference") or {}).get("message_id")
@@ -988,8 +1015,8 @@ class DiscordEmulator:
             author=self.bot_user,
             content=content,
             reply_to=str(ref) if ref else None,
-            flags=int(body.get("flags") or 0),
-            extra={"components": body.get("components") or []},  # buttons: action rows of type 2
+            flags=flags,
+            extra={"components": body.get("components") or []},  # action rows of buttons, or a layout
         )
         out = self._with_reference(msg)
         await self._dispatch("MESSAGE_CREATE", out)  # Discord echoes the bot's own messages
@@ -1007,12 +1034,20 @@ class DiscordEmulator:
             return _json({"message": "Unknown Message", "code": 10008}, status=404)
         if msg["author"]["id"] != self.bot_user["id"]:
             return _json({"message": "Cannot edit a message authored by another user", "code": 50005}, status=403)
+        flags = int(body["flags"]) if body.get("flags") is not None else msg["flags"]
+        if msg["flags"] & COMPONENTS_V2 and not flags & COMPONENTS_V2:
+            return _json({"message": "A Components V2 message cannot become a plain one", "code": 50035}, status=400)
+        content = body["content"] if "content" in body else msg["content"]
+        components = body["components"] if "components" in body else msg["components"]
+        if refused := _layout_refused(flags, content or "", components or []):
+            return _json({"message": refused, "code": 50035}, status=400)
         if "content" in body:
             if len(body["content"] or "") > 2000:
                 return _json(self._too_long(), status=400)
-            msg["content"] = body["content"]
+            msg["content"] = body["content"] or ""
         if "components" in body:
             msg["components"] = body["components"] or []
+        msg["flags"] = flags
         msg["edited_timestamp"] = _now_iso()
         return _json(self._with_reference(msg))
 
