@@ -244,3 +244,29 @@ def test_what_changed_lists_differing_held_out_replies_and_regression_questions_
         ("regression", "lost", "", "bad", "now missed"),
         ("regression", "won", "wrong", "", "now right"),
     ]
+
+
+def test_bot_run_serves_the_console_beside_the_bot_only_with_a_secret(make_core: MakeCore, caplog) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    from bot.cli.web import serve_beside_bot
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    without = make_core(web__port=port)
+    serve_beside_bot(without, without.settings)
+    assert "BOT_WEB_TOKEN is not" in caplog.text, "no secret: nobody could sign in, so nothing is served"
+    core = make_core(web__port=port, web__token=SECRET)
+    serve_beside_bot(core, core.settings)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/signin", timeout=2) as page:
+                assert page.status == 200 and "BOT_WEB_TOKEN" in page.read().decode()
+                break
+        except OSError:
+            assert time.monotonic() < deadline, "the console did not start"
+            time.sleep(0.1)
