@@ -82,7 +82,9 @@ def test_an_admin_works_through_the_console_in_a_real_browser(make_real_core, br
     from selenium.webdriver.support.expected_conditions import staleness_of
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    core = make_real_core(admins=("console:local", "web:owner"), **{**TINY, "tuning__holdout_fraction": 0.5})
+    # A tiny run: what it learns is not judged here, only that the console shows and acts on it.
+    tiny = {**TINY, "tuning__holdout_fraction": 0.5, "training__epochs": 2}
+    core = make_real_core(admins=("console:local", "web:owner"), **tiny)
     for question, answer in FACTS:
         core.rules.teach("console", "local", question, answer)
     slack = ConversationKey("slack", "C1", "t1")
