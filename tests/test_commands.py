@@ -99,7 +99,7 @@ def test_the_cli_offers_the_registrys_cli_commands() -> None:
     for command in COMMANDS.values():
         found = find(command.name.split())
         if command.name == "examples remove":  # the CLI's own, through a running bot's store (bot/cli/manage.py)
-            assert found is not None and [p.name for p in found.params] == ["ids"], "several ids, not the chat form's one"
+            assert found is not None and [p.name for p in found.params] == ["ids"], "several ids, unlike chat's one"
             continue
         if not command.cli:
             assert found is None, f"`bot {command.name}` should not exist: it needs a chat or writes examples"

@@ -3,6 +3,7 @@ flashed messages, and running a change as `web:<name>` through bot/commands.py o
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 HERE = Path(__file__).parent
 
 
+def when(at: float) -> str:
+    """A stored time (seconds since the epoch) as people read it, in UTC."""
+    return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 class Console:
     """What every page shares: the core, the templates, the signed-in admin, running commands."""
 
@@ -31,6 +37,7 @@ class Console:
         self.core, self.owns_examples, self.links = core, owns_examples, links
         self.limiter = SignInLimiter()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.filters["when"] = when
         self.jobs: dict[str, dict[str, Any]] = {}  # import jobs: id -> progress
 
     def admin(self, request: Request) -> SignedIn:

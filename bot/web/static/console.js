@@ -18,15 +18,20 @@
     else if (event.key === "e") { event.preventDefault(); card.querySelector("textarea").focus(); }
   });
   show(0);
-  // The training page follows a run while it goes (the status as JSON; the page reloads when it ends).
+  // The training page follows a run: the status every two seconds, and the page again once a run it
+  // saw going has ended (its result and the new version). A run just started may not hold its lock
+  // yet: only a run seen going counts.
   const live = document.getElementById("live-status");
   if (live) {
+    let seenRunning = false;
     const tick = async () => {
       const response = await fetch("/training/status", {credentials: "same-origin"});
       if (!response.ok) return;
       const s = await response.json();
       live.textContent = s.progress || "No run.";
-      if (s.running) setTimeout(tick, 1000); else if (live.dataset.running === "1") location.reload();
+      if (seenRunning && !s.running) { location.reload(); return; }
+      seenRunning = seenRunning || s.running;
+      setTimeout(tick, 2000);
     };
     tick();
   }
