@@ -20,9 +20,8 @@ class Provenance:
 
     @classmethod
     def of(cls, looked: Looked | None, reply: Reply) -> Provenance:
-        """The examples the core looked up that made it into the prompt, and the version that wrote the reply."""
-        found = {e.id: e for e in (looked.examples if looked is not None else ())}
-        return cls(tuple(found[i] for i in reply.example_ids if i in found), reply.lora_version)
+        """The examples in the reply's prompt, and the version that wrote the reply."""
+        return cls(looked.examples if looked is not None else (), reply.lora_version)
 
     @property
     def worth_showing(self) -> bool:

@@ -210,7 +210,9 @@ class Core:
             raise UserError(str(exc)) from None
         hints = self._reply_hints(generation, examples, prompt.example_ids)
         serving = generation.serving_lora
-        yield Looked(tuple(examples), None if hints.base_only or serving is None else serving[0])
+        by_id = {e.id: e for e in examples}
+        in_prompt = tuple(by_id[i] for i in prompt.example_ids)
+        yield Looked(in_prompt, None if hints.base_only or serving is None else serving[0])
         first_token: float | None = None  # as the user sees it: from the message's arrival
         # Closed with this stream: a reply nobody waits for any more is cancelled, not written (worker.py).
         with contextlib.closing(

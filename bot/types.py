@@ -219,8 +219,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class Looked:
-    """Stream event, first: the verified examples retrieved for the reply (best first; those that fit
-    the prompt are the reply's `example_ids`) and the LoRA version serving now (None: the base model)."""
+    """Stream event, first: the verified examples in the reply's prompt (its `example_ids`, in that
+    order) and the LoRA version serving now (None: the base model)."""
 
     examples: tuple[Example, ...]
     lora_version: str | None

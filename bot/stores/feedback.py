@@ -240,9 +240,9 @@ class FeedbackStore:
         if value not in (-1, 0, 1):
             raise ValueError(f"a vote is -1, 0 or +1, not {value!r}")
         mine = and_(votes.c.exchange_id == exchange_id, votes.c.platform == platform, votes.c.user_id == user_id)
-        if reason is None and value < 0:
-            reason = self._scalar(select(votes.c.reason).where(mine, votes.c.value < 0))
         with self._tx() as db:
+            if reason is None and value < 0:  # in the write's transaction: a reason given meanwhile is kept
+                reason = db.execute(select(votes.c.reason).where(mine, votes.c.value < 0)).scalar()
             if value == 0:
                 db.execute(delete(votes).where(mine))
             else:

@@ -52,8 +52,7 @@ def create_app(core: Core, owns_examples: bool = True, links: OneTimeLinks | Non
             sign_in(request, clean_name(name), owner=False)
         except ValueError as exc:
             return console.page(request, "signin.html", "Sign in", error=str(exc), next="/")
-        target = str(form.get("next", "/"))
-        return back(target if target.startswith("/") and not target.startswith("//") else "/")
+        return back(str(form.get("next", "/")))
 
     async def signin_link(request: Request) -> Response:
         name = console.links.redeem(request.path_params["token"])

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cachetools import LRUCache
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from bot.stores.records import Exchange
 
 HERE = Path(__file__).parent
+MAX_JOBS = 64  # imports whose progress pages stay reachable, the oldest forgotten first
 
 
 def when(at: float) -> str:
@@ -38,7 +40,7 @@ class Console:
         self.limiter = SignInLimiter()
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.filters["when"] = when
-        self.jobs: dict[str, dict[str, Any]] = {}  # import jobs: id -> progress
+        self.jobs: LRUCache[str, dict[str, Any]] = LRUCache(MAX_JOBS)  # import jobs: id -> progress
 
     def admin(self, request: Request) -> SignedIn:
         """The signed-in admin; else a redirect to sign in, or 403 for a signed-in non-admin."""
@@ -98,5 +100,8 @@ class Console:
         return self.owns_examples
 
 
-def back(to: str) -> RedirectResponse:
-    return RedirectResponse(to, status_code=303)  # after a POST: the page is fetched again with GET
+def back(to: str, default: str = "/") -> RedirectResponse:
+    """After a POST, the page `to` fetched again with GET; a target off this site (`//host`, a full
+    address: a form can carry anything) goes to `default` instead."""
+    local = to.startswith("/") and not to.startswith("//") and "\\" not in to
+    return RedirectResponse(to if local else default, status_code=303)

@@ -42,6 +42,12 @@ def matches(example: Example, text: str, scope: str, source: str, label: str) ->
     )
 
 
+def loss_curve(manifest: dict[str, Any] | None) -> str:
+    """A run's loss by step, as SVG ('' before a run has written its losses)."""
+    losses = (manifest or {}).get("losses") or []
+    return line_chart([(x["step"], x["loss"]) for x in losses], "step", "loss")
+
+
 def changed(version: LoraVersion) -> list[dict[str, Any]]:
     """What the version answers differently from the one it was gated against: the held-out questions
     whose reply differs, and the regression questions it now misses or now gets right."""
@@ -115,8 +121,7 @@ def routes(console: Console) -> list[Route]:
         form = await check_csrf(request)
         if console.needs_examples(request):
             await console.run(request, user, "examples remove", example_id=request.path_params["example_id"])
-        target = form.get("next", "")
-        return back(target if target.startswith("/") and not target.startswith("//") else "/examples")
+        return back(form.get("next", ""), default="/examples")
 
     async def start_import(request: Request) -> Response:
         console.admin(request)
@@ -151,8 +156,7 @@ def routes(console: Console) -> list[Route]:
         registry, trainer = core.registry, core.trainer
         versions = list(reversed(registry.versions())) if registry else []
         status = trainer.read_status() if trainer else None
-        losses = (status.manifest or {}).get("losses") if status and status.manifest else None
-        curve = line_chart([(x["step"], x["loss"]) for x in losses or []], "step", "loss") if losses else ""
+        curve = loss_curve(status.manifest if status else None)
         return console.page(
             request,
             "training.html",
@@ -185,8 +189,7 @@ def routes(console: Console) -> list[Route]:
             found = core.registry.get(request.path_params["version"])
         except Exception:
             raise HTTPException(404, "No such version.") from None
-        losses = found.manifest.get("losses") or []
-        curve = line_chart([(x["step"], x["loss"]) for x in losses], "step", "loss") if losses else ""
+        curve = loss_curve(found.manifest)
         return console.page(
             request, "version.html", f"LoRA {found.version}", v=found, changed=changed(found), curve=curve
         )

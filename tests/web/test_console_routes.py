@@ -101,6 +101,8 @@ def test_sign_in_by_secret_as_a_listed_admin_and_the_cookie_it_sets(core: Core) 
     assert response.status_code == 303 and response.headers["location"] == "/", "no redirect off the site"
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "max-age=28800" in cookie
+    sneaky = client.post("/signin", data={"token": SECRET, "name": "alice", "next": "/\\evil.example/"})
+    assert sneaky.headers["location"] == "/", "a browser reads /\\host as //host"
     page = client.get("/")
     assert page.status_code == 200 and "web:alice" in page.text
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
